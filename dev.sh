@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# swand's two entry points on a fresh Debian 12 machine, run as root:
+#   ./dev.sh demo   install what is missing, build the lab, run swand as its gateway
+#   ./dev.sh test   install what is missing, run ruff and the whole test suite
+# Everything the tests need is installed here, so CI (.ci/run) calls `./dev.sh test`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages: charon and its tools, both firewall back ends, namespaces and probes,
+# a Python that can build python-iptables' extension, promtool and systemd-analyze.
+APT_PACKAGES=(
+  charon-systemd strongswan-swanctl strongswan-pki libcharon-extra-plugins
+  libstrongswan-extra-plugins
+  iptables nftables python3-nftables
+  iproute2 iputils-ping tcpdump procps util-linux
+  python3 python3-venv python3-dev gcc
+  debootstrap
+  prometheus systemd openssl
+)
+VENV=.venv
+PY=/usr/bin/python3   # Debian's Python, so python3-nftables is importable in the venv
+
+install_debian_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "dev.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+  # Installing charon-systemd may start a charon in this namespace; the lab runs its own.
+}
+
+install_python_package() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    "$PY" -m venv --system-site-packages "$VENV"
+  fi
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet -e ".[test]"
+}
+
+setup() {
+  install_debian_packages
+  install_python_package
+}
+
+case "${1:-}" in
+  demo)
+    shift
+    setup
+    exec "$VENV/bin/swand" demo "$@"
+    ;;
+  test)
+    shift
+    setup
+    "$VENV/bin/ruff" check swand tests bench
+    exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  setup)
+    setup
+    ;;
+  *)
+    echo "usage: $0 demo|test|setup [args...]" >&2
+    exit 2
+    ;;
+esac

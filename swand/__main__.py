@@ -1,0 +1,5 @@
+import sys
+
+from swand.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the swand CLI, one module each."""

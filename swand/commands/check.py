@@ -1,0 +1,15 @@
+"""`swand check`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    print("swand check: not implemented yet", file=sys.stderr)
+    return 2

@@ -1,0 +1,204 @@
+"""swand.toml: the daemon's own settings, validated into frozen dataclasses.
+
+Every key is optional; an unknown section or key is an error naming it, because a typo in
+a security daemon's config must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("/etc/swand/swand.toml")
+DEFAULT_VICI_URI = "unix:///var/run/charon.vici"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9817"
+
+
+class ConfigError(Exception):
+    """A swand.toml that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class CharonSettings:
+    vici: str = DEFAULT_VICI_URI
+    #: seconds between the periodic checks that repair what others unloaded
+    interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class SwanctlSettings:
+    dir: str = "/etc/swanctl"
+    #: removing a connection from the file also terminates its SAs
+    terminate_removed: bool = True
+
+
+@dataclass(frozen=True)
+class FirewallSettings:
+    enabled: bool = True
+    backend: str = "auto"  # auto | legacy | nftables
+    mode: str = "auto"  # auto | policy | interface
+    egress: str = "auto"
+    mss: int = 1360
+    nat: bool = True
+    nat66: bool = False
+    forward_rules: bool = True
+    interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class SysctlSettings:
+    ip_forward: bool = True
+    ip_no_pmtu_disc: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str = DEFAULT_METRICS_LISTEN
+    per_peer: bool = False
+
+
+@dataclass(frozen=True)
+class KeepaliveSettings:
+    conns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "auto"  # auto | json | console
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class SwandConfig:
+    charon: CharonSettings = field(default_factory=CharonSettings)
+    swanctl: SwanctlSettings = field(default_factory=SwanctlSettings)
+    firewall: FirewallSettings = field(default_factory=FirewallSettings)
+    sysctl: SysctlSettings = field(default_factory=SysctlSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    #: where the settings came from, for messages ("<defaults>" when no file)
+    source: str = "<defaults>"
+
+    def with_overrides(
+        self, *, vici: str | None = None, swanctl_dir: str | None = None,
+        firewall_enabled: bool | None = None,
+    ) -> SwandConfig:
+        """Apply command-line overrides (--vici, --swanctl-dir, --no-firewall)."""
+        cfg = self
+        if vici is not None:
+            cfg = dataclasses.replace(cfg, charon=dataclasses.replace(cfg.charon, vici=vici))
+        if swanctl_dir is not None:
+            cfg = dataclasses.replace(
+                cfg, swanctl=dataclasses.replace(cfg.swanctl, dir=swanctl_dir)
+            )
+        if firewall_enabled is not None:
+            cfg = dataclasses.replace(
+                cfg, firewall=dataclasses.replace(cfg.firewall, enabled=firewall_enabled)
+            )
+        return cfg
+
+
+_SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
+    for f in dataclasses.fields(SwandConfig)
+    if f.name != "source"
+}
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("firewall", "backend"): ("auto", "legacy", "nftables"),
+    ("firewall", "mode"): ("auto", "policy", "interface"),
+    ("log", "format"): ("auto", "json", "console"),
+    ("log", "level"): ("debug", "info", "warning", "error"),
+}
+
+
+def _coerce(where: str, section: str, key: str, expected: Any, value: Any) -> Any:
+    """Check one value against the dataclass field's declared type."""
+    kind = str(expected)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: [{section}] {key} must be true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: [{section}] {key} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(
+                f"{where}: [{section}] {key} must be a positive number, got {value!r}"
+            )
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: [{section}] {key} must be a string, got {value!r}")
+        choices = _CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{where}: [{section}] {key} must be one of {', '.join(choices)}, got {value!r}"
+            )
+        return value
+    if kind.startswith("tuple"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(
+                f"{where}: [{section}] {key} must be a list of strings, got {value!r}"
+            )
+        return tuple(value)
+    raise ConfigError(f"{where}: [{section}] {key}: unsupported type {kind}")  # pragma: no cover
+
+
+def parse_config(data: dict[str, Any], where: str = "<string>") -> SwandConfig:
+    """Validate a decoded TOML document into a SwandConfig."""
+    sections: dict[str, Any] = {}
+    for name, body in data.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(
+                f"{where}: unknown section [{name}] (known: {', '.join(sorted(_SECTIONS))})"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in body.items():
+            f = fields.get(key)
+            if f is None:
+                raise ConfigError(
+                    f"{where}: unknown key {key!r} in [{name}] "
+                    f"(known: {', '.join(sorted(fields))})"
+                )
+            values[key] = _coerce(where, name, key, f.type, value)
+        sections[name] = cls(**values)
+    cfg = SwandConfig(**sections, source=where)
+    mss = cfg.firewall.mss
+    if mss != 0 and not 536 <= mss <= 1460:
+        raise ConfigError(f"{where}: [firewall] mss must be 0 (off) or 536..1460, got {mss}")
+    return cfg
+
+
+def load_config(path: str | Path | None) -> SwandConfig:
+    """Read swand.toml; a missing *default* file means all defaults, a missing named one is
+    an error."""
+    explicit = path is not None
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        if explicit and p != DEFAULT_CONFIG_PATH:
+            raise ConfigError(f"{p}: no such file") from None
+        return SwandConfig()
+    except PermissionError:
+        raise ConfigError(f"{p}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    return parse_config(data, str(p))

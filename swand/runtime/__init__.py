@@ -1,0 +1,1 @@
+"""The imperative shell: reconcilers and watchers that drive the core through adapters."""
