@@ -1,0 +1,123 @@
+"""A bounded-frequency runner: the single writer behind every reconciler.
+
+Watchers (VICI events, RTNL events, SIGHUP, timers) never act themselves; they `poke()` a
+runner, which runs its pass no more often than `min_interval`, at least every
+`max_interval` (jittered, so a fleet of gateways does not resync in step), and after a
+failure retries with exponential backoff, marking the next pass as full. This is the shape
+of kube-proxy's BoundedFrequencyRunner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from swand.log import get_logger
+
+log = get_logger("swand.runner")
+
+
+@dataclass
+class PassRequest:
+    """What the next pass has been asked to do; requests merge until the pass runs."""
+
+    reasons: set[str] = field(default_factory=set)
+    full: bool = False
+
+    def merge(self, reason: str, full: bool) -> None:
+        self.reasons.add(reason)
+        self.full = self.full or full
+
+
+PassFunction = Callable[[PassRequest], Awaitable[None]]
+
+
+class BoundedFrequencyRunner:
+    """Runs `pass_fn` on demand, rate limited, periodically, with backoff on failure."""
+
+    def __init__(
+        self,
+        name: str,
+        pass_fn: PassFunction,
+        *,
+        min_interval: float = 0.2,
+        max_interval: float = 10.0,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        jitter: float = 0.1,
+    ) -> None:
+        self.name = name
+        self._pass_fn = pass_fn
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.jitter = jitter
+        self._pending: PassRequest | None = None
+        self._wake = asyncio.Event()
+        self._last_start = float("-inf")
+        self._failures = 0
+        self.passes = 0
+        self.failed_passes = 0
+        self.last_success: float | None = None
+        self._idle = asyncio.Event()
+
+    def poke(self, reason: str, *, full: bool = False) -> None:
+        """Ask for a pass soon. Safe to call from any coroutine; never blocks."""
+        if self._pending is None:
+            self._pending = PassRequest()
+        self._pending.merge(reason, full)
+        self._idle.clear()
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no pass is pending or running (for tests and start-up ordering)."""
+        await self._idle.wait()
+
+    def _periodic_delay(self) -> float:
+        return self.max_interval * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def _backoff_delay(self) -> float:
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (self._failures - 1))
+        return delay * (1 + random.uniform(0, self.jitter))
+
+    async def run(self) -> None:
+        """Loop forever; cancel the task to stop (a running pass is cancelled too)."""
+        while True:
+            delay = self._backoff_delay() if self._failures else self._periodic_delay()
+            if self._pending is None:
+                self._idle.set()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    self.poke("periodic", full=self._failures > 0)
+            self._wake.clear()
+            wait = self._last_start + self.min_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            request, self._pending = self._pending or PassRequest({"periodic"}), None
+            self._last_start = time.monotonic()
+            self.passes += 1
+            try:
+                await self._pass_fn(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one failed pass must never kill the daemon
+                self._failures += 1
+                self.failed_passes += 1
+                log.error(
+                    "pass failed", runner=self.name, reasons=sorted(request.reasons),
+                    error=str(exc), error_type=type(exc).__name__,
+                    retry_in=round(self._backoff_delay(), 2),
+                )
+                # the next pass re-reads everything: a failure may have left us unsure
+                if self._pending is None:
+                    self._pending = PassRequest()
+                self._pending.merge("retry", True)
+                await asyncio.sleep(self._backoff_delay())
+            else:
+                self._failures = 0
+                self.last_success = time.time()
