@@ -1,0 +1,522 @@
+"""An asyncio-native VICI client for charon.
+
+The `vici` package is blocking and cannot mix commands and events on one socket. Its codec
+(`vici.protocol.Packet` / `Message`) is pure bytes, so it is reused here over asyncio
+streams. Two classes, two connections, because VICI has no request ids:
+
+- `ViciSession`: commands, one at a time (an `asyncio.Lock`). A command that is cancelled
+  or times out leaves its reply in flight, which would be read as the answer to the *next*
+  command: the connection is therefore *poisoned* and closed. The next `request()`
+  reconnects transparently (lazily) to the same URI; `generation` counts connections so a
+  caller can notice "new connection: charon may have restarted, re-read everything".
+- `ViciEventStream`: a dedicated connection registered for events; `next_event()` blocks
+  until one arrives and raises `ViciConnectionError` when charon goes away.
+
+Limits are checked *before sending*, because charon answers an oversized message by
+closing the socket and silently drops replies larger than 512 KiB (a client without a
+timeout waits forever): a request over 512 KiB, a value over 64 KiB or a name over 255
+bytes raises `ViciLimitError` naming the item's key path. Every command read has a timeout.
+
+URIs as `swanctl --uri`: `unix:///path`, a plain path, or `tcp://host:port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from vici.protocol import FiniteStream, Message, Packet
+
+#: charon's VICI_MESSAGE_SIZE_MAX: the largest packet (after the 4-byte length) it accepts
+MAX_MESSAGE = 512 * 1024
+#: a value's length is a 16-bit field
+MAX_VALUE = 0xFFFF
+#: key, section, list, command and event names have an 8-bit length
+MAX_NAME = 0xFF
+
+_HEADER = struct.Struct("!I")
+
+
+class ViciError(Exception):
+    """Base of every error this module raises."""
+
+
+class ViciConnectionError(ViciError):
+    """The socket is missing, refused, closed, timed out or desynchronised.
+
+    The message names the URI so a log line says which charon was unreachable.
+    """
+
+
+class ViciLimitError(ViciError, ValueError):
+    """A request that charon would reject or drop (size limits, unsupported types).
+
+    Raised before anything is sent; the message names the item's path of keys.
+    """
+
+
+class ViciCommandError(ViciError):
+    """charon answered, and the answer was a failure.
+
+    `errmsg` is charon's text (``success = no``), or "unknown command" for CMD_UNKNOWN.
+    `reply` is the decoded reply when there was one (it may carry details such as
+    ``matches`` or per-item errors).
+    """
+
+    def __init__(self, command: str, errmsg: str, reply: dict | None = None) -> None:
+        super().__init__(f"vici {command}: {errmsg}")
+        self.command = command
+        self.errmsg = errmsg
+        self.reply = reply or {}
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def _encode_scalar(value: Any, path: str) -> bytes:
+    """One VICI value as bytes: str as UTF-8, int as decimal text, bool as yes/no."""
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, bool):  # before int: bool is an int
+        data = b"yes" if value else b"no"
+    elif isinstance(value, int):
+        data = str(value).encode()
+    elif isinstance(value, str):
+        data = value.encode("utf-8", errors="surrogateescape")
+    elif isinstance(value, bytearray | memoryview):
+        data = bytes(value)
+    else:
+        raise ViciLimitError(
+            f"vici message: {path or '<root>'} has unsupported type {type(value).__name__}"
+        )
+    if len(data) > MAX_VALUE:
+        raise ViciLimitError(
+            f"vici message: value of {path} is {len(data)} bytes, more than VICI's "
+            f"{MAX_VALUE}-byte limit"
+        )
+    return data
+
+
+def _check_name(name: Any, path: str) -> str:
+    if not isinstance(name, str):
+        raise ViciLimitError(f"vici message: key {name!r} in {path or '<root>'} is not a str")
+    size = len(name.encode("utf-8", errors="surrogateescape"))
+    if size > MAX_NAME:
+        raise ViciLimitError(
+            f"vici message: name {name[:40]!r}... in {path or '<root>'} is {size} bytes, "
+            f"more than VICI's {MAX_NAME}-byte limit"
+        )
+    return name
+
+
+def normalize_message(message: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    """Validate a request dict and turn every value into bytes (lists of bytes, dicts).
+
+    Raises ViciLimitError naming the path (``conns.home.local-1.certs[0]``) of the first
+    item charon would refuse.
+    """
+    out: dict[str, Any] = {}
+    for key, value in message.items():
+        _check_name(key, path)
+        where = f"{path}.{key}" if path else key
+        if isinstance(value, Mapping):
+            out[key] = normalize_message(value, where)
+        elif isinstance(value, list | tuple | set | frozenset):
+            out[key] = [_encode_scalar(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        else:
+            out[key] = _encode_scalar(value, where)
+    return out
+
+
+def encode_request(command: str, message: Mapping[str, Any] | None = None) -> bytes:
+    """A complete CMD_REQUEST packet (without the 4-byte length), limits checked."""
+    _check_name(command, "<command>")
+    body = Message.serialize(normalize_message(message)) if message else None
+    packet = Packet.request(command, body)
+    if len(packet) > MAX_MESSAGE:
+        raise ViciLimitError(
+            f"vici {command}: message is {len(packet)} bytes, more than VICI's "
+            f"{MAX_MESSAGE}-byte limit (split it: one item per command)"
+        )
+    return packet
+
+
+def decode_message(stream: FiniteStream, decode: bool, uri: str) -> dict:
+    """Deserialize a message body into plain dicts; malformed input is a protocol error."""
+    try:
+        raw = Message.deserialize(stream)
+    except Exception as exc:  # the codec raises struct.error, UnicodeError, its own...
+        raise ViciConnectionError(f"vici {uri}: malformed message from charon: {exc}") from exc
+    return _plain(raw, decode)
+
+
+def _plain(value: Any, decode: bool) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v, decode) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, decode) for v in value]
+    if decode and isinstance(value, bytes):
+        return value.decode("utf-8", errors="surrogateescape")
+    return value
+
+
+# --- transport ------------------------------------------------------------------------
+
+
+def parse_uri(uri: str) -> tuple[str, str, int]:
+    """("unix", path, 0) or ("tcp", host, port) from a swanctl-style URI or a plain path."""
+    if uri.startswith("unix://"):
+        path = uri[len("unix://"):]
+        if not path:
+            raise ViciConnectionError(f"vici {uri}: no socket path in URI")
+        return ("unix", path, 0)
+    if uri.startswith("tcp://"):
+        rest = uri[len("tcp://"):]
+        host, sep, port = rest.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ViciConnectionError(f"vici {uri}: expected tcp://host:port")
+        return ("tcp", host.strip("[]"), int(port))
+    if "://" in uri:
+        raise ViciConnectionError(f"vici {uri}: unsupported URI scheme (unix:// or tcp://)")
+    return ("unix", uri, 0)
+
+
+class _Connection:
+    """One framed VICI stream. Not safe for concurrent use: callers serialise."""
+
+    def __init__(self, uri: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.uri = uri
+        self._reader = reader
+        self._writer = writer
+        self.closed = False
+
+    @classmethod
+    async def open(cls, uri: str, timeout: float) -> _Connection:
+        kind, where, port = parse_uri(uri)
+        try:
+            async with asyncio.timeout(timeout):
+                if kind == "unix":
+                    reader, writer = await asyncio.open_unix_connection(
+                        where, limit=MAX_MESSAGE * 2 + 16
+                    )
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        where, port, limit=MAX_MESSAGE * 2 + 16
+                    )
+        except TimeoutError:
+            raise ViciConnectionError(f"vici {uri}: connect timed out after {timeout}s") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ViciConnectionError(f"vici {uri}: cannot connect: {reason}") from exc
+        return cls(uri, reader, writer)
+
+    async def send(self, packet: bytes) -> None:
+        if self.closed:
+            raise ViciConnectionError(f"vici {self.uri}: connection is closed")
+        try:
+            self._writer.write(_HEADER.pack(len(packet)) + packet)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:
+            await self.close()
+            raise ViciConnectionError(f"vici {self.uri}: send failed: {exc}") from exc
+
+    async def receive(self, timeout: float | None, body_timeout: float = 30.0) -> bytes:
+        """One packet. `timeout` bounds the wait for its first byte (None: forever)."""
+        if self.closed:
+            raise ViciConnectionError(f"vici {self.uri}: connection is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                header = await self._reader.readexactly(_HEADER.size)
+            (length,) = _HEADER.unpack(header)
+            if length > MAX_MESSAGE * 2:
+                raise ViciConnectionError(
+                    f"vici {self.uri}: implausible packet length {length}: stream desynced"
+                )
+            async with asyncio.timeout(body_timeout):
+                return await self._reader.readexactly(length)
+        except TimeoutError:
+            await self.close()
+            raise ViciConnectionError(
+                f"vici {self.uri}: no reply within {timeout}s (charon drops replies larger "
+                f"than 512 KiB; the connection was closed)"
+            ) from None
+        except asyncio.IncompleteReadError as exc:
+            await self.close()
+            raise ViciConnectionError(f"vici {self.uri}: charon closed the connection") from exc
+        except OSError as exc:
+            await self.close()
+            raise ViciConnectionError(f"vici {self.uri}: receive failed: {exc}") from exc
+        except ViciConnectionError:
+            await self.close()
+            raise
+
+    def abort(self) -> None:
+        """Close without waiting (safe inside a cancellation handler)."""
+        if not self.closed:
+            self.closed = True
+            self._writer.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.abort()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
+
+
+def _parse(raw: bytes, uri: str) -> Any:
+    try:
+        return Packet.parse(raw)
+    except Exception as exc:
+        raise ViciConnectionError(f"vici {uri}: malformed packet from charon: {exc}") from exc
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+class ViciSession:
+    """Commands over one connection, one at a time.
+
+    Poisoning policy: a command cancelled or timed out mid-flight closes the connection
+    (its late reply would otherwise answer the next command). A closed connection, for
+    that or because charon went away, is reopened by the next `request()` / `streamed()`;
+    if that fails, the call raises `ViciConnectionError`. `generation` increments on each
+    (re)connection: a caller that sees it change must assume charon's state was lost.
+    """
+
+    def __init__(self, uri: str, connect_timeout: float = 5.0) -> None:
+        self.uri = uri
+        self.connect_timeout = connect_timeout
+        self.generation = 0
+        self._conn: _Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, uri: str, timeout: float = 5.0) -> ViciSession:
+        """Open a session now; raises ViciConnectionError fast when the socket is absent."""
+        session = cls(uri, timeout)
+        await session._ensure_connected()
+        return session
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    async def _ensure_connected(self) -> _Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await _Connection.open(self.uri, self.connect_timeout)
+            self.generation += 1
+        return self._conn
+
+    async def _poison(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.abort()
+
+    async def request(
+        self,
+        command: str,
+        message: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 30.0,
+        check: bool = True,
+        decode: bool = True,
+    ) -> dict:
+        """Send `command` and return charon's reply as a dict.
+
+        check=True raises ViciCommandError when the reply says ``success = no``.
+        decode=False keeps values as bytes (certificate blobs).
+        """
+        packet = encode_request(command, message)
+        async with self._lock:
+            conn = await self._ensure_connected()
+            try:
+                async with asyncio.timeout(timeout):
+                    await conn.send(packet)
+                    reply = await self._read_reply(conn, command, None, [], decode)
+            except TimeoutError:
+                await self._poison()
+                raise ViciConnectionError(
+                    f"vici {self.uri}: {command} got no reply within {timeout}s "
+                    f"(connection closed)"
+                ) from None
+            except ViciCommandError:
+                raise  # CMD_UNKNOWN: the stream is still in step
+            except BaseException:
+                await self._poison()
+                raise
+        return self._checked(command, reply, check)
+
+    async def streamed(
+        self,
+        command: str,
+        event: str,
+        message: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = 60.0,
+        decode: bool = True,
+        check: bool = True,
+    ) -> tuple[list[dict], dict]:
+        """Register for `event`, send `command`, collect its events until the reply.
+
+        Returns (events, reply), e.g. ``streamed("list-sas", "list-sa")``. The event is
+        unregistered afterwards so the connection carries nothing unsolicited.
+        """
+        _check_name(event, "<event>")
+        packet = encode_request(command, message)
+        events: list[dict] = []
+        async with self._lock:
+            conn = await self._ensure_connected()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._event_op(conn, Packet.register_event(event), event)
+                    await conn.send(packet)
+                    reply = await self._read_reply(conn, command, event, events, decode)
+                    await self._event_op(conn, Packet.unregister_event(event), event)
+            except TimeoutError:
+                await self._poison()
+                raise ViciConnectionError(
+                    f"vici {self.uri}: {command} got no reply within {timeout}s "
+                    f"(connection closed)"
+                ) from None
+            except BaseException:
+                # includes CMD_UNKNOWN / EVENT_UNKNOWN: the event may still be registered
+                await self._poison()
+                raise
+        return events, self._checked(command, reply, check)
+
+    async def _event_op(self, conn: _Connection, packet: bytes, event: str) -> None:
+        await conn.send(packet)
+        while True:
+            parsed = _parse(await conn.receive(None), self.uri)
+            if parsed.response_type == Packet.EVENT:
+                continue  # a late streamed event; nothing else is registered here
+            if parsed.response_type == Packet.EVENT_CONFIRM:
+                return
+            if parsed.response_type == Packet.EVENT_UNKNOWN:
+                raise ViciCommandError(f"register {event}", "unknown event")
+            await self._poison()
+            raise ViciConnectionError(
+                f"vici {self.uri}: unexpected packet type {parsed.response_type} "
+                f"registering {event}"
+            )
+
+    async def _read_reply(
+        self, conn: _Connection, command: str, event: str | None, events: list[dict],
+        decode: bool,
+    ) -> dict:
+        wanted = event.encode() if event else None
+        while True:
+            parsed = _parse(await conn.receive(None), self.uri)
+            kind = parsed.response_type
+            if kind == Packet.CMD_RESPONSE:
+                return decode_message(parsed.payload, decode, self.uri)
+            if kind == Packet.CMD_UNKNOWN:
+                raise ViciCommandError(command, "unknown command")
+            if kind == Packet.EVENT:
+                if parsed.event_type == wanted:
+                    events.append(decode_message(parsed.payload, decode, self.uri))
+                continue
+            await self._poison()
+            raise ViciConnectionError(
+                f"vici {self.uri}: unexpected packet type {kind} in reply to {command}"
+            )
+
+    @staticmethod
+    def _checked(command: str, reply: dict, check: bool) -> dict:
+        if check:
+            success = reply.get("success")
+            if isinstance(success, bytes):
+                success = success.decode(errors="replace")
+            if success == "no":
+                errmsg = reply.get("errmsg", "failed")
+                if isinstance(errmsg, bytes):
+                    errmsg = errmsg.decode(errors="replace")
+                raise ViciCommandError(command, str(errmsg), reply)
+        return reply
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._poison()
+
+    async def __aenter__(self) -> ViciSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+class ViciEventStream:
+    """A dedicated connection that receives events.
+
+    Call `register()` before consuming; `register()` and `next_event()` must not run
+    concurrently (events that arrive while registering are kept, not lost).
+    `next_event()` waits without a timeout (events are sporadic) and raises
+    ViciConnectionError when charon closes the socket. There is no automatic reconnect:
+    a watcher reconnects, re-registers and resynchronises (see swand.runtime.events).
+    """
+
+    def __init__(self, conn: _Connection, decode: bool = True) -> None:
+        self.uri = conn.uri
+        self._conn = conn
+        self._decode = decode
+        self._pending: deque[tuple[str, dict]] = deque()
+        self.registered: set[str] = set()
+
+    @classmethod
+    async def connect(cls, uri: str, timeout: float = 5.0) -> ViciEventStream:
+        return cls(await _Connection.open(uri, timeout))
+
+    async def register(self, events: Iterable[str], *, timeout: float = 10.0) -> set[str]:
+        """Register each event; return those charon accepted (EVENT_UNKNOWN ones omitted)."""
+        accepted: set[str] = set()
+        for event in events:
+            _check_name(event, "<event>")
+            await self._conn.send(Packet.register_event(event))
+            while True:
+                parsed = _parse(await self._conn.receive(timeout), self.uri)
+                if parsed.response_type == Packet.EVENT:
+                    self._pending.append(self._event(parsed))
+                    continue
+                if parsed.response_type == Packet.EVENT_CONFIRM:
+                    accepted.add(event)
+                elif parsed.response_type != Packet.EVENT_UNKNOWN:
+                    await self._conn.close()
+                    raise ViciConnectionError(
+                        f"vici {self.uri}: unexpected packet type {parsed.response_type} "
+                        f"registering {event}"
+                    )
+                break
+        self.registered |= accepted
+        return accepted
+
+    def _event(self, parsed: Any) -> tuple[str, dict]:
+        name = parsed.event_type.decode("utf-8", errors="replace")
+        return name, decode_message(parsed.payload, self._decode, self.uri)
+
+    async def next_event(self) -> tuple[str, dict]:
+        """The next (event name, payload); raises ViciConnectionError when closed."""
+        if self._pending:
+            return self._pending.popleft()
+        while True:
+            parsed = _parse(await self._conn.receive(None), self.uri)
+            if parsed.response_type == Packet.EVENT:
+                return self._event(parsed)
+            # anything else on an event-only connection is ignored (nothing was asked)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> ViciEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,265 @@
+"""VICI encoding, limits and framing, against an in-process fake charon (no root)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import tempfile
+from pathlib import Path
+
+import pytest
+from vici.protocol import FiniteStream, Message, Packet
+
+from swand.adapters.vici import (
+    MAX_MESSAGE,
+    ViciCommandError,
+    ViciConnectionError,
+    ViciEventStream,
+    ViciLimitError,
+    ViciSession,
+    encode_request,
+    normalize_message,
+    parse_uri,
+)
+
+
+def test_values_encode_as_vici_text() -> None:
+    msg = normalize_message(
+        {"a": "x", "b": b"\x00\xff", "c": 42, "d": True, "e": False, "f": ["1", 2, b"3"],
+         "g": {"h": {"i": "j"}}}
+    )
+    assert msg == {"a": b"x", "b": b"\x00\xff", "c": b"42", "d": b"yes", "e": b"no",
+                   "f": [b"1", b"2", b"3"], "g": {"h": {"i": b"j"}}}
+
+
+def test_request_round_trips_through_the_vici_codec() -> None:
+    packet = encode_request("load-conn", {"home": {"version": 2, "local_addrs": ["%any"]}})
+    assert packet[0] == Packet.CMD_REQUEST
+    name_len = packet[1]
+    assert packet[2:2 + name_len] == b"load-conn"
+    body = Message.deserialize(FiniteStream(packet[2 + name_len:]))
+    assert body == {"home": {"version": b"2", "local_addrs": [b"%any"]}}
+
+
+def test_oversized_value_names_its_path() -> None:
+    with pytest.raises(ViciLimitError, match=r"conns\.big\.certs\[1\].*65535"):
+        normalize_message({"conns": {"big": {"certs": [b"x", b"y" * 70000]}}})
+
+
+def test_long_key_is_refused() -> None:
+    with pytest.raises(ViciLimitError, match="255-byte"):
+        normalize_message({"a": {"k" * 256: "v"}})
+
+
+def test_oversized_message_is_refused_before_sending() -> None:
+    big = {f"k{i}": b"v" * 60000 for i in range(10)}  # every value fits, the total does not
+    with pytest.raises(ViciLimitError, match=str(MAX_MESSAGE)):
+        encode_request("load-cert", big)
+
+
+def test_unsupported_types_are_named() -> None:
+    with pytest.raises(ViciLimitError, match=r"x\.y has unsupported type float"):
+        normalize_message({"x": {"y": 1.5}})
+    with pytest.raises(ViciLimitError, match="unsupported type NoneType"):
+        normalize_message({"x": None})
+
+
+def test_uri_forms() -> None:
+    assert parse_uri("unix:///run/charon.vici") == ("unix", "/run/charon.vici", 0)
+    assert parse_uri("/run/charon.vici") == ("unix", "/run/charon.vici", 0)
+    assert parse_uri("tcp://127.0.0.1:4502") == ("tcp", "127.0.0.1", 4502)
+    with pytest.raises(ViciConnectionError):
+        parse_uri("http://x")
+
+
+# --- a fake charon over a real unix socket ---------------------------------------------
+
+
+def frame(packet: bytes) -> bytes:
+    return struct.pack("!I", len(packet)) + packet
+
+
+def response(msg: dict) -> bytes:
+    return frame(bytes([Packet.CMD_RESPONSE]) + Message.serialize(msg))
+
+
+def event(name: str, msg: dict) -> bytes:
+    return frame(bytes([Packet.EVENT, len(name)]) + name.encode() + Message.serialize(msg))
+
+
+async def read_packet(reader: asyncio.StreamReader) -> bytes:
+    (length,) = struct.unpack("!I", await reader.readexactly(4))
+    return await reader.readexactly(length)
+
+
+def named(packet: bytes) -> tuple[int, str]:
+    return packet[0], packet[2:2 + packet[1]].decode()
+
+
+class FakeCharon:
+    """Answers with a scripted handler per connection; records what it received."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = str(Path(self.dir.name) / "charon.vici")
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> FakeCharon:
+        self.server = await asyncio.start_unix_server(self.handler, self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.dir.cleanup()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_request_decodes_and_checks() -> None:
+    async def handler(reader, writer):
+        while True:
+            try:
+                packet = await read_packet(reader)
+            except asyncio.IncompleteReadError:
+                return
+            _, name = named(packet)
+            if name == "version":
+                writer.write(response({"daemon": "charon", "version": "5.9.8"}))
+            elif name == "load-conn":
+                writer.write(response({"success": "no", "errmsg": "bad proposal"}))
+            else:
+                writer.write(frame(bytes([Packet.CMD_UNKNOWN])))
+            await writer.drain()
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(f"unix://{fake.path}")
+            assert await s.request("version") == {"daemon": "charon", "version": "5.9.8"}
+            assert (await s.request("version", decode=False))["version"] == b"5.9.8"
+            with pytest.raises(ViciCommandError) as err:
+                await s.request("load-conn", {"x": {}})
+            assert err.value.command == "load-conn" and err.value.errmsg == "bad proposal"
+            reply = await s.request("load-conn", {"x": {}}, check=False)
+            assert reply["success"] == "no"
+            with pytest.raises(ViciCommandError, match="unknown command"):
+                await s.request("nope")
+            assert await s.request("version")  # still in step
+            assert s.generation == 1
+            await s.close()
+
+    run(main())
+
+
+def test_timeout_poisons_then_reconnects() -> None:
+    connections = 0
+
+    async def handler(reader, writer):
+        nonlocal connections
+        connections += 1
+        mine = connections
+        while True:
+            try:
+                packet = await read_packet(reader)
+            except asyncio.IncompleteReadError:
+                return
+            _, name = named(packet)
+            if name == "slow":
+                await asyncio.sleep(0.5)  # reply arrives after the client gave up
+            writer.write(response({"answer": name, "conn": str(mine)}))
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(fake.path)
+            with pytest.raises(ViciConnectionError, match="no reply within"):
+                await s.request("slow", timeout=0.1)
+            assert not s.connected
+            # the late "slow" reply must not answer this one: a fresh connection does
+            assert await s.request("fast") == {"answer": "fast", "conn": "2"}
+            assert s.generation == 2
+            task = asyncio.create_task(s.request("slow"))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await s.request("fast") == {"answer": "fast", "conn": "3"}
+            await s.close()
+
+    run(main())
+
+
+def test_streamed_collects_events_until_the_reply() -> None:
+    async def handler(reader, writer):
+        while True:
+            try:
+                packet = await read_packet(reader)
+            except asyncio.IncompleteReadError:
+                return
+            kind, _ = named(packet)
+            if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+            else:
+                for i in range(3):
+                    writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
+                writer.write(event("other", {"x": "y"}))
+                writer.write(response({}))
+            await writer.drain()
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(fake.path)
+            events, reply = await s.streamed("list-sas", "list-sa", {"noblock": True})
+            assert [e[f"sa{i}"]["uniqueid"] for i, e in enumerate(events)] == ["0", "1", "2"]
+            assert reply == {}
+            await s.close()
+
+    run(main())
+
+
+def test_event_stream_probes_registration_and_reports_close() -> None:
+    async def handler(reader, writer):
+        for _ in range(3):
+            kind, name = named(await read_packet(reader))
+            assert kind == Packet.EVENT_REGISTER
+            if name == "alert":
+                writer.write(frame(bytes([Packet.EVENT_UNKNOWN])))
+            else:
+                # an event sneaks in before the confirmation: it must not be lost
+                writer.write(event("ike-updown", {"up": "yes"}))
+                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+            await writer.drain()
+        writer.write(event("log", {"msg": "hello"}))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            stream = await ViciEventStream.connect(fake.path)
+            got = await stream.register(["ike-updown", "alert", "log"])
+            assert got == {"ike-updown", "log"}
+            assert await stream.next_event() == ("ike-updown", {"up": "yes"})
+            assert await stream.next_event() == ("ike-updown", {"up": "yes"})
+            assert await stream.next_event() == ("log", {"msg": "hello"})
+            with pytest.raises(ViciConnectionError, match="closed"):
+                await stream.next_event()
+            await stream.close()
+
+    run(main())
+
+
+def test_missing_socket_fails_fast() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(ViciConnectionError, match=r"/nonexistent/charon\.vici"):
+            await ViciSession.connect("unix:///nonexistent/charon.vici")
+        assert loop.time() - start < 1.0
+
+    run(main())
