@@ -1,0 +1,146 @@
+"""The shipped configuration examples in etc/ stay true: swand.toml documents every option
+with its real default, the example files parse, and (lab) the swanctl.conf files load into
+a real charon with `swanctl --load-all`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from swand.config import SwandConfig, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ETC = ROOT / "etc"
+COMMENTED_KEY = re.compile(r"^#\s?(\w+ = .*)$")
+
+
+def _uncommented_swand_toml() -> str:
+    """etc/swand/swand.toml with every `# key = value` line made live."""
+    out = []
+    for line in (ETC / "swand" / "swand.toml").read_text().splitlines():
+        m = COMMENTED_KEY.match(line)
+        out.append(m.group(1) if m else line)
+    return "\n".join(out) + "\n"
+
+
+def test_swand_toml_as_shipped_is_all_defaults() -> None:
+    cfg = load_config(ETC / "swand" / "swand.toml")
+    assert dataclasses.replace(cfg, source="<defaults>") == SwandConfig()
+
+
+def test_swand_toml_documents_every_option_with_its_default() -> None:
+    import tomllib
+
+    data = tomllib.loads(_uncommented_swand_toml())
+    defaults = SwandConfig()
+    for section in dataclasses.fields(SwandConfig):
+        if section.name == "source":
+            continue
+        assert section.name in data, f"[{section.name}] missing from etc/swand/swand.toml"
+        expected = getattr(defaults, section.name)
+        for f in dataclasses.fields(expected):
+            assert f.name in data[section.name], (
+                f"[{section.name}] {f.name} not documented in etc/swand/swand.toml"
+            )
+    # the documented values are the real defaults
+    parsed = parse_config(data, "swand.toml")
+    assert dataclasses.replace(parsed, source="<defaults>") == defaults
+
+
+def test_client_toml() -> None:
+    cfg = load_config(ETC / "swand" / "swand-client.toml")
+    assert cfg.firewall.enabled is False
+    assert cfg.keepalive.conns == ("home",)
+
+
+@pytest.mark.parametrize("folder", ["swanctl", "swanctl-client"])
+def test_swanctl_conf_parses(folder: str) -> None:
+    settings = pytest.importorskip("swand.core.settings")
+    if not hasattr(settings, "parse_file"):
+        pytest.skip("settings parser not there yet")
+    tree = settings.parse_file(ETC / folder / "swanctl.conf")
+    assert "connections" in tree.sections
+
+
+def test_conf_d_is_kept() -> None:
+    assert (ETC / "swanctl" / "conf.d" / "README").is_file()
+    text = (ETC / "swanctl" / "swanctl.conf").read_text()
+    assert text.rstrip().endswith("include conf.d/*.conf")
+
+
+# --- lab: the files load into charon 5.9.8 -----------------------------------------------
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("swanctl") is None, reason="needs root and swanctl"
+)
+
+
+@pytest.mark.lab
+@needs_root
+@pytest.mark.parametrize(
+    ("folder", "cert_name", "expected_conns", "expected_pools"),
+    [
+        ("swanctl", "gateway", ["roadwarriors", "t520"], {"rw_pool": 126, "t520_pool": 1}),
+        ("swanctl-client", "t520", ["home"], {}),
+    ],
+)
+def test_swanctl_conf_loads_into_charon(
+    tmp_path: Path, folder: str, cert_name: str, expected_conns: list[str],
+    expected_pools: dict[str, int],
+) -> None:
+    from swand.lab.charon import Charon
+    from swand.lab.pki import LabCA, write_private
+
+    ns = f"swetc{os.getpid() % 100000}{folder[-1]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    charon = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        charon = Charon(ns, tmp_path)
+        sw = charon.swanctl_dir
+        shutil.copytree(ETC / folder, sw)
+        # stand-in credentials under the file names the configs use
+        ca = LabCA()
+        (sw / "x509ca").mkdir(exist_ok=True)
+        (sw / "x509ca" / "ca.pem").write_bytes(ca.cert_pem)
+        gateway = cert_name == "gateway"
+        issued = ca.issue(
+            cert_name, dns=("vpn.example.org",) if gateway else (), server=gateway,
+        )
+        (sw / "x509").mkdir(exist_ok=True)
+        (sw / "x509" / f"{cert_name}.pem").write_bytes(issued.cert_pem)
+        write_private(sw / "private" / f"{cert_name}.pem", issued.key_pem)
+        charon.start()
+
+        def swanctl(*args: str) -> str:
+            proc = subprocess.run(
+                ["ip", "netns", "exec", ns, "swanctl", *args, "--uri", charon.vici_uri],
+                env=charon.env(), capture_output=True, text=True, timeout=30,
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            return proc.stdout
+
+        out = swanctl("--load-all", "--file", str(sw / "swanctl.conf"))
+        # missing optional credential folders are reported as "opening directory ...
+        # failed"; anything else failing is a broken example
+        problems = [
+            line for line in out.splitlines()
+            if "fail" in line and not line.startswith("opening directory")
+        ]
+        assert not problems, out
+        listed = swanctl("--list-conns")
+        for name in expected_conns:
+            assert f"{name}: IKEv2" in listed
+        pools = swanctl("--list-pools")
+        for name, size in expected_pools.items():
+            assert re.search(rf"^{name}\s.*/ {size}$", pools, re.M), pools
+    finally:
+        if charon is not None:
+            charon.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
