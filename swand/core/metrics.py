@@ -1,0 +1,765 @@
+"""What swand knows about charon, as immutable data, and how it becomes metric families.
+
+Pure: no sockets, no asyncio, no prometheus_client. The runtime poller turns VICI replies
+into a `CharonView` with the `parse_*` functions, folds SA counters into a
+`TrafficAccumulator`, and swaps a new `MetricsSnapshot` in; the HTTP thread renders the
+snapshot with `charon_families()` / `self_families()` and never talks to charon.
+
+Label policy: connection and child names (stable) by default; never unique ids or SPIs
+(they change on every rekey and explode series). Per-peer series (remote id, virtual IP)
+only when asked for, and pruned once the peer has been gone for `peer_ttl` seconds.
+
+Traffic counters (`TrafficAccumulator`): charon's per-CHILD_SA counters restart at zero on
+every rekey and vanish with the SA. swand keeps, per (connection, child):
+
+    total = closed + sum(latest values of the CHILD_SAs alive now)
+
+- An SA seen alive (list-sas poll, or an up/rekey event) updates its latest values; a
+  value never goes down (max per field), so a poll answered before a later event cannot
+  lower anything.
+- An SA going down (child-updown down; its payload carries the final counters) and an SA
+  missing from a later poll are *retired*: their latest values move into `closed` and the
+  unique id is remembered. If a retired id shows up again (a poll that raced with the down
+  event, a duplicate event after a reconnect), it is *revived*: its retired values leave
+  `closed` and it is alive again with the larger of both. So the same SA is never counted
+  twice, and no total ever decreases.
+- A CHILD_SA rekey: the old SA's final values (carried by child-rekey) update it, the new
+  SA starts from its own (near-zero) values; the old one is retired when it leaves the
+  list (charon deletes it a few seconds later) — bytes it carries after the rekey event
+  still count.
+- SAs that vanish without an event (charon crashed or restarted: unique ids start again
+  at 1): `charon_restarted()` retires everything alive at its last seen values and forgets
+  the retired ids. The bytes an SA moved between the last poll and the crash are lost:
+  an undercount bounded by one poll interval, never an overcount, never a decrease.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PRIORITIES = ("critical", "high", "medium", "low")
+
+
+def _s(value: Any, default: str = "") -> str:
+    """A VICI scalar as text (the session may hand out str or bytes)."""
+    if value is None:
+        return default
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list):
+        return ",".join(_s(v) for v in value)
+    return str(value)
+
+
+def _i(value: Any, default: int = 0) -> int:
+    try:
+        return int(_s(value) or default)
+    except (TypeError, ValueError):
+        return default
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(_s(v) for v in value)
+    return (_s(value),)
+
+
+# --- model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Traffic:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.bytes_in + other.bytes_in, self.bytes_out + other.bytes_out,
+            self.packets_in + other.packets_in, self.packets_out + other.packets_out,
+        )
+
+    def __sub__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.bytes_in - other.bytes_in, self.bytes_out - other.bytes_out,
+            self.packets_in - other.packets_in, self.packets_out - other.packets_out,
+        )
+
+    def max(self, other: Traffic) -> Traffic:
+        return Traffic(
+            max(self.bytes_in, other.bytes_in), max(self.bytes_out, other.bytes_out),
+            max(self.packets_in, other.packets_in), max(self.packets_out, other.packets_out),
+        )
+
+
+ZERO = Traffic()
+
+
+@dataclass(frozen=True)
+class CharonInfo:
+    daemon: str = ""
+    version: str = ""
+    sysname: str = ""
+    release: str = ""
+    machine: str = ""
+
+
+@dataclass(frozen=True)
+class CharonStats:
+    start_time: float | None = None
+    workers_total: int = 0
+    workers_idle: int = 0
+    workers_active: tuple[tuple[str, int], ...] = ()
+    queues: tuple[tuple[str, int], ...] = ()
+    scheduled: int = 0
+    ike_sas_total: int = 0
+    ike_sas_half_open: int = 0
+
+
+@dataclass(frozen=True)
+class ConfiguredConn:
+    name: str
+    children: tuple[str, ...] = ()
+    remote_addrs: tuple[str, ...] = ()
+    remote_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChildSa:
+    name: str
+    uniqueid: str
+    reqid: str = ""
+    state: str = ""
+    traffic: Traffic = ZERO
+    installed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class IkeSa:
+    connection: str
+    uniqueid: str
+    state: str = ""
+    remote_host: str = ""
+    remote_id: str = ""
+    remote_eap_id: str = ""
+    remote_xauth_id: str = ""
+    remote_vips: tuple[str, ...] = ()
+    established_at: float | None = None
+    children: tuple[ChildSa, ...] = ()
+
+    @property
+    def peer(self) -> str:
+        """The identity an administrator knows the peer by (EAP/XAuth id beats IKE id)."""
+        return self.remote_eap_id or self.remote_xauth_id or self.remote_id
+
+
+@dataclass(frozen=True)
+class Lease:
+    address: str
+    identity: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    base: str = ""
+    size: int = 0
+    online: int = 0
+    offline: int = 0
+    leases: tuple[Lease, ...] = ()
+
+
+@dataclass(frozen=True)
+class Certificate:
+    subject: str
+    issuer: str = ""
+    serial: str = ""
+    flag: str = ""
+    not_before: float = 0.0
+    not_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class CharonView:
+    """One consistent read of charon (poll)."""
+
+    taken_at: float
+    info: CharonInfo = field(default_factory=CharonInfo)
+    stats: CharonStats = field(default_factory=CharonStats)
+    #: get-counters (counters plugin), empty when the plugin is not loaded
+    counters: tuple[tuple[str, int], ...] = ()
+    conns: tuple[ConfiguredConn, ...] = ()
+    sas: tuple[IkeSa, ...] = ()
+    pools: tuple[Pool, ...] = ()
+    certs: tuple[Certificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeerTotals:
+    connection: str
+    peer: str
+    traffic: Traffic
+    up: bool
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """What the HTTP thread renders; swapped in whole by the loop."""
+
+    charon_up: bool = False
+    view: CharonView | None = None
+    traffic: tuple[tuple[tuple[str, str], Traffic], ...] = ()
+    peers: tuple[PeerTotals, ...] = ()
+    per_peer: bool = False
+    poll_duration: float = 0.0
+    polled_at: float = 0.0
+
+
+# --- parsing VICI replies ---------------------------------------------------------------
+
+
+def parse_version(reply: Mapping[str, Any]) -> CharonInfo:
+    return CharonInfo(
+        daemon=_s(reply.get("daemon")), version=_s(reply.get("version")),
+        sysname=_s(reply.get("sysname")), release=_s(reply.get("release")),
+        machine=_s(reply.get("machine")),
+    )
+
+
+def parse_charon_time(text: str) -> float | None:
+    """charon's `%T` time ("Nov 26 17:27:21 2026", local time) as a Unix timestamp."""
+    text = " ".join(text.split())
+    if not text:
+        return None
+    for fmt in ("%b %d %H:%M:%S %Y", "%b %d %H:%M:%S %Y %Z"):
+        try:
+            return float(time.mktime(time.strptime(text, fmt)))
+        except ValueError:
+            continue
+    return None
+
+
+def parse_stats(reply: Mapping[str, Any]) -> CharonStats:
+    uptime = reply.get("uptime") or {}
+    workers = reply.get("workers") or {}
+    active = workers.get("active") or {}
+    queues = reply.get("queues") or {}
+    ikesas = reply.get("ikesas") or {}
+    return CharonStats(
+        start_time=parse_charon_time(_s(uptime.get("since"))),
+        workers_total=_i(workers.get("total")),
+        workers_idle=_i(workers.get("idle")),
+        workers_active=tuple((p, _i(active.get(p))) for p in PRIORITIES),
+        queues=tuple((p, _i(queues.get(p))) for p in PRIORITIES),
+        scheduled=_i(reply.get("scheduled")),
+        ike_sas_total=_i(ikesas.get("total")),
+        ike_sas_half_open=_i(ikesas.get("half-open")),
+    )
+
+
+def parse_counters(reply: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """get-counters (global): {counters: {name: n}} -> sorted pairs."""
+    counters = reply.get("counters") or {}
+    if not isinstance(counters, Mapping):
+        return ()
+    return tuple(sorted((str(k), _i(v)) for k, v in counters.items()
+                        if not isinstance(v, Mapping)))
+
+
+def parse_conns(events: Iterable[Mapping[str, Any]]) -> tuple[ConfiguredConn, ...]:
+    """list-conns' list-conn events -> configured connections (no secrets are read)."""
+    conns = []
+    for event in events:
+        for name, body in event.items():
+            if not isinstance(body, Mapping):
+                continue
+            remote_ids = tuple(
+                _s(section.get("id"))
+                for key, section in body.items()
+                if key.startswith("remote") and isinstance(section, Mapping)
+                and section.get("id") is not None
+            )
+            children = body.get("children") or {}
+            conns.append(ConfiguredConn(
+                name=name, children=tuple(children) if isinstance(children, Mapping) else (),
+                remote_addrs=_strs(body.get("remote_addrs")), remote_ids=remote_ids,
+            ))
+    return tuple(sorted(conns, key=lambda c: c.name))
+
+
+def parse_child(key: str, body: Mapping[str, Any], now: float) -> ChildSa:
+    install = body.get("install-time")
+    return ChildSa(
+        name=_s(body.get("name")) or key,
+        uniqueid=_s(body.get("uniqueid")),
+        reqid=_s(body.get("reqid")),
+        state=_s(body.get("state")),
+        traffic=Traffic(
+            _i(body.get("bytes-in")), _i(body.get("bytes-out")),
+            _i(body.get("packets-in")), _i(body.get("packets-out")),
+        ),
+        installed_at=now - _i(install) if install is not None else None,
+    )
+
+
+def parse_ike(name: str, body: Mapping[str, Any], now: float) -> IkeSa:
+    established = body.get("established")
+    children = body.get("child-sas") or {}
+    return IkeSa(
+        connection=name,
+        uniqueid=_s(body.get("uniqueid")),
+        state=_s(body.get("state")),
+        remote_host=_s(body.get("remote-host")),
+        remote_id=_s(body.get("remote-id")),
+        remote_eap_id=_s(body.get("remote-eap-id")),
+        remote_xauth_id=_s(body.get("remote-xauth-id")),
+        remote_vips=_strs(body.get("remote-vips")),
+        established_at=now - _i(established) if established is not None else None,
+        children=tuple(
+            parse_child(k, v, now) for k, v in children.items() if isinstance(v, Mapping)
+        ) if isinstance(children, Mapping) else (),
+    )
+
+
+def parse_sas(events: Iterable[Mapping[str, Any]], now: float) -> tuple[IkeSa, ...]:
+    """list-sas' list-sa events (one IKE_SA each) -> IkeSa tuple."""
+    return tuple(
+        parse_ike(name, body, now)
+        for event in events for name, body in event.items() if isinstance(body, Mapping)
+    )
+
+
+def parse_pools(reply: Mapping[str, Any]) -> tuple[Pool, ...]:
+    """get-pools (with leases = yes)."""
+    pools = []
+    for name, body in reply.items():
+        if not isinstance(body, Mapping):
+            continue
+        leases_section = body.get("leases") or {}
+        leases = tuple(
+            Lease(_s(lease.get("address")), _s(lease.get("identity")),
+                  _s(lease.get("status")) == "online")
+            for lease in leases_section.values() if isinstance(lease, Mapping)
+        ) if isinstance(leases_section, Mapping) else ()
+        pools.append(Pool(
+            name=name, base=_s(body.get("base")), size=_i(body.get("size")),
+            online=_i(body.get("online")), offline=_i(body.get("offline")), leases=leases,
+        ))
+    return tuple(sorted(pools, key=lambda p: p.name))
+
+
+def parse_cert(event: Mapping[str, Any]) -> Certificate | None:
+    """A list-cert event (X509 only) -> Certificate, from the DER blob; None otherwise.
+
+    The blob must be bytes (the session's decode=False); unparsable blobs are skipped
+    rather than failing the whole poll.
+    """
+    if _s(event.get("type")).upper() != "X509":
+        return None
+    data = event.get("data")
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="surrogateescape")
+    if not isinstance(data, bytes | bytearray):
+        return None
+    from cryptography import x509  # lazy: only the poller needs it
+
+    try:
+        cert = x509.load_der_x509_certificate(bytes(data))
+    except ValueError:
+        try:
+            cert = x509.load_pem_x509_certificate(bytes(data))
+        except ValueError:
+            return None
+    return Certificate(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format(cert.serial_number, "x"),
+        flag=_s(event.get("flag")) or "NONE",
+        not_before=float(calendar.timegm(cert.not_valid_before_utc.utctimetuple())),
+        not_after=float(calendar.timegm(cert.not_valid_after_utc.utctimetuple())),
+    )
+
+
+def parse_certs(events: Iterable[Mapping[str, Any]]) -> tuple[Certificate, ...]:
+    certs = {c for c in (parse_cert(e) for e in events) if c is not None}
+    return tuple(sorted(certs, key=lambda c: (c.subject, c.serial)))
+
+
+# --- traffic accumulator ----------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    connection: str
+    child: str
+    peer: str
+    traffic: Traffic
+
+
+class TrafficAccumulator:
+    """Bytes/packets per (connection, child), and per (connection, peer), that never
+    decrease across rekeys, deletes and charon restarts. See the module docstring.
+
+    Mutable but pure: callers pass `now`; no I/O.
+    """
+
+    def __init__(self, *, retired_memory: int = 65536, peer_ttl: float = 900.0) -> None:
+        self._live: dict[str, _Entry] = {}
+        self._retired: OrderedDict[str, _Entry] = OrderedDict()
+        self._closed: dict[tuple[str, str], Traffic] = {}
+        self._closed_peer: dict[tuple[str, str], Traffic] = {}
+        self._peer_seen: dict[tuple[str, str], float] = {}
+        self._key_seen: dict[tuple[str, str], float] = {}
+        self.retired_memory = retired_memory
+        self.peer_ttl = peer_ttl
+
+    # -- the three inputs --
+
+    def observe(self, sas: Iterable[IkeSa], now: float) -> None:
+        """A complete list-sas: every CHILD_SA in it is alive, every other one retired."""
+        seen: set[str] = set()
+        for ike in sas:
+            for child in ike.children:
+                if not child.uniqueid:
+                    continue
+                seen.add(child.uniqueid)
+                self._alive(child.uniqueid, ike.connection, child.name, ike.peer,
+                            child.traffic, now)
+        for uid in [u for u in self._live if u not in seen]:
+            self._retire(uid)
+
+    def apply_event(self, name: str, payload: Mapping[str, Any], now: float) -> None:
+        """child-updown / child-rekey payloads (others are ignored)."""
+        if name == "child-updown":
+            up = _s(payload.get("up")) == "yes"
+            for conn, body in payload.items():
+                if not isinstance(body, Mapping):
+                    continue
+                ike = parse_ike(conn, body, now)
+                for child in ike.children:
+                    if not child.uniqueid:
+                        continue
+                    self._alive(child.uniqueid, conn, child.name, ike.peer, child.traffic, now)
+                    if not up:
+                        self._retire(child.uniqueid)
+        elif name == "child-rekey":
+            for conn, body in payload.items():
+                if not isinstance(body, Mapping):
+                    continue
+                ike = parse_ike(conn, {k: v for k, v in body.items() if k != "child-sas"}, now)
+                for key, pair in (body.get("child-sas") or {}).items():
+                    if not isinstance(pair, Mapping):
+                        continue
+                    for part in ("old", "new"):
+                        section = pair.get(part)
+                        if isinstance(section, Mapping):
+                            child = parse_child(key, section, now)
+                            if child.uniqueid:
+                                self._alive(child.uniqueid, conn, child.name, ike.peer,
+                                            child.traffic, now)
+
+    def charon_restarted(self) -> None:
+        """charon lost its SAs without events: retire all at their last seen values; its
+        unique ids start again, so forget the retired ones."""
+        for uid in list(self._live):
+            self._retire(uid)
+        self._retired.clear()
+
+    # -- reading --
+
+    def totals(self) -> dict[tuple[str, str], Traffic]:
+        out = dict(self._closed)
+        for entry in self._live.values():
+            key = (entry.connection, entry.child)
+            out[key] = out.get(key, ZERO) + entry.traffic
+        return out
+
+    def peer_totals(self) -> list[PeerTotals]:
+        out = dict(self._closed_peer)
+        up: set[tuple[str, str]] = set()
+        for entry in self._live.values():
+            key = (entry.connection, entry.peer)
+            up.add(key)
+            out[key] = out.get(key, ZERO) + entry.traffic
+        return [PeerTotals(c, p, t, (c, p) in up) for (c, p), t in sorted(out.items())]
+
+    def prune(self, now: float, keep: Iterable[tuple[str, str]] = ()) -> None:
+        """Forget peers gone for `peer_ttl` seconds, and (connection, child) totals that
+        are neither configured (`keep`) nor seen for as long."""
+        live_peers = {(e.connection, e.peer) for e in self._live.values()}
+        for key in [k for k, t in self._peer_seen.items()
+                    if k not in live_peers and now - t > self.peer_ttl]:
+            self._peer_seen.pop(key, None)
+            self._closed_peer.pop(key, None)
+        keep_set = set(keep) | {(e.connection, e.child) for e in self._live.values()}
+        for key in [k for k, t in self._key_seen.items()
+                    if k not in keep_set and now - t > self.peer_ttl]:
+            self._key_seen.pop(key, None)
+            self._closed.pop(key, None)
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    # -- internals --
+
+    def _alive(self, uid: str, conn: str, child: str, peer: str, traffic: Traffic,
+               now: float) -> None:
+        self._peer_seen[(conn, peer)] = now
+        self._key_seen[(conn, child)] = now
+        entry = self._live.get(uid)
+        if entry is not None:
+            entry.traffic = entry.traffic.max(traffic)
+            return
+        retired = self._retired.pop(uid, None)
+        if retired is not None:  # revive: take its retired values back out of `closed`
+            self._add_closed(retired, ZERO - retired.traffic)
+            traffic = traffic.max(retired.traffic)
+            conn, child, peer = retired.connection, retired.child, retired.peer
+        self._live[uid] = _Entry(conn, child, peer, traffic)
+
+    def _retire(self, uid: str) -> None:
+        entry = self._live.pop(uid, None)
+        if entry is None:
+            return
+        self._add_closed(entry, entry.traffic)
+        self._retired[uid] = entry
+        while len(self._retired) > self.retired_memory:
+            self._retired.popitem(last=False)
+
+    def _add_closed(self, entry: _Entry, delta: Traffic) -> None:
+        key = (entry.connection, entry.child)
+        self._closed[key] = self._closed.get(key, ZERO) + delta
+        pkey = (entry.connection, entry.peer)
+        self._closed_peer[pkey] = self._closed_peer.get(pkey, ZERO) + delta
+
+
+# --- metric families --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family, independent of any client library. `name` is the full sample
+    name (counters end in `_total`)."""
+
+    name: str
+    kind: str  # "gauge" | "counter"
+    help: str
+    labels: tuple[str, ...] = ()
+    samples: tuple[tuple[tuple[str, ...], float], ...] = ()
+
+
+def _gauge(name: str, help_: str, labels: tuple[str, ...] = (),
+           samples: Iterable[tuple[tuple[str, ...], float]] = ()) -> Family:
+    return Family(name, "gauge", help_, labels, tuple(samples))
+
+
+def _counter(name: str, help_: str, labels: tuple[str, ...] = (),
+             samples: Iterable[tuple[tuple[str, ...], float]] = ()) -> Family:
+    return Family(name, "counter", help_, labels, tuple(samples))
+
+
+IKE_STATES = ("CREATED", "CONNECTING", "ESTABLISHED", "PASSIVE", "REKEYING", "REKEYED",
+              "DELETING", "DESTROYING")
+
+
+def charon_families(snap: MetricsSnapshot) -> list[Family]:
+    """Everything that comes from charon (plus swand's traffic totals)."""
+    fams: list[Family] = [
+        _gauge("swand_charon_up", "1 if charon answered the last poll over VICI, else 0",
+               samples=[((), 1.0 if snap.charon_up else 0.0)]),
+    ]
+    if snap.polled_at:
+        fams += [
+            _gauge("swand_charon_poll_duration_seconds",
+                   "time the last successful poll of charon over VICI took",
+                   samples=[((), snap.poll_duration)]),
+            _gauge("swand_charon_last_poll_timestamp_seconds",
+                   "when charon was last polled successfully, Unix time",
+                   samples=[((), snap.polled_at)]),
+        ]
+    traffic = _traffic_families(snap)
+    view = snap.view
+    if not snap.charon_up or view is None:
+        return fams + traffic
+    info, stats = view.info, view.stats
+    fams.append(_gauge(
+        "swand_charon_info", "charon's daemon name and version (value 1)",
+        ("daemon", "version", "sysname", "release", "machine"),
+        [((info.daemon, info.version, info.sysname, info.release, info.machine), 1.0)],
+    ))
+    if stats.start_time is not None:
+        fams.append(_gauge("swand_charon_start_time_seconds",
+                           "when charon started, Unix time", samples=[((), stats.start_time)]))
+    fams += [
+        _gauge("swand_charon_worker_threads", "charon's worker thread pool size",
+               samples=[((), stats.workers_total)]),
+        _gauge("swand_charon_worker_threads_idle", "charon's idle worker threads",
+               samples=[((), stats.workers_idle)]),
+        _gauge("swand_charon_worker_threads_active", "busy worker threads by job priority",
+               ("priority",), [((p,), n) for p, n in stats.workers_active]),
+        _gauge("swand_charon_queued_jobs", "jobs waiting for a worker, by priority",
+               ("priority",), [((p,), n) for p, n in stats.queues]),
+        _gauge("swand_charon_scheduled_jobs", "jobs scheduled for later",
+               samples=[((), stats.scheduled)]),
+        _gauge("swand_charon_ike_sas", "IKE_SAs charon holds (stats)",
+               samples=[((), stats.ike_sas_total)]),
+        _gauge("swand_charon_ike_sas_half_open", "half-open IKE_SAs (stats)",
+               samples=[((), stats.ike_sas_half_open)]),
+    ]
+    if view.counters:
+        fams.append(_counter(
+            "swand_charon_ike_events_total",
+            "charon's IKE counters (counters plugin), by counter name",
+            ("counter",), [((k,), v) for k, v in view.counters],
+        ))
+
+    configured = {c.name: c for c in view.conns}
+    ike_states: dict[tuple[str, str], int] = {}
+    child_states: dict[tuple[str, str, str], int] = {}
+    conn_up: dict[str, int] = dict.fromkeys(configured, 0)
+    child_up: dict[tuple[str, str], int] = {
+        (c.name, ch): 0 for c in view.conns for ch in c.children
+    }
+    for ike in view.sas:
+        ike_states[(ike.connection, ike.state)] = ike_states.get((ike.connection, ike.state),
+                                                                 0) + 1
+        established = ike.state == "ESTABLISHED"
+        if established or ike.connection not in conn_up:
+            conn_up[ike.connection] = max(conn_up.get(ike.connection, 0), int(established))
+        for ch in ike.children:
+            key3 = (ike.connection, ch.name, ch.state)
+            child_states[key3] = child_states.get(key3, 0) + 1
+            installed = int(ch.state == "INSTALLED")
+            k2 = (ike.connection, ch.name)
+            child_up[k2] = max(child_up.get(k2, 0), installed)
+    fams += [
+        _gauge("swand_connection_configured",
+               "1 for each connection loaded in charon", ("connection",),
+               [((n,), 1) for n in sorted(configured)]),
+        _gauge("swand_connection_up",
+               "1 if the connection has an ESTABLISHED IKE_SA, 0 if configured (or seen) "
+               "but not established", ("connection",),
+               [((n,), v) for n, v in sorted(conn_up.items())]),
+        _gauge("swand_child_configured", "1 for each child loaded in charon",
+               ("connection", "child"),
+               [((c.name, ch), 1) for c in view.conns for ch in sorted(c.children)]),
+        _gauge("swand_child_up",
+               "1 if the child has an INSTALLED CHILD_SA, 0 if configured but none",
+               ("connection", "child"), [(k, v) for k, v in sorted(child_up.items())]),
+        _gauge("swand_ike_sas", "IKE_SAs by connection and state", ("connection", "state"),
+               [(k, v) for k, v in sorted(ike_states.items())]),
+        _gauge("swand_child_sas", "CHILD_SAs by connection, child and state",
+               ("connection", "child", "state"),
+               [(k, v) for k, v in sorted(child_states.items())]),
+        _gauge("swand_pool_size", "addresses in the virtual IP pool", ("pool",),
+               [((p.name,), p.size) for p in view.pools]),
+        _gauge("swand_pool_leases", "leases of the virtual IP pool by state",
+               ("pool", "state"),
+               [s for p in view.pools
+                for s in (((p.name, "online"), p.online), ((p.name, "offline"), p.offline))]),
+        _gauge("swand_certificate_not_after_timestamp_seconds",
+               "expiry (notAfter) of each X.509 certificate loaded in charon, Unix time",
+               ("subject", "issuer", "serial", "flag"),
+               [((c.subject, c.issuer, c.serial, c.flag), c.not_after) for c in view.certs]),
+    ]
+    if snap.per_peer:
+        fams.append(_gauge(
+            "swand_peer_info",
+            "one series per road-warrior IKE_SA (per_peer = true): remote id, address, "
+            "virtual IP", ("connection", "remote_id", "remote_host", "virtual_ip", "state"),
+            sorted({((ike.connection, ike.peer, ike.remote_host,
+                      ",".join(ike.remote_vips), ike.state), 1.0) for ike in view.sas}),
+        ))
+        fams.append(_gauge(
+            "swand_peer_established_timestamp_seconds",
+            "when the peer's current IKE_SA was established, Unix time",
+            ("connection", "remote_id"),
+            sorted({(ike.connection, ike.peer): ike.established_at for ike in view.sas
+                    if ike.established_at is not None}.items()),
+        ))
+    return fams + traffic
+
+
+def _traffic_families(snap: MetricsSnapshot) -> list[Family]:
+    fams = []
+    for attr, unit, direction in (
+        ("bytes_in", "bytes", "in"), ("bytes_out", "bytes", "out"),
+        ("packets_in", "packets", "in"), ("packets_out", "packets", "out"),
+    ):
+        fams.append(_counter(
+            f"swand_child_{unit}_{direction}_total",
+            f"{unit} {direction} per (connection, child), monotonic across rekeys and "
+            "SA deletes", ("connection", "child"),
+            [(key, getattr(t, attr)) for key, t in snap.traffic],
+        ))
+    if snap.per_peer:
+        fams.append(_gauge("swand_peer_up",
+                           "1 while the peer has an SA, 0 until it is pruned",
+                           ("connection", "remote_id"),
+                           [((p.connection, p.peer), int(p.up)) for p in snap.peers]))
+        for attr, unit, direction in (("bytes_in", "bytes", "in"),
+                                      ("bytes_out", "bytes", "out")):
+            fams.append(_counter(
+                f"swand_peer_{unit}_{direction}_total",
+                f"{unit} {direction} per peer (per_peer = true)", ("connection", "remote_id"),
+                [((p.connection, p.peer), getattr(p.traffic, attr)) for p in snap.peers],
+            ))
+    return fams
+
+
+@dataclass(frozen=True)
+class SelfCounters:
+    """swand's own metrics at one instant (copied out of the runtime registry)."""
+
+    reloads: tuple[tuple[str, int], ...] = ()
+    last_reload_success: float | None = None
+    loaded_items: tuple[tuple[str, int], ...] = ()
+    sa_downs: tuple[tuple[str, int], ...] = ()
+    firewall_reconciles: tuple[tuple[str, int], ...] = ()
+    firewall_drift_repairs: int = 0
+    vici_reconnects: int = 0
+    charon_restarts: int = 0
+    events: tuple[tuple[str, int], ...] = ()
+    event_queue_depth: int = 0
+    last_scrape_duration: float = 0.0
+
+
+def self_families(c: SelfCounters) -> list[Family]:
+    fams = [
+        _counter("swand_reloads_total", "configuration loads into charon by result",
+                 ("result",), [((k,), v) for k, v in c.reloads]),
+        _gauge("swand_loaded_items", "items swand keeps loaded in charon, by kind",
+               ("kind",), [((k,), v) for k, v in c.loaded_items]),
+        _counter("swand_sa_downs_total", "SAs that went down, by classified reason",
+                 ("reason",), [((k,), v) for k, v in c.sa_downs]),
+        _counter("swand_firewall_reconciles_total", "firewall reconcile passes by result",
+                 ("result",), [((k,), v) for k, v in c.firewall_reconciles]),
+        _counter("swand_firewall_drift_repairs_total",
+                 "firewall passes that had to repair drift",
+                 samples=[((), c.firewall_drift_repairs)]),
+        _counter("swand_vici_reconnects_total", "VICI connections re-established",
+                 samples=[((), c.vici_reconnects)]),
+        _counter("swand_charon_restarts_total", "charon restarts swand noticed",
+                 samples=[((), c.charon_restarts)]),
+        _counter("swand_vici_events_total", "VICI events received, by event name",
+                 ("event",), [((k,), v) for k, v in c.events]),
+        _gauge("swand_event_queue_depth", "events waiting to be handled",
+               samples=[((), c.event_queue_depth)]),
+        _gauge("swand_scrape_duration_seconds", "time the previous /metrics scrape took",
+               samples=[((), c.last_scrape_duration)]),
+    ]
+    if c.last_reload_success is not None:
+        fams.append(_gauge("swand_last_reload_success_timestamp_seconds",
+                           "when the configuration was last loaded successfully, Unix time",
+                           samples=[((), c.last_reload_success)]))
+    return fams

@@ -1,0 +1,315 @@
+"""Metrics runtime: swand's own counters, and a poller that keeps a snapshot of charon.
+
+Two pieces, composed by app.py:
+
+- `MetricsRegistry`: thread-safe counters other runtime parts call from the loop
+  (`record_reload`, `record_down`, `record_firewall`, `record_vici_reconnect`,
+  `record_charon_restart`, `record_event`, `set_loaded_items`, `set_queue_depth`); the
+  HTTP thread copies them out with `self_counters()`.
+- `MetricsPoller`: one persistent VICI command connection (`list-sas` with `noblock`,
+  never a new session per scrape) plus a small event connection (child-updown,
+  child-rekey: final counters for the traffic accumulator; its disconnect tells at once
+  that charon is gone). After every poll it swaps in a new immutable `MetricsSnapshot`
+  *and* its pre-rendered charon families, so a scrape only copies a few hundred lines
+  and answers at once even while charon is down (`swand_charon_up 0`).
+
+An EventWatcher may also feed events with `poller.on_event(name, payload)` (idempotent:
+the accumulator ignores what it already counted), and `poller.charon_lost()` when its
+own stream breaks.
+
+Usage::
+
+    registry = MetricsRegistry()
+    poller = MetricsPoller(cfg.charon.vici, registry, per_peer=cfg.metrics.per_peer)
+    server = http_metrics.serve(cfg.metrics.listen, MetricsCollector(poller, registry))
+    await poller.run()          # until cancelled; then await poller.close(); server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from swand.adapters.vici import (
+    ViciCommandError,
+    ViciConnectionError,
+    ViciError,
+    ViciEventStream,
+    ViciSession,
+)
+from swand.core import metrics as core
+from swand.log import get_logger
+
+log = get_logger("swand.metrics")
+
+#: events the poller's own stream follows (final counters and liveness)
+POLLER_EVENTS = ("child-updown", "child-rekey", "ike-updown")
+
+
+class MetricsRegistry:
+    """swand's own counters. Safe to call from any thread; cheap (one lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reloads: dict[str, int] = {}
+        self._last_reload_success: float | None = None
+        self._loaded: dict[str, int] = {}
+        self._downs: dict[str, int] = {}
+        self._firewall: dict[str, int] = {}
+        self._drift = 0
+        self._reconnects = 0
+        self._restarts = 0
+        self._events: dict[str, int] = {}
+        self._queue_depth: Callable[[], int] | int = 0
+        self.last_scrape_duration = 0.0
+
+    def record_reload(self, result: str, at: float | None = None) -> None:
+        """A configuration load into charon: result "success" | "failure" | "partial"."""
+        with self._lock:
+            self._reloads[result] = self._reloads.get(result, 0) + 1
+            if result == "success":
+                self._last_reload_success = at if at is not None else time.time()
+
+    def set_loaded_items(self, items: Mapping[str, int]) -> None:
+        """Items loaded by the last reload, by kind (conns, secrets, pools, certs...)."""
+        with self._lock:
+            self._loaded = dict(items)
+
+    def record_down(self, reason: str) -> None:
+        """An SA went down, classified ("dpd", "deleted", "rekeyed", "failed", "unknown")."""
+        with self._lock:
+            self._downs[reason] = self._downs.get(reason, 0) + 1
+
+    def record_firewall(self, result: str, drift_repaired: bool = False) -> None:
+        """A firewall reconcile pass: result "success" | "failure" | "noop"."""
+        with self._lock:
+            self._firewall[result] = self._firewall.get(result, 0) + 1
+            if drift_repaired:
+                self._drift += 1
+
+    def record_vici_reconnect(self) -> None:
+        with self._lock:
+            self._reconnects += 1
+
+    def record_charon_restart(self) -> None:
+        with self._lock:
+            self._restarts += 1
+
+    def record_event(self, name: str) -> None:
+        with self._lock:
+            self._events[name] = self._events.get(name, 0) + 1
+
+    def set_queue_depth(self, depth: Callable[[], int] | int) -> None:
+        """The event queue's depth, or a callable returning it (e.g. `queue.qsize`)."""
+        self._queue_depth = depth
+
+    def self_counters(self) -> core.SelfCounters:
+        depth_source = self._queue_depth
+        try:
+            depth = int(depth_source() if callable(depth_source) else depth_source)
+        except Exception:  # a provider must never break a scrape
+            depth = 0
+        with self._lock:
+            return core.SelfCounters(
+                reloads=tuple(sorted(self._reloads.items())),
+                last_reload_success=self._last_reload_success,
+                loaded_items=tuple(sorted(self._loaded.items())),
+                sa_downs=tuple(sorted(self._downs.items())),
+                firewall_reconciles=tuple(sorted(self._firewall.items())),
+                firewall_drift_repairs=self._drift,
+                vici_reconnects=self._reconnects,
+                charon_restarts=self._restarts,
+                events=tuple(sorted(self._events.items())),
+                event_queue_depth=depth,
+                last_scrape_duration=self.last_scrape_duration,
+            )
+
+
+class MetricsPoller:
+    """Keeps `current` = (MetricsSnapshot, pre-rendered charon families) fresh.
+
+    `current` is replaced as a whole (one reference assignment) so the HTTP thread always
+    sees a consistent pair without a lock.
+    """
+
+    def __init__(
+        self, uri: str, registry: MetricsRegistry, *, interval: float = 10.0,
+        per_peer: bool = False, peer_ttl: float = 900.0, own_events: bool = True,
+        cert_interval: float = 300.0, timeout: float = 30.0,
+    ) -> None:
+        self.uri = uri
+        self.registry = registry
+        self.interval = interval
+        self.per_peer = per_peer
+        self.own_events = own_events
+        self.cert_interval = cert_interval
+        self.timeout = timeout
+        self.accumulator = core.TrafficAccumulator(peer_ttl=peer_ttl)
+        empty = core.MetricsSnapshot(per_peer=per_peer)
+        self.current: tuple[core.MetricsSnapshot, list[core.Family]] = (
+            empty, core.charon_families(empty))
+        self._session = ViciSession(uri, connect_timeout=2.0)
+        self._generation = 0
+        self._start_time: float | None = None
+        self._info = core.CharonInfo()
+        self._counters_supported = True
+        self._certs: tuple[core.Certificate, ...] = ()
+        self._certs_at = 0.0
+        self._wake = asyncio.Event()
+        self._events_task: asyncio.Task[None] | None = None
+        self._last_good: core.MetricsSnapshot | None = None
+
+    @property
+    def snapshot(self) -> core.MetricsSnapshot:
+        return self.current[0]
+
+    # -- inputs from elsewhere --
+
+    def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Feed an SA event (from this poller's stream or an EventWatcher)."""
+        self.accumulator.apply_event(name, payload, time.time())
+        if name in ("child-updown", "ike-updown", "child-rekey"):
+            self._wake.set()  # re-poll soon so up/down shows without waiting an interval
+
+    def charon_lost(self) -> None:
+        """charon went away: publish `up 0` now (the next poll reconnects)."""
+        snap = self.current[0]
+        if snap.charon_up:
+            self._publish(core.MetricsSnapshot(
+                charon_up=False, view=None, traffic=snap.traffic, peers=snap.peers,
+                per_peer=self.per_peer, poll_duration=snap.poll_duration,
+                polled_at=snap.polled_at,
+            ))
+            log.warning("charon_unreachable", vici=self.uri)
+        self._wake.set()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    # -- polling --
+
+    async def poll_once(self) -> bool:
+        """Read charon once and publish a snapshot; False (and `up 0`) if unreachable."""
+        started = time.monotonic()
+        try:
+            view = await self._read_view()
+        except (ViciConnectionError, OSError) as exc:
+            if self.current[0].charon_up:
+                log.warning("charon_poll_failed", vici=self.uri, error=str(exc))
+            self.charon_lost()
+            return False
+        now = view.taken_at
+        self.accumulator.observe(view.sas, now)
+        keep = [(c.name, ch) for c in view.conns for ch in c.children]
+        self.accumulator.prune(now, keep)
+        snap = core.MetricsSnapshot(
+            charon_up=True, view=view,
+            traffic=tuple(sorted(self.accumulator.totals().items())),
+            peers=tuple(self.accumulator.peer_totals()) if self.per_peer else (),
+            per_peer=self.per_peer, poll_duration=time.monotonic() - started,
+            polled_at=now,
+        )
+        self._publish(snap)
+        return True
+
+    async def _read_view(self) -> core.CharonView:
+        s = self._session
+        stats_reply = await s.request("stats", timeout=self.timeout)
+        stats = core.parse_stats(stats_reply)
+        if s.generation != self._generation:
+            if self._generation:
+                self.registry.record_vici_reconnect()
+            self._generation = s.generation
+            self._info = core.parse_version(await s.request("version", timeout=self.timeout))
+            self._counters_supported = True
+            self._certs_at = 0.0
+            await self._ensure_events()
+        if stats.start_time is not None and stats.start_time != self._start_time:
+            if self._start_time is not None:
+                log.warning("charon_restarted", vici=self.uri)
+                self.registry.record_charon_restart()
+                self.accumulator.charon_restarted()
+            self._start_time = stats.start_time
+        counters: tuple[tuple[str, int], ...] = ()
+        if self._counters_supported:
+            try:
+                counters = core.parse_counters(
+                    await s.request("get-counters", timeout=self.timeout))
+            except ViciCommandError:
+                self._counters_supported = False  # counters plugin not loaded
+        conn_events, _ = await s.streamed("list-conns", "list-conn", timeout=self.timeout)
+        sa_events, _ = await s.streamed("list-sas", "list-sa", {"noblock": "yes"},
+                                        timeout=self.timeout)
+        now = time.time()
+        pools = core.parse_pools(await s.request("get-pools", {"leases": "yes"},
+                                                 timeout=self.timeout))
+        if now - self._certs_at >= self.cert_interval:
+            cert_events, _ = await s.streamed("list-certs", "list-cert", {"type": "X509"},
+                                              timeout=self.timeout, decode=False)
+            self._certs = core.parse_certs(cert_events)
+            self._certs_at = now
+        return core.CharonView(
+            taken_at=now, info=self._info, stats=stats, counters=counters,
+            conns=core.parse_conns(conn_events), sas=core.parse_sas(sa_events, now),
+            pools=pools, certs=self._certs,
+        )
+
+    def _publish(self, snap: core.MetricsSnapshot) -> None:
+        self.current = (snap, core.charon_families(snap))
+
+    async def _ensure_events(self) -> None:
+        if not self.own_events:
+            return
+        if self._events_task is not None and not self._events_task.done():
+            return
+        self._events_task = asyncio.create_task(self._follow_events(), name="metrics-events")
+
+    async def _follow_events(self) -> None:
+        """Follow SA events until charon goes away; then say so at once."""
+        try:
+            async with await ViciEventStream.connect(self.uri, timeout=2.0) as stream:
+                await stream.register(POLLER_EVENTS)
+                while True:
+                    name, payload = await stream.next_event()
+                    self.on_event(name, payload)
+        except (ViciError, OSError) as exc:
+            log.debug("metrics_event_stream_closed", error=str(exc))
+        self.charon_lost()
+
+    async def run(self) -> None:
+        """Poll every `interval` seconds (sooner after an SA event), retrying every
+        second while charon is unreachable. Runs until cancelled."""
+        while True:
+            ok = await self.poll_once()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval if ok else 1.0):
+                    await self._wake.wait()
+                    await asyncio.sleep(0.2)  # let a burst of events settle
+
+    async def close(self) -> None:
+        if self._events_task is not None:
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._events_task
+        await self._session.close()
+
+
+class MetricsCollector:
+    """Source of families for the HTTP adapter: the poller's pre-rendered charon
+    families plus swand's own counters. Runs on the HTTP thread; reads only."""
+
+    def __init__(self, poller: MetricsPoller, registry: MetricsRegistry) -> None:
+        self.poller = poller
+        self.registry = registry
+
+    def families(self) -> list[core.Family]:
+        _, charon = self.poller.current
+        return [*charon, *core.self_families(self.registry.self_counters())]
+
+    def scrape_took(self, seconds: float) -> None:
+        self.registry.last_scrape_duration = seconds
