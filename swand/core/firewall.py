@@ -1,0 +1,750 @@
+"""The gateway's firewall as a pure function: (settings, pools, CHILD_SAs, egress, mode) ->
+the rules swand owns, their `iptables-save` rendering, and the minimal edit that turns
+what the kernel holds into them.
+
+Everything swand writes lives in its own chains (`SWAND-NAT` in nat POSTROUTING,
+`SWAND-MSS` in mangle FORWARD, `SWAND-FWD` in filter FORWARD), reached by one tagged jump
+inserted at the top of the built-in chain. Every rule carries the comment
+`swand:<12 hex digits>`, a hash of (family, table, chain, rule text). Because the tag is a
+function of the rule, "observed equals desired" is a comparison of tag lists and an
+unchanged pass writes nothing (counters survive, no churn) -- the way Calico Felix does it.
+
+Modes (how tunnel traffic is recognised):
+
+- ``policy``: kernel ESP. Decrypted traffic carries an IPsec policy, matched with
+  ``-m policy --dir in|out --pol ipsec`` (and, per SA, ``--reqid R --proto esp``), exactly
+  as strongSwan's ``_updown iptables`` script does.
+- ``interface``: kernel-libipsec. Packets are decrypted in user space and appear on the TUN
+  device (``ipsec0``) without any policy, so ``-m policy`` never matches. The tunnel is
+  recognised by ``-i/-o ipsec0`` instead. The NAT *exemption* becomes
+  ``-s POOL -o ipsec0 -j ACCEPT``: traffic that re-enters the tunnel (client to client,
+  or to subnets behind other tunnels) must keep its pool source address, which is what
+  ``--pol ipsec --dir out`` exempts in policy mode. (It is listed first in our chain, and
+  our chain is jumped to first, so an administrator's catch-all MASQUERADE cannot rewrite
+  it.) Per-SA forward rules lose the reqid (libipsec's TUN has no per-SA identity), so
+  two SAs with equal traffic selectors share one rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+from swand.config import FirewallSettings
+
+Family = Literal["ipv4", "ipv6"]
+Mode = Literal["policy", "interface"]
+
+CHAIN_NAT = "SWAND-NAT"
+CHAIN_MSS = "SWAND-MSS"
+CHAIN_FWD = "SWAND-FWD"
+#: every chain whose name starts with this belongs to swand (flush removes them all)
+OWNED_PREFIX = "SWAND-"
+TAG_PREFIX = "swand:"
+TAG_LENGTH = len(TAG_PREFIX) + 12
+
+#: (table, owned chain) -> the built-in chain that jumps to it
+HOOKS: dict[tuple[str, str], str] = {
+    ("filter", CHAIN_FWD): "FORWARD",
+    ("mangle", CHAIN_MSS): "FORWARD",
+    ("nat", CHAIN_NAT): "POSTROUTING",
+}
+#: the tables swand may touch, in iptables-save's order
+TABLES = ("filter", "mangle", "nat")
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+DEFAULT_TUNNEL_INTERFACE = "ipsec0"
+MSS_RANGE = (536, 1460)
+
+#: CHILD_SA states whose policies are in the kernel (a rekeyed SA keeps its reqid and TS)
+ACTIVE_CHILD_STATES = frozenset({"INSTALLED", "UPDATING", "REKEYING", "REKEYED"})
+_PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp", "udplite", "dccp"})
+
+
+class FirewallInputError(ValueError):
+    """Inputs from which no rule set can be derived (e.g. NAT wanted, no egress known)."""
+
+
+# --- rules ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Match:
+    """One ``-m NAME --opt value ...`` clause, options in iptables-save's order."""
+
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        parts = [f"-m {self.name}"]
+        parts += [f"--{opt} {value}" if value else f"--{opt}" for opt, value in self.options]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule in one chain, in the shape iptables-save prints it (header, matches, target).
+
+    Addresses are normalised CIDRs (``None`` = any); the comment match carrying the tag is
+    not part of `matches`: it is added on rendering, always last before the target.
+    """
+
+    family: Family
+    table: str
+    chain: str
+    target: str
+    src: str | None = None
+    dst: str | None = None
+    in_iface: str | None = None
+    out_iface: str | None = None
+    proto: str | None = None
+    matches: tuple[Match, ...] = ()
+    target_options: tuple[tuple[str, str], ...] = ()
+
+    @cached_property
+    def spec(self) -> str:
+        """The rule without chain and tag, as iptables-save prints it."""
+        parts: list[str] = []
+        if self.src:
+            parts.append(f"-s {self.src}")
+        if self.dst:
+            parts.append(f"-d {self.dst}")
+        if self.in_iface:
+            parts.append(f"-i {self.in_iface}")
+        if self.out_iface:
+            parts.append(f"-o {self.out_iface}")
+        if self.proto:
+            parts.append(f"-p {self.proto}")
+        parts += [m.text() for m in self.matches]
+        parts.append(f"-j {self.target}")
+        parts += [f"--{opt} {value}" if value else f"--{opt}" for opt, value in
+                  self.target_options]
+        return " ".join(parts)
+
+    @cached_property
+    def tag(self) -> str:
+        digest = hashlib.sha256(
+            f"{self.family}\0{self.table}\0{self.chain}\0{self.spec}".encode()
+        ).hexdigest()
+        return TAG_PREFIX + digest[: TAG_LENGTH - len(TAG_PREFIX)]
+
+    def save_line(self) -> str:
+        """``-A CHAIN ...`` exactly as ``iptables-legacy-save`` / ``-S`` print it."""
+        head, _, tail = self.spec.rpartition(f"-j {self.target}")
+        return f'-A {self.chain} {head}-m comment --comment "{self.tag}" -j {self.target}{tail}'
+
+
+@dataclass(frozen=True)
+class DesiredTable:
+    """What swand wants in one (family, table): owned chains with ordered rules, and the
+    jump from each built-in chain."""
+
+    family: Family
+    table: str
+    chains: Mapping[str, tuple[Rule, ...]]
+    jumps: Mapping[str, Rule]  # built-in chain -> jump rule
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(r) for r in self.chains.values()) + len(self.jumps)
+
+
+@dataclass(frozen=True)
+class DesiredFirewall:
+    tables: Mapping[tuple[Family, str], DesiredTable]
+
+    @property
+    def rule_count(self) -> int:
+        return sum(t.rule_count for t in self.tables.values())
+
+    def tags(self) -> frozenset[str]:
+        return frozenset(
+            r.tag for t in self.tables.values()
+            for r in [*t.jumps.values(), *(x for rs in t.chains.values() for x in rs)]
+        )
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A virtual IP pool as CIDRs (normalised, as iptables prints them)."""
+
+    name: str
+    networks: tuple[str, ...]
+
+    @classmethod
+    def from_addrs(cls, name: str, *addrs: str) -> Pool:
+        """From swanctl's ``addrs`` forms: ``10.8.0.0/24``, ``10.8.0.1``, ``a-b``."""
+        nets: list[str] = []
+        for addr in addrs:
+            nets += _networks_of(addr.strip())
+        return cls(name, tuple(nets))
+
+    @property
+    def families(self) -> frozenset[Family]:
+        return frozenset(_family(n) for n in self.networks)
+
+
+@dataclass(frozen=True)
+class ChildSA:
+    """What the forward rules need from one CHILD_SA (``list-sas``)."""
+
+    ike: str
+    child: str
+    reqid: int
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    protocol: str = "esp"
+
+
+@dataclass(frozen=True)
+class FirewallInputs:
+    settings: FirewallSettings
+    mode: Mode
+    egress: str | None
+    pools: tuple[Pool, ...] = ()
+    child_sas: tuple[ChildSA, ...] = ()
+    tunnel_iface: str = DEFAULT_TUNNEL_INTERFACE
+
+
+def pools_from_vici(reply: Mapping[str, Mapping[str, object]]) -> tuple[Pool, ...]:
+    """Pools from a ``get-pools`` reply ({name: {base, size, ...}}).
+
+    charon reports a CIDR pool ``a/p`` as base = network id and size = 2^h - 2 (network and
+    broadcast addresses are never leased), a range pool as base = first, size = count; so
+    a base aligned on 2^h with size 2^h - 2 is turned back into its CIDR, size 1 into a
+    host route, anything else into the exact CIDRs covering [base, base + size).
+    """
+    pools: list[Pool] = []
+    for name, info in sorted(reply.items()):
+        base_text = _text(info.get("base"))
+        size_text = _text(info.get("size"))
+        if not base_text or not size_text:
+            continue
+        base = ipaddress.ip_address(base_text)
+        size = int(size_text)
+        bits = base.max_prefixlen
+        nets: list[str] = []
+        if size <= 1:
+            nets = [f"{base}/{bits}"]
+        else:
+            host_bits = (size + 2).bit_length() - 1
+            if (size + 2) == 1 << host_bits and int(base) % (1 << host_bits) == 0:
+                nets = [f"{base}/{bits - host_bits}"]
+            else:
+                last = base + (size - 1)
+                nets = [str(n) for n in ipaddress.summarize_address_range(base, last)]
+        pools.append(Pool(name, tuple(nets)))
+    return tuple(pools)
+
+
+def child_sas_from_vici(ike_sas: Iterable[Mapping[str, object]]) -> tuple[ChildSA, ...]:
+    """CHILD_SAs from ``list-sas`` ``list-sa`` events (each {ike_name: {..., child-sas}}).
+
+    Only SAs whose policies are installed count; DELETING/DESTROYING ones are gone already
+    as far as forwarding is concerned, so their rules vanish on the next pass.
+    """
+    out: list[ChildSA] = []
+    for event in ike_sas:
+        for ike_name, ike in event.items():
+            if not isinstance(ike, Mapping):
+                continue
+            children = ike.get("child-sas") or {}
+            if not isinstance(children, Mapping):
+                continue
+            for key, child in children.items():
+                if not isinstance(child, Mapping):
+                    continue
+                if _text(child.get("state")) not in ACTIVE_CHILD_STATES:
+                    continue
+                reqid = _text(child.get("reqid"))
+                if not reqid:
+                    continue
+                out.append(ChildSA(
+                    ike=str(ike_name),
+                    child=_text(child.get("name")) or str(key),
+                    reqid=int(reqid),
+                    local_ts=tuple(_text(t) for t in _list(child.get("local-ts"))),
+                    remote_ts=tuple(_text(t) for t in _list(child.get("remote-ts"))),
+                    protocol=(_text(child.get("protocol")) or "esp").lower(),
+                ))
+    return tuple(out)
+
+
+def resolve_mode(setting: str, plugins: Iterable[str]) -> Mode:
+    """``auto``: interface mode when charon runs kernel-libipsec (it owns the TUN device and
+    no kernel policy marks the packets), policy mode otherwise."""
+    if setting in ("policy", "interface"):
+        return setting  # type: ignore[return-value]
+    return "interface" if "kernel-libipsec" in set(plugins) else "policy"
+
+
+# --- desired state --------------------------------------------------------------------
+
+
+def desired_firewall(inputs: FirewallInputs) -> DesiredFirewall:
+    """The complete rule set swand owns for these inputs (pure, deterministic)."""
+    s = inputs.settings
+    tables: dict[tuple[Family, str], DesiredTable] = {}
+    if not s.enabled:
+        return DesiredFirewall(tables)
+
+    def put(family: Family, table: str, chain: str, rules: Sequence[Rule]) -> None:
+        builtin = HOOKS[(table, chain)]
+        # one rule per tag: equal rules from two sources (e.g. two pools) collapse
+        unique = tuple({r.tag: r for r in rules}.values())
+        jump = Rule(family, table, builtin, target=chain)
+        prev = tables.get((family, table))
+        chains = dict(prev.chains) if prev else {}
+        jumps = dict(prev.jumps) if prev else {}
+        chains[chain] = unique
+        jumps[builtin] = jump
+        tables[(family, table)] = DesiredTable(family, table, chains, jumps)
+
+    if s.forward_rules:
+        fwd = _forward_rules(inputs)
+        for family in FAMILIES:
+            put(family, "filter", CHAIN_FWD, [r for r in fwd if r.family == family])
+    if s.mss:
+        for family in FAMILIES:
+            put(family, "mangle", CHAIN_MSS, _mss_rules(inputs, family))
+    nat_families: list[Family] = []
+    if s.nat:
+        nat_families.append("ipv4")
+    if s.nat66:
+        nat_families.append("ipv6")
+    if nat_families:
+        pools_present = any(
+            _family(n) in nat_families for p in inputs.pools for n in p.networks
+        )
+        if pools_present and not inputs.egress:
+            raise FirewallInputError(
+                "[firewall] egress: no egress interface known (no default route?); "
+                "NAT for the pools cannot be written"
+            )
+        for family in nat_families:
+            put(family, "nat", CHAIN_NAT, _nat_rules(inputs, family))
+    return DesiredFirewall(tables)
+
+
+def _nat_rules(inputs: FirewallInputs, family: Family) -> list[Rule]:
+    rules: list[Rule] = []
+    for pool in inputs.pools:
+        for net in pool.networks:
+            if _family(net) != family:
+                continue
+            if inputs.mode == "policy":
+                exempt = Rule(
+                    family, "nat", CHAIN_NAT, "ACCEPT", src=net, out_iface=inputs.egress,
+                    matches=(Match("policy", (("dir", "out"), ("pol", "ipsec"))),),
+                )
+            else:
+                exempt = Rule(
+                    family, "nat", CHAIN_NAT, "ACCEPT", src=net,
+                    out_iface=inputs.tunnel_iface,
+                )
+            rules.append(exempt)
+            rules.append(Rule(
+                family, "nat", CHAIN_NAT, "MASQUERADE", src=net, out_iface=inputs.egress,
+            ))
+    return rules
+
+
+def _mss_rules(inputs: FirewallInputs, family: Family) -> list[Rule]:
+    mss = inputs.settings.mss
+    clamp = (
+        Match("tcp", (("tcp-flags", "SYN,RST SYN"),)),
+        Match("tcpmss", (("mss", f"{mss + 1}:1536"),)),
+    )
+    rules: list[Rule] = []
+    for direction in ("in", "out"):
+        if inputs.mode == "policy":
+            rule = Rule(
+                family, "mangle", CHAIN_MSS, "TCPMSS", proto="tcp",
+                matches=(Match("policy", (("dir", direction), ("pol", "ipsec"))), *clamp),
+                target_options=(("set-mss", str(mss)),),
+            )
+        else:
+            iface = inputs.tunnel_iface
+            rule = Rule(
+                family, "mangle", CHAIN_MSS, "TCPMSS", proto="tcp",
+                in_iface=iface if direction == "in" else None,
+                out_iface=iface if direction == "out" else None,
+                matches=clamp, target_options=(("set-mss", str(mss)),),
+            )
+        rules.append(rule)
+    return rules
+
+
+@dataclass(frozen=True)
+class _TS:
+    network: str
+    proto: str | None
+    port: str | None  # "80" or "1024:65535"
+
+
+def _forward_rules(inputs: FirewallInputs) -> list[Rule]:
+    """What ``_updown iptables`` inserts per CHILD_SA: remote -> local in, local -> remote
+    out, for every same-family pair of traffic selectors."""
+    rules: list[Rule] = []
+    for sa in sorted(inputs.child_sas, key=lambda c: (c.reqid, c.ike, c.child)):
+        locals_ = [t for raw in sa.local_ts for t in _parse_ts(raw)]
+        remotes = [t for raw in sa.remote_ts for t in _parse_ts(raw)]
+        for remote in remotes:
+            for local in locals_:
+                family = _family(remote.network)
+                if family != _family(local.network):
+                    continue
+                if remote.proto and local.proto and remote.proto != local.proto:
+                    continue
+                proto = remote.proto or local.proto
+                for direction in ("in", "out"):
+                    src, dst = (remote, local) if direction == "in" else (local, remote)
+                    rules.append(_forward_rule(inputs, sa, family, direction, src, dst, proto))
+    return rules
+
+
+def _forward_rule(
+    inputs: FirewallInputs, sa: ChildSA, family: Family, direction: str, src: _TS, dst: _TS,
+    proto: str | None,
+) -> Rule:
+    matches: list[Match] = []
+    if proto in _PORT_PROTOCOLS and (src.port or dst.port):
+        opts: list[tuple[str, str]] = []
+        if src.port:
+            opts.append(("sport", src.port))
+        if dst.port:
+            opts.append(("dport", dst.port))
+        matches.append(Match(proto, tuple(opts)))
+    iface_in = iface_out = None
+    if inputs.mode == "policy":
+        matches.append(Match("policy", (
+            ("dir", direction), ("pol", "ipsec"), ("reqid", str(sa.reqid)),
+            ("proto", sa.protocol),
+        )))
+    elif direction == "in":
+        iface_in = inputs.tunnel_iface
+    else:
+        iface_out = inputs.tunnel_iface
+    return Rule(
+        family, "filter", CHAIN_FWD, "ACCEPT",
+        src=_none_if_any(src.network), dst=_none_if_any(dst.network),
+        in_iface=iface_in, out_iface=iface_out, proto=proto, matches=tuple(matches),
+    )
+
+
+def _parse_ts(raw: str) -> list[_TS]:
+    """``10.1.0.0/16``, ``10.0.0.1..10.0.0.9``, ``0.0.0.0/0[tcp/80]``, ``::/0[udp/1-9]``,
+    ``10.0.0.0/8[tcp/http]`` (strongSwan prints service names when it knows them)."""
+    raw = raw.strip()
+    proto = port = None
+    if raw.endswith("]") and "[" in raw:
+        raw, _, sel = raw[:-1].partition("[")
+        p, _, ports = sel.partition("/")
+        proto = _protocol_name(p) if p else None
+        if ports and ports not in ("0-65535", "OPAQUE"):
+            if proto not in _PORT_PROTOCOLS:
+                return []  # ICMP type/code etc.: not expressible here; accept nothing
+            port = ":".join(str(_port_number(x, proto)) for x in ports.split("-"))
+    return [_TS(net, proto, port) for net in _networks_of(raw)]
+
+
+def _protocol_name(p: str) -> str:
+    if p.isdigit():
+        try:
+            return socket.getprotobynumber(int(p))
+        except OSError:
+            return p
+    return p.lower()
+
+
+def _port_number(p: str, proto: str | None) -> int:
+    if p.isdigit():
+        return int(p)
+    return socket.getservbyname(p, proto or "tcp")
+
+
+def _networks_of(text: str) -> list[str]:
+    if ".." in text or ("-" in text and "/" not in text):
+        first, _, last = text.partition(".." if ".." in text else "-")
+        a, b = ipaddress.ip_address(first.strip()), ipaddress.ip_address(last.strip())
+        return [str(n) for n in ipaddress.summarize_address_range(a, b)]  # type: ignore[arg-type]
+    return [str(ipaddress.ip_network(text, strict=False))]
+
+
+def _none_if_any(net: str) -> str | None:
+    return None if net.endswith("/0") else net
+
+
+def _family(net: str) -> Family:
+    return "ipv6" if ":" in net else "ipv4"
+
+
+def _text(v: object) -> str:
+    if isinstance(v, bytes):
+        return v.decode()
+    return "" if v is None else str(v)
+
+
+def _list(v: object) -> list[object]:
+    if v is None:
+        return []
+    if isinstance(v, list | tuple):
+        return list(v)
+    return [v]
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+def render_save(desired: DesiredFirewall, family: Family) -> str:
+    """The family's rules as ``iptables-save`` text (only swand's chains and jumps); also a
+    valid input for ``iptables-legacy-restore --noflush``."""
+    lines: list[str] = []
+    for table in TABLES:
+        t = desired.tables.get((family, table))
+        if t is None:
+            continue
+        lines.append(f"*{table}")
+        lines += [f":{chain} - [0:0]" for chain in t.chains]
+        lines += [j.save_line() for j in t.jumps.values()]
+        for rules in t.chains.values():
+            lines += [r.save_line() for r in rules]
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# --- observed state and the diff ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedTable:
+    """What one (family, table) holds, as far as swand cares: for every owned chain and for
+    the built-in chains swand jumps from, the tag of each rule in order (None: untagged)."""
+
+    family: Family
+    table: str
+    chains: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateChain:
+    chain: str
+
+
+@dataclass(frozen=True)
+class DeleteChain:
+    """Flush, then delete, an owned chain (nothing may reference it by then)."""
+
+    chain: str
+
+
+@dataclass(frozen=True)
+class DeleteRule:
+    chain: str
+    index: int  # 0-based, in the chain as it is when this op runs
+
+
+@dataclass(frozen=True)
+class InsertRule:
+    chain: str
+    index: int  # 0-based; == current length means append
+    rule: Rule
+
+
+Op = CreateChain | DeleteChain | DeleteRule | InsertRule
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    family: Family
+    table: str
+    ops: tuple[Op, ...]
+
+
+def diff_table(desired: DesiredTable | None, observed: ObservedTable) -> TablePlan:
+    """The minimal ordered edit from `observed` to `desired` for one table.
+
+    Owned chains end up holding exactly the desired rules in order (foreign and stale rules
+    removed, the longest already-ordered run kept); built-in chains keep every foreign rule
+    and get exactly one jump per owned chain (inserted at the top when missing).
+    """
+    ops: list[Op] = []
+    want_chains = dict(desired.chains) if desired else {}
+    want_jumps = dict(desired.jumps) if desired else {}
+    observed_owned = {c for c in observed.chains if c.startswith(OWNED_PREFIX)}
+    builtins = {c for c in observed.chains if not c.startswith(OWNED_PREFIX)} | set(want_jumps)
+
+    # 1. built-in chains: drop stale and duplicate tagged jumps (foreign rules untouched)
+    missing_jumps: list[Rule] = []
+    for builtin in sorted(builtins):
+        tags = observed.chains.get(builtin, ())
+        jump = want_jumps.get(builtin)
+        keep_seen = False
+        doomed: list[int] = []
+        for i, tag in enumerate(tags):
+            if tag is None:
+                continue
+            if jump is not None and tag == jump.tag and not keep_seen:
+                keep_seen = True
+                continue
+            doomed.append(i)
+        ops += [DeleteRule(builtin, i) for i in reversed(doomed)]
+        if jump is not None and not keep_seen:
+            missing_jumps.append(jump)
+    # 2. owned chains nobody wants any more
+    ops += [DeleteChain(c) for c in sorted(observed_owned - set(want_chains))]
+    # 3. owned chains to create, then fill every wanted chain
+    for chain, rules in want_chains.items():
+        if chain not in observed_owned:
+            ops.append(CreateChain(chain))
+        ops += _diff_chain(chain, rules, observed.chains.get(chain, ()))
+    # 4. jumps last, so they point at complete chains within the one commit
+    ops += [InsertRule(j.chain, 0, j) for j in missing_jumps]
+    return TablePlan(observed.family, observed.table, tuple(ops))
+
+
+def _diff_chain(
+    chain: str, rules: Sequence[Rule], observed: Sequence[str | None]
+) -> list[Op]:
+    if len(rules) == len(observed) and all(
+        r.tag == t for r, t in zip(rules, observed, strict=True)
+    ):
+        return []
+    position = {r.tag: i for i, r in enumerate(rules)}
+    # observed rules that are wanted, as (observed index, desired index); keep the longest
+    # increasing run of desired indices (LIS), delete the rest
+    candidates: list[tuple[int, int]] = []
+    seen: set[str] = set()
+    for i, tag in enumerate(observed):
+        if tag is not None and tag in position and tag not in seen:
+            seen.add(tag)
+            candidates.append((i, position[tag]))
+    kept = {candidates[k][0] for k in _lis([d for _, d in candidates])}
+    ops: list[Op] = [DeleteRule(chain, i) for i in reversed(range(len(observed)))
+                     if i not in kept]
+    kept_tags = {observed[i] for i in kept}
+    for index, rule in enumerate(rules):
+        if rule.tag not in kept_tags:
+            ops.append(InsertRule(chain, index, rule))
+    return ops
+
+
+def _lis(seq: Sequence[int]) -> list[int]:
+    """Indices into `seq` of one longest strictly increasing subsequence (O(n log n))."""
+    import bisect
+
+    tails: list[int] = []  # seq values
+    tails_idx: list[int] = []
+    prev = [-1] * len(seq)
+    for i, v in enumerate(seq):
+        k = bisect.bisect_left(tails, v)
+        if k == len(tails):
+            tails.append(v)
+            tails_idx.append(i)
+        else:
+            tails[k] = v
+            tails_idx[k] = i
+        prev[i] = tails_idx[k - 1] if k else -1
+    out: list[int] = []
+    i = tails_idx[-1] if tails_idx else -1
+    while i != -1:
+        out.append(i)
+        i = prev[i]
+    return out[::-1]
+
+
+def plan(
+    desired: DesiredFirewall, observed: Iterable[ObservedTable]
+) -> list[TablePlan]:
+    """Plans for every table that needs a change (empty list: nothing to write)."""
+    plans: list[TablePlan] = []
+    seen: set[tuple[Family, str]] = set()
+    for obs in observed:
+        seen.add((obs.family, obs.table))
+        p = diff_table(desired.tables.get((obs.family, obs.table)), obs)
+        if p.ops:
+            plans.append(p)
+    for key, table in desired.tables.items():
+        if key not in seen:
+            p = diff_table(table, ObservedTable(key[0], key[1]))
+            if p.ops:
+                plans.append(p)
+    return plans
+
+
+def tables_to_read(desired: DesiredFirewall) -> set[tuple[Family, str]]:
+    """The tables a pass must observe: the desired ones (others only if they exist, which
+    the adapter knows; reading a missing table would load its kernel module)."""
+    return set(desired.tables)
+
+
+# --- validation (for `swand check` and for each pass) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the firewall cannot be reconciled; `key` names the setting."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+def validate(
+    settings: FirewallSettings,
+    *,
+    pools: Sequence[Pool] = (),
+    egress: str | None,
+    interfaces: Mapping[str, Sequence[str]] | None = None,
+    source: str = "swand.toml",
+) -> list[Problem]:
+    """Everything wrong with these inputs, as data (empty list: fine).
+
+    `egress` is the resolved egress interface (None: ``auto`` found no default route);
+    `interfaces` maps each interface name to its addresses as CIDRs (``10.0.0.2/24``).
+    """
+    problems: list[Problem] = []
+    if not settings.enabled:
+        return problems
+    mss = settings.mss
+    if mss != 0 and not MSS_RANGE[0] <= mss <= MSS_RANGE[1]:
+        problems.append(Problem(
+            f"{source}: [firewall] mss",
+            f"must be 0 (off) or {MSS_RANGE[0]}..{MSS_RANGE[1]}, got {mss}",
+        ))
+    needs_egress = (settings.nat or settings.nat66) and bool(pools)
+    if egress is None:
+        if needs_egress:
+            problems.append(Problem(
+                f"{source}: [firewall] egress",
+                "is 'auto' but there is no default route to take the interface from",
+            ))
+        return problems
+    if interfaces is not None and egress not in interfaces:
+        have = ", ".join(sorted(interfaces)) or "none"
+        problems.append(Problem(
+            f"{source}: [firewall] egress",
+            f"interface {egress!r} does not exist (interfaces: {have})",
+        ))
+        return problems
+    for addr in (interfaces or {}).get(egress, ()):
+        subnet = ipaddress.ip_interface(addr).network
+        for pool in pools:
+            for net in pool.networks:
+                pnet = ipaddress.ip_network(net)
+                if pnet.version == subnet.version and pnet.overlaps(subnet):
+                    problems.append(Problem(
+                        f"pool {pool.name!r}",
+                        f"{net} overlaps the egress subnet {subnet} of {egress}: clients "
+                        "would shadow hosts on that link and NAT would be wrong",
+                    ))
+    return problems
