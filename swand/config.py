@@ -72,6 +72,14 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class CheckSettings:
+    #: does this gateway serve Windows' built-in IKEv2 client? auto: road-warrior
+    #: connections (with pools) using certificate or EAP auth are assumed to (warnings);
+    #: yes: every road-warrior connection must suit Windows (errors); no: skip those checks
+    windows: str = "auto"  # auto | yes | no
+
+
+@dataclass(frozen=True)
 class SwandConfig:
     charon: CharonSettings = field(default_factory=CharonSettings)
     swanctl: SwanctlSettings = field(default_factory=SwanctlSettings)
@@ -80,6 +88,7 @@ class SwandConfig:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    check: CheckSettings = field(default_factory=CheckSettings)
     #: where the settings came from, for messages ("<defaults>" when no file)
     source: str = "<defaults>"
 
@@ -113,6 +122,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("firewall", "mode"): ("auto", "policy", "interface"),
     ("log", "format"): ("auto", "json", "console"),
     ("log", "level"): ("debug", "info", "warning", "error"),
+    ("check", "windows"): ("auto", "yes", "no"),
 }
 
 
