@@ -44,6 +44,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -567,7 +568,14 @@ class _Parser:
         """Read and decode one file; every failure is a SettingsError at `origin` (the
         include statement, or the file itself for the top file)."""
         try:
-            with open(name, "rb") as handle:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat rejects it)
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(fd, "rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                if stat.S_ISDIR(mode):
+                    raise IsADirectoryError
+                if not stat.S_ISREG(mode):
+                    raise SettingsError(origin, f"'{name}' is not a regular file")
                 raw = handle.read(MAX_FILE_BYTES + 1)
         except IsADirectoryError:
             raise SettingsError(origin, f"'{name}' is a directory") from None
