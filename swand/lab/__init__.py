@@ -1,0 +1,93 @@
+"""The swand lab: a road-warrior VPN in network namespaces, for tests and `swand demo`.
+
+    from swand.lab import Lab, configs, wait_for
+
+    with Lab(clients=2, charon="5.9") as lab:          # or charon="6.0" (trixie chroot)
+        gw, c1 = lab.gateway, lab.client(1)
+        gw.write_swanctl_conf(configs.gateway_conf())
+        gw.swanctl("--load-all")
+        c1.write_swanctl_conf(configs.client_conf(client_id=c1.ike_id, cert="client1.pem"))
+        c1.swanctl("--load-all")
+        lab.gateway_nat()                               # NAT in the gateway ns only
+        vip = lab.connect(c1)                           # -> "10.8.0.129"
+        assert c1.ping(INTERNET_HOST)
+
+What `Lab.up()` builds (names carry a random 6-hex lab id; parallel labs never collide):
+
+- namespaces `swl-<id>-router`, `swl-<id>-gateway`, `swl-<id>-client<N>`;
+- router: `gw0` 192.0.2.254/24 to the gateway, bridge `br0` 198.51.100.254/24 to the
+  clients, on `lo` the "internet host" 203.0.113.10 (`INTERNET_HOST`), IPv4
+  forwarding on, and no route to the clients' virtual IPs (pings need the gateway's NAT);
+- gateway: `eth0` 192.0.2.1/24, default via the router; id `vpn.lab.test`;
+- clients: `eth0` 198.51.100.(10+N)/24, default via the router; id `clientN@lab.test`;
+- a throw-away ECDSA P-384 CA (`lab.ca`, a `LabCA`): gateway cert with SAN DNS
+  vpn.lab.test + IP 192.0.2.1, EKU serverAuth + ikeIntermediate; client certs with CN and
+  rfc822 SAN `clientN@lab.test`, EKU clientAuth. Each host's swanctl folder gets
+  `x509ca/lab-ca.pem`, `x509/<host>.pem`, `private/<host>.pem` (0600, PKCS#8);
+- one charon-systemd per gateway/client, started in parallel, ready when VICI answers.
+  Files per host under `/run/swand-lab/<id>/<host>/`: `strongswan.conf`, `charon.log`
+  (filelog, flushed per line), `charon.vici` (socket), `charon.stdout`, `swanctl/`.
+  Plugins: `charon.DEFAULT_PLUGINS` (kernel-libipsec, vici, counters, ...); fast
+  retransmits (tries 2, timeout 1.0, base 1.2).
+
+`Lab(clients=2, charon="5.9", *, gateway_id=..., plugins=..., extra_conf="",
+start_charons=True)`; attributes `id`, `workdir`, `ca`, `router`, `gateway`, `clients`,
+`hosts` (by name), `timings`; methods `up()`, `down()`, `leftovers()`, `client(i)`,
+`gateway_nat(source)`, `configure_gateway_with_swanctl(**conf)`,
+`configure_clients(clients, **conf)`, `connect(client, child) -> vip`. `down()` runs on
+`with` exit, at interpreter exit and on SIGTERM/SIGHUP; `sweep_stale()` (called by
+`up()`) removes labs whose owning process was SIGKILLed.
+
+`Host` (gateway, clients, router): `name`, `netns`, `address`, `workdir`, `ike_id`,
+`cert`; `run(cmd)`, `popen(argv)`, `sysctl(k, v)`, `ping(dst)`, `tcpdump(iface, bpf)`,
+`set_address(ip)` (changing home IP); a `Capture` has `lines()`, `wait_for(text)`,
+`stop()`; charon hosts also: `vici_uri`, `vici_socket`,
+`swanctl_dir`, `log_path`, `strongswan_conf`, `charon_version`, `charon_pid`,
+`start_charon()`, `stop_charon()`, `kill9()`, `restart_charon()`, `log()`,
+`log_tail()`, `wait_for_log(text)`, `swanctl(*args)` (same-version swanctl, `--uri` added),
+`write_swanctl_conf(text)`, `session()` (blocking vici.Session), `version()`,
+`list_sas()`, `list_conns()`, `virtual_ips()`, `wait_for_sa(conn)`, `initiate(child)`.
+
+charon "6.0" runs Debian trixie's charon-systemd chrooted into a tree built once with
+debootstrap and cached at /var/cache/swand-lab/trixie (`trixie.trixie_tree()`;
+`SWAND_LAB_TRIXIE` names a prebuilt tree); without one the lab raises LabError saying why.
+"""
+
+from swand.lab import configs
+from swand.lab.charon import DEFAULT_PLUGINS, VERSIONS, Charon
+from swand.lab.lab import (
+    CLIENT_DOMAIN,
+    GATEWAY_ADDRESS,
+    GATEWAY_ID,
+    INTERNET_HOST,
+    POOL,
+    Capture,
+    Host,
+    Lab,
+    list_netns,
+    sweep_stale,
+)
+from swand.lab.pki import Issued, LabCA
+from swand.lab.util import LabError, decode, wait_for
+
+__all__ = [
+    "CLIENT_DOMAIN",
+    "DEFAULT_PLUGINS",
+    "GATEWAY_ADDRESS",
+    "GATEWAY_ID",
+    "INTERNET_HOST",
+    "POOL",
+    "VERSIONS",
+    "Capture",
+    "Charon",
+    "Host",
+    "Issued",
+    "Lab",
+    "LabCA",
+    "LabError",
+    "configs",
+    "decode",
+    "list_netns",
+    "sweep_stale",
+    "wait_for",
+]

@@ -1,0 +1,147 @@
+"""Self-tests of the lab: it comes up, road warriors connect through it, and it leaves
+nothing behind, even when a test fails or its owner is killed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from ipaddress import ip_address, ip_network
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from swand.lab import INTERNET_HOST, POOL, Lab, LabCA, list_netns, sweep_stale, wait_for
+from swand.lab.pki import IKE_INTERMEDIATE
+
+pytestmark = pytest.mark.lab
+
+
+def test_ca_issues_gateway_and_client_certificates() -> None:
+    ca = LabCA()
+    gw = ca.issue("gateway", dns=("vpn.lab.test",), ips=("192.0.2.1",), server=True,
+                  common_name="vpn.lab.test")
+    san = gw.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["vpn.lab.test"]
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["192.0.2.1"]
+    eku = gw.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in eku and IKE_INTERMEDIATE in eku
+    client = ca.issue("client1", emails=("client1@lab.test",), common_name="client1@lab.test")
+    san = client.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.RFC822Name) == ["client1@lab.test"]
+    assert b"PRIVATE KEY" in client.key_pem
+    assert client.cert.signature_hash_algorithm is not None
+    assert client.cert.public_key().curve.name == "secp384r1"  # type: ignore[union-attr]
+
+
+def test_lab_comes_up_and_goes_away(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(clients=2)
+    assert lab.timings["up"] < 10, lab.timings
+    names = {ns for ns in list_netns() if ns.startswith(lab.netns_prefix)}
+    assert names == {h.netns for h in lab.hosts.values()}
+    for h in lab.charon_hosts:
+        assert h.version()["version"] == "5.9.8"
+        assert h.charon_pid is not None
+        key = h.swanctl_dir / "private" / f"{h.name}.pem"
+        assert oct(key.stat().st_mode & 0o777) == "0o600"
+        assert (h.swanctl_dir / "x509ca" / "lab-ca.pem").exists()
+    assert [c.address for c in lab.clients] == ["198.51.100.11", "198.51.100.12"]
+    c1 = lab.client(1)
+    assert c1.ping("192.0.2.1")
+    assert lab.gateway.ping(INTERNET_HOST)
+    # the internet host cannot reach road warriors' virtual IPs: only NAT makes it work
+    routes = lab.router.run(["ip", "route", "get", "10.8.0.129"], check=False)
+    assert routes.returncode != 0 or "192.0.2" not in routes.stdout
+    lab.down()
+    assert lab.leftovers() == []
+    assert not any(ns.startswith(lab.netns_prefix) for ns in list_netns())
+    assert "timings" and lab.timings["down"] < 10
+
+
+def test_road_warrior_reaches_internet_host_through_gateway_nat(rw_lab: Lab) -> None:
+    lab = rw_lab
+    c1 = lab.client(1)
+    assert lab.gateway.version()["version"].startswith(lab.charon_version)
+    vip = lab.connect(c1)
+    assert ip_address(vip) in ip_network(POOL)
+    gw_sa = lab.gateway.wait_for_sa("rw")
+    assert gw_sa["remote-id"] == c1.ike_id
+    assert gw_sa["remote-vips"] == [vip]
+    with lab.router.tcpdump("gw0", "icmp or udp port 4500") as cap:
+        assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping through ipsec0")
+    seen = "\n".join(cap.lines())
+    assert "192.0.2.1 > 203.0.113.10: ICMP echo request" in seen  # masqueraded
+    assert "198.51.100.11.4500 > 192.0.2.1.4500: UDP" in seen  # ESP in UDP
+    assert vip not in seen
+
+
+def test_without_gateway_nat_the_internet_host_is_unreachable(versioned_lab: Lab) -> None:
+    lab = versioned_lab
+    lab.configure_gateway_with_swanctl()
+    lab.configure_clients()
+    lab.gateway.sysctl("net.ipv4.ip_forward", 1)
+    c1 = lab.client(1)
+    lab.connect(c1)
+    assert not c1.ping(INTERNET_HOST, timeout=1)
+    lab.gateway_nat()
+    assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping after NAT")
+
+
+def test_two_clients_and_a_changing_home_address(lab: Lab) -> None:
+    lab.configure_gateway_with_swanctl()
+    lab.configure_clients()
+    lab.gateway_nat()
+    c1, c2 = lab.clients
+    vips = {lab.connect(c1), lab.connect(c2)}
+    assert len(vips) == 2
+    c1.set_address("198.51.100.99")
+    assert c1.address == "198.51.100.99"
+
+    def moved() -> bool:
+        return any(sa["remote-host"] == "198.51.100.99" for sa in lab.gateway.list_sas())
+
+    wait_for(moved, 15, message=lambda: f"MOBIKE update; {c1.log_tail()}")
+    assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping from new address")
+
+
+def test_kill9_and_restart_of_a_charon(lab: Lab) -> None:
+    gw = lab.gateway
+    old = gw.charon_pid
+    gw.kill9()
+    assert gw.charon_pid is None
+    assert gw.vici_socket.exists()  # a crash leaves the socket file behind
+    version = gw.start_charon()
+    assert version["version"] == "5.9.8"
+    assert gw.charon_pid not in (None, old)
+    gw.restart_charon()
+    assert "charon-systemd" in gw.log() or gw.log()
+
+
+def test_teardown_runs_when_the_test_body_fails() -> None:
+    lab = Lab(clients=1)
+    with pytest.raises(RuntimeError), lab:
+        lab.gateway.run("sleep 300 >/dev/null 2>&1 &")  # a stray process in a namespace
+        raise RuntimeError("test failed")
+    assert lab.leftovers() == []
+
+
+def test_stale_lab_of_a_killed_owner_is_swept() -> None:
+    script = textwrap.dedent("""
+        import os, sys
+        from swand.lab import Lab
+        lab = Lab(clients=1).up()
+        print(lab.id, flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)) + "/..")
+    lab_id = proc.stdout.strip()
+    assert lab_id, proc.stderr
+    assert any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
+    removed = sweep_stale()
+    assert any(f"swl-{lab_id}-" in r for r in removed), removed
+    assert not any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
+    assert not os.path.exists(f"/run/swand-lab/{lab_id}")
