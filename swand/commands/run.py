@@ -1,15 +1,34 @@
-"""`swand run`."""
+"""`swand run`: the daemon, in the foreground (systemd's Type=notify starts this)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+
+from swand.config import ConfigError, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--no-firewall", action="store_true",
+                        help="do not touch sysctls or firewall rules ([firewall] enabled)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("swand run: not implemented yet", file=sys.stderr)
-    return 2
+    from swand.log import configure_logging, get_logger
+
+    try:
+        cfg = load_config(args.config).with_overrides(
+            vici=args.vici, swanctl_dir=args.swanctl_dir,
+            firewall_enabled=False if args.no_firewall else None)
+    except ConfigError as exc:
+        print(f"swand: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(cfg.log.format, cfg.log.level)
+    from swand.app import Daemon
+
+    try:
+        return asyncio.run(Daemon(cfg).run())
+    except OSError as exc:  # e.g. the metrics port is taken: say so, exit non-zero
+        get_logger("swand").error("fatal", error=str(exc))
+        return 1

@@ -1,0 +1,221 @@
+"""The composition root: builds the adapters and runtime parts, orders start-up and
+shutdown, and installs signal handlers (which only enqueue work).
+
+Data flow: watchers (SIGHUP, the charon watch, VICI events, RTNL, timers) poke
+single-writer runners; the config runner owns every VICI write of configuration, the
+firewall runner every kernel write. Nothing else writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import Any
+
+from swand import __version__
+from swand.adapters.sdnotify import SdNotify
+from swand.adapters.vici import ViciError, ViciSession
+from swand.config import SwandConfig
+from swand.log import get_logger
+from swand.runtime.loader import ConfigLoader, LoadReport
+from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
+from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+
+log = get_logger("swand")
+
+#: how often the charon watch asks `stats` while charon is up / while it is away
+WATCH_INTERVAL_UP = 1.0
+WATCH_INTERVAL_DOWN = 0.25
+
+
+class CharonWatch:
+    """Notices charon going away and coming back (socket gone, or `stats` uptime reset)
+    on a connection of its own, so a long load on the command connection cannot delay it.
+    """
+
+    def __init__(self, uri: str, on_up: Any, on_down: Any) -> None:
+        self.uri = uri
+        self._on_up = on_up
+        self._on_down = on_down
+        self._session = ViciSession(uri, connect_timeout=1.0)
+        self.up: bool | None = None
+        self.started: str | None = None
+        self.version: dict[str, Any] = {}
+
+    async def probe(self) -> None:
+        try:
+            stats = await self._session.request("stats", timeout=5.0)
+            started = str(stats.get("uptime", {}).get("since", ""))
+            if self.up is not True or (self.started and started != self.started):
+                self.version = await self._session.request("version", timeout=5.0)
+                first = self.up is None
+                self.up, self.started = True, started
+                await self._on_up(first)
+        except ViciError as exc:
+            if self.up is not False:
+                self.up = False
+                await self._on_down(str(exc))
+
+    async def run(self) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(WATCH_INTERVAL_UP if self.up else WATCH_INTERVAL_DOWN)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class Daemon:
+    """`swand run`: everything that keeps charon and the kernel in the configured state."""
+
+    def __init__(self, cfg: SwandConfig, notify: SdNotify | None = None) -> None:
+        self.cfg = cfg
+        self.notify = notify or SdNotify.from_environment()
+        self.session = ViciSession(cfg.charon.vici, connect_timeout=2.0)
+        self.loader = ConfigLoader(cfg.swanctl.dir,
+                                   terminate_removed=cfg.swanctl.terminate_removed)
+        self.registry = MetricsRegistry()
+        self.poller = MetricsPoller(cfg.charon.vici, self.registry,
+                                    per_peer=cfg.metrics.per_peer)
+        self.config_runner = BoundedFrequencyRunner(
+            "config", self._config_pass, min_interval=0.2,
+            max_interval=cfg.charon.interval, backoff_initial=0.25, backoff_max=2.0)
+        self.watch = CharonWatch(cfg.charon.vici, self._charon_up, self._charon_down)
+        self._stop = asyncio.Event()
+        self._ready = False
+        self._reload_pending = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.last_report: LoadReport | None = None
+
+    # -- watchers: they only poke --------------------------------------------------------
+
+    async def _charon_up(self, first: bool) -> None:
+        log.info("charon_up", vici=self.cfg.charon.vici,
+                 daemon=self.watch.version.get("daemon"),
+                 charon_version=self.watch.version.get("version"),
+                 started=self.watch.started, first=first)
+        if first:
+            return  # the start pass is already queued; nothing was lost
+        self.registry.record_charon_restart()
+        self.config_runner.poke("charon-up", full=True)
+        self.poller.poke()
+
+    async def _charon_down(self, error: str) -> None:
+        log.warning("charon_unreachable", vici=self.cfg.charon.vici, error=error)
+        self.poller.charon_lost()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read every file, reload what changed."""
+        log.info("reload_requested")
+        self._reload_pending = True
+        self.notify.reloading("reloading configuration")
+        self.config_runner.poke("sighup")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- the config writer -----------------------------------------------------------------
+
+    async def _config_pass(self, request: PassRequest) -> None:
+        reread = bool(request.reasons & {"start", "sighup"})
+        reload_done = self._reload_pending
+        self._reload_pending = False
+        try:
+            report = await self.loader.reconcile(self.session, reread=reread, full=request.full)
+        except ViciError as exc:
+            if reload_done:
+                self.registry.record_reload("failure")
+                self._reload_pending = True  # finish the reload once charon answers
+            raise RuntimeError(f"charon: {exc}") from exc
+        self.last_report = report
+        for line in report.failure_lines():
+            log.error("config_error", detail=line)
+        if report.changed or request.full or reread:
+            log.info("config_reconciled", reasons=sorted(request.reasons), full=report.full,
+                     changed=report.changed, ok=report.ok, **report.counts(),
+                     duration=round(report.duration, 3))
+        if reread:
+            self.registry.record_reload("success" if report.ok else "failure")
+        if self.loader.desired is not None:
+            desired = self.loader.desired
+            self.registry.set_loaded_items({
+                "connection": len(desired.conns), "pool": len(desired.pools),
+                "authority": len(desired.authorities), "certificate": len(desired.certs),
+                "key": len(desired.keys) + len(desired.tokens),
+                "shared_secret": len(desired.shared),
+            })
+        self.poller.poke()
+        if not self._ready:
+            self._ready = True
+            self.notify.ready(self._status_line(report))
+        elif reload_done:
+            self.notify.ready(self._status_line(report))
+        else:
+            self.notify.status(self._status_line(report))
+
+    def _status_line(self, report: LoadReport) -> str:
+        errors = len(report.failure_lines())
+        state = "ok" if report.ok else f"{errors} error(s), last good state kept"
+        return f"config {state}; charon {'up' if self.watch.up else 'down'}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notify.watchdog()
+            await asyncio.sleep(interval)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task_crashed", task=task.get_name(), error=repr(exc))
+            self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        log.info("starting", version=__version__, config=self.cfg.source,
+                 vici=self.cfg.charon.vici, swanctl_dir=self.cfg.swanctl.dir,
+                 firewall=self.cfg.firewall.enabled)
+        metrics_server = None
+        if self.cfg.metrics.listen:
+            from swand.adapters.http_metrics import serve
+
+            metrics_server = serve(self.cfg.metrics.listen,
+                                   MetricsCollector(self.poller, self.registry))
+            if metrics_server:
+                log.info("metrics_listening", host=metrics_server.host,
+                         port=metrics_server.port)
+        self.config_runner.poke("start")
+        self._spawn(self.watch.run(), "charon-watch")
+        self._spawn(self.config_runner.run(), "config-runner")
+        self._spawn(self.poller.run(), "metrics-poller")
+        interval = self.notify.watchdog_interval()
+        if interval:
+            self._spawn(self._watchdog(interval), "watchdog")
+        started = time.monotonic()
+        await self._stop.wait()
+        log.info("stopping", uptime=round(time.monotonic() - started, 1))
+        self.notify.stopping("stopping; firewall rules and charon state stay in place")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if metrics_server:
+            metrics_server.stop()
+        for closer in (self.poller.close, self.watch.close, self.session.close):
+            with contextlib.suppress(Exception):
+                await closer()
+        return 0
