@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "(default NAME; an e-mail address or DNS name)")
     add.add_argument("--static-ip", default=None, metavar="ADDR",
                      help="pin the client to this virtual IP (writes conf.d/NAME.conf)")
-    add.add_argument("--platform", default=",".join(PLATFORMS),
+    add.add_argument("--pin-by", choices=("dn", "san"), default="dn",
+                     help="with --static-ip: the identity the pinned connection matches; "
+                     "dn (default) serves Windows, Linux and Android, san serves Apple, "
+                     "Linux and Android")
+    add.add_argument("--platform", default=None,
                      help=f"comma-separated profiles to write (default {','.join(PLATFORMS)})")
     add.add_argument("--out", default=".", metavar="DIR", help="where profiles go (default .)")
     add.add_argument("--password-file", default=None, metavar="FILE",
@@ -146,7 +150,21 @@ def _read_password(path: str) -> str:
 
 def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
     name = check_client_name(args.name)
-    platforms = _platforms(args.platform)
+    platforms = _platforms(args.platform or ",".join(PLATFORMS))
+    notes: list[str] = []
+    if args.static_ip:
+        # Windows sends only its DN, Apple only a SAN; one pinned connection serves one.
+        cannot = "apple" if args.pin_by == "dn" else "windows"
+        if cannot in platforms:
+            if args.platform is not None:
+                raise ClientError(
+                    f"--static-ip with --pin-by {args.pin_by}: {cannot.capitalize()} cannot "
+                    f"send the client's {'DN' if args.pin_by == 'dn' else 'subjectAltName'}; "
+                    f"use --pin-by {'san' if args.pin_by == 'dn' else 'dn'} or drop {cannot}"
+                )
+            platforms = tuple(p for p in platforms if p != cannot)
+            notes.append(f"note: no {cannot} profile: a client pinned by its "
+                         f"{args.pin_by.upper()} cannot be {cannot} (see docs/clients.md)")
     pki = SwanctlPki(swanctl_dir)
     # Everything that can fail is checked before the first file is written.
     gw = gateway_info(swanctl_dir, args)
@@ -170,7 +188,6 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
             raise ClientError(f"{path}: exists; refusing to overwrite it")
     static_path = swanctl_dir / "conf.d" / f"{name}.conf"
     static_ip = None
-    notes: list[str] = []
     if args.static_ip:
         static_ip = profiles.check_static_ip(gw, args.static_ip)
         if static_path.exists():
@@ -195,9 +212,10 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
         ca_common_name=common_name(issued.ca_cert.subject),
         key_type=issued.apple_key_type, static_ip=static_ip,
     )
-    # With a static IP the gateway pins the client by its DN; strongSwan-based clients
-    # (Linux, Android) can send the DN, Apple can only send a subjectAltName.
-    strongswan_id = issued.dn if static_ip else issued.san
+    # A pinned client must send the identity its connection matches; strongSwan-based
+    # clients (Linux, Android) can send either form.
+    pinned_id = issued.dn if args.pin_by == "dn" else issued.san
+    strongswan_id = pinned_id if static_ip else issued.san
     write_private(outputs["p12"], p12)
     written = [f"{outputs['p12']} (0600)"]
     if "windows" in platforms:
@@ -219,8 +237,7 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
         written.append(f"{outputs['linux']} (0600, holds the p12 password)")
         written.append(str(outputs["keepalive"]))
     if static_ip:
-        idents = [issued.dn] + ([issued.san] if "apple" in platforms else [])
-        lease = profiles.StaticLease(name, static_ip, tuple(idents))
+        lease = profiles.StaticLease(name, static_ip, pinned_id)
         write_new(static_path, profiles.gateway_static_conf(gw, lease).encode(), 0o644)
         written.append(f"{static_path} (gateway side; loaded on swand's next reload)")
 
@@ -228,7 +245,7 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
           f"valid until {issued.cert.not_valid_after_utc:%Y-%m-%d}")
     print(f"  subject {issued.dn} (Windows sends this)")
     print(f"  subjectAltName {issued.san} (Android, Apple and Linux send this"
-          f"{'; with --static-ip, Android and Linux send the subject' if static_ip else ''})")
+          f"{'; pinned, Android and Linux send ' + pinned_id if static_ip else ''})")
     print(f"  gateway {gw.address} (id {gw.identity}), connection {gw.conn_name}")
     for line in written:
         print(f"  wrote {line}")

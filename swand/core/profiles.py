@@ -28,7 +28,7 @@ import plistlib
 import re
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from swand.core.settings import Section, Setting
 
@@ -864,11 +864,13 @@ def keepalive_snippet(gw: GatewayInfo, conn_name: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class StaticLease:
-    """A client pinned to one address: a connection per identity form, one pool."""
+    """A client pinned to one address: one connection matching one identity, one pool."""
 
     name: str
     address: str
-    identities: tuple[str, ...] = field(default_factory=tuple)
+    #: the identity the client sends: its subject DN (Windows, strongSwan clients told
+    #: so) or its subjectAltName (Apple cannot send a DN)
+    identity: str
 
 
 def check_static_ip(gw: GatewayInfo, address: str) -> str:
@@ -897,29 +899,27 @@ def check_static_ip(gw: GatewayInfo, address: str) -> str:
 def gateway_static_conf(gw: GatewayInfo, lease: StaticLease) -> str:
     """`conf.d/NAME.conf` on the gateway: the road-warrior connection, pinned.
 
-    Each connection inherits everything from the road-warrior connection by a section
+    The connection inherits everything from the road-warrior connection by a section
     reference and only overrides the expected remote identity and the pool, so a change to
     the road-warrior connection (proposals, certificates) applies here too. A connection
     with a specific remote id wins over the road-warrior's `%any` when charon picks a
-    config. Windows sends its subject DN, the other platforms a subjectAltName, hence one
-    connection per identity form; they share the one-address pool.
+    config. One connection per one-address pool: two would compete for the address.
     """
     lines = [
-        f"# swand client add {lease.name} --static-ip {lease.address}: pins the client to "
-        f"{lease.address}",
+        f"# swand client add {lease.name} --static-ip {lease.address}: pins the client "
+        f"({lease.identity}) to {lease.address}",
         "connections {",
+        f"    {lease.name} : connections.{gw.conn_name} {{",
+        f"        pools = {lease.name}",
+        f"        {gw.remote_section} {{",
+        f"            id = {_quote(lease.identity)}",
+        "        }",
+        "    }",
+        "}",
+        "pools {",
+        f"    {lease.name} {{",
+        f"        addrs = {lease.address}",
     ]
-    for index, ident in enumerate(lease.identities):
-        conn = lease.name if index == 0 else f"{lease.name}-san{index if index > 1 else ''}"
-        lines += [
-            f"    {conn} : connections.{gw.conn_name} {{",
-            f"        pools = {lease.name}",
-        ]
-        lines += [
-            f"        {gw.remote_section} {{", f"            id = {_quote(ident)}", "        }",
-        ]
-        lines.append("    }")
-    lines += ["}", "pools {", f"    {lease.name} {{", f"        addrs = {lease.address}"]
     if gw.dns:
         lines.append(f"        dns = {', '.join(gw.dns)}")
     lines += ["    }", "}", ""]
