@@ -1,15 +1,220 @@
-"""`swand check`."""
+"""`swand check`: validate swand.toml and swanctl.conf without touching charon.
+
+Reads the files, probes the running system read-only (its addresses; with swand's
+firewall off also `ip_forward` and the firewall rules, via `iptables-save` /
+`nft list ruleset`), and prints the findings of `swand.core.checks`. Exit status: 0 with no
+errors (warnings are printed either way), 1 with errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import stat
+import subprocess
 import sys
+from pathlib import Path
+
+from swand.config import ConfigError, SwandConfig, load_config
+from swand.core import checks
+from swand.core.checks import CheckInput, CredentialFile, Finding, SystemFacts
+
+CERT_FOLDERS = ("x509",)
+CA_FOLDERS = ("x509ca",)
+KEY_FOLDERS = ("private", "rsa", "ecdsa", "pkcs8", "pkcs12")
+PROBE_TIMEOUT = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--json", action="store_true",
+                        help="print the findings as one JSON document")
+    parser.add_argument("--no-system", action="store_true",
+                        help="do not probe this machine (addresses, ip_forward, firewall "
+                        "rules): check a configuration meant for another host")
+
+
+# --- reading (I/O lives here, the checks are pure) --------------------------------------
+
+def read_folder(swanctl_dir: Path, folder: str) -> tuple[CredentialFile, ...]:
+    """The regular files of one credential folder, with their permission bits."""
+    base = swanctl_dir / folder
+    out = []
+    try:
+        names = sorted(os.listdir(base))
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    for name in names:
+        path = base / name
+        try:
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            data = path.read_bytes()
+        except OSError:
+            continue
+        out.append(CredentialFile(f"{folder}/{name}", data, stat.S_IMODE(st.st_mode)))
+    return tuple(out)
+
+
+def translation_findings(tree: object, swanctl_dir: Path) -> list[Finding]:
+    """The loader's translation problems (a named file missing, an undecryptable key...),
+    exactly as `swand apply` would report them."""
+    try:
+        from swand.core import swanctl as translate_mod
+    except ImportError:  # pragma: no cover - the loader is part of the package
+        return []
+    folders: dict[str, tuple[tuple[str, bytes], ...]] = {}
+    for folder in translate_mod.CREDENTIAL_FOLDERS:
+        files = read_folder(swanctl_dir, folder)
+        if files:
+            folders[folder] = tuple((f.path.split("/", 1)[1], f.data) for f in files)
+    files: dict[str, bytes] = {}
+    unreadable: dict[str, str] = {}
+    for path in translate_mod.referenced_files(tree, str(swanctl_dir)):  # type: ignore[arg-type]
+        try:
+            files[path] = Path(path).read_bytes()
+        except OSError as exc:
+            unreadable[path] = exc.strerror or str(exc)
+    src = translate_mod.CredentialSource(str(swanctl_dir), folders, files, unreadable)
+    _, errors = translate_mod.translate(tree, src)  # type: ignore[arg-type]
+    out = []
+    for err in errors:
+        file, line = checks.parse_where(err.where) if err.where else (str(swanctl_dir), 0)
+        out.append(Finding(file, line, "error", "load", f"{err.item}: {err.message}",
+                           "fix the file or the credential it names"))
+    return out
+
+
+def _run(argv: list[str]) -> str | None:
+    """Output of a read-only probe, or None when it cannot run here."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def probe_addresses() -> tuple[checks.IPInterface, ...] | None:
+    """This machine's addresses (`ip -j address`), read-only."""
+    out = _run(["ip", "-j", "address", "show"])
+    if out is None:
+        return None
+    try:
+        links = json.loads(out)
+    except ValueError:
+        return None
+    found = []
+    for link in links:
+        for a in link.get("addr_info", ()):
+            with contextlib.suppress(KeyError, ValueError):
+                found.append(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}"))
+    return tuple(found)
+
+
+def probe_ip_forward() -> bool | None:
+    try:
+        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
+def probe_rulesets() -> tuple[str, ...] | None:
+    """The firewall as text, from every back end that answers (list/save only)."""
+    texts = [t for t in (
+        _run(["iptables-save"]),
+        _run(["iptables-legacy-save"]),
+        _run(["nft", "list", "ruleset"]),
+    ) if t is not None]
+    return tuple(texts) if texts else None
+
+
+def probe_system(firewall_enabled: bool) -> SystemFacts:
+    if firewall_enabled:
+        return SystemFacts(addresses=probe_addresses())
+    return SystemFacts(addresses=probe_addresses(), ip_forward=probe_ip_forward(),
+                       rulesets=probe_rulesets())
+
+
+# --- the command --------------------------------------------------------------------------
+
+def collect(args: argparse.Namespace) -> list[Finding]:
+    """Every finding for the configuration named by the arguments."""
+    findings: list[Finding] = []
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        file, _, message = str(exc).partition(": ")
+        findings.append(Finding(file, 0, "error", "config", message or str(exc),
+                                "fix swand.toml (see etc/swand/swand.toml for every key)"))
+        cfg = SwandConfig()
+    cfg = cfg.with_overrides(vici=args.vici, swanctl_dir=args.swanctl_dir)
+    swanctl_dir = Path(cfg.swanctl.dir)
+    conf = swanctl_dir / "swanctl.conf"
+
+    from swand.core.settings import SettingsError, parse_file
+
+    try:
+        tree = parse_file(conf)
+    except SettingsError as exc:
+        findings.append(Finding(exc.origin.file, exc.origin.line, "error", "syntax",
+                                exc.message, "fix the syntax at that line"))
+        return findings
+    except OSError as exc:
+        findings.append(Finding(str(conf), 0, "error", "syntax",
+                                exc.strerror or str(exc), "create it or pass --swanctl-dir"))
+        return findings
+
+    loaded = translation_findings(tree, swanctl_dir)
+    inp = CheckInput(
+        tree=tree, conf_file=str(conf),
+        certs=tuple(f for d in CERT_FOLDERS for f in read_folder(swanctl_dir, d)),
+        cas=tuple(f for d in CA_FOLDERS for f in read_folder(swanctl_dir, d)),
+        keys=tuple(f for d in KEY_FOLDERS for f in read_folder(swanctl_dir, d)),
+        windows=cfg.check.windows,
+    )
+    facts = None if args.no_system else probe_system(cfg.firewall.enabled)
+    found = checks.run_checks(inp, facts, cfg.firewall.enabled)
+    # the loader already names a certificate that is missing: do not say it twice
+    loader_spots = {(f.file, f.line) for f in loaded}
+    found = [f for f in found if not (f.code == "cert-missing" and (f.file, f.line)
+                                      in loader_spots)]
+    findings += loaded + found
+    # key paths are relative to the swanctl folder: make them absolute for the reader
+    return [
+        Finding(str(swanctl_dir / f.file), f.line, f.severity, f.code, f.message, f.fix)
+        if f.code == "key-mode" else f
+        for f in findings
+    ]
+
+
+def render_text(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        lines.append(f"{f.where}: {f.severity}: {f.message}")
+        lines.append(f"    fix: {f.fix}")
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    lines.append(f"{errors} error{'s' if errors != 1 else ''}, "
+                 f"{warnings} warning{'s' if warnings != 1 else ''}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("swand check: not implemented yet", file=sys.stderr)
-    return 2
+    findings = collect(args)
+    errors = sum(1 for f in findings if f.severity == "error")
+    if args.json:
+        json.dump({
+            "errors": errors, "warnings": len(findings) - errors,
+            "findings": [f.as_dict() for f in findings],
+        }, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render_text(findings))
+    return 1 if errors else 0

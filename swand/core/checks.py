@@ -1,0 +1,1009 @@
+"""`swand check`'s findings: the classic mistakes of an IKEv2 road-warrior gateway, found
+in a parsed swanctl.conf, its credential files and (read-only) facts about the running
+system.
+
+Pure: the command layer (`swand.commands.check`) reads the files, probes the system and
+hands everything in as `CheckInput` / `SystemFacts`; every function here only looks.
+Each finding names a file and line, a severity and a one-line fix.
+
+"Serves Windows" (swand.toml `[check] windows`): `auto` treats every road-warrior
+connection (one with `pools`) whose clients authenticate with certificates or EAP as
+serving Windows' built-in client, and reports what Windows cannot negotiate as warnings;
+`yes` makes those errors; `no` skips them. A "road-warrior connection" is one with `pools`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+from swand.core.settings import Origin, Section
+
+Severity = Literal["error", "warning"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+#: RFC 4945 ikeIntermediate; older macOS/iOS clients want it on the gateway certificate
+IKE_INTERMEDIATE = ObjectIdentifier("1.3.6.1.5.5.8.2.2")
+EXPIRY_WARNING = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One problem: where, how bad, what, and the one-line fix."""
+
+    file: str
+    line: int
+    severity: Severity
+    code: str
+    message: str
+    fix: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line > 0 else self.file
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.severity}: {self.message} (fix: {self.fix})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file, "line": self.line, "severity": self.severity,
+            "code": self.code, "message": self.message, "fix": self.fix,
+        }
+
+
+def finding_at(
+    origin: Origin | None, severity: Severity, code: str, message: str, fix: str,
+    default_file: str = "swanctl.conf",
+) -> Finding:
+    if origin is None:
+        return Finding(default_file, 0, severity, code, message, fix)
+    return Finding(origin.file, origin.line, severity, code, message, fix)
+
+
+def parse_where(where: str) -> tuple[str, int]:
+    """`file:line` (as SettingsError and LoadError print it) back into its parts."""
+    file, sep, line = where.rpartition(":")
+    if sep and line.isdigit():
+        return file, int(line)
+    return where, 0
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialFile:
+    """A file of a credential folder: `path` relative to the swanctl folder
+    (`x509/gateway.pem`), its bytes and its permission bits."""
+
+    path: str
+    data: bytes = field(repr=False)
+    mode: int = 0o600
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    """Everything the checks look at, read by the command layer."""
+
+    tree: Section
+    #: swanctl.conf's path, for findings about the whole file
+    conf_file: str
+    #: x509/ (own and peer certificates), x509ca/ (trusted CAs)
+    certs: tuple[CredentialFile, ...] = ()
+    cas: tuple[CredentialFile, ...] = ()
+    #: private/, rsa/, ecdsa/, pkcs8/, pkcs12/ files
+    keys: tuple[CredentialFile, ...] = ()
+    #: swand.toml [check] windows
+    windows: str = "auto"
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+@dataclass(frozen=True)
+class SystemFacts:
+    """What the running system looks like (probed read-only by the command layer). None
+    means "could not find out" and produces no finding."""
+
+    addresses: tuple[IPInterface, ...] | None = None
+    ip_forward: bool | None = None
+    #: text of `iptables-save`, `iptables-legacy-save`, `nft list ruleset` (those that ran)
+    rulesets: tuple[str, ...] | None = None
+
+
+# --- the configuration, in the terms the checks need ------------------------------------
+
+def _connections(tree: Section) -> list[Section]:
+    conns = tree.sections.get("connections")
+    return list(conns.sections.values()) if conns else []
+
+
+def _rounds(conn: Section, side: str) -> list[Section]:
+    """The `local*` / `remote*` authentication rounds of a connection."""
+    return [s for name, s in conn.sections.items() if name.startswith(side)]
+
+
+def _list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [t for t in re.split(r"[,\s]+", value) if t]
+
+
+def _is_road_warrior(conn: Section) -> bool:
+    return bool(_list(conn.get("pools")))
+
+
+def _remote_auths(conn: Section) -> list[str]:
+    return [(r.get("auth") or "pubkey").lower() for r in _rounds(conn, "remote")] or ["pubkey"]
+
+
+def _serves_windows(conn: Section, mode: str) -> Severity | None:
+    """The severity of Windows findings for this connection, or None: not serving it."""
+    if mode == "no" or not _is_road_warrior(conn):
+        return None
+    if mode == "yes":
+        return "error"
+    usable = any(a == "pubkey" or a.startswith("eap") for a in _remote_auths(conn))
+    return "warning" if usable else None
+
+
+# --- proposals --------------------------------------------------------------------------
+
+ENCR, INTEG, PRF, KE, ESN = "encr", "integ", "prf", "ke", "esn"
+
+
+def _keyword_table() -> dict[str, tuple[str, bool]]:
+    """strongSwan 5.9's proposal keywords -> (transform type, is AEAD)."""
+    table: dict[str, tuple[str, bool]] = {}
+    for k in ("null", "des", "3des", "aes", "otpcbc", "cast128", "chacha20poly1305compat"):
+        table[k] = (ENCR, k.startswith("chacha"))
+    table["chacha20poly1305"] = (ENCR, True)
+    for bits in ("128", "192", "256"):
+        table[f"aes{bits}"] = (ENCR, False)
+        table[f"aes{bits}ctr"] = (ENCR, False)
+        table[f"aes{bits}gmac"] = (ENCR, False)
+        for mode in ("ccm", "gcm"):
+            table[f"aes{bits}{mode}"] = (ENCR, True)
+            for icv in ("8", "64", "12", "96", "16", "128"):
+                table[f"aes{bits}{mode}{icv}"] = (ENCR, True)
+        for family in ("blowfish", "camellia", "serpent", "twofish"):
+            table[f"{family}{bits}"] = (ENCR, False)
+        table[f"camellia{bits}ctr"] = (ENCR, False)
+        for icv in ("8", "64", "12", "96", "16", "128"):
+            table[f"camellia{bits}ccm{icv}"] = (ENCR, True)
+    for family in ("blowfish", "camellia", "serpent", "twofish"):
+        table[family] = (ENCR, False)
+    for k in ("sha", "sha1", "sha1_160", "sha256", "sha2_256", "sha256_96", "sha2_256_96",
+              "sha384", "sha2_384", "sha512", "sha2_512", "md5", "md5_128", "aesxcbc",
+              "camelliaxcbc", "aescmac"):
+        table[k] = (INTEG, False)
+    for k in ("prfsha1", "prfsha256", "prfsha384", "prfsha512", "prfmd5", "prfaesxcbc",
+              "prfcamelliaxcbc", "prfaescmac"):
+        table[k] = (PRF, False)
+    for k in ("none", "modpnone", "modpnull", "modp768", "modp1024", "modp1536", "modp2048",
+              "modp3072", "modp4096", "modp6144", "modp8192", "ecp192", "ecp224", "ecp256",
+              "ecp384", "ecp521", "modp1024s160", "modp2048s224", "modp2048s256",
+              "ecp224bp", "ecp256bp", "ecp384bp", "ecp512bp", "curve25519", "x25519",
+              "curve448", "x448", "ntru112", "ntru128", "ntru192", "ntru256", "newhope128"):
+        table[k] = (KE, False)
+    table["esn"] = (ESN, False)
+    table["noesn"] = (ESN, False)
+    return table
+
+
+KEYWORDS = _keyword_table()
+_NO_KE = {"none", "modpnone"}
+
+# What Windows' built-in IKEv2 client can be configured to negotiate
+# (Set-VpnConnectionIPsecConfiguration), in strongSwan's keywords.
+WINDOWS_IKE_ENCR = {"3des", "aes", "aes128", "aes192", "aes256", "aes128gcm16",
+                    "aes128gcm128", "aes128gcm", "aes192gcm16", "aes192gcm128", "aes192gcm",
+                    "aes256gcm16", "aes256gcm128", "aes256gcm"}
+WINDOWS_INTEG = {"md5", "sha", "sha1", "sha256", "sha2_256", "sha384", "sha2_384"}
+WINDOWS_PRF = {"prfmd5", "prfsha1", "prfsha256", "prfsha384"}
+WINDOWS_KE = {"modp768", "modp1024", "modp2048", "ecp256", "ecp384", "modp2048s256"}
+WINDOWS_ESP_ENCR = WINDOWS_IKE_ENCR | {"des", "null"}
+WINDOWS_ESP_INTEG = {"md5", "sha", "sha1", "sha256", "sha2_256"}
+#: the curve of an ECDSA certificate -> the DH group Windows couples it with
+CURVE_GROUP = {"secp256r1": "ecp256", "secp384r1": "ecp384", "secp521r1": "ecp521"}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    text: str
+    tokens: tuple[str, ...]
+
+    def of(self, kind: str) -> list[str]:
+        return [t for t in self.tokens if KEYWORDS.get(t, ("", False))[0] == kind]
+
+    @property
+    def aead(self) -> bool:
+        return any(KEYWORDS[t][1] for t in self.of(ENCR))
+
+    @property
+    def is_default(self) -> bool:
+        return self.tokens == ("default",)
+
+
+def parse_proposals(value: str) -> list[Proposal]:
+    out = []
+    for text in _list(value):
+        tokens = tuple(t.lower() for t in text.split("-") if t)
+        out.append(Proposal(text, tokens))
+    return out
+
+
+def proposal_problem(p: Proposal, kind: str) -> str | None:
+    """Why charon would reject this proposal ("invalid value for: proposals"), or None.
+    `kind` is "ike", "esp" or "ah". Rules checked against charon 5.9.8."""
+    if p.is_default:
+        return None
+    unknown = [t for t in p.tokens if t not in KEYWORDS]
+    if unknown:
+        return f"unknown algorithm keyword{'s' if len(unknown) > 1 else ''} " + \
+            ", ".join(repr(t) for t in unknown)
+    encr = p.of(ENCR)
+    if kind == "ah":
+        return None if p.of(INTEG) else "an AH proposal needs an integrity algorithm"
+    if not encr:
+        return "no encryption algorithm"
+    aead = [t for t in encr if KEYWORDS[t][1]]
+    if aead and len(aead) != len(encr):
+        return "mixes AEAD (GCM/CCM/ChaCha20) and non-AEAD encryption in one proposal"
+    if kind == "ike":
+        if not [t for t in p.of(KE) if t not in _NO_KE]:
+            return "an IKE proposal needs a key exchange (DH) group, e.g. ecp384"
+        if aead and not (p.of(PRF) or p.of(INTEG)):
+            return "an AEAD IKE proposal needs a PRF, e.g. prfsha384"
+        if not aead and not p.of(INTEG):
+            return "a non-AEAD IKE proposal needs an integrity algorithm, e.g. sha384"
+    return None
+
+
+def windows_can_negotiate(p: Proposal, kind: str) -> bool:
+    """Could Windows' built-in client agree on this proposal (with the right PowerShell
+    settings)? charon's `default` proposals include one it can."""
+    if p.is_default:
+        return True
+    encr_ok = WINDOWS_IKE_ENCR if kind == "ike" else WINDOWS_ESP_ENCR
+    integ_ok = WINDOWS_INTEG if kind == "ike" else WINDOWS_ESP_INTEG
+    if not set(p.of(ENCR)) & encr_ok:
+        return False
+    if kind == "ike":
+        # with AEAD, integrity keywords name the PRF
+        prfs = set(p.of(PRF)) | {f"prf{t.replace('sha2_', 'sha')}" for t in p.of(INTEG)}
+        prfs = {"prfsha1" if t == "prfsha" else t for t in prfs}
+        if not p.aead and not set(p.of(INTEG)) & integ_ok:
+            return False
+        if not prfs & WINDOWS_PRF:
+            return False
+        if not set(p.of(KE)) & WINDOWS_KE:
+            return False
+    else:
+        if not p.aead and not set(p.of(INTEG)) & integ_ok:
+            return False
+        ke = set(p.of(KE))
+        if ke and not ke & (WINDOWS_KE | _NO_KE):
+            return False
+        esn = set(p.of(ESN))
+        if esn and "noesn" not in esn:
+            return False
+    return True
+
+
+def _proposal_settings(conn: Section) -> Iterator[tuple[str, Section, str]]:
+    """(kind, section, key) of every proposal list of a connection and its children."""
+    yield "ike", conn, "proposals"
+    children = conn.sections.get("children")
+    for child in children.sections.values() if children else ():
+        yield "esp", child, "esp_proposals"
+        yield "ah", child, "ah_proposals"
+
+
+def check_proposals(inp: CheckInput) -> list[Finding]:
+    """Unknown keywords and proposals charon rejects; suites Windows cannot negotiate."""
+    out: list[Finding] = []
+    for conn in _connections(inp.tree):
+        windows = _serves_windows(conn, inp.windows)
+        for kind, sec, key in _proposal_settings(conn):
+            setting = sec.settings.get(key)
+            if setting is None:
+                continue  # charon's defaults: valid, and include a Windows suite
+            proposals = parse_proposals(setting.value)
+            valid = []
+            for p in proposals:
+                problem = proposal_problem(p, kind)
+                if problem:
+                    out.append(finding_at(
+                        setting.origin, "error", "proposal-invalid",
+                        f"{sec.path}.{key}: '{p.text}': {problem}",
+                        "use strongSwan keywords, e.g. aes256-sha384-prfsha384-ecp384 (IKE) or "
+                        "aes256gcm16-ecp384 (ESP)",
+                    ))
+                else:
+                    valid.append(p)
+            if windows and kind != "ah" and valid and not any(
+                    windows_can_negotiate(p, kind) for p in valid):
+                suite = ("aes256-sha384-prfsha384-ecp384" if kind == "ike"
+                         else "aes256gcm16-ecp384")
+                out.append(finding_at(
+                    setting.origin, windows, f"windows-{kind}",
+                    f"{sec.path}.{key}: no proposal Windows' built-in client can negotiate",
+                    f"add {suite} (AES-GCM-256/SHA-384/ECP-384 works with Windows)",
+                ))
+    return out
+
+
+# --- rekeying -----------------------------------------------------------------------------
+
+def _seconds(value: str) -> float | None:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if not m:
+        return None
+    factor = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * factor
+
+
+def check_rekey(inp: CheckInput) -> list[Finding]:
+    """rekey_time ≠ 0 on road-warrior connections: Windows behind NAT drops rekeys the
+    responder starts, and the SA dies. charon's defaults are 4h (IKE) and 1h (CHILD)."""
+    out: list[Finding] = []
+    for conn in _connections(inp.tree):
+        if not _is_road_warrior(conn):
+            continue
+        targets: list[tuple[Section, str]] = [(conn, "4h")]
+        children = conn.sections.get("children")
+        targets += [(c, "1h") for c in (children.sections.values() if children else ())]
+        for sec, default in targets:
+            setting = sec.settings.get("rekey_time")
+            value = setting.value if setting else default
+            if _seconds(value) == 0:
+                continue
+            origin = setting.origin if setting else sec.origin
+            what = "set to " + value if setting else f"not set (default {default})"
+            out.append(finding_at(
+                origin, "warning", "rekey-responder",
+                f"{sec.path}: rekey_time {what} on a road-warrior connection: Windows behind "
+                "NAT drops rekeys the gateway starts",
+                f"set rekey_time = 0 in {sec.path} (the clients rekey themselves)",
+            ))
+    return out
+
+
+# --- certificates -------------------------------------------------------------------------
+
+def load_certificate(data: bytes) -> x509.Certificate | None:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        return None
+
+
+def load_private_key(data: bytes) -> object | None:
+    """The key, None if it cannot be read, or the string "encrypted"."""
+    try:
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        return "encrypted"
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+
+
+def _public_bytes(key: object) -> bytes | None:
+    try:
+        return key.public_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    except (AttributeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: Literal["fqdn", "email", "ip", "dn", "any", "other"]
+    value: str
+
+
+def parse_identity(text: str) -> Identity:
+    """An IKE identity as strongSwan's identification_create_from_string reads it."""
+    t = text.strip()
+    low = t.lower()
+    for prefix, kind in (("fqdn:", "fqdn"), ("dns:", "fqdn"), ("email:", "email"),
+                         ("rfc822:", "email"), ("ipv4:", "ip"), ("ipv6:", "ip"),
+                         ("asn1dn:", "dn")):
+        if low.startswith(prefix):
+            return Identity(kind, t[len(prefix):])  # type: ignore[arg-type]
+    if t in ("%any", "%any6", "", "*"):
+        return Identity("any", t)
+    if t.startswith("@#"):
+        return Identity("other", t)
+    if t.startswith("@"):
+        return Identity("fqdn", t.lstrip("@"))
+    if "=" in t:
+        return Identity("dn", t)
+    try:
+        ipaddress.ip_address(t)
+        return Identity("ip", t)
+    except ValueError:
+        pass
+    if "@" in t:
+        return Identity("email", t)
+    return Identity("fqdn", t)
+
+
+def _is_wildcard(ident: Identity) -> bool:
+    return ident.kind == "any" or "*" in ident.value
+
+
+def _normalize_dn(text: str) -> tuple[tuple[str, str], ...]:
+    parts = [p.strip() for p in re.split(r"[,/](?=\s*[A-Za-z.0-9]+=)", text) if p.strip()]
+    out = []
+    for part in parts:
+        key, _, value = part.partition("=")
+        out.append((key.strip().upper(), value.strip().strip('"')))
+    return tuple(out)
+
+
+def _subject_dn(cert: x509.Certificate) -> tuple[tuple[str, str], ...]:
+    short = {"countryName": "C", "organizationName": "O", "commonName": "CN",
+             "organizationalUnitName": "OU", "localityName": "L",
+             "stateOrProvinceName": "ST", "emailAddress": "E", "serialNumber": "SN"}
+    out = []
+    for attr in cert.subject:
+        name = attr.oid._name
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode(
+            "utf-8", "replace")
+        out.append((short.get(name, name).upper(), value))
+    return tuple(out)
+
+
+def _sans(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def cert_has_identity(cert: x509.Certificate, ident: Identity) -> bool:
+    """Does the certificate vouch for this identity (subject DN or a SAN)?"""
+    if ident.kind == "dn":
+        return _normalize_dn(ident.value) == _subject_dn(cert)
+    if ident.kind in ("any", "other"):
+        return True
+    san = _sans(cert)
+    if san is None:
+        return False
+    if ident.kind == "fqdn":
+        return ident.value.lower().rstrip(".") in {
+            d.lower().rstrip(".") for d in san.get_values_for_type(x509.DNSName)}
+    if ident.kind == "email":
+        return ident.value.lower() in {
+            e.lower() for e in san.get_values_for_type(x509.RFC822Name)}
+    try:
+        return ipaddress.ip_address(ident.value) in san.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        return False
+
+
+def _ekus(cert: x509.Certificate) -> set[ObjectIdentifier] | None:
+    try:
+        return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _not_after(cert: x509.Certificate) -> dt.datetime:
+    return cert.not_valid_after_utc
+
+
+def _not_before(cert: x509.Certificate) -> dt.datetime:
+    return cert.not_valid_before_utc
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def chains_to_ca(
+    cert: x509.Certificate, cas: list[x509.Certificate],
+    intermediates: list[x509.Certificate], depth: int = 8,
+) -> bool:
+    """True when a CA from x509ca/ signed it, directly or through intermediates."""
+    if any(_issued_by(cert, ca) for ca in cas):
+        return True
+    if depth == 0:
+        return False
+    return any(
+        _issued_by(cert, mid) and mid != cert and chains_to_ca(mid, cas, intermediates,
+                                                               depth - 1)
+        for mid in intermediates
+    )
+
+
+@dataclass(frozen=True)
+class _LocalCert:
+    conn: Section
+    round: Section
+    setting_origin: Origin
+    name: str
+
+
+def _local_certs(conn: Section) -> Iterator[_LocalCert]:
+    for rnd in _rounds(conn, "local"):
+        setting = rnd.settings.get("certs")
+        if setting is None:
+            continue
+        for name in _list(setting.value):
+            yield _LocalCert(conn, rnd, setting.origin, name)
+
+
+def _cert_key(path: str, folder: str) -> str:
+    """`certs = gateway.pem` -> `x509/gateway.pem` (absolute paths stay absolute)."""
+    return path if path.startswith("/") else f"{folder}/{path}"
+
+
+def check_certificates(inp: CheckInput) -> list[Finding]:
+    """The gateway's certificate: SAN holds the local id, serverAuth (+ ikeIntermediate),
+    valid now and for 30 more days, chains to a loaded CA, with a matching private key."""
+    out: list[Finding] = []
+    certs = {c.path: c for c in inp.certs}
+    cas = [c for c in (load_certificate(f.data) for f in inp.cas) if c is not None]
+    intermediates = [c for c in (load_certificate(f.data) for f in inp.certs) if c is not None]
+    keys = [(f, load_private_key(f.data)) for f in inp.keys]
+    key_publics = {
+        _public_bytes(k.public_key())  # type: ignore[attr-defined]
+        for _, k in keys if k not in (None, "encrypted")
+    }
+    encrypted = [f.path for f, k in keys if k == "encrypted"]
+    seen: set[tuple[str, str]] = set()
+
+    for lc in (lc for conn in _connections(inp.tree) for lc in _local_certs(conn)):
+        rel = _cert_key(lc.name, "x509")
+        if (lc.conn.name, rel) in seen:
+            continue
+        seen.add((lc.conn.name, rel))
+        where = lc.setting_origin
+        label = f"{lc.round.path}.certs '{lc.name}'"
+        cf = certs.get(rel) or next((c for c in inp.certs if c.path.endswith("/" + lc.name)),
+                                    None)
+        if cf is None:
+            out.append(finding_at(where, "error", "cert-missing",
+                                  f"{label}: no such file in x509/",
+                                  f"put the certificate into x509/{lc.name} or fix the name"))
+            continue
+        cert = load_certificate(cf.data)
+        if cert is None:
+            out.append(finding_at(where, "error", "cert-unreadable",
+                                  f"{label}: {cf.path} is not an X.509 certificate",
+                                  "replace it with the PEM or DER certificate"))
+            continue
+        gateway = _is_road_warrior(lc.conn)
+        id_setting = lc.round.settings.get("id")
+        if id_setting is not None:
+            ident = parse_identity(id_setting.value)
+            if not cert_has_identity(cert, ident):
+                what = "subject DN" if ident.kind == "dn" else "subjectAltName"
+                out.append(finding_at(
+                    id_setting.origin, "error", "cert-id",
+                    f"{lc.round.path}.id '{id_setting.value}' is not in the {what} of "
+                    f"{cf.path}",
+                    "reissue the certificate with that name in its SAN "
+                    "(swand pki) or set id to a name it holds",
+                ))
+        elif gateway:
+            dns = (_sans(cert) or x509.SubjectAlternativeName([])).get_values_for_type(
+                x509.DNSName)
+            fix = f"set id = {dns[0]}" if dns else "set id to the gateway's DNS name"
+            out.append(finding_at(
+                lc.round.origin, "warning", "cert-id-unset",
+                f"{lc.round.path}: no id, so the gateway identifies with its subject DN; "
+                "clients check the name they connect to against the SAN",
+                fix + f" in {lc.round.path}",
+            ))
+        if gateway and ("eku", cf.path) not in seen:
+            seen.add(("eku", cf.path))
+            ekus = _ekus(cert)
+            if ekus is not None and ExtendedKeyUsageOID.SERVER_AUTH not in ekus:
+                out.append(finding_at(
+                    where, "error", "cert-eku-server",
+                    f"{cf.path} lacks the serverAuth extended key usage: Windows and macOS "
+                    "reject the gateway", "reissue it with EKU serverAuth (swand pki)"))
+            if ekus is None or IKE_INTERMEDIATE not in ekus:
+                out.append(finding_at(
+                    where, "warning", "cert-eku-ike-intermediate",
+                    f"{cf.path} lacks the ikeIntermediate extended key usage that older "
+                    "macOS/iOS clients require", "reissue it with EKU serverAuth and "
+                    "ikeIntermediate (1.3.6.1.5.5.8.2.2)"))
+        if ("cert", cf.path) in seen:
+            continue  # validity, chain and key: once per file, not per connection
+        seen.add(("cert", cf.path))
+        if inp.now > _not_after(cert):
+            out.append(finding_at(
+                where, "error", "cert-expired",
+                f"{cf.path} expired on {_not_after(cert):%Y-%m-%d}",
+                "issue a new certificate and reload"))
+        elif inp.now < _not_before(cert):
+            out.append(finding_at(
+                where, "error", "cert-not-yet-valid",
+                f"{cf.path} is valid only from {_not_before(cert):%Y-%m-%d %H:%M} UTC",
+                "check the system clock or reissue the certificate"))
+        elif _not_after(cert) - inp.now < EXPIRY_WARNING:
+            days = (_not_after(cert) - inp.now).days
+            out.append(finding_at(
+                where, "warning", "cert-expiring",
+                f"{cf.path} expires in {days} day{'s' if days != 1 else ''} "
+                f"({_not_after(cert):%Y-%m-%d})", "renew it now and reload"))
+        if not chains_to_ca(cert, cas, intermediates):
+            out.append(finding_at(
+                where, "error", "cert-chain",
+                f"{cf.path} does not chain to a CA in x509ca/ (issuer "
+                f"{cert.issuer.rfc4514_string()})",
+                "put the issuing CA's certificate into x509ca/"))
+        if _public_bytes(cert.public_key()) not in key_publics:
+            if encrypted:
+                out.append(finding_at(
+                    where, "warning", "key-unverified",
+                    f"no unencrypted private key matches {cf.path}; encrypted keys not "
+                    f"checked: {', '.join(encrypted)}",
+                    "make sure one of them is its key (swand check cannot decrypt them)"))
+            else:
+                out.append(finding_at(
+                    where, "error", "key-missing",
+                    f"no private key in private/ matches {cf.path}",
+                    "put the certificate's key into private/ (mode 0600)"))
+    out.extend(check_key_modes(inp))
+    return out
+
+
+def check_key_modes(inp: CheckInput) -> list[Finding]:
+    """Private keys readable by anyone but root."""
+    out = []
+    for f in inp.keys:
+        if f.mode & 0o004:
+            out.append(Finding(f.path, 0, "error", "key-mode",
+                               f"private key {f.path} is world-readable "
+                               f"(mode {f.mode & 0o777:04o})", f"chmod 600 {f.path}"))
+        elif f.mode & 0o070:
+            out.append(Finding(f.path, 0, "warning", "key-mode",
+                               f"private key {f.path} is group-accessible "
+                               f"(mode {f.mode & 0o777:04o})", f"chmod 600 {f.path}"))
+    return out
+
+
+def check_client_cert_curves(inp: CheckInput) -> list[Finding]:
+    """An ECDSA client certificate whose curve is not among the connection's IKE DH
+    groups: Windows couples them and fails the exchange. Client certificates are those in
+    x509/ that no connection uses as its own (local) certificate, plus the local
+    certificates of connections that are clients themselves (no pools, remote_addrs)."""
+    out: list[Finding] = []
+    conns = _connections(inp.tree)
+    local_names = {_cert_key(lc.name, "x509") for c in conns for lc in _local_certs(c)}
+    peer_certs = [f for f in inp.certs if f.path not in local_names]
+    for conn in conns:
+        severity = _serves_windows(conn, inp.windows)
+        as_client = not _is_road_warrior(conn) and conn.get("remote_addrs") and \
+            inp.windows != "no"
+        if severity is None and not as_client:
+            continue
+        candidates: list[tuple[CredentialFile, Origin | None]] = []
+        if severity is not None:
+            candidates += [(f, None) for f in peer_certs]
+        if as_client:
+            by_path = {f.path: f for f in inp.certs}
+            for lc in _local_certs(conn):
+                f = by_path.get(_cert_key(lc.name, "x509"))
+                if f is not None:
+                    candidates.append((f, lc.setting_origin))
+        setting = conn.settings.get("proposals")
+        proposals = parse_proposals(setting.value) if setting else []
+        if not proposals or any(p.is_default for p in proposals):
+            groups = {"ecp256", "ecp384", "ecp521"}  # charon's default includes them all
+        else:
+            groups = {t for p in proposals for t in p.of(KE)}
+        for f, origin in candidates:
+            cert = load_certificate(f.data)
+            if cert is None:
+                continue
+            key = cert.public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                continue
+            group = CURVE_GROUP.get(key.curve.name)
+            if group is None or group in groups:
+                continue
+            where = origin or (setting.origin if setting else conn.origin)
+            out.append(finding_at(
+                where, severity or "warning", "cert-curve-dh",
+                f"{f.path} is ECDSA {key.curve.name} but connection '{conn.name}' offers no "
+                f"{group} IKE group: Windows fails to authenticate",
+                f"add -{group} to {conn.name}'s proposals or issue the certificate on the "
+                "curve of the IKE group",
+            ))
+    return out
+
+
+# --- pools, identities ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    origin: Origin
+    addrs: str
+    ranges: tuple[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                        ipaddress.IPv4Address | ipaddress.IPv6Address], ...]
+
+    @property
+    def size(self) -> int:
+        return sum(int(b) - int(a) + 1 for a, b in self.ranges)
+
+
+def _pool_range(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                                    ipaddress.IPv4Address | ipaddress.IPv6Address] | None:
+    text = text.strip()
+    if "-" in text:
+        a, _, b = text.partition("-")
+        lo, hi = ipaddress.ip_address(a.strip()), ipaddress.ip_address(b.strip())
+        return (lo, hi) if int(lo) <= int(hi) else (hi, lo)
+    net = ipaddress.ip_network(text, strict=False)
+    if net.num_addresses > 2:
+        # charon hands out neither the network nor the broadcast address of a subnet
+        return net.network_address + 1, net.broadcast_address - 1
+    return net.network_address, net.broadcast_address
+
+
+def pools_of(tree: Section) -> tuple[list[Pool], list[Finding]]:
+    """The pools with address ranges (dhcp/radius pools are skipped)."""
+    pools, out = [], []
+    sec = tree.sections.get("pools")
+    for name, pool in (sec.sections.items() if sec else ()):
+        setting = pool.settings.get("addrs")
+        if setting is None or setting.value.strip().lower() in ("dhcp", "radius", ""):
+            continue
+        ranges = []
+        for part in _list(setting.value):
+            try:
+                r = _pool_range(part)
+            except ValueError:
+                out.append(finding_at(setting.origin, "error", "pool-addrs",
+                                      f"pool '{name}': addrs '{part}' is not an address, "
+                                      "subnet or range", "write e.g. 10.8.0.128/25"))
+                continue
+            if r is not None:
+                ranges.append(r)
+        pools.append(Pool(name, setting.origin, setting.value.strip(), tuple(ranges)))
+    return pools, out
+
+
+def _overlap(a: Pool, b: Pool) -> bool:
+    return any(
+        x[0].version == y[0].version and int(x[0]) <= int(y[1]) and int(y[0]) <= int(x[1])
+        for x in a.ranges for y in b.ranges
+    )
+
+
+def check_pools(inp: CheckInput, facts: SystemFacts | None = None) -> list[Finding]:
+    """Overlapping pools; pools holding an address of the gateway; a one-address pool
+    used by two connections or by a connection any client may use."""
+    pools, out = pools_of(inp.tree)
+    for i, a in enumerate(pools):
+        for b in pools[i + 1:]:
+            if _overlap(a, b):
+                out.append(finding_at(
+                    b.origin, "error", "pool-overlap",
+                    f"pools '{a.name}' and '{b.name}' overlap: two clients can get the same "
+                    "address", f"make '{b.name}' a range outside '{a.name}'"))
+    if facts is not None and facts.addresses:
+        for pool in pools:
+            for iface in facts.addresses:
+                addr = iface.ip
+                if addr.is_loopback or addr.is_link_local:
+                    continue
+                inside = any(r[0].version == addr.version and int(r[0]) <= int(addr)
+                             <= int(r[1]) for r in pool.ranges)
+                if inside:
+                    out.append(finding_at(
+                        pool.origin, "error", "pool-gateway-address",
+                        f"pool '{pool.name}' contains {addr}, an address of this gateway",
+                        f"move pool '{pool.name}' to a subnet the gateway does not use"))
+                elif iface.network.prefixlen > 0 and any(
+                        r[0].version == addr.version
+                        and int(r[0]) <= int(iface.network.broadcast_address)
+                        and int(iface.network.network_address) <= int(r[1])
+                        for r in pool.ranges):
+                    out.append(finding_at(
+                        pool.origin, "warning", "pool-gateway-subnet",
+                        f"pool '{pool.name}' overlaps {iface.network}, a network attached to "
+                        "this gateway: its hosts and the clients collide",
+                        f"use a pool outside {iface.network}"))
+    single = {p.name for p in pools if p.size == 1}
+    users: dict[str, list[Section]] = {}
+    for conn in _connections(inp.tree):
+        for name in _list(conn.get("pools")):
+            users.setdefault(name, []).append(conn)
+    for name in sorted(single):
+        conns = users.get(name, [])
+        if len(conns) > 1:
+            names = ", ".join(c.name for c in conns)
+            out.append(finding_at(
+                conns[1].origin_of("pools") or conns[1].origin, "error", "pool-single-shared",
+                f"pool '{name}' holds one address but connections {names} use it: only one "
+                "of them gets it", "give each pinned client its own one-address pool"))
+        for conn in conns:
+            if any(_is_wildcard(parse_identity(r.get("id") or "%any"))
+                   for r in _rounds(conn, "remote")) or not _rounds(conn, "remote"):
+                out.append(finding_at(
+                    conn.origin_of("pools") or conn.origin, "warning", "pool-single-any",
+                    f"connection '{conn.name}' pins pool '{name}' (one address) but accepts "
+                    "any client identity", f"set remote id in '{conn.name}' to the client's "
+                    "certificate DN"))
+    return out
+
+
+def check_remote_ids(inp: CheckInput) -> list[Finding]:
+    """Two connections a client could match equally: the same remote id (and local id,
+    auth method, addresses). charon always picks the first; the second is dead."""
+    out: list[Finding] = []
+    seen: dict[tuple[object, ...], Section] = {}
+    for conn in _connections(inp.tree):
+        remotes = _rounds(conn, "remote") or [None]
+        locals_ = _rounds(conn, "local")
+        local_id = (locals_[0].get("id") or "") if locals_ else ""
+        for rnd in remotes[:1]:
+            rid = (rnd.get("id") if rnd is not None else None) or "%any"
+            auth = ((rnd.get("auth") if rnd is not None else None) or "pubkey").lower()
+            ident = parse_identity(rid)
+            key = (
+                ident.kind, ident.value.lower() if ident.kind != "dn" else
+                _normalize_dn(ident.value), auth, local_id.lower(),
+                tuple(sorted(_list((conn.get("remote_addrs") or "%any").lower()))),
+                tuple(sorted(_list((conn.get("local_addrs") or "%any").lower()))),
+                conn.get("version") or "0",
+            )
+            first = seen.get(key)
+            if first is None:
+                seen[key] = conn
+                continue
+            origin = (rnd.origin_of("id") if rnd is not None else None) or conn.origin
+            wildcard = _is_wildcard(ident)
+            out.append(finding_at(
+                origin, "warning" if wildcard else "error", "remote-id-duplicate",
+                f"connections '{first.name}' and '{conn.name}' match the same remote id "
+                f"'{rid}': charon always picks '{first.name}'",
+                f"give '{conn.name}' a distinct remote id or merge the two"))
+    return out
+
+
+# --- the running system (when swand's firewall is off) ----------------------------------
+
+_IPT_SOURCE = re.compile(r"(?:^|\s)-s\s+(\S+)")
+_NFT_SADDR = re.compile(r"\bip6?\s+saddr\s+(\{[^}]*\}|\S+)")
+
+
+def _rule_sources(line: str) -> list[IPNetwork] | None:
+    """Source networks a NAT rule is limited to; None when it matches any source."""
+    m = _IPT_SOURCE.search(line) or _NFT_SADDR.search(line)
+    if not m:
+        return None
+    nets = []
+    for part in re.split(r"[{},\s]+", m.group(1)):
+        try:
+            nets.append(ipaddress.ip_network(part.lstrip("!"), strict=False))
+        except ValueError:
+            continue
+    return nets
+
+
+def ruleset_nat_covers(rulesets: Iterable[str], pool: Pool) -> bool:
+    """Some SNAT/MASQUERADE rule (iptables-save or nft syntax) whose source covers the
+    pool, or matches any source."""
+    for text in rulesets:
+        for line in text.splitlines():
+            low = line.lower()
+            if line.lstrip().startswith(("#", ":", "*")):
+                continue  # comments, chain policies (":POSTROUTING ACCEPT"), table heads
+            if not ("masquerade" in low or "snat" in low):
+                continue
+            sources = _rule_sources(line)
+            if sources is None:
+                return True
+            for net in sources:
+                if all(r[0].version == net.version and r[0] in net and r[1] in net
+                       for r in pool.ranges):
+                    return True
+    return False
+
+
+def ruleset_has_mss_clamp(rulesets: Iterable[str]) -> bool:
+    for text in rulesets:
+        low = text.lower()
+        if "-j tcpmss" in low or re.search(r"maxseg\s+size\s+set", low):
+            return True
+    return False
+
+
+def check_system(inp: CheckInput, facts: SystemFacts, firewall_enabled: bool) -> list[Finding]:
+    """With swand's firewall off, forwarding, NAT for the pools and MSS clamping are the
+    administrator's job: say what is missing (read-only facts, never changed here)."""
+    if firewall_enabled:
+        return []
+    pools, _ = pools_of(inp.tree)
+    if not pools:
+        return []  # a client: nothing to forward
+    out = []
+    where = inp.conf_file
+    if facts.ip_forward is False:
+        out.append(Finding(where, 0, "warning", "system-ip-forward",
+                           "net.ipv4.ip_forward is 0 and [firewall] enabled = false: road "
+                           "warriors reach nothing beyond the gateway; you will have to do "
+                           "this yourself", "sysctl -w net.ipv4.ip_forward=1 (and persist it "
+                           "in /etc/sysctl.d/)"))
+    if facts.rulesets is not None:
+        for pool in pools:
+            if pool.ranges and pool.ranges[0][0].version == 4 and not ruleset_nat_covers(
+                    facts.rulesets, pool):
+                out.append(finding_at(
+                    pool.origin, "warning", "system-nat",
+                    f"no SNAT/MASQUERADE rule covers pool '{pool.name}' and [firewall] "
+                    "enabled = false: you will have to do this yourself",
+                    f"iptables -t nat -A POSTROUTING -s {pool.addrs} -o <egress> -j MASQUERADE"))
+        if not ruleset_has_mss_clamp(facts.rulesets):
+            out.append(Finding(where, 0, "warning", "system-mss",
+                               "no TCP MSS clamping rule and [firewall] enabled = false: "
+                               "large TCP transfers through the tunnel may stall; you will "
+                               "have to do this yourself",
+                               f"iptables -t mangle -A FORWARD -s {pools[0].addrs} -p tcp "
+                               "--tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1360 (and -d for "
+                               "the way back)"))
+    return out
+
+
+# --- everything ---------------------------------------------------------------------------
+
+def settings_warnings(tree: Section) -> list[Finding]:
+    """What strongSwan would merely log while parsing (missing referenced sections...).
+    An `include` glob that matches nothing is normal (conf.d/*.conf) and not reported."""
+    out = []
+    for text in tree.warnings:
+        if "no files found matching" in text and re.search(r"include '[^']*[*?\[]", text):
+            continue
+        where, _, message = text.partition(": ")
+        file, line = parse_where(where)
+        out.append(Finding(file, line, "warning", "syntax-warning", message,
+                           "fix the reference or remove it"))
+    return out
+
+
+def run_checks(
+    inp: CheckInput, facts: SystemFacts | None = None, firewall_enabled: bool = True,
+) -> list[Finding]:
+    """Every check over one configuration, sorted by file and line."""
+    out: list[Finding] = []
+    out += settings_warnings(inp.tree)
+    out += check_proposals(inp)
+    out += check_rekey(inp)
+    out += check_certificates(inp)
+    out += check_client_cert_curves(inp)
+    out += check_pools(inp, facts)
+    out += check_remote_ids(inp)
+    if facts is not None:
+        out += check_system(inp, facts, firewall_enabled)
+    return sorted(dict.fromkeys(out), key=lambda f: (f.file, f.line, f.severity, f.code))
+
