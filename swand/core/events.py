@@ -1,0 +1,646 @@
+"""SA events from charon's VICI stream: decoding, down classification, peer tracking.
+
+Pure: no asyncio, no sockets. The runtime (`swand.runtime.events`) feeds decoded VICI
+payloads through `parse_event()` into a `PeerTable` and acts on the actions it returns.
+
+What charon 5.9.8 actually sends (payloads recorded in `tests/unit/data/events/`):
+
+- A DPD timeout is `ike-updown` *down* with the IKE SA still ``ESTABLISHED`` and
+  ``IKE_DPD`` in ``tasks-active``; the `log` stream said "giving up after N retransmits"
+  for the same ``ikesa-uniqueid`` just before (6.0.3+ also raises `alert`
+  ``retransmit-send-timeout``).
+- A delete by either peer is a down in state ``DELETING`` (``IKE_DELETE`` in
+  ``tasks-active`` on the side that deleted, ``tasks-passive`` on the other).
+- A failed attempt (wrong credentials, no proposal) is a down in ``CONNECTING``.
+- An IKE rekey is one `ike-rekey` event with ``old``/``new``: the new SA has a new unique
+  id, and the old one never gets a down event.
+- Make-before-break reauthentication: the new SA's *up* arrives before the old SA's
+  *down* (``DELETING``); both carry the same virtual IP for a moment.
+- `ike-updown` down precedes the `child-updown` downs of its CHILD SAs, which carry the
+  final byte and packet counters.
+- Unique ids restart at 1 when charon restarts.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class DownReason(StrEnum):
+    DPD = "dpd"  # charon gave up on the peer (retransmits exhausted)
+    DELETED = "deleted"  # a delete by either peer
+    REKEYED = "rekeyed"  # replaced: IKE rekey, reauthentication, INITIAL_CONTACT
+    FAILED = "failed"  # never established
+    UNKNOWN = "unknown"  # anything else, e.g. gone while swand was not listening
+
+
+# --- decoded SAs ----------------------------------------------------------------------
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    if value is None:
+        return ()
+    return (str(value),)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSa:
+    """One CHILD SA as VICI describes it (only what swand logs or acts on)."""
+
+    name: str
+    uniqueid: str
+    state: str = ""
+    reqid: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    install_time: int | None = None
+    life_time: int | None = None
+    local_ts: tuple[str, ...] = ()
+    remote_ts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_vici(cls, key: str, body: Mapping[str, Any]) -> ChildSa:
+        return cls(
+            name=str(body.get("name", key)),
+            uniqueid=str(body.get("uniqueid", "")),
+            state=str(body.get("state", "")),
+            reqid=str(body.get("reqid", "")),
+            bytes_in=_int(body.get("bytes-in")) or 0,
+            bytes_out=_int(body.get("bytes-out")) or 0,
+            packets_in=_int(body.get("packets-in")) or 0,
+            packets_out=_int(body.get("packets-out")) or 0,
+            install_time=_int(body.get("install-time")),
+            life_time=_int(body.get("life-time")),
+            local_ts=_strs(body.get("local-ts")),
+            remote_ts=_strs(body.get("remote-ts")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IkeSa:
+    """One IKE SA as VICI describes it; `conn` is the connection (config) name."""
+
+    conn: str
+    uniqueid: str
+    state: str = ""
+    local_host: str = ""
+    remote_host: str = ""
+    remote_port: str = ""
+    local_id: str = ""
+    remote_id: str = ""
+    remote_eap_id: str = ""
+    remote_xauth_id: str = ""
+    initiator: bool = False
+    established: int | None = None
+    local_vips: tuple[str, ...] = ()
+    remote_vips: tuple[str, ...] = ()
+    tasks_active: tuple[str, ...] = ()
+    tasks_passive: tuple[str, ...] = ()
+    children: tuple[ChildSa, ...] = ()
+
+    @classmethod
+    def from_vici(cls, conn: str, body: Mapping[str, Any]) -> IkeSa:
+        children = body.get("child-sas")
+        return cls(
+            conn=conn,
+            uniqueid=str(body.get("uniqueid", "")),
+            state=str(body.get("state", "")),
+            local_host=str(body.get("local-host", "")),
+            remote_host=str(body.get("remote-host", "")),
+            remote_port=str(body.get("remote-port", "")),
+            local_id=str(body.get("local-id", "")),
+            remote_id=str(body.get("remote-id", "")),
+            remote_eap_id=str(body.get("remote-eap-id", "")),
+            remote_xauth_id=str(body.get("remote-xauth-id", "")),
+            initiator=body.get("initiator") == "yes",
+            established=_int(body.get("established")),
+            local_vips=_strs(body.get("local-vips")),
+            remote_vips=_strs(body.get("remote-vips")),
+            tasks_active=_strs(body.get("tasks-active")),
+            tasks_passive=_strs(body.get("tasks-passive")),
+            children=tuple(
+                ChildSa.from_vici(k, v) for k, v in children.items() if isinstance(v, Mapping)
+            ) if isinstance(children, Mapping) else (),
+        )
+
+    @property
+    def identity(self) -> str:
+        """Who the peer is: the EAP/XAuth identity when there is one, else its IKE id."""
+        return self.remote_eap_id or self.remote_xauth_id or self.remote_id
+
+    @property
+    def peer(self) -> tuple[str, str]:
+        return (self.conn, self.identity)
+
+    @property
+    def vips(self) -> tuple[str, ...]:
+        """Virtual IPs: those assigned to the peer (gateway), else ours (client)."""
+        return self.remote_vips or self.local_vips
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "bytes_in": sum(c.bytes_in for c in self.children),
+            "bytes_out": sum(c.bytes_out for c in self.children),
+            "packets_in": sum(c.packets_in for c in self.children),
+            "packets_out": sum(c.packets_out for c in self.children),
+        }
+
+    def log_fields(self) -> dict[str, Any]:
+        """What one log line says about this SA: never a key, never a secret."""
+        return {
+            "conn": self.conn,
+            "ike_id": self.uniqueid,
+            "remote_id": self.identity,
+            "remote_addr": self.remote_host,
+            "vips": list(self.vips),
+            "lifetime_s": self.established,
+            **self.totals(),
+        }
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IkeUp:
+    sa: IkeSa
+
+
+@dataclass(frozen=True, slots=True)
+class IkeDown:
+    sa: IkeSa
+
+
+@dataclass(frozen=True, slots=True)
+class ChildUp:
+    sa: IkeSa
+    child: ChildSa
+
+
+@dataclass(frozen=True, slots=True)
+class ChildDown:
+    sa: IkeSa
+    child: ChildSa
+
+
+@dataclass(frozen=True, slots=True)
+class IkeRekey:
+    old: IkeSa
+    new: IkeSa
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRekey:
+    sa: IkeSa
+    old: ChildSa
+    new: ChildSa
+
+
+@dataclass(frozen=True, slots=True)
+class IkeUpdate:
+    """MOBIKE / NAT-T moved an SA: the new endpoints, and the SA as it was."""
+
+    sa: IkeSa
+    local_host: str
+    remote_host: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert: str
+    sa: IkeSa | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    group: str
+    level: int
+    ike_name: str
+    ike_uniqueid: str
+    msg: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Synthetic: the complete SA list (`list-sas`) after (re)connecting.
+
+    `instance` identifies the charon process (its start time from `stats`): when it
+    differs from the previous one, charon restarted and every SA known before is gone.
+    """
+
+    sas: tuple[IkeSa, ...]
+    instance: str = ""
+
+
+SaEvent = IkeUp | IkeDown | ChildUp | ChildDown | IkeRekey | ChildRekey | IkeUpdate | Alert \
+    | LogLine | Resync
+
+
+def _sections(payload: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(k, v) for k, v in payload.items() if isinstance(v, Mapping)]
+
+
+def parse_event(name: str, payload: Mapping[str, Any]) -> list[SaEvent]:
+    """Decode one VICI event (values already str) into zero or more SA events.
+
+    Unnamed SAs (``(unnamed)``: still in IKE_SA_INIT, no config yet) are skipped.
+    """
+    out: list[SaEvent] = []
+    if name == "log":
+        return [LogLine(
+            group=str(payload.get("group", "")), level=_int(payload.get("level")) or 0,
+            ike_name=str(payload.get("ikesa-name", "")),
+            ike_uniqueid=str(payload.get("ikesa-uniqueid", "")),
+            msg=str(payload.get("msg", "")),
+        )]
+    if name == "alert":
+        sas = [IkeSa.from_vici(k, v) for k, v in _sections(payload) if k != "(unnamed)"]
+        return [Alert(alert=str(payload.get("type", "")), sa=sas[0] if sas else None)]
+    for conn, body in _sections(payload):
+        if conn == "(unnamed)":
+            continue
+        if name == "ike-updown":
+            sa = IkeSa.from_vici(conn, body)
+            out.append(IkeUp(sa) if payload.get("up") == "yes" else IkeDown(sa))
+        elif name == "child-updown":
+            sa = IkeSa.from_vici(conn, body)
+            for child in sa.children:
+                out.append(ChildUp(sa, child) if payload.get("up") == "yes"
+                           else ChildDown(sa, child))
+        elif name == "ike-rekey":
+            old, new = body.get("old"), body.get("new")
+            if isinstance(old, Mapping) and isinstance(new, Mapping):
+                out.append(IkeRekey(IkeSa.from_vici(conn, old), IkeSa.from_vici(conn, new)))
+        elif name == "child-rekey":
+            sa = IkeSa.from_vici(conn, {k: v for k, v in body.items() if k != "child-sas"})
+            children = body.get("child-sas")
+            for key, pair in (children.items() if isinstance(children, Mapping) else ()):
+                old, new = pair.get("old"), pair.get("new")
+                if isinstance(old, Mapping) and isinstance(new, Mapping):
+                    out.append(ChildRekey(sa, ChildSa.from_vici(key, old),
+                                          ChildSa.from_vici(key, new)))
+        elif name == "ike-update":
+            out.append(IkeUpdate(IkeSa.from_vici(conn, body),
+                                 local_host=str(payload.get("local-host", "")),
+                                 remote_host=str(payload.get("remote-host", ""))))
+    return out
+
+
+def parse_list_sas(events: Iterable[Mapping[str, Any]], instance: str = "") -> Resync:
+    """The `list-sa` events of one `list-sas` call as a Resync."""
+    sas = tuple(
+        IkeSa.from_vici(conn, body)
+        for payload in events for conn, body in _sections(payload)
+    )
+    return Resync(sas=sas, instance=instance)
+
+
+# --- classification -------------------------------------------------------------------
+
+GIVING_UP = "giving up after"
+DPD_ALERTS = frozenset({"retransmit-send-timeout", "peer-init-unreachable"})
+
+
+def dpd_evidence(event: SaEvent) -> str | None:
+    """The IKE unique id a log line or alert proves charon gave up on, else None."""
+    if isinstance(event, LogLine) and GIVING_UP in event.msg and event.ike_uniqueid:
+        return event.ike_uniqueid
+    if isinstance(event, Alert) and event.alert in DPD_ALERTS and event.sa is not None:
+        return event.sa.uniqueid
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DownClassification:
+    reason: DownReason
+    #: for dpd: True when a log line, an alert or the active IKE_DPD task confirms it
+    confirmed: bool
+    detail: str
+
+
+def classify_down(
+    sa: IkeSa, *, gave_up: bool = False, replaced: bool = False
+) -> DownClassification:
+    """Why an IKE SA went down.
+
+    `gave_up`: the log/alert stream said charon gave up retransmitting to this SA.
+    `replaced`: another live SA of the same peer holds its virtual IPs (reauthentication,
+    INITIAL_CONTACT), so the peer did not go anywhere.
+    """
+    state = sa.state.upper()
+    if state in ("CONNECTING", "CREATED"):
+        return DownClassification(DownReason.FAILED, True, f"never established ({state})")
+    if replaced:
+        return DownClassification(DownReason.REKEYED, True, "replaced by a newer SA of the peer")
+    if state in ("REKEYING", "REKEYED"):
+        return DownClassification(DownReason.REKEYED, True, f"state {state}")
+    if state == "ESTABLISHED":
+        dpd_task = "IKE_DPD" in sa.tasks_active
+        if gave_up or dpd_task:
+            why = "gave up after retransmits" if gave_up else "IKE_DPD task active"
+            return DownClassification(DownReason.DPD, True, why)
+        return DownClassification(DownReason.DPD, False,
+                                  "down while ESTABLISHED, not confirmed by log or task")
+    if state == "DELETING":
+        side = "local" if "IKE_DELETE" in sa.tasks_active else "remote"
+        return DownClassification(DownReason.DELETED, True, f"deleted by the {side} side")
+    return DownClassification(DownReason.UNKNOWN, False, f"state {state or '?'}")
+
+
+def locally_deleted(sa: IkeSa) -> bool:
+    """This charon sent the delete (an operator's terminate, or charon's own decision)."""
+    return sa.state.upper() == "DELETING" and "IKE_DELETE" in sa.tasks_active
+
+
+# --- actions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SaUp:
+    sa: IkeSa
+    #: the peer had no live SA before this one
+    peer_new: bool
+    #: synthetic: found by a resync, not seen as an event
+    resync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SaDown:
+    sa: IkeSa
+    reason: DownReason
+    confirmed: bool
+    detail: str
+    #: the peer has no live SA left (its forward rules go)
+    peer_gone: bool
+    resync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SaRekeyed:
+    old: IkeSa
+    new: IkeSa
+
+
+@dataclass(frozen=True, slots=True)
+class SaMoved:
+    """MOBIKE moved the SA (either end's address changed); `sa` has the new ones."""
+
+    sa: IkeSa
+    old_local: str
+    old_remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaSetChanged:
+    """The set of live IKE SAs changed: firewall per-SA rules must be reconciled."""
+
+    live: tuple[IkeSa, ...]
+
+
+Action = SaUp | SaDown | SaRekeyed | SaMoved | SaSetChanged
+
+
+# --- peer table -----------------------------------------------------------------------
+
+
+@dataclass
+class PeerTable:
+    """Live IKE SAs and the peers they belong to, driven by events; pure.
+
+    Guarantees, whatever charon's quirks or duplicate deliveries: an SA is live at most
+    once, a peer is counted once however many SAs it has, a down for an SA that is not
+    live changes nothing (duplicates after a reconnect, late events), and an SA that went
+    down is never resurrected by a stale resync. Memory is bounded (`remember`).
+    """
+
+    remember: int = 4096
+    evidence_ttl: float = 120.0
+    live: dict[str, IkeSa] = field(default_factory=dict)
+    instance: str = ""
+    _gone: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _gave_up: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    #: when each live SA was established (in `now` units), for its lifetime at down
+    _since: dict[str, float] = field(default_factory=dict)
+
+    # -- queries --
+
+    def peers(self) -> dict[tuple[str, str], list[IkeSa]]:
+        out: dict[tuple[str, str], list[IkeSa]] = {}
+        for sa in self.live.values():
+            out.setdefault(sa.peer, []).append(sa)
+        return out
+
+    def peer_count(self) -> int:
+        return len({sa.peer for sa in self.live.values()})
+
+    def live_for_conn(self, conn: str) -> list[IkeSa]:
+        return [sa for sa in self.live.values() if sa.conn == conn]
+
+    def snapshot(self) -> tuple[IkeSa, ...]:
+        return tuple(self.live[k] for k in sorted(self.live, key=_uid_key))
+
+    # -- bookkeeping --
+
+    def _forget(self, uid: str) -> None:
+        self._gone[uid] = None
+        self._gone.move_to_end(uid)
+        while len(self._gone) > self.remember:
+            self._gone.popitem(last=False)
+
+    def _note_gave_up(self, uid: str, now: float) -> None:
+        self._gave_up[uid] = now
+        self._gave_up.move_to_end(uid)
+        while len(self._gave_up) > self.remember:
+            self._gave_up.popitem(last=False)
+
+    def _take_gave_up(self, uid: str, now: float) -> bool:
+        at = self._gave_up.pop(uid, None)
+        return at is not None and now - at <= self.evidence_ttl
+
+    def _replaced(self, sa: IkeSa) -> bool:
+        """Another live SA of the same peer covers this one's virtual IPs (or neither
+        has any): the peer is still there."""
+        for other in self.live.values():
+            if other.uniqueid == sa.uniqueid or other.peer != sa.peer:
+                continue
+            if not sa.vips and not other.vips:
+                return True
+            if set(sa.vips) & set(other.vips):
+                return True
+        return False
+
+    def _changed(self) -> SaSetChanged:
+        return SaSetChanged(self.snapshot())
+
+    # -- the state machine --
+
+    def apply(self, event: SaEvent, now: float = 0.0) -> list[Action]:
+        """Apply one event; return what happened (empty when nothing did)."""
+        uid = dpd_evidence(event)
+        if uid is not None:
+            self._note_gave_up(uid, now)
+            return []
+        if isinstance(event, IkeUp):
+            return self._up(event.sa, now)
+        if isinstance(event, IkeDown):
+            return self._down(event.sa, now)
+        if isinstance(event, ChildUp | ChildDown):
+            return self._child(event)
+        if isinstance(event, IkeRekey):
+            return self._rekey(event, now)
+        if isinstance(event, ChildRekey):
+            return self._child_rekey(event)
+        if isinstance(event, IkeUpdate):
+            return self._update(event)
+        if isinstance(event, Resync):
+            return self._resync(event, now)
+        return []
+
+    def _up(self, sa: IkeSa, now: float, resync: bool = False) -> list[Action]:
+        uid = sa.uniqueid
+        if uid in self._gone:
+            return []  # a late duplicate of an SA already down
+        known = self.live.get(uid)
+        if known is not None:
+            # duplicate: refresh what we know, keep the children we tracked
+            self.live[uid] = replace(sa, children=sa.children or known.children)
+            return []
+        peer_new = all(other.peer != sa.peer for other in self.live.values())
+        self.live[uid] = sa
+        self._since[uid] = now - (sa.established or 0)
+        return [SaUp(sa, peer_new=peer_new, resync=resync), self._changed()]
+
+    def _down(self, sa: IkeSa, now: float, resync: bool = False) -> list[Action]:
+        uid = sa.uniqueid
+        gave_up = self._take_gave_up(uid, now)
+        known = self.live.pop(uid, None)
+        if known is None:
+            if uid in self._gone:
+                return []  # duplicate
+            self._forget(uid)
+            # never seen up: a failed attempt (or one that was up before swand started
+            # and missed by every resync): report it, nothing to clean up
+            cls = classify_down(sa, gave_up=gave_up)
+            return [SaDown(sa, cls.reason, cls.confirmed, cls.detail, peer_gone=False,
+                           resync=resync)]
+        self._forget(uid)
+        merged = _merge(known, sa)
+        since = self._since.pop(uid, None)
+        if sa.established is None and since is not None:
+            merged = replace(merged, established=max(0, round(now - since)))
+        cls = classify_down(merged, gave_up=gave_up, replaced=self._replaced(merged))
+        if resync:
+            cls = DownClassification(DownReason.UNKNOWN, False,
+                                     "gone while swand was not listening")
+        peer_gone = all(other.peer != merged.peer for other in self.live.values())
+        return [SaDown(merged, cls.reason, cls.confirmed, cls.detail, peer_gone=peer_gone,
+                       resync=resync), self._changed()]
+
+    def _child(self, event: ChildUp | ChildDown) -> list[Action]:
+        known = self.live.get(event.sa.uniqueid)
+        if known is None:
+            return []
+        others = tuple(c for c in known.children if c.uniqueid != event.child.uniqueid)
+        children = others if isinstance(event, ChildDown) else (*others, event.child)
+        self.live[known.uniqueid] = replace(known, children=children)
+        return []
+
+    def _rekey(self, event: IkeRekey, now: float) -> list[Action]:
+        old_uid, new_uid = event.old.uniqueid, event.new.uniqueid
+        known = self.live.pop(old_uid, None)
+        since = self._since.pop(old_uid, now)
+        self._forget(old_uid)
+        if new_uid in self._gone:
+            return [self._changed()] if known else []
+        if new_uid in self.live:
+            return [self._changed()] if known else []
+        new = replace(event.new, children=event.new.children or
+                      (known.children if known else ()))
+        self.live[new_uid] = new
+        self._since[new_uid] = since  # a rekey does not restart the peer's session
+        if known is None:
+            # rekey of an SA we never saw up: treat the new one as an up
+            peer_new = all(o.peer != new.peer for o in self.live.values() if o is not new)
+            return [SaUp(new, peer_new=peer_new), self._changed()]
+        return [SaRekeyed(known, new), self._changed()]
+
+    def _child_rekey(self, event: ChildRekey) -> list[Action]:
+        known = self.live.get(event.sa.uniqueid)
+        if known is None:
+            return []
+        others = tuple(c for c in known.children if c.uniqueid != event.old.uniqueid)
+        self.live[known.uniqueid] = replace(known, children=(*others, event.new))
+        return []
+
+    def _update(self, event: IkeUpdate) -> list[Action]:
+        known = self.live.get(event.sa.uniqueid)
+        if known is None or not event.remote_host:
+            return []
+        if known.remote_host == event.remote_host and known.local_host == event.local_host:
+            return []
+        moved = replace(known, remote_host=event.remote_host, local_host=event.local_host)
+        self.live[known.uniqueid] = moved
+        return [SaMoved(moved, known.local_host, known.remote_host), self._changed()]
+
+    def _resync(self, event: Resync, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.instance and event.instance and event.instance != self.instance:
+            # charon restarted: every SA we knew is gone, and unique ids start over
+            for uid in list(self.live):
+                sa = self.live.pop(uid)
+                self._since.pop(uid, None)
+                actions.append(SaDown(sa, DownReason.UNKNOWN, False, "charon restarted",
+                                      peer_gone=all(o.peer != sa.peer
+                                                    for o in self.live.values()),
+                                      resync=True))
+            self._gone.clear()
+            self._gave_up.clear()
+        if event.instance:
+            self.instance = event.instance
+        present = {sa.uniqueid: sa for sa in event.sas if sa.state.upper() == "ESTABLISHED"}
+        for uid in [u for u in self.live if u not in present]:
+            actions += [a for a in self._down(self.live[uid], now, resync=True)
+                        if not isinstance(a, SaSetChanged)]
+        for uid in sorted(present, key=_uid_key):
+            actions += [a for a in self._up(present[uid], now, resync=True)
+                        if not isinstance(a, SaSetChanged)]
+        if actions:
+            actions.append(self._changed())
+        return actions
+
+
+def attach_children(sa: IkeSa, children: Iterable[ChildSa]) -> IkeSa:
+    """An IKE SA with the CHILD SAs (final counters) its child-updown downs carried."""
+    extra = tuple(children)
+    return replace(sa, children=sa.children + extra) if extra else sa
+
+
+def _merge(known: IkeSa, down: IkeSa) -> IkeSa:
+    """The down event's view, with what only the tracked SA knew (children, lifetime)."""
+    return replace(
+        down,
+        children=down.children or known.children,
+        established=down.established if down.established is not None else known.established,
+        remote_vips=down.remote_vips or known.remote_vips,
+        local_vips=down.local_vips or known.local_vips,
+    )
+
+
+def _uid_key(uid: str) -> str:
+    """Numeric order for charon's decimal unique ids (no tuples: cheap in a flood)."""
+    return uid.rjust(20, "0")
