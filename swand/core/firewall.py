@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from swand.config import FirewallSettings
@@ -394,25 +395,36 @@ def _forward_rules(inputs: FirewallInputs) -> list[Rule]:
     out, for every same-family pair of traffic selectors."""
     rules: list[Rule] = []
     for sa in sorted(inputs.child_sas, key=lambda c: (c.reqid, c.ike, c.child)):
-        locals_ = [t for raw in sa.local_ts for t in _parse_ts(raw)]
-        remotes = [t for raw in sa.remote_ts for t in _parse_ts(raw)]
-        for remote in remotes:
-            for local in locals_:
-                family = _family(remote.network)
-                if family != _family(local.network):
-                    continue
-                if remote.proto and local.proto and remote.proto != local.proto:
-                    continue
-                proto = remote.proto or local.proto
-                for direction in ("in", "out"):
-                    src, dst = (remote, local) if direction == "in" else (local, remote)
-                    rules.append(_forward_rule(inputs, sa, family, direction, src, dst, proto))
+        rules += _sa_rules(sa, inputs.mode, inputs.tunnel_iface)
     return rules
 
 
+@lru_cache(maxsize=32768)
+def _sa_rules(sa: ChildSA, mode: Mode, tunnel_iface: str) -> tuple[Rule, ...]:
+    """One SA's forward rules, cached: a pass over 1,000 unchanged SAs is then a lookup per
+    SA, not 2,000 address parses and hashes."""
+    rules: list[Rule] = []
+    locals_ = [t for raw in sa.local_ts for t in _parse_ts(raw)]
+    remotes = [t for raw in sa.remote_ts for t in _parse_ts(raw)]
+    for remote in remotes:
+        for local in locals_:
+            family = _family(remote.network)
+            if family != _family(local.network):
+                continue
+            if remote.proto and local.proto and remote.proto != local.proto:
+                continue
+            proto = remote.proto or local.proto
+            for direction in ("in", "out"):
+                src, dst = (remote, local) if direction == "in" else (local, remote)
+                rule = _forward_rule(mode, tunnel_iface, sa, family, direction, src, dst, proto)
+                _ = rule.tag  # computed once, while cached
+                rules.append(rule)
+    return tuple(rules)
+
+
 def _forward_rule(
-    inputs: FirewallInputs, sa: ChildSA, family: Family, direction: str, src: _TS, dst: _TS,
-    proto: str | None,
+    mode: Mode, tunnel_iface: str, sa: ChildSA, family: Family, direction: str, src: _TS,
+    dst: _TS, proto: str | None,
 ) -> Rule:
     matches: list[Match] = []
     if proto in _PORT_PROTOCOLS and (src.port or dst.port):
@@ -423,15 +435,15 @@ def _forward_rule(
             opts.append(("dport", dst.port))
         matches.append(Match(proto, tuple(opts)))
     iface_in = iface_out = None
-    if inputs.mode == "policy":
+    if mode == "policy":
         matches.append(Match("policy", (
             ("dir", direction), ("pol", "ipsec"), ("reqid", str(sa.reqid)),
             ("proto", sa.protocol),
         )))
     elif direction == "in":
-        iface_in = inputs.tunnel_iface
+        iface_in = tunnel_iface
     else:
-        iface_out = inputs.tunnel_iface
+        iface_out = tunnel_iface
     return Rule(
         family, "filter", CHAIN_FWD, "ACCEPT",
         src=_none_if_any(src.network), dst=_none_if_any(dst.network),
@@ -626,7 +638,11 @@ def _diff_chain(
         if tag is not None and tag in position and tag not in seen:
             seen.add(tag)
             candidates.append((i, position[tag]))
-    kept = {candidates[k][0] for k in _lis([d for _, d in candidates])}
+    order = [d for _, d in candidates]
+    if all(a < b for a, b in itertools.pairwise(order)):
+        kept = {i for i, _ in candidates}  # already in order (the usual case): keep all
+    else:
+        kept = {candidates[k][0] for k in _lis(order)}
     ops: list[Op] = [DeleteRule(chain, i) for i in reversed(range(len(observed)))
                      if i not in kept]
     kept_tags = {observed[i] for i in kept}
