@@ -1,0 +1,112 @@
+"""`swand run` against real charons in the lab: start, SIGHUP reloads, broken files,
+charon restarts. The daemon is the real command line in the gateway's namespace."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from swand.lab import Lab, configs, wait_for
+from swand.lab.daemon import start_swand
+
+pytestmark = pytest.mark.lab
+
+
+def extra_conn(name: str, peer: str = "198.51.100.99", dpd: str = "30s") -> str:
+    """A small PSK connection to an absent peer: something to add, change and remove."""
+    return f"""
+connections {{
+    {name} {{
+        remote_addrs = {peer}
+        dpd_delay = {dpd}
+        local {{
+            auth = psk
+        }}
+        remote {{
+            auth = psk
+        }}
+        children {{
+            {name} {{
+                remote_ts = 10.99.0.0/24
+            }}
+        }}
+    }}
+}}
+"""
+
+
+def conn_names(lab: Lab) -> set[str]:
+    return set(lab.gateway.list_conns())
+
+
+def ike_unique_ids(lab: Lab) -> set[str]:
+    return {sa["uniqueid"] for sa in lab.gateway.list_sas()}
+
+
+def test_gateway_configured_only_by_swand(versioned_lab: Lab):
+    lab = versioned_lab
+    lab.gateway.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(lab.gateway) as swand:
+        assert conn_names(lab) == {"rw"}
+        lab.configure_clients()
+        vip = lab.connect(lab.client(1))
+        assert vip.startswith("10.8.0.")
+        assert swand.find("config_reconciled")[0]["ok"] is True
+
+
+def test_sighup_adds_changes_removes_while_unrelated_sa_stays_up(lab: Lab):
+    gw = lab.gateway
+    base = configs.gateway_conf()
+    gw.write_swanctl_conf(base + extra_conn("old") + extra_conn("chg"))
+    with start_swand(gw) as swand:
+        lab.configure_clients()
+        lab.connect(lab.client(1))
+        before = ike_unique_ids(lab)
+        assert conn_names(lab) == {"rw", "old", "chg"}
+
+        gw.write_swanctl_conf(base + extra_conn("chg", dpd="10s") + extra_conn("new"))
+        swand.sighup()
+        done = swand.wait_for_event("config_reconciled", after=0,
+                                    predicate=lambda e: "sighup" in e["reasons"])
+        assert done["ok"] is True
+        assert conn_names(lab) == {"rw", "chg", "new"}
+        assert gw.list_conns()["chg"]["dpd_delay"] == "10"
+        assert ike_unique_ids(lab) == before, "the road warrior's SA was disturbed"
+
+        # an unchanged reload loads nothing at all
+        swand.sighup()
+        again = swand.wait_for_event("config_reconciled", after=1,
+                                     predicate=lambda e: "sighup" in e["reasons"])
+        assert again["changed"] == 0 and "load" not in again, again
+        assert ike_unique_ids(lab) == before
+
+
+def test_broken_file_on_sighup_keeps_everything(lab: Lab):
+    gw = lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(gw) as swand:
+        lab.configure_clients()
+        lab.connect(lab.client(1))
+        before = ike_unique_ids(lab)
+        gw.write_swanctl_conf("connections {\n  rw {\n    version = 2\n")  # unbalanced
+        swand.sighup()
+        err = swand.wait_for_event("config_error")
+        assert "swanctl.conf:" in err["detail"]
+        time.sleep(0.5)
+        assert conn_names(lab) == {"rw"}
+        assert ike_unique_ids(lab) == before
+        assert gw.list_sas(), "SA lost after a broken reload"
+
+
+def test_charon_killed_and_restarted_gets_config_back_within_2s(versioned_lab: Lab):
+    gw = versioned_lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(gw) as swand:
+        gw.kill9()
+        swand.wait_for_event("charon_unreachable", timeout=5)
+        gw.start_charon()  # returns once the VICI socket answers
+        back = time.monotonic()
+        wait_for(lambda: "rw" in gw.list_conns(), 5, interval=0.05)
+        assert time.monotonic() - back < 2.0
+        assert swand.proc.poll() is None
