@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from swand.lab import configs, trixie
-from swand.lab.charon import DEFAULT_PLUGINS, Charon, start_all
+from swand.lab.charon import DEFAULT_PLUGINS, VERSIONS, Charon, start_all
 from swand.lab.pki import Issued, LabCA
 from swand.lab.util import LabError, decode, sh, wait_for
 
@@ -324,6 +324,9 @@ class Lab:
     ) -> None:
         if clients < 0 or clients > 200:
             raise LabError(f"clients must be 0..200, got {clients}")
+        if charon not in VERSIONS:
+            raise LabError(f"charon version must be one of {', '.join(VERSIONS)}, got "
+                           f"{charon!r}")
         self.id = secrets.token_hex(3)
         self.charon_version = charon
         self.n_clients = clients

@@ -21,7 +21,14 @@ CACHE_DIR = Path(os.environ.get("SWAND_LAB_CACHE", "/var/cache/swand-lab"))
 #: a ready tree can be named directly (CI may build it in an earlier step)
 TREE_ENV = "SWAND_LAB_TRIXIE"
 MIRROR = os.environ.get("SWAND_LAB_MIRROR", "http://deb.debian.org/debian")
-PACKAGES = "charon-systemd,strongswan-swanctl,libcharon-extra-plugins,iproute2"
+#: the host's Debian 12 set (charon-systemd, swanctl, standard/extra/extauth plugins), so
+#: both versions load the same plugins; a changed list makes the cache rebuild
+PACKAGES = ",".join((
+    "charon-systemd", "strongswan-swanctl", "libcharon-extra-plugins",
+    "libcharon-extauth-plugins", "libstrongswan-standard-plugins",
+    "libstrongswan-extra-plugins", "iproute2",
+))
+STAMP = ".swand-lab-packages"
 #: where the lab folder root is bind-mounted inside the tree (same path as on the host,
 #: so every path in strongswan.conf means the same file on both sides)
 LAB_ROOT = Path("/run/swand-lab")
@@ -34,8 +41,16 @@ REQUIRED = (
 )
 
 
-def tree_ok(tree: Path) -> bool:
-    return all((tree / f).exists() for f in REQUIRED)
+def tree_ok(tree: Path, stamped: bool = True) -> bool:
+    """Complete, and (for the cache) built from today's package list."""
+    if not all((tree / f).exists() for f in REQUIRED):
+        return False
+    if not stamped:
+        return True
+    try:
+        return (tree / STAMP).read_text().strip() == PACKAGES
+    except OSError:
+        return False
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -70,7 +85,7 @@ def trixie_tree(build: bool = True, log: bool = True) -> Path:
     named = os.environ.get(TREE_ENV)
     if named:
         tree = Path(named)
-        if not tree_ok(tree):
+        if not tree_ok(tree, stamped=False):
             raise LabError(f"${TREE_ENV}={named} is not a complete trixie tree "
                            f"(needs {', '.join(REQUIRED)})")
         _prepare(tree)
@@ -91,20 +106,29 @@ def trixie_tree(build: bool = True, log: bool = True) -> Path:
         if not shutil.which("debootstrap"):
             raise LabError("charon 6.0 needs a trixie tree, and debootstrap is not installed "
                            "(apt-get install debootstrap)")
+        sweep_old_trees()
+        for stale in CACHE_DIR.glob("trixie.tmp-*"):  # we hold the lock: nobody builds
+            remove_tree(stale)
         tmp = CACHE_DIR / f"trixie.tmp-{os.getpid()}"
-        remove_tree(tmp)
         started = time.monotonic()
         if log:
             print(f"swand.lab: building trixie tree in {tree} (about 30 s)", flush=True)
         try:
             sh(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "trixie",
                 str(tmp), MIRROR], timeout=1800)
-            if not tree_ok(tmp):
+            if not tree_ok(tmp, stamped=False):
                 raise LabError(f"debootstrap finished but {tmp} lacks {', '.join(REQUIRED)}")
+            (tmp / STAMP).write_text(PACKAGES + "\n")
             _strip(tmp)
             _prepare(tmp)
-            remove_tree(tree)  # an incomplete leftover
-            os.rename(tmp, tree)
+            if tree.exists():  # an outdated or incomplete tree: swap, then delete
+                old = CACHE_DIR / f"trixie.old-{os.getpid()}"
+                os.rename(tree, old)
+                os.rename(tmp, tree)
+                if not _in_use(old):  # a running 6.0 lab keeps its old tree until next time
+                    remove_tree(old)
+            else:
+                os.rename(tmp, tree)
         except LabError as exc:
             raise LabError(f"cannot build the trixie tree for charon 6.0: {exc}") from exc
         finally:
@@ -113,6 +137,26 @@ def trixie_tree(build: bool = True, log: bool = True) -> Path:
             print(f"swand.lab: trixie tree built in {time.monotonic() - started:.1f} s",
                   flush=True)
     return tree
+
+
+def _in_use(tree: Path) -> bool:
+    """Is any process chrooted into `tree`?"""
+    prefix = str(tree)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/root").startswith(prefix):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def sweep_old_trees() -> None:
+    """Remove outdated trees (trixie.old-*) nobody runs in any more, and failed builds."""
+    for old in CACHE_DIR.glob("trixie.old-*"):
+        if not _in_use(old):
+            remove_tree(old)
 
 
 def _strip(tree: Path) -> None:
@@ -143,8 +187,3 @@ def chroot_prefix(tree: Path) -> list[str]:
         f'exec chroot {t} "$@"'
     )
     return ["sh", "-c", script, "chroot-charon"]
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience for CI and humans
-    t0 = time.monotonic()
-    print(trixie_tree(), f"{time.monotonic() - t0:.1f} s")

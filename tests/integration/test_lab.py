@@ -14,7 +14,16 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from swand.lab import INTERNET_HOST, POOL, Lab, LabCA, list_netns, sweep_stale, wait_for
+from swand.lab import (
+    INTERNET_HOST,
+    POOL,
+    Lab,
+    LabCA,
+    LabError,
+    list_netns,
+    sweep_stale,
+    wait_for,
+)
 from swand.lab.pki import IKE_INTERMEDIATE
 
 pytestmark = pytest.mark.lab
@@ -145,3 +154,17 @@ def test_stale_lab_of_a_killed_owner_is_swept() -> None:
     assert any(f"swl-{lab_id}-" in r for r in removed), removed
     assert not any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
     assert not os.path.exists(f"/run/swand-lab/{lab_id}")
+
+
+def test_charon_60_without_a_tree_fails_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("SWAND_LAB_TRIXIE", str(tmp_path))
+    lab = Lab(clients=1, charon="6.0")
+    with pytest.raises(LabError, match="not a complete trixie tree"):
+        lab.up()
+    assert lab.leftovers() == []
+
+
+def test_unknown_charon_version_is_refused() -> None:
+    with pytest.raises(LabError, match=r"one of 5\.9, 6\.0"):
+        Lab(clients=0, charon="4.6").up()
