@@ -31,8 +31,11 @@ What `Lab.up()` builds (names carry a random 6-hex lab id; parallel labs never c
   retransmits (tries 2, timeout 1.0, base 1.2).
 
 `Lab(clients=2, charon="5.9", *, gateway_id=..., plugins=..., extra_conf="",
-start_charons=True)`; attributes `id`, `workdir`, `ca`, `router`, `gateway`, `clients`,
-`hosts` (by name), `timings`; methods `up()`, `down()`, `leftovers()`, `client(i)`,
+start_charons=True, client_charon=None)` (`client_charon` mixes versions: e.g. a 5.9
+gateway with 6.0 clients); attributes `id`, `workdir`, `ca`, `router`, `gateway`,
+`clients`, `hosts` (by name), `charon_hosts`, `netns_prefix`, `timings`; methods `up()`,
+`down()`, `leftovers()`, `client(i)`, `add_host(name, charon=None)` (an extra namespace
+with only lo, its own charon and an empty swanctl folder, e.g. for conformance tests),
 `gateway_nat(source)`, `configure_gateway_with_swanctl(**conf)`,
 `configure_clients(clients, **conf)`, `connect(client, child) -> vip`. `down()` runs on
 `with` exit, at interpreter exit and on SIGTERM/SIGHUP; `sweep_stale()` (called by

@@ -320,15 +320,18 @@ class Lab:
     def __init__(
         self, clients: int = 2, charon: str = "5.9", *, gateway_id: str = GATEWAY_ID,
         plugins: Sequence[str] = DEFAULT_PLUGINS, extra_conf: str = "",
-        start_charons: bool = True,
+        start_charons: bool = True, client_charon: str | None = None,
     ) -> None:
         if clients < 0 or clients > 200:
             raise LabError(f"clients must be 0..200, got {clients}")
-        if charon not in VERSIONS:
-            raise LabError(f"charon version must be one of {', '.join(VERSIONS)}, got "
-                           f"{charon!r}")
+        for version in (charon, client_charon or charon):
+            if version not in VERSIONS:
+                raise LabError(f"charon version must be one of {', '.join(VERSIONS)}, got "
+                               f"{version!r}")
         self.id = secrets.token_hex(3)
         self.charon_version = charon
+        #: the clients' charon version (default: the gateway's), to mix versions
+        self.client_charon_version = client_charon or charon
         self.n_clients = clients
         self.gateway_id = gateway_id
         self.plugins = list(plugins)
@@ -361,7 +364,8 @@ class Lab:
         sweep_stale()
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, charon)")
-        tree = trixie.trixie_tree() if self.charon_version == "6.0" else None
+        tree = trixie.trixie_tree() if "6.0" in (
+            self.charon_version, self.client_charon_version) else None
         with _live_lock:
             _live_labs.add(self)
         self._up = True
@@ -381,8 +385,10 @@ class Lab:
             self._build_pki()
             self.timings["pki"] = time.monotonic() - t0 - self.timings["network"]
             for h in self.charon_hosts:
-                h.charon = Charon(h.netns, h.workdir, self.charon_version, self.plugins,
-                                  self.extra_conf, tree)
+                version = self.charon_version if h is self.gateway else (
+                    self.client_charon_version)
+                h.charon = Charon(h.netns, h.workdir, version, self.plugins,
+                                  self.extra_conf, tree if version == "6.0" else None)
                 assert h.cert is not None and self.ca is not None
                 h.cert.install(h.swanctl_dir, self.ca)
             if self.start_charons:
@@ -462,6 +468,24 @@ class Lab:
     def client(self, i: int) -> Host:
         """client(1) is the first client."""
         return self.clients[i - 1]
+
+    def add_host(self, name: str, *, charon: str | None = None, start: bool = True
+                 ) -> Host:
+        """An extra namespace with only `lo` and its own charon (default: the gateway's
+        version) and an empty swanctl folder: e.g. the reference charon of a
+        conformance test (`swanctl --load-all` into one, swand into another)."""
+        if name in self.hosts or not name.replace("-", "").isalnum() or len(name) > 20:
+            raise LabError(f"bad or duplicate host name {name!r}")
+        version = charon or self.charon_version
+        tree = trixie.trixie_tree() if version == "6.0" else None
+        host = self._host(name, "127.0.0.1", None)
+        _ip_batch(host.netns, ["link set lo up"])
+        host.charon = Charon(host.netns, host.workdir, version, self.plugins,
+                             self.extra_conf, tree)
+        host.swanctl_dir.mkdir(parents=True, exist_ok=True)
+        if start:
+            host.start_charon()
+        return host
 
     # --- building --------------------------------------------------------------------
 

@@ -146,10 +146,13 @@ def test_stale_lab_of_a_killed_owner_is_swept() -> None:
         os.kill(os.getpid(), 9)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)) + "/..")
+                          timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     lab_id = proc.stdout.strip()
     assert lab_id, proc.stderr
     assert any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
+    # PR_SET_PDEATHSIG: the dead owner's charons went with it
+    wait_for(lambda: not _charons_of(lab_id), 5, message=f"charons of lab {lab_id} to die")
     removed = sweep_stale()
     assert any(f"swl-{lab_id}-" in r for r in removed), removed
     assert not any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
@@ -168,3 +171,60 @@ def test_charon_60_without_a_tree_fails_with_the_reason(
 def test_unknown_charon_version_is_refused() -> None:
     with pytest.raises(LabError, match=r"one of 5\.9, 6\.0"):
         Lab(clients=0, charon="4.6").up()
+
+
+def _charons_of(lab_id: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"/run/swand-lab/{lab_id}/".encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigterm_to_the_owner_tears_the_lab_down() -> None:
+    script = textwrap.dedent("""
+        import time
+        from swand.lab import Lab
+        lab = Lab(clients=1).up()
+        print(lab.id, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert proc.stdout is not None
+    lab_id = proc.stdout.readline().strip()
+    assert lab_id and any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
+    proc.terminate()
+    assert proc.wait(30) == 128 + 15
+    assert not any(ns.startswith(f"swl-{lab_id}-") for ns in list_netns())
+    assert not os.path.exists(f"/run/swand-lab/{lab_id}")
+    assert not _charons_of(lab_id)
+
+
+@pytest.mark.parametrize(("gateway", "client"), [("5.9", "6.0"), ("6.0", "5.9")])
+def test_mixed_versions_interoperate(make_lab: Callable[..., Lab], gateway: str,
+                                     client: str) -> None:
+    lab = make_lab(clients=1, charon=gateway, client_charon=client)
+    c1 = lab.client(1)
+    assert lab.gateway.version()["version"].startswith(gateway)
+    assert c1.version()["version"].startswith(client)
+    lab.configure_gateway_with_swanctl()
+    lab.configure_clients()
+    lab.gateway_nat()
+    lab.connect(c1)
+    assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping through ipsec0")
+
+
+def test_an_extra_host_has_its_own_empty_charon(lab: Lab) -> None:
+    ref = lab.add_host("ref", charon="6.0")
+    assert ref.version()["version"].startswith("6.0")
+    assert ref.list_conns() == {}
+    assert not any(ref.swanctl_dir.iterdir())
+    ref.write_swanctl_conf("connections { a { children { a { } } } }\n")
+    ref.swanctl("--load-conns")
+    assert list(ref.list_conns()) == ["a"]
+    assert lab.gateway.list_conns() == {}
