@@ -31,7 +31,6 @@ from swand.adapters.pki_files import (
     pkcs12_bytes,
     revoke_client,
     write_new,
-    write_private,
 )
 from swand.config import ConfigError, load_config
 from swand.core import profiles
@@ -216,30 +215,40 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
     # clients (Linux, Android) can send either form.
     pinned_id = issued.dn if args.pin_by == "dn" else issued.san
     strongswan_id = pinned_id if static_ip else issued.san
-    write_private(outputs["p12"], p12)
-    written = [f"{outputs['p12']} (0600)"]
+    # Render everything in memory, then write; a failed write undoes the whole client.
+    files: list[tuple[Path, bytes, int, str]] = [(outputs["p12"], p12, 0o600, " (0600)")]
     if "windows" in platforms:
-        write_new(outputs["windows"], profiles.windows_script(gw, client).encode(), 0o644)
-        written.append(str(outputs["windows"]))
+        files.append((outputs["windows"], profiles.windows_script(gw, client).encode(),
+                      0o644, ""))
     if "android" in platforms:
         doc = profiles.sswan_profile(gw, client, local_id=strongswan_id)
-        write_private(outputs["android"], profiles.sswan_text(doc).encode())
-        written.append(f"{outputs['android']} (0600, holds the p12)")
+        files.append((outputs["android"], profiles.sswan_text(doc).encode(), 0o600,
+                      " (0600, holds the p12)"))
     if "apple" in platforms:
-        write_private(outputs["apple"], profiles.mobileconfig(gw, client))
-        written.append(f"{outputs['apple']} (0600, holds the p12)")
+        files.append((outputs["apple"], profiles.mobileconfig(gw, client), 0o600,
+                      " (0600, holds the p12)"))
     if "linux" in platforms:
         text = profiles.linux_swanctl_conf(
             gw, client, p12_password=password, encap=args.encap, local_id=strongswan_id,
         )
-        write_private(outputs["linux"], text.encode())
-        write_new(outputs["keepalive"], profiles.keepalive_snippet(gw).encode(), 0o644)
-        written.append(f"{outputs['linux']} (0600, holds the p12 password)")
-        written.append(str(outputs["keepalive"]))
+        files.append((outputs["linux"], text.encode(), 0o600,
+                      " (0600, holds the p12 password)"))
+        files.append((outputs["keepalive"], profiles.keepalive_snippet(gw).encode(), 0o644, ""))
     if static_ip:
         lease = profiles.StaticLease(name, static_ip, pinned_id)
-        write_new(static_path, profiles.gateway_static_conf(gw, lease).encode(), 0o644)
-        written.append(f"{static_path} (gateway side; loaded on swand's next reload)")
+        files.append((static_path, profiles.gateway_static_conf(gw, lease).encode(), 0o644,
+                      " (gateway side; loaded on swand's next reload)"))
+    done: list[Path] = []
+    try:
+        for path, data, mode, _ in files:
+            write_new(path, data, mode)
+            done.append(path)
+    except (OSError, PkiError) as exc:
+        for path in [*done, pki.client_cert(name)]:
+            path.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ClientError(f"writing {path}: {reason}; nothing was kept") from None
+    written = [f"{path}{note}" for path, _, _, note in files]
 
     print(f"client {name}: serial {issued.cert.serial_number:x}, "
           f"valid until {issued.cert.not_valid_after_utc:%Y-%m-%d}")

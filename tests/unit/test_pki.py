@@ -310,3 +310,14 @@ def test_bad_dn(bad: str) -> None:
 def test_bad_client_names(bad: str) -> None:
     with pytest.raises(PkiError):
         pki_files.check_client_name(bad)
+
+
+def test_failed_write_keeps_nothing(
+    ca: SwanctlPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert add_client(ca.root, blocker / "out", "frank") == 1
+    assert "nothing was kept" in capsys.readouterr().err
+    assert not ca.client_cert("frank").exists()
+    assert add_client(ca.root, tmp_path / "out", "frank") == 0  # the name is free again
