@@ -318,7 +318,11 @@ class _Lexer:
             frame.line += 1
             return True
         if c == "#":
+            # flex's longest match of `#.*\n` and `#[^\r\n]*`: to the next newline,
+            # or, in a last line without one, only up to a carriage return
             end = frame.text.find("\n", frame.pos)
+            if end < 0:
+                end = frame.text.find("\r", frame.pos)
             frame.pos = len(frame.text) if end < 0 else end
             return True
         return False
@@ -692,7 +696,7 @@ class _Resolver:
         self.missing_refs: set[tuple[str, Origin]] = set()
 
     def resolve(self) -> Section:
-        root = self._build((), [self.top], depth=0)
+        root = self._build((), [self.top], depth=0, ancestors=())
         for name, origin in sorted(self.missing_refs, key=lambda r: (str(r[1]), r[0])):
             self.warnings.append(f"{origin}: referenced section '{name}' does not exist")
         root.warnings = self.warnings
@@ -738,9 +742,25 @@ class _Resolver:
             node = node.sections.get(part) if node is not None else None
         return node is not None
 
-    def _build(self, path: tuple[str, ...], raws: list[_RawSection], depth: int) -> Section:
+    def _build(
+        self,
+        path: tuple[str, ...],
+        raws: list[_RawSection],
+        depth: int,
+        ancestors: tuple[tuple[int, ...], ...],
+    ) -> Section:
         self.count += 1
         first = raws[0]
+        signature = tuple(id(raw) for raw in raws)
+        if signature in ancestors:
+            # the same sections again below themselves: libstrongswan's (lazy) view
+            # of this subtree repeats without end, so no finite tree can show it
+            culprit = next((raw for raw in raws if raw.refs), first)
+            raise SettingsError(
+                culprit.refs[0][1] if culprit.refs else first.origin,
+                f"section '{'.'.join(path)}' repeats its ancestor's contents without end "
+                "(a section references its own ancestor)",
+            )
         if self.count > MAX_RESOLVED_SECTIONS:
             raise SettingsError(
                 first.origin,
@@ -777,5 +797,7 @@ class _Resolver:
                 self._find(self.top, child_path, False, child_raws, 0)
                 if not child_raws:  # cannot happen: the name came from one of raws
                     continue
-                node.sections[name] = self._build(child_path, child_raws, depth + 1)
+                node.sections[name] = self._build(
+                    child_path, child_raws, depth + 1, (*ancestors, signature)
+                )
         return node
