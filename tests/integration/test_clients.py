@@ -119,3 +119,30 @@ def test_client_from_swand_client_add_connects_and_revocation_refuses_it(
                       and s.get("state") == "ESTABLISHED"], 20,
              message=lambda: f"bob back on the gateway; {gw.log_tail()}")
     print(f"revoke took {revoke_seconds:.2f}s")
+
+
+def test_static_ip_client_gets_its_address_through_the_pinned_connection(
+    make_lab, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    lab = make_lab(clients=1)
+    gw, host = lab.gateway, lab.client(1)
+    wipe_lab_credentials(gw.swanctl_dir)
+    gw.write_swanctl_conf(
+        configs.gateway_conf(gateway_id=lab.gateway_id) + "include conf.d/*.conf\n"
+    )
+    gwdir = str(gw.swanctl_dir)
+    assert main(["pki", "--swanctl-dir", gwdir, "init", "--dn", CA_DN]) == 0
+    assert main(["pki", "--swanctl-dir", gwdir, "gateway", "--id", lab.gateway_id]) == 0
+    pw = tmp_path / "pw"
+    pw.write_text("t14-secret-password\n")
+    assert main(["client", "--swanctl-dir", gwdir, "add", "t14", "--static-ip", "10.8.0.2",
+                 "--platform", "linux", "--out", str(tmp_path), "--gateway", GATEWAY_ADDRESS,
+                 "--encap", "--password-file", str(pw)]) == 0
+    assert (gw.swanctl_dir / "conf.d" / "t14.conf").exists()
+    load_gateway(lab, tmp_path)  # "the next reload": the pinned connection and its pool
+    assert "t14" in gw.list_conns()
+    install_linux_client(host, "t14", tmp_path)
+    host.wait_for_sa("192-0-2-1", timeout=20)
+    assert host.virtual_ips() == ["10.8.0.2"]
+    sa = gw.wait_for_sa("t14", timeout=10)  # matched the pinned connection, by DN
+    assert sa["remote-id"] == "C=CH, O=swand clients test, CN=t14"
