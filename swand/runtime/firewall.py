@@ -1,0 +1,318 @@
+"""FirewallReconciler: keeps sysctls, NAT, MSS clamping and per-SA forward rules true.
+
+Level-triggered: every pass re-reads its inputs (pools, CHILD_SAs and loaded plugins from
+charon through a `snapshot` callable, the egress interface from RTNL), computes the whole
+desired state with the pure core (`swand.core.firewall`, `swand.core.sysctl`) and lets the
+backend make the kernel match it -- writing nothing when it already does. Watchers only
+`poke()`; a `BoundedFrequencyRunner` runs passes with a minimum interval, a retry backoff
+and a periodic full pass (``[firewall] interval``, default 10 s) that repairs drift: a
+flushed chain, a deleted jump, a foreign rule inside swand's chains.
+
+Failure is static: a pass that cannot read charon, finds invalid inputs (an egress
+interface that does not exist, a pool overlapping the egress subnet) or fails to commit
+logs an error and leaves the last good rules in place; so does `stop()`. A restart adopts
+the rules it finds (tags are a function of the rule), so nothing is duplicated and there
+is no moment without the NAT rule.
+
+Composition (the daemon)::
+
+    fw = FirewallReconciler(cfg, snapshot=vici_snapshot(session))
+    await fw.start()                    # backend detection, egress watcher, runner task
+    events.add_callback(lambda action: fw.poke("sa-event"))
+    ...
+    await fw.stop()                     # rules stay
+
+`apply_firewall_once(cfg, session)` is the one-shot used by ``swand apply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swand.config import SwandConfig
+from swand.core.firewall import (
+    ChildSA,
+    DesiredFirewall,
+    FirewallInputError,
+    FirewallInputs,
+    Pool,
+    child_sas_from_vici,
+    desired_firewall,
+    pools_from_vici,
+    resolve_mode,
+    validate,
+)
+from swand.core.sysctl import desired_sysctls
+from swand.log import get_logger
+from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+
+log = get_logger("swand.firewall")
+
+
+@dataclass(frozen=True)
+class FirewallSnapshot:
+    """What charon says right now: the inputs of the desired state."""
+
+    pools: tuple[Pool, ...] = ()
+    child_sas: tuple[ChildSA, ...] = ()
+    plugins: tuple[str, ...] = ()
+
+
+SnapshotFn = Callable[[], Awaitable[FirewallSnapshot]]
+
+
+def vici_snapshot(session: Any) -> SnapshotFn:
+    """A snapshot callable over a `swand.adapters.vici.ViciSession`: ``get-pools``,
+    ``list-sas`` and ``stats`` (its ``plugins`` list picks the mode for ``auto``)."""
+
+    async def snapshot() -> FirewallSnapshot:
+        pools = await session.request("get-pools")
+        events, _ = await session.streamed("list-sas", "list-sa", {"noblock": "yes"})
+        stats = await session.request("stats")
+        plugins = stats.get("plugins") or []
+        return FirewallSnapshot(
+            pools=pools_from_vici(pools),
+            child_sas=child_sas_from_vici(events),
+            plugins=tuple(str(p) for p in plugins),
+        )
+
+    return snapshot
+
+
+@dataclass(frozen=True)
+class FirewallReport:
+    """One pass: what it saw and what it changed (also ``swand apply``'s report)."""
+
+    ok: bool
+    mode: str = ""
+    egress: str | None = None
+    backend: str = ""
+    rules: int = 0
+    sas: int = 0
+    changed_tables: tuple[str, ...] = ()
+    inserted: int = 0
+    deleted: int = 0
+    sysctls_changed: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+class FirewallPassError(Exception):
+    """A pass that must not change anything (the message lists the problems)."""
+
+
+def make_backend(cfg: SwandConfig) -> Any:
+    """The backend ``[firewall] backend`` asks for; refuses legacy where the host's
+    firewall lives in nftables unless ``backend = "legacy"`` is explicit."""
+    from swand.adapters import iptables_legacy as legacy
+
+    setting = cfg.firewall.backend
+    if setting == "nftables":
+        raise legacy.FirewallBackendError(
+            f"{cfg.source}: [firewall] backend = \"nftables\" is not available in this "
+            "build yet; use \"legacy\""
+        )
+    legacy.check_legacy_allowed(
+        setting, variant=legacy.iptables_variant(), nft_rules=legacy.nftables_has_rules(),
+        source=cfg.source,
+    )
+    return legacy.LegacyIptablesBackend()
+
+
+@dataclass
+class _Egress:
+    """The egress source: fixed (a name in swand.toml) or followed from RTNL."""
+
+    name: str | None = None
+    interfaces: dict[str, tuple[str, ...]] | None = None
+    watcher: Any = None
+    task: asyncio.Task | None = None
+    fixed: bool = False
+
+
+class FirewallReconciler:
+    """The single writer of sysctls and firewall rules (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: SwandConfig,
+        snapshot: SnapshotFn,
+        *,
+        backend: Any = None,
+        sysctl: Any = None,
+        min_interval: float = 0.2,
+        interval: float | None = None,
+        net_state: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._snapshot = snapshot
+        self._backend = backend
+        if sysctl is None:
+            from swand.adapters.sysctl import ProcSysctl
+
+            sysctl = ProcSysctl()
+        self._sysctl = sysctl
+        self._net_state = net_state
+        self._egress = _Egress()
+        self.runner = BoundedFrequencyRunner(
+            "firewall", self._pass, min_interval=min_interval,
+            max_interval=interval or cfg.firewall.interval,
+            backoff_initial=0.5, backoff_max=min(30.0, interval or cfg.firewall.interval),
+        )
+        self._task: asyncio.Task | None = None
+        self.last_report: FirewallReport | None = None
+        self.last_good: FirewallReport | None = None
+        self.last_desired: DesiredFirewall | None = None
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = make_backend(self.cfg)
+        return self._backend
+
+    async def start(self) -> None:
+        """Pick the backend (raises FirewallBackendError when it must refuse), start
+        following the egress interface, start the runner and ask for a first pass."""
+        _ = self.backend
+        await self._start_egress()
+        self._task = asyncio.create_task(self.runner.run(), name="firewall-runner")
+        self.poke("start", full=True)
+
+    async def stop(self) -> None:
+        """Stop reconciling. The rules and sysctls stay: traffic keeps flowing while swand
+        restarts, and the next start adopts them."""
+        for task in (self._task, self._egress.task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._egress.task = None
+        if self._backend is not None:
+            await self._backend.close()
+
+    def poke(self, reason: str = "poke", *, full: bool = False) -> None:
+        """Something changed (an SA event, a reload): reconcile soon. Never blocks."""
+        self.runner.poke(reason, full=full)
+
+    async def wait_idle(self) -> None:
+        await self.runner.wait_idle()
+
+    async def run_once(self) -> FirewallReport:
+        """One pass now (``swand apply``); raises on failure, leaving the rules as they were."""
+        if self._egress.task is None and not self._egress.fixed:
+            await self._start_egress(follow=False)
+        await self._pass(PassRequest({"once"}, True))
+        assert self.last_report is not None
+        return self.last_report
+
+    async def _start_egress(self, follow: bool = True) -> None:
+        egress = self.cfg.firewall.egress
+        if self._net_state is not None:
+            return
+        from swand.adapters.netlink import EgressWatcher, read_net_state
+
+        if not follow:
+            state = await read_net_state()
+            self._set_net(state, fixed_name=None if egress == "auto" else egress)
+            return
+        if egress != "auto":
+            self._egress.fixed = True
+        watcher = EgressWatcher(on_change=lambda s: self._on_net(s))
+        self._egress.watcher = watcher
+        self._egress.task = asyncio.create_task(watcher.run(), name="egress-watcher")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher.ready.wait(), 5.0)
+
+    def _set_net(self, state: Any, fixed_name: str | None) -> None:
+        self._egress.name = fixed_name if fixed_name is not None else state.egress
+        self._egress.interfaces = dict(state.interfaces)
+
+    def _on_net(self, state: Any) -> None:
+        egress = self.cfg.firewall.egress
+        self._set_net(state, None if egress == "auto" else egress)
+        self.poke("netlink")
+
+    # --- one pass -----------------------------------------------------------------
+
+    async def _pass(self, request: PassRequest) -> None:
+        started = time.perf_counter()
+        try:
+            report = await self._reconcile()
+        except Exception as exc:
+            report = FirewallReport(ok=False, error=str(exc),
+                                    seconds=time.perf_counter() - started)
+            self.last_report = report
+            raise
+        self.last_report = self.last_good = report
+        if report.changed_tables or report.sysctls_changed:
+            log.info("firewall reconciled", reasons=sorted(request.reasons),
+                     **{k: v for k, v in report.as_dict().items() if k not in ("ok", "error")})
+        else:
+            log.debug("firewall unchanged", rules=report.rules, seconds=report.seconds)
+
+    async def _reconcile(self) -> FirewallReport:
+        started = time.perf_counter()
+        fw = self.cfg.firewall
+        if not fw.enabled:
+            return FirewallReport(ok=True, problems=("[firewall] enabled = false",))
+        snap = await self._snapshot()
+        if self._net_state is not None:
+            state = await self._net_state()
+            self._set_net(state, None if fw.egress == "auto" else fw.egress)
+        egress = self._egress.name
+        problems = validate(fw, pools=snap.pools, egress=egress,
+                            interfaces=self._egress.interfaces, source=self.cfg.source)
+        if problems:
+            raise FirewallPassError(
+                "firewall not changed, last good rules stay: " + "; ".join(map(str, problems))
+            )
+        mode = resolve_mode(fw.mode, snap.plugins)
+        inputs = FirewallInputs(fw, mode, egress, snap.pools, snap.child_sas)
+        try:
+            desired = desired_firewall(inputs)
+        except FirewallInputError as exc:
+            raise FirewallPassError(f"firewall not changed, last good rules stay: {exc}") \
+                from None
+        # rules first: forwarding switched on before the NAT exists would leak pool
+        # addresses to the internet for a moment
+        applied = await self.backend.apply(desired)
+        want = desired_sysctls(self.cfg.sysctl, snap.pools)
+        sysctl_changes = await asyncio.to_thread(self._sysctl.apply, want)
+        for change in sysctl_changes:
+            log.info("sysctl set", key=change.key.replace("/", "."), old=change.old,
+                     new=change.new)
+        self.last_desired = desired
+        return FirewallReport(
+            ok=True, mode=mode, egress=egress, backend=applied.backend,
+            rules=desired.rule_count, sas=len(snap.child_sas),
+            changed_tables=applied.changed_tables, inserted=applied.inserted,
+            deleted=applied.deleted,
+            sysctls_changed=tuple(c.key.replace("/", ".") for c in sysctl_changes),
+            seconds=time.perf_counter() - started,
+        )
+
+
+async def apply_firewall_once(cfg: SwandConfig, session: Any) -> FirewallReport:
+    """``swand apply``: one reconcile of sysctls and rules from charon's current state.
+
+    Raises (FirewallPassError, FirewallBackendError, ViciError, ...) with a message that
+    says why; on error nothing was changed beyond what a previous table commit did.
+    """
+    if not cfg.firewall.enabled:
+        return FirewallReport(ok=True, problems=("[firewall] enabled = false",))
+    fw = FirewallReconciler(cfg, vici_snapshot(session))
+    try:
+        return await fw.run_once()
+    finally:
+        await fw.stop()
