@@ -1,15 +1,18 @@
 # swand in a container, beside the charon that runs on the host.
 #
 #   docker build -t swand .
+#   touch /run/xtables.lock          # on the host, once per boot (iptables makes it too)
 #   docker run -d --name swand --restart on-failure --network host \
 #     --cap-drop ALL --cap-add NET_ADMIN --cap-add NET_RAW \
 #     --security-opt no-new-privileges --read-only --tmpfs /run/swand \
-#     -v /var/run/charon.vici:/var/run/charon.vici \
-#     -v /etc/swanctl:/etc/swanctl:ro -v /etc/swand:/etc/swand:ro \
-#     -v /run/xtables.lock:/run/xtables.lock \
+#     --mount type=bind,src=/var/run/charon.vici,dst=/var/run/charon.vici \
+#     --mount type=bind,src=/run/xtables.lock,dst=/run/xtables.lock \
+#     --mount type=bind,src=/etc/swanctl,dst=/etc/swanctl,readonly \
+#     --mount type=bind,src=/etc/swand,dst=/etc/swand,readonly \
 #     swand
 #
-# (docs/service.md explains each flag, and /proc/sys inside a container.)
+# (docs/service.md explains each flag, /proc/sys inside a container, and why --mount:
+# unlike -v it fails instead of creating a directory where a file is missing.)
 #
 # The install steps are dev.sh's, so CI (which runs dev.sh) proves them: the same Debian
 # packages (a subset of its APT_PACKAGES: the ones swand needs at run time, plus the
