@@ -10,6 +10,8 @@
   A test needing 6.0 without a trixie tree fails with the reason; it never skips.
 - `rw_lab`: a `versioned_lab` whose gateway is configured by swanctl with
   `configs.gateway_conf()`, clients configured, gateway NAT on (nothing connected yet).
+- Every test marked `lab` is checked afterwards: each lab it brought up (directly or via
+  a fixture) must have left no namespace, process, folder or mount.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from swand.lab import VERSIONS, Lab
+from swand.lab import lab as lab_module
 
 CHARON_VERSIONS = [
     v.strip() for v in os.environ.get("SWAND_LAB_VERSIONS", ",".join(VERSIONS)).split(",")
@@ -68,3 +71,16 @@ def rw_lab(versioned_lab: Lab) -> Lab:
     versioned_lab.configure_clients()
     versioned_lab.gateway_nat()
     return versioned_lab
+
+
+@pytest.fixture(autouse=True)
+def _lab_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a lab test (and its fixtures' teardown), nothing of its labs may remain."""
+    if request.node.get_closest_marker("lab") is None:
+        yield
+        return
+    before = len(lab_module.created_lab_ids)
+    yield
+    left = [f"lab {lab_id}: {item}" for lab_id in lab_module.created_lab_ids[before:]
+            for item in lab_module.leftovers_of(lab_id)]
+    assert not left, "lab test left things behind: " + "; ".join(left)

@@ -104,8 +104,12 @@ class Charon:
         self.workdir = workdir
         self.version = version
         self.tree = tree
-        if version == "6.0" and tree is None:
-            self.tree = trixie.trixie_tree()
+        if version == "6.0":
+            if not workdir.resolve().is_relative_to(trixie.LAB_ROOT):
+                raise LabError(f"charon 6.0 runs chrooted and sees only {trixie.LAB_ROOT} of "
+                               f"the host; its folder {workdir} must be below it")
+            if tree is None:
+                self.tree = trixie.trixie_tree()
         self.conf_path = workdir / "strongswan.conf"
         self.log_path = workdir / "charon.log"
         self.stdout_path = workdir / "charon.stdout"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -48,6 +49,9 @@ POOL = "10.8.0.128/25"
 _live_labs: set[Lab] = set()
 _live_lock = threading.Lock()
 _hooks_installed = False
+_capture_ids = itertools.count()
+#: ids of every lab this process brought up, for the per-test "nothing left" check
+created_lab_ids: list[str] = []
 
 
 class Capture:
@@ -55,7 +59,7 @@ class Capture:
 
     def __init__(self, host: Host, iface: str, bpf: str = "", extra: Sequence[str] = ()):
         self.host = host
-        n = len(list(host.workdir.glob("tcpdump-*.txt")))
+        n = next(_capture_ids)
         self.out_path = host.workdir / f"tcpdump-{n}.txt"
         self.err_path = host.workdir / f"tcpdump-{n}.err"
         argv = ["ip", "netns", "exec", host.netns, "tcpdump", "-n", "-l", "-U", "-i", iface,
@@ -125,12 +129,13 @@ class Host:
 
     def run(
         self, cmd: str | Sequence[str], *, check: bool = True, timeout: float = 30.0,
-        input: str | None = None,
+        input: str | None = None, env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command in this namespace (a string goes through `sh -c`)."""
+        """Run a command in this namespace (a string goes through `sh -c`); raises
+        LabError with its output when it fails and `check` is true."""
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         return sh(["ip", "netns", "exec", self.netns, *argv], check=check, timeout=timeout,
-                  input=input)
+                  input=input, env=env)
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a long-running process in this namespace; the lab kills it on teardown."""
@@ -368,6 +373,7 @@ class Lab:
             self.charon_version, self.client_charon_version) else None
         with _live_lock:
             _live_labs.add(self)
+            created_lab_ids.append(self.id)
         self._up = True
         try:
             self.workdir.mkdir(parents=True, exist_ok=False)
@@ -444,16 +450,11 @@ class Lab:
     def leftovers(self) -> list[str]:
         """What this lab left behind (empty after a clean `down()`): namespaces,
         processes, folders, processes whose environment points into the lab folder."""
-        left = [f"netns {ns}" for ns in list_netns() if ns.startswith(self.netns_prefix)]
-        left += [f"process {p.pid} ({p.args!r})" for p in self._procs if p.poll() is None]
+        left = [f"process {p.pid} ({p.args!r})" for p in self._procs if p.poll() is None]
         for h in self.hosts.values():
             if h.charon and h.charon.pid is not None:
                 left.append(f"charon {h.charon.pid} in {h.netns}")
-        if self.workdir.exists():
-            left.append(f"folder {self.workdir}")
-        left += [f"process {pid} uses {self.workdir}" for pid in _pids_mentioning(
-            str(self.workdir))]
-        return left
+        return left + leftovers_of(self.id)
 
     # --- accessors -------------------------------------------------------------------
 
@@ -565,6 +566,18 @@ class Lab:
 
 
 # --- module helpers ------------------------------------------------------------------
+
+
+def leftovers_of(lab_id: str) -> list[str]:
+    """What lab `lab_id` left on this machine: namespaces, its folder, processes whose
+    command line or environment names the folder (charons), mounts below it."""
+    workdir = LAB_ROOT / lab_id
+    left = [f"netns {ns}" for ns in list_netns() if ns.startswith(f"{NETNS_PREFIX}{lab_id}-")]
+    if workdir.exists():
+        left.append(f"folder {workdir}")
+    left += [f"process {pid} uses {workdir}" for pid in _pids_mentioning(str(workdir))]
+    left += [f"mount {m}" for m in trixie.mounts_under(workdir)]
+    return left
 
 
 def _ip_batch(netns: str, commands: list[str]) -> None:
