@@ -1,0 +1,385 @@
+"""The pure firewall core: golden iptables-save text for the reference setup in both modes,
+the diff (observed tags -> minimal ops), VICI input parsing, validation, sysctls.
+
+Regenerate the golden files after an intended change with
+``SWAND_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_firewall_core.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from swand.config import FirewallSettings, SysctlSettings
+from swand.core.firewall import (
+    CHAIN_FWD,
+    CHAIN_MSS,
+    CHAIN_NAT,
+    ChildSA,
+    CreateChain,
+    DeleteChain,
+    DeleteRule,
+    DesiredFirewall,
+    FirewallInputError,
+    FirewallInputs,
+    InsertRule,
+    ObservedTable,
+    Pool,
+    child_sas_from_vici,
+    desired_firewall,
+    diff_table,
+    plan,
+    pools_from_vici,
+    render_save,
+    resolve_mode,
+    validate,
+)
+from swand.core.sysctl import desired_sysctls, sysctl_changes
+
+GOLDEN = Path(__file__).parent / "data" / "firewall"
+
+REFERENCE_POOLS = (
+    Pool.from_addrs("pool4", "10.8.0.128/25"),
+    Pool.from_addrs("pinned-alice", "10.8.0.1/32"),
+)
+REFERENCE_SAS = (
+    ChildSA("rw", "rw", 1, ("0.0.0.0/0",), ("10.8.0.129/32",)),
+    ChildSA("alice", "rw", 2, ("0.0.0.0/0",), ("10.8.0.1/32",)),
+)
+
+
+def reference(mode: str = "policy", **settings: object) -> FirewallInputs:
+    return FirewallInputs(
+        FirewallSettings(**settings),  # type: ignore[arg-type]
+        mode,  # type: ignore[arg-type]
+        "eth0", REFERENCE_POOLS, REFERENCE_SAS,
+    )
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("SWAND_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from the golden file"
+
+
+@pytest.mark.parametrize("mode", ["policy", "interface"])
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_reference_setup_golden(mode: str, family: str) -> None:
+    desired = desired_firewall(reference(mode))
+    check_golden(f"reference-{mode}-{family}.save", render_save(desired, family))  # type: ignore[arg-type]
+
+
+def test_policy_mode_rules_read_like_updown_and_the_issue() -> None:
+    text = render_save(desired_firewall(reference("policy")), "ipv4")
+    assert ("-A SWAND-NAT -s 10.8.0.128/25 -o eth0 -m policy --dir out --pol ipsec "
+            "-m comment --comment") in text
+    assert "-A SWAND-NAT -s 10.8.0.128/25 -o eth0 -m comment --comment" in text
+    assert ("-A SWAND-MSS -p tcp -m policy --dir in --pol ipsec -m tcp --tcp-flags SYN,RST "
+            "SYN -m tcpmss --mss 1361:1536 -m comment") in text
+    assert ("-A SWAND-FWD -s 10.8.0.129/32 -m policy --dir in --pol ipsec --reqid 1 "
+            "--proto esp -m comment") in text
+    assert ("-A SWAND-FWD -d 10.8.0.129/32 -m policy --dir out --pol ipsec --reqid 1 "
+            "--proto esp -m comment") in text
+    # the exemption precedes the masquerade of the same pool
+    lines = text.splitlines()
+    accept = next(i for i, ln in enumerate(lines) if "10.8.0.128/25" in ln and "ACCEPT" in ln)
+    masq = next(i for i, ln in enumerate(lines) if "10.8.0.128/25" in ln and "MASQ" in ln)
+    assert accept < masq
+
+
+def test_interface_mode_uses_the_tun_device_instead_of_the_policy_match() -> None:
+    text = render_save(desired_firewall(reference("interface")), "ipv4")
+    assert "policy" not in text
+    assert "-A SWAND-MSS -i ipsec0 -p tcp" in text and "-A SWAND-MSS -o ipsec0 -p tcp" in text
+    assert "-A SWAND-NAT -s 10.8.0.128/25 -o ipsec0 -m comment" in text
+    assert "-A SWAND-FWD -s 10.8.0.129/32 -i ipsec0 -m comment" in text
+
+
+def test_tags_are_deterministic_unique_and_change_with_the_rule() -> None:
+    a, b = desired_firewall(reference()), desired_firewall(reference())
+    assert render_save(a, "ipv4") == render_save(b, "ipv4")
+    tags = [r.tag for t in a.tables.values() for rs in t.chains.values() for r in rs]
+    assert len(tags) == len(set(tags))
+    other = desired_firewall(reference(mss=1300))
+    assert a.tags() != other.tags()
+    assert all(len(t) == 18 and t.startswith("swand:") for t in tags)
+
+
+def test_switches_mss_off_nat_off_disabled() -> None:
+    d = desired_firewall(reference(mss=0))
+    assert not any(CHAIN_MSS in t.chains for t in d.tables.values())
+    d = desired_firewall(reference(nat=False))
+    assert ("ipv4", "nat") not in d.tables
+    d = desired_firewall(reference(forward_rules=False))
+    assert ("ipv4", "filter") not in d.tables
+    assert desired_firewall(reference(enabled=False)).tables == {}
+
+
+def test_nat66_and_ipv6_pools() -> None:
+    pools = (*REFERENCE_POOLS, Pool.from_addrs("pool6", "fd00:8::/112"))
+    sas = (ChildSA("rw6", "rw", 7, ("::/0",), ("fd00:8::2/128",)),)
+    inputs = FirewallInputs(FirewallSettings(nat66=True), "policy", "eth0", pools, sas)
+    text6 = render_save(desired_firewall(inputs), "ipv6")
+    assert "-A SWAND-NAT -s fd00:8::/112 -o eth0 -m comment" in text6
+    assert "-A SWAND-FWD -s fd00:8::2/128 -m policy --dir in" in text6
+    assert "10.8.0" not in text6
+    no66 = dataclasses.replace(inputs, settings=FirewallSettings())
+    assert ("ipv6", "nat") not in desired_firewall(no66).tables
+
+
+def test_traffic_selectors_with_protocol_ports_and_ranges() -> None:
+    sa = ChildSA("s2s", "web", 9, ("10.1.0.0/16[tcp/80]",), ("10.8.0.1..10.8.0.2[tcp]",))
+    inputs = FirewallInputs(FirewallSettings(), "policy", "eth0", (), (sa,))
+    lines = [ln for ln in render_save(desired_firewall(inputs), "ipv4").splitlines()
+             if ln.startswith("-A SWAND-FWD")]
+    assert lines[0].startswith(
+        "-A SWAND-FWD -s 10.8.0.1/32 -d 10.1.0.0/16 -p tcp -m tcp --dport 80 -m policy "
+        "--dir in --pol ipsec --reqid 9 --proto esp")
+    assert lines[1].startswith(
+        "-A SWAND-FWD -s 10.1.0.0/16 -d 10.8.0.1/32 -p tcp -m tcp --sport 80 -m policy "
+        "--dir out")
+    assert len(lines) == 4  # 10.8.0.1 and 10.8.0.2 are separate /32s
+    icmp = ChildSA("x", "y", 3, ("0.0.0.0/0[icmp/8]",), ("10.8.0.5/32",))
+    inputs = FirewallInputs(FirewallSettings(), "policy", "eth0", (), (icmp,))
+    assert "SWAND-FWD -s" not in render_save(desired_firewall(inputs), "ipv4")
+
+
+def test_nat_without_egress_is_an_input_error() -> None:
+    inputs = dataclasses.replace(reference(), egress=None)
+    with pytest.raises(FirewallInputError, match="egress"):
+        desired_firewall(inputs)
+    # without pools nothing needs the egress
+    desired_firewall(dataclasses.replace(inputs, pools=()))
+
+
+# --- VICI inputs ------------------------------------------------------------------------
+
+
+def test_pools_from_get_pools() -> None:
+    reply = {
+        "pool4": {"base": "10.8.0.128", "size": "126", "online": "1", "offline": "0"},
+        "pinned-alice": {"base": "10.8.0.1", "size": "1"},
+        "range": {"base": "10.9.0.5", "size": "4"},
+        "offset": {"base": "10.7.0.130", "size": "125"},  # 10.7.0.130/25: .130 - .254
+        "pool6": {"base": "fd00::", "size": "254"},
+    }
+    pools = {p.name: p.networks for p in pools_from_vici(reply)}
+    assert pools["pool4"] == ("10.8.0.128/25",)
+    assert pools["pinned-alice"] == ("10.8.0.1/32",)
+    assert pools["range"] == ("10.9.0.5/32", "10.9.0.6/31", "10.9.0.8/32")
+    assert pools["offset"][0] == "10.7.0.130/31" and pools["offset"][-1] == "10.7.0.254/32"
+    assert pools["pool6"] == ("fd00::/120",)
+
+
+def test_child_sas_from_list_sas_events() -> None:
+    events = [{
+        "rw": {
+            "uniqueid": "3", "state": "ESTABLISHED",
+            "child-sas": {
+                "rw-4": {"name": "rw", "uniqueid": "4", "reqid": "1", "state": "INSTALLED",
+                         "protocol": "ESP", "local-ts": ["0.0.0.0/0"],
+                         "remote-ts": ["10.8.0.129/32"]},
+                "rw-5": {"name": "rw", "uniqueid": "5", "reqid": "2", "state": "DELETING",
+                         "protocol": "ESP", "local-ts": ["0.0.0.0/0"],
+                         "remote-ts": ["10.8.0.130/32"]},
+            },
+        },
+    }, {"other": {"state": "CONNECTING"}}]
+    assert child_sas_from_vici(events) == (
+        ChildSA("rw", "rw", 1, ("0.0.0.0/0",), ("10.8.0.129/32",), "esp"),
+    )
+
+
+def test_mode_auto_follows_the_loaded_plugins() -> None:
+    assert resolve_mode("auto", ["kernel-netlink", "kernel-libipsec", "vici"]) == "interface"
+    assert resolve_mode("auto", ["kernel-netlink", "vici"]) == "policy"
+    assert resolve_mode("policy", ["kernel-libipsec"]) == "policy"
+
+
+# --- the diff ---------------------------------------------------------------------------
+
+
+def observed_from(desired: DesiredFirewall) -> list[ObservedTable]:
+    """What a kernel holding exactly `desired` looks like, with foreign rules around."""
+    out = []
+    for (family, table), t in desired.tables.items():
+        chains: dict[str, tuple[str | None, ...]] = {
+            c: tuple(r.tag for r in rs) for c, rs in t.chains.items()
+        }
+        for builtin, jump in t.jumps.items():
+            chains[builtin] = (None, jump.tag, None)  # admin rules before and after
+        out.append(ObservedTable(family, table, chains))
+    return out
+
+
+def test_unchanged_state_plans_nothing() -> None:
+    desired = desired_firewall(reference())
+    assert plan(desired, observed_from(desired)) == []
+
+
+def test_from_empty_creates_chains_rules_then_jumps() -> None:
+    desired = desired_firewall(reference())
+    t = desired.tables[("ipv4", "nat")]
+    p = diff_table(t, ObservedTable("ipv4", "nat", {"POSTROUTING": (None,)}))
+    assert p.ops[0] == CreateChain(CHAIN_NAT)
+    inserts = [op for op in p.ops if isinstance(op, InsertRule)]
+    assert [op.index for op in inserts] == [0, 1, 2, 3, 0]
+    assert inserts[-1].chain == "POSTROUTING" and inserts[-1].rule.target == CHAIN_NAT
+
+
+def test_one_sa_added_is_two_inserts() -> None:
+    before = desired_firewall(reference())
+    sas = (*REFERENCE_SAS, ChildSA("bob", "rw", 3, ("0.0.0.0/0",), ("10.8.0.130/32",)))
+    after = desired_firewall(dataclasses.replace(reference(), child_sas=sas))
+    plans = plan(after, observed_from(before))
+    assert [(p.family, p.table) for p in plans] == [("ipv4", "filter")]
+    assert [type(op) for op in plans[0].ops] == [InsertRule, InsertRule]
+    assert [op.index for op in plans[0].ops] == [4, 5]  # type: ignore[union-attr]
+
+
+def test_one_sa_removed_is_two_deletes_from_the_end() -> None:
+    before = desired_firewall(reference())
+    after = desired_firewall(dataclasses.replace(reference(), child_sas=REFERENCE_SAS[1:]))
+    plans = plan(after, observed_from(before))
+    assert plans[0].ops == (DeleteRule(CHAIN_FWD, 1), DeleteRule(CHAIN_FWD, 0))
+
+
+def test_drift_is_repaired() -> None:
+    desired = desired_firewall(reference())
+    t = desired.tables[("ipv4", "nat")]
+    rules = t.chains[CHAIN_NAT]
+    jump = t.jumps["POSTROUTING"]
+    # flushed chain
+    p = diff_table(t, ObservedTable("ipv4", "nat", {"POSTROUTING": (jump.tag,),
+                                                     CHAIN_NAT: ()}))
+    assert [op.index for op in p.ops] == [0, 1, 2, 3]  # type: ignore[union-attr]
+    # deleted jump, admin rules kept
+    p = diff_table(t, ObservedTable("ipv4", "nat", {
+        "POSTROUTING": (None, None), CHAIN_NAT: tuple(r.tag for r in rules)}))
+    assert p.ops == (InsertRule("POSTROUTING", 0, jump),)
+    # a foreign rule inside our chain, a stale rule, a duplicate jump
+    p = diff_table(t, ObservedTable("ipv4", "nat", {
+        "POSTROUTING": (jump.tag, None, jump.tag, "swand:000000000000"),
+        CHAIN_NAT: (rules[0].tag, None, *(r.tag for r in rules[1:]), "swand:ffffffffffff"),
+    }))
+    assert p.ops == (
+        DeleteRule("POSTROUTING", 3), DeleteRule("POSTROUTING", 2),
+        DeleteRule(CHAIN_NAT, 5), DeleteRule(CHAIN_NAT, 1),
+    )
+
+
+def test_reordered_chain_keeps_the_longest_ordered_run() -> None:
+    t = desired_firewall(reference()).tables[("ipv4", "nat")]
+    rules = t.chains[CHAIN_NAT]
+    observed = (rules[1].tag, rules[0].tag, rules[2].tag, rules[3].tag)
+    p = diff_table(t, ObservedTable("ipv4", "nat", {
+        "POSTROUTING": (t.jumps["POSTROUTING"].tag,), CHAIN_NAT: observed}))
+    assert len(p.ops) == 2  # one rule moves: delete + insert
+    assert isinstance(p.ops[0], DeleteRule) and isinstance(p.ops[1], InsertRule)
+
+
+def test_flush_plan_removes_only_what_swand_owns() -> None:
+    desired = desired_firewall(reference())
+    plans = plan(DesiredFirewall({}), observed_from(desired))
+    for p in plans:
+        jumps = [op for op in p.ops if isinstance(op, DeleteRule)]
+        assert all(op.index == 1 for op in jumps)  # the tagged jump between admin rules
+        assert {type(op) for op in p.ops} <= {DeleteRule, DeleteChain}
+
+
+def test_feature_switched_off_removes_its_chain() -> None:
+    before = desired_firewall(reference())
+    after = desired_firewall(reference(mss=0))
+    plans = {(p.family, p.table): p for p in plan(after, observed_from(before))}
+    assert set(plans) == {("ipv4", "mangle"), ("ipv6", "mangle")}
+    assert DeleteChain(CHAIN_MSS) in plans[("ipv4", "mangle")].ops
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+INTERFACES = {"lo": ("127.0.0.1/8",), "eth0": ("192.0.2.1/24", "fe80::1/64")}
+
+
+def test_reference_setup_is_valid() -> None:
+    assert validate(FirewallSettings(), pools=REFERENCE_POOLS, egress="eth0",
+                    interfaces=INTERFACES) == []
+
+
+def test_missing_egress_interface() -> None:
+    problems = validate(FirewallSettings(egress="eth9"), pools=REFERENCE_POOLS,
+                        egress="eth9", interfaces=INTERFACES, source="/etc/swand/swand.toml")
+    assert len(problems) == 1
+    assert str(problems[0]) == ("/etc/swand/swand.toml: [firewall] egress: interface 'eth9' "
+                                "does not exist (interfaces: eth0, lo)")
+
+
+def test_no_default_route_for_auto_egress() -> None:
+    problems = validate(FirewallSettings(), pools=REFERENCE_POOLS, egress=None,
+                        interfaces=INTERFACES)
+    assert "no default route" in str(problems[0])
+    assert validate(FirewallSettings(), pools=(), egress=None, interfaces=INTERFACES) == []
+
+
+def test_pool_overlapping_the_egress_subnet() -> None:
+    pools = (Pool.from_addrs("bad", "192.0.2.128/25"),)
+    problems = validate(FirewallSettings(), pools=pools, egress="eth0", interfaces=INTERFACES)
+    assert len(problems) == 1
+    assert "overlaps the egress subnet 192.0.2.0/24 of eth0" in str(problems[0])
+    assert "pool 'bad'" in str(problems[0])
+
+
+@pytest.mark.parametrize("mss", [535, 1461, 9000])
+def test_mss_out_of_range(mss: int) -> None:
+    problems = validate(FirewallSettings(mss=mss), pools=(), egress="eth0",
+                        interfaces=INTERFACES)
+    assert "[firewall] mss" in str(problems[0]) and "536..1460" in str(problems[0])
+
+
+@pytest.mark.parametrize("mss", [0, 536, 1360, 1460])
+def test_mss_in_range(mss: int) -> None:
+    assert validate(FirewallSettings(mss=mss), pools=(), egress="eth0",
+                    interfaces=INTERFACES) == []
+
+
+# --- sysctls ----------------------------------------------------------------------------
+
+
+def test_desired_sysctls() -> None:
+    assert desired_sysctls(SysctlSettings(), REFERENCE_POOLS) == {
+        "net/ipv4/ip_forward": "1", "net/ipv4/ip_no_pmtu_disc": "1",
+    }
+    v6 = (*REFERENCE_POOLS, Pool.from_addrs("pool6", "fd00::/120"))
+    assert desired_sysctls(SysctlSettings(ip_no_pmtu_disc=False), v6) == {
+        "net/ipv4/ip_forward": "1", "net/ipv6/conf/all/forwarding": "1",
+    }
+    assert desired_sysctls(SysctlSettings(ip_forward=False, ip_no_pmtu_disc=False)) == {}
+
+
+def test_sysctl_changes_only_what_differs() -> None:
+    want = {"net/ipv4/ip_forward": "1", "net/ipv4/ip_no_pmtu_disc": "1"}
+    assert sysctl_changes(want, {"net/ipv4/ip_forward": "1\n",
+                                 "net/ipv4/ip_no_pmtu_disc": "0"}) == {
+        "net/ipv4/ip_no_pmtu_disc": "1"}
+
+
+def test_proc_sysctl_adapter_writes_only_what_differs(tmp_path: Path) -> None:
+    from swand.adapters.sysctl import ProcSysctl, SysctlError
+
+    (tmp_path / "net/ipv4").mkdir(parents=True)
+    fwd = tmp_path / "net/ipv4/ip_forward"
+    fwd.write_text("1\n")
+    pmtu = tmp_path / "net/ipv4/ip_no_pmtu_disc"
+    pmtu.write_text("0\n")
+    before = fwd.stat().st_mtime_ns
+    changes = ProcSysctl(tmp_path).apply(desired_sysctls(SysctlSettings()))
+    assert [(c.key, c.old, c.new) for c in changes] == [("net/ipv4/ip_no_pmtu_disc", "0", "1")]
+    assert fwd.stat().st_mtime_ns == before  # ip_forward untouched
+    assert pmtu.read_text() == "1\n"
+    with pytest.raises(SysctlError, match=r"net\.ipv6\.conf\.all\.forwarding"):
+        ProcSysctl(tmp_path).apply({"net/ipv6/conf/all/forwarding": "1"})
