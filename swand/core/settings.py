@@ -494,7 +494,8 @@ def _glob(pattern: str) -> list[str]:
         )
     if not _GLOB_MAGIC.search(pattern):
         return [pattern] if os.path.lexists(pattern) else []
-    return sorted(glob.glob(pattern))
+    # glob(3) sorts with strcoll(); charon and swanctl run in the C locale: byte order
+    return sorted(glob.glob(pattern), key=lambda path: path.encode("utf-8", "surrogateescape"))
 
 
 # --------------------------------------------------------------------------- parser

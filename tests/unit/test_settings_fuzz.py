@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from swand.core.settings import Origin, Section, SettingsError, parse_file, parse_text
@@ -302,3 +302,71 @@ def test_reference_graphs(sections: list[tuple[str, list[str]]], path: list[str]
 def test_combinations_of_two_fragments_match_contract() -> None:
     for a, b in itertools.product(FRAGMENTS, repeat=2):
         check_contract((a + b).encode("utf-8", "surrogateescape"))
+
+
+INCLUDE_BODIES = st.sampled_from(
+    ["k = v\n", "s {\n", "}\n", "s { x = 1 }\n", "t : s {\n}\n", "a = include b\n", "#c\n", ""]
+)
+
+
+@settings(
+    max_examples=100,
+    deadline=5000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    files=st.lists(st.lists(INCLUDE_BODIES, max_size=4), min_size=1, max_size=4),
+    includes=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, 4),
+            st.sampled_from(
+                ["f{}.conf", "./f{}.conf", '"f{}.conf"', "d/*.conf", "nothere", "d/[ab].conf"]
+            ),
+        ),
+        max_size=6,
+    ),
+)
+def test_includes_same_as_libstrongswan(
+    files: list[list[str]],
+    includes: list[tuple[int, int, str]],
+    strongswan_settings: Any,
+    section_as_tree: Any,
+) -> None:
+    """Acyclic include structures (files include only later ones and d/*.conf, which
+    includes nothing), includes anywhere in a file, sections split across files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        (base / "d").mkdir()
+        (base / "d" / "b.conf").write_text("db = 1\n")
+        (base / "d" / "a.conf").write_text("da {\n x = 2\n}\n")
+        (base / "d" / ".hidden.conf").write_text("}\n")
+        bodies = [list(body) for body in files]
+        for source, position, pattern in includes:
+            if source >= len(bodies):
+                continue
+            target = source + 1 + position % 3
+            if "{}" in pattern and target >= len(bodies):
+                continue
+            line = f"include {pattern.format(target)}\n"
+            bodies[source].insert(position % (len(bodies[source]) + 1), line)
+        for index, body in enumerate(bodies):
+            (base / f"f{index}.conf").write_text("".join(body))
+        top = base / "f0.conf"
+        theirs = strongswan_settings.parse(top, maxdepth=6)
+        event(f"libstrongswan {'accepts' if theirs.get('ok') else 'rejects'}")
+        event(f"{sum(line.startswith('include') for b in bodies for line in b)} includes")
+        try:
+            ours: dict[str, Any] | None = section_as_tree(parse_file(top), maxdepth=6)
+        except SettingsError as err:
+            ours = None
+            error = err.message
+        if theirs.get("crashed"):
+            assert ours is None
+        elif theirs["ok"]:
+            if ours is None and "without end" in error:
+                assert _truncated(theirs["tree"])
+                return
+            assert ours == theirs["tree"], bodies
+        else:
+            assert ours is None, bodies
