@@ -1,0 +1,458 @@
+"""EventWatcher: follows charon's SA events and turns them into classified actions.
+
+Usage (the composition root)::
+
+    watcher = EventWatcher(cfg.charon.vici, on_action=firewall_poke, metrics=registry)
+    task = asyncio.create_task(watcher.run())     # until cancelled
+    await watcher.ready.wait()                    # registered and resynchronised once
+    async for action in watcher.actions(): ...    # or callbacks, or both
+    watcher.live()                                # the live IKE SAs (for the firewall)
+
+Design:
+
+- A dedicated `ViciEventStream` registered for ike-updown, child-updown, ike-rekey,
+  child-rekey, ike-update, alert and log, each probed (charon answers EVENT_UNKNOWN for
+  what it lacks: `alert` before 6.0.3).
+- The reader never blocks on the work an event causes (charon's send queue towards a
+  slow reader is unbounded): it decodes, appends to an in-process deque and counts.
+  `log` lines are filtered in the reader: only "giving up after N retransmits" is kept
+  (charon sends log events at level <= 1 only, a few per SA set-up: cheap to drop).
+  Above `queue_limit` queued events the reader drops and flags an overflow; the
+  consumer then resynchronises from `list-sas` rather than act on a partial history.
+- On a lost connection: reconnect with jittered exponential backoff (0.2 s doubling to
+  5 s), re-register, then resynchronise: a `Resync` (the `list-sas` snapshot plus charon's
+  start time from `stats`) is fed through the same `PeerTable`, which synthesises the
+  ups and downs missed meanwhile and ignores duplicates. A different start time means
+  charon restarted: every SA known before is reported down.
+- The consumer applies events to the pure `PeerTable` and dispatches its actions:
+  one structured log line per up/down/rekey/move, counters, callbacks, subscribers.
+  An `ike-updown` down is followed by the `child-updown` downs of its CHILD SAs (final
+  byte/packet counters): the consumer waits up to 50 ms for them so the down line and
+  the action carry the totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import random
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from swand.adapters.vici import (
+    ViciConnectionError,
+    ViciError,
+    ViciEventStream,
+    ViciSession,
+)
+from swand.core.events import (
+    Action,
+    ChildDown,
+    DownReason,
+    IkeDown,
+    IkeSa,
+    LogLine,
+    PeerTable,
+    Resync,
+    SaDown,
+    SaEvent,
+    SaMoved,
+    SaRekeyed,
+    SaSetChanged,
+    SaUp,
+    attach_children,
+    dpd_evidence,
+    parse_event,
+    parse_list_sas,
+)
+from swand.log import get_logger
+
+log = get_logger("swand.events")
+
+EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey", "ike-update", "alert",
+          "log")
+#: the log lines worth keeping (DPD confirmation); everything else is dropped on arrival
+LOG_KEEP = ("giving up after",)
+
+ActionCallback = Callable[[Action], Awaitable[None] | None]
+
+
+class EventMetrics(Protocol):
+    """What the watcher reports to (swand.runtime.metrics.MetricsRegistry fits)."""
+
+    def record_down(self, reason: str) -> None: ...
+    def record_event(self, name: str) -> None: ...
+    def record_vici_reconnect(self) -> None: ...
+    def record_charon_restart(self) -> None: ...
+    def set_queue_depth(self, depth: Callable[[], int] | int) -> None: ...
+
+
+@dataclass
+class EventStats:
+    """Counters for metrics and tests (read from the loop, or copy via `as_dict`)."""
+
+    events: Counter[str] = field(default_factory=Counter)
+    downs: Counter[str] = field(
+        default_factory=lambda: Counter({r.value: 0 for r in DownReason}))
+    ups: int = 0
+    rekeys: int = 0
+    moves: int = 0
+    reconnects: int = 0
+    resyncs: int = 0
+    charon_restarts: int = 0
+    dropped: int = 0
+    queue_high_water: int = 0
+    registered: frozenset[str] = frozenset()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events": dict(self.events), "downs": dict(self.downs), "ups": self.ups,
+            "rekeys": self.rekeys, "moves": self.moves, "reconnects": self.reconnects,
+            "resyncs": self.resyncs, "charon_restarts": self.charon_restarts,
+            "dropped": self.dropped, "queue_high_water": self.queue_high_water,
+            "registered": sorted(self.registered),
+        }
+
+
+class _ResyncMark:
+    """Queued by the reader after (re)registering: resynchronise here."""
+
+
+class EventWatcher:
+    """Follows one charon's SA events; see the module docstring."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        on_action: ActionCallback | None = None,
+        on_raw_event: Callable[[str, dict[str, Any]], None] | None = None,
+        metrics: EventMetrics | None = None,
+        events: Iterable[str] = EVENTS,
+        queue_limit: int = 100_000,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+        backoff_min: float = 0.2,
+        backoff_max: float = 5.0,
+        child_wait: float = 0.05,
+        log_wait: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.uri = uri
+        self.table = PeerTable()
+        self.stats = EventStats()
+        self.ready = asyncio.Event()
+        self.connected = False
+        self._callbacks: list[ActionCallback] = [on_action] if on_action else []
+        self._on_raw = on_raw_event
+        self._metrics = metrics
+        self._wanted = tuple(events)
+        self._queue: deque[SaEvent | _ResyncMark] = deque()
+        self._wakeup = asyncio.Event()
+        self._queue_limit = queue_limit
+        self._overflow = False
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._child_wait = child_wait
+        self._log_wait = log_wait
+        self._clock = clock
+        self._session: ViciSession | None = None
+        self._stream: ViciEventStream | None = None
+        self._subscribers: list[asyncio.Queue[Action]] = []
+        self._processed = asyncio.Event()
+        if metrics is not None:
+            metrics.set_queue_depth(self.queue_depth)
+
+    # --- public API -------------------------------------------------------------------
+
+    def add_callback(self, callback: ActionCallback) -> None:
+        """Call `callback(action)` for every action (sync or async; errors are logged)."""
+        self._callbacks.append(callback)
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def live(self) -> tuple[IkeSa, ...]:
+        """The live IKE SAs, in unique-id order (what per-SA firewall rules follow)."""
+        return self.table.snapshot()
+
+    async def actions(self) -> AsyncIterator[Action]:
+        """Every action from now on, in order (an async iterator per caller)."""
+        queue: asyncio.Queue[Action] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    async def run(self) -> None:
+        """Read and process events until cancelled; survives charon restarts."""
+        reader = asyncio.create_task(self._read_forever(), name="events-reader")
+        consumer = asyncio.create_task(self._consume_forever(), name="events-consumer")
+        try:
+            await asyncio.gather(reader, consumer)
+        finally:
+            for task in (reader, consumer):
+                task.cancel()
+            for task in (reader, consumer):
+                with contextlib.suppress(BaseException):
+                    await task
+            await self.close()
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self.connected = False
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        """Wait until every queued event has been processed (tests, shutdown)."""
+        async with asyncio.timeout(timeout):
+            while self._queue:
+                self._processed.clear()
+                await self._processed.wait()
+
+    # --- reader -----------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        delay = self._backoff_min
+        first = True
+        connections = 0
+        while True:
+            try:
+                self._stream = await ViciEventStream.connect(self.uri, self._connect_timeout)
+                registered = await self._stream.register(self._wanted)
+            except ViciError as exc:
+                self.connected = False
+                if first:
+                    log.warning("events_connect_failed", vici=self.uri, error=str(exc))
+                    first = False
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            missing = sorted(set(self._wanted) - registered)
+            if registered != self.stats.registered:
+                log.info("events_registered", vici=self.uri, events=sorted(registered),
+                         unsupported=missing)
+            self.stats.registered = frozenset(registered)
+            connections += 1
+            if connections > 1:
+                self.stats.reconnects += 1
+                if self._metrics is not None:
+                    self._metrics.record_vici_reconnect()
+            first = False
+            delay = self._backoff_min
+            self.connected = True
+            self._push(_ResyncMark())
+            try:
+                await self._pump(self._stream)
+            except ViciConnectionError as exc:
+                log.warning("events_connection_lost", vici=self.uri, error=str(exc))
+            finally:
+                self.connected = False
+                stream, self._stream = self._stream, None
+                if stream is not None:
+                    await stream.close()
+
+    async def _pump(self, stream: ViciEventStream) -> None:
+        while True:
+            name, payload = await stream.next_event()
+            self.stats.events[name] += 1
+            if self._metrics is not None:
+                self._metrics.record_event(name)
+            if name == "log" and not any(k in payload.get("msg", "") for k in LOG_KEEP):
+                continue
+            if self._on_raw is not None and name != "log":
+                try:
+                    self._on_raw(name, payload)
+                except Exception as exc:  # a consumer's bug must not stop the reader
+                    log.error("events_raw_callback_failed", error=repr(exc))
+            try:
+                parsed = parse_event(name, payload)
+            except Exception as exc:  # malformed payload: count, keep reading
+                log.error("events_parse_failed", event=name, error=repr(exc))
+                continue
+            for event in parsed:
+                self._push(event)
+
+    def _push(self, item: SaEvent | _ResyncMark) -> None:
+        if len(self._queue) >= self._queue_limit and not isinstance(item, _ResyncMark):
+            self.stats.dropped += 1
+            if not self._overflow:
+                self._overflow = True
+                log.error("events_queue_overflow", limit=self._queue_limit)
+            return
+        self._queue.append(item)
+        depth = len(self._queue)
+        if depth > self.stats.queue_high_water:
+            self.stats.queue_high_water = depth
+        self._wakeup.set()
+
+    # --- consumer ---------------------------------------------------------------------
+
+    async def _next(self, timeout: float | None = None) -> SaEvent | _ResyncMark | None:
+        while not self._queue:
+            self._processed.set()
+            self._wakeup.clear()
+            if timeout is None:
+                await self._wakeup.wait()
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    return None
+        return self._queue.popleft()
+
+    async def _consume_forever(self) -> None:
+        while True:
+            item = await self._next()
+            if self._overflow:
+                # we dropped events: the queue is no longer a complete history
+                self._overflow = False
+                self._queue.clear()
+                item = _ResyncMark()
+            try:
+                if isinstance(item, _ResyncMark):
+                    await self._resync()
+                elif isinstance(item, IkeDown):
+                    await self._confirm_dpd(item)
+                    await self._apply(await self._with_children(item))
+                else:
+                    await self._apply(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one event stop the watcher
+                log.error("events_processing_failed", error=repr(exc))
+            if not self._queue:
+                self._processed.set()
+
+    async def _confirm_dpd(self, down: IkeDown) -> None:
+        """A down while ESTABLISHED without the IKE_DPD task may still be a DPD: charon's
+        "giving up" log line is raised asynchronously and can trail the down event.
+        Look ahead (up to `log_wait`) for it and apply it first."""
+        sa = down.sa
+        if (sa.state != "ESTABLISHED" or "IKE_DPD" in sa.tasks_active
+                or "log" not in self.stats.registered):
+            return
+        deadline = self._clock() + self._log_wait
+        scanned = 0
+        while True:
+            for index in range(scanned, len(self._queue)):
+                item = self._queue[index]
+                if isinstance(item, LogLine) and dpd_evidence(item) == sa.uniqueid:
+                    del self._queue[index]
+                    self.table.apply(item, now=self._clock())
+                    return
+            scanned = len(self._queue)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    async def _with_children(self, down: IkeDown) -> IkeDown:
+        """Attach the CHILD SA downs that follow an IKE down (they carry the counters)."""
+        uid = down.sa.uniqueid
+        children = []
+        known = self.table.live.get(uid)
+        expected = len(known.children) if known is not None else 0
+        while True:
+            if self._queue:
+                nxt = self._queue[0]
+                if isinstance(nxt, ChildDown) and nxt.sa.uniqueid == uid:
+                    self._queue.popleft()
+                    children.append(nxt.child)
+                    continue
+                break
+            if len(children) >= expected:
+                break
+            item = await self._next(self._child_wait)
+            if item is None:
+                break
+            self._queue.appendleft(item)
+        return IkeDown(attach_children(down.sa, children)) if children else down
+
+    async def _resync(self) -> None:
+        """list-sas + stats through the watcher's own command session, into the table."""
+        if self._session is None:
+            self._session = ViciSession(self.uri, self._connect_timeout)
+        try:
+            stats = await self._session.request("stats", timeout=self._command_timeout)
+            sa_events, _ = await self._session.streamed(
+                "list-sas", "list-sa", {"noblock": "yes"}, timeout=self._command_timeout)
+        except ViciError as exc:
+            # the stream's reconnect will queue another resync mark
+            log.warning("events_resync_failed", vici=self.uri, error=str(exc))
+            return
+        uptime = stats.get("uptime", {})
+        instance = uptime.get("since", "") if isinstance(uptime, dict) else ""
+        pending = frozenset(
+            e.sa.uniqueid for e in self._queue if isinstance(e, IkeDown)
+        )
+        resync = parse_list_sas(sa_events, instance=instance)
+        restarted = bool(self.table.instance and instance and instance != self.table.instance)
+        if restarted:
+            self.stats.charon_restarts += 1
+            if self._metrics is not None:
+                self._metrics.record_charon_restart()
+        self.stats.resyncs += 1
+        log.info("events_resync", vici=self.uri, sas=len(resync.sas),
+                 charon_restarted=restarted)
+        await self._apply(Resync(resync.sas, instance, pending=pending))
+        self.ready.set()
+
+    async def _apply(self, event: SaEvent) -> None:
+        for action in self.table.apply(event, now=self._clock()):
+            self._account(action)
+            await self._dispatch(action)
+
+    def _account(self, action: Action) -> None:
+        if isinstance(action, SaUp):
+            self.stats.ups += 1
+            log.info("sa_up", peer_new=action.peer_new, resync=action.resync,
+                     **action.sa.log_fields())
+        elif isinstance(action, SaDown):
+            self.stats.downs[action.reason.value] += 1
+            if self._metrics is not None:
+                self._metrics.record_down(action.reason.value)
+            log.info("sa_down", reason=action.reason.value, confirmed=action.confirmed,
+                     detail=action.detail, peer_gone=action.peer_gone, resync=action.resync,
+                     **action.sa.log_fields())
+        elif isinstance(action, SaRekeyed):
+            self.stats.rekeys += 1
+            log.info("sa_rekeyed", old_ike_id=action.old.uniqueid, **action.new.log_fields())
+        elif isinstance(action, SaMoved):
+            self.stats.moves += 1
+            log.info("sa_moved", old_local=action.old_local, old_remote=action.old_remote,
+                     local_addr=action.sa.local_host, **action.sa.log_fields())
+        elif isinstance(action, SaSetChanged):
+            pass
+
+    async def _dispatch(self, action: Action) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(action)
+        for callback in self._callbacks:
+            try:
+                result = callback(action)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("events_callback_failed", action=type(action).__name__,
+                          error=repr(exc))

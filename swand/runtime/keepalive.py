@@ -1,0 +1,264 @@
+"""Keepalive: keep `[keepalive] conns` up on a client.
+
+charon does much of this itself when the profile says so (`start_action = start`,
+`dpd_action = restart`, `close_action = start`, `keyingtries = 0`, MOBIKE). swand covers
+what it does not: a charon restart, a connection charon gave up on, a network change
+noticed at once, and makes it visible in the log.
+
+Per connection, one keeper task:
+
+- At start, and whenever kicked, it makes sure the connection has an IKE SA: if charon
+  has none (not even one CONNECTING: then charon itself is trying, and we do not start a
+  second one), it `initiate`s every child of the connection (blocking, with a timeout).
+- While initiation fails it retries with exponential backoff: 1 s doubling to 60 s, each
+  step jittered by ±20 %; a network change cuts the wait short.
+- A kick comes from the EventWatcher when the connection's last IKE SA goes down for any
+  reason but an administrator's terminate.
+
+How an administrator's terminate is told apart: the down event shows *this* charon sent
+the delete (state DELETING with IKE_DELETE among the active tasks) and swand did not ask
+for it. A peer's delete (the gateway terminating us) has the task passive; a DPD timeout
+is ESTABLISHED. A held connection stays down until it comes up by other means (charon,
+`swanctl --initiate`) or `resume()` is called; swand restarts forget holds.
+
+Network changes (pyroute2: global addresses, default routes in the main table): each
+kept connection without an SA is initiated at once; one whose SA's local address is no
+longer ours gets `mobike_grace` seconds for MOBIKE to move it (an `ike-update`), and is
+otherwise terminated (by swand, so not a hold) and initiated anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from swand.adapters.netlink_watch import NetlinkWatcher
+from swand.adapters.vici import ViciCommandError, ViciError, ViciSession
+from swand.core.events import Action, SaDown, SaMoved, SaUp, locally_deleted
+from swand.log import get_logger
+from swand.runtime.events import EventWatcher
+
+log = get_logger("swand.keepalive")
+
+ACTIVE_STATES = frozenset({"CONNECTING", "ESTABLISHED", "REKEYING", "REKEYED", "PASSIVE"})
+
+
+def backoff_delays(
+    start: float = 1.0, cap: float = 60.0, jitter: float = 0.2,
+    rand: Callable[[float, float], float] = random.uniform,
+) -> Iterable[float]:
+    """1, 2, 4, ... 60, 60, ... seconds, each multiplied by a factor in 1 ± jitter."""
+    delay = start
+    while True:
+        yield delay * rand(1.0 - jitter, 1.0 + jitter)
+        delay = min(delay * 2, cap)
+
+
+class Keepalive:
+    """Keeps the listed connections up; `await run()` until cancelled."""
+
+    def __init__(
+        self,
+        uri: str,
+        conns: Iterable[str],
+        watcher: EventWatcher,
+        *,
+        netlink: NetlinkWatcher | None = None,
+        initiate_timeout: float = 15.0,
+        backoff_start: float = 1.0,
+        backoff_cap: float = 60.0,
+        mobike_grace: float = 1.0,
+        settle: float = 0.3,
+    ) -> None:
+        self.uri = uri
+        self.conns = tuple(dict.fromkeys(conns))
+        self.watcher = watcher
+        self.netlink = netlink
+        self.initiate_timeout = initiate_timeout
+        self.backoff_start = backoff_start
+        self.backoff_cap = backoff_cap
+        self.mobike_grace = mobike_grace
+        self.settle = settle
+        self.held: set[str] = set()
+        self.initiations: dict[str, int] = dict.fromkeys(self.conns, 0)
+        self.failures: dict[str, int] = dict.fromkeys(self.conns, 0)
+        self._kick = {c: asyncio.Event() for c in self.conns}
+        self._net_kick = {c: asyncio.Event() for c in self.conns}
+        self._own_terminates: set[str] = set()
+        self._session = ViciSession(uri)
+        watcher.add_callback(self.on_action)
+
+    # --- control ----------------------------------------------------------------------
+
+    def resume(self, conn: str) -> None:
+        """Undo a hold (an administrator's terminate) and bring `conn` up again."""
+        self.held.discard(conn)
+        if conn in self._kick:
+            self._kick[conn].set()
+
+    def kick(self, conn: str, network: bool = False) -> None:
+        if conn in self._kick and conn not in self.held:
+            (self._net_kick if network else self._kick)[conn].set()
+
+    def on_action(self, action: Action) -> None:
+        """EventWatcher callback: re-initiate after a down, note holds, clear them."""
+        if isinstance(action, SaUp) and action.sa.conn in self.held:
+            log.info("keepalive_resumed", conn=action.sa.conn, reason="up by other means")
+            self.held.discard(action.sa.conn)
+            return
+        if isinstance(action, SaMoved) and action.sa.conn in self._kick:
+            log.info("keepalive_mobike", conn=action.sa.conn, local_addr=action.sa.local_host)
+            return
+        if not isinstance(action, SaDown) or action.sa.conn not in self._kick:
+            return
+        conn = action.sa.conn
+        if self.watcher.table.live_for_conn(conn):
+            return  # another SA of the connection is up (reauthentication)
+        uid = action.sa.uniqueid
+        if uid in self._own_terminates:
+            self._own_terminates.discard(uid)
+        elif locally_deleted(action.sa):
+            self.held.add(conn)
+            log.info("keepalive_held", conn=conn, ike_id=uid,
+                     reason="terminated locally (administrator); not re-initiating")
+            return
+        log.info("keepalive_down", conn=conn, ike_id=uid, reason=action.reason.value)
+        self.kick(conn)
+
+    # --- tasks ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._keeper(c), name=f"keepalive-{c}")
+                 for c in self.conns]
+        if self.netlink is not None:
+            tasks.append(asyncio.create_task(self._follow_network(), name="keepalive-net"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+            await self._session.close()
+
+    async def _keeper(self, conn: str) -> None:
+        delays = iter(())
+        failing = False
+        while True:
+            if conn not in self.held:
+                ok = await self._ensure_up(conn)
+                if ok:
+                    delays, failing = iter(()), False
+                else:
+                    if not failing:
+                        delays = iter(backoff_delays(self.backoff_start, self.backoff_cap))
+                        failing = True
+                    await self._wait(conn, next(delays))
+                    continue
+            await self._wait(conn, None)
+
+    async def _wait(self, conn: str, timeout: float | None) -> None:
+        """Until kicked or `timeout` passes. During a backoff (a timeout) only a network
+        change cuts the wait short: the downs of our own failed attempts must not."""
+        kick, net = self._kick[conn], self._net_kick[conn]
+        waiters = [asyncio.ensure_future(net.wait())]
+        if timeout is None:
+            waiters.append(asyncio.ensure_future(kick.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        kick.clear()
+        net.clear()
+
+    async def _charon_sas(self, conn: str) -> list[dict[str, Any]]:
+        events, _ = await self._session.streamed(
+            "list-sas", "list-sa", {"ike": conn, "noblock": "yes"}, timeout=10.0)
+        return [body for e in events for name, body in e.items()
+                if name == conn and isinstance(body, dict)]
+
+    async def _ensure_up(self, conn: str) -> bool:
+        """True when `conn` has an IKE SA (already, or after initiating it)."""
+        try:
+            sas = await self._charon_sas(conn)
+            if any(sa.get("state") in ACTIVE_STATES for sa in sas):
+                return True
+            conns = await self._session.streamed("list-conns", "list-conn", {"ike": conn},
+                                                 timeout=10.0)
+            children = [child for e in conns[0] for name, body in e.items() if name == conn
+                        for child in (body.get("children") or {})]
+            if not children:
+                raise ViciCommandError("initiate", f"connection {conn!r} is not loaded")
+            self.initiations[conn] += 1
+            log.info("keepalive_initiate", conn=conn, attempt=self.failures[conn] + 1)
+            for child in children:
+                await self._session.request(
+                    "initiate",
+                    {"ike": conn, "child": child, "timeout": int(self.initiate_timeout * 1000),
+                     "init-limits": "no"},
+                    timeout=self.initiate_timeout + 5,
+                )
+        except ViciError as exc:
+            self.failures[conn] += 1
+            log.warning("keepalive_initiate_failed", conn=conn, error=str(exc),
+                        failures=self.failures[conn])
+            return False
+        self.failures[conn] = 0
+        log.info("keepalive_up", conn=conn)
+        return True
+
+    async def _follow_network(self) -> None:
+        assert self.netlink is not None
+        backoff = 1.0
+        while True:
+            try:
+                async for change in self.netlink.changes():
+                    log.debug("keepalive_net_change", kind=change.kind, action=change.action)
+                    await asyncio.sleep(self.settle)  # let a burst (del, add, route) settle
+                    await self._network_changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # netlink trouble must not end keepalive
+                log.warning("keepalive_netlink_failed", error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _network_changed(self) -> None:
+        assert self.netlink is not None
+        addresses = await self.netlink.addresses()
+        for conn in self.conns:
+            if conn in self.held:
+                continue
+            live = self.watcher.table.live_for_conn(conn)
+            if not live:
+                log.info("keepalive_network_changed", conn=conn, action="initiate")
+                self.kick(conn, network=True)
+                continue
+            stale = [sa for sa in live if sa.local_host and sa.local_host not in addresses]
+            if not stale:
+                continue
+            asyncio.get_running_loop().create_task(self._replace_stale(conn))
+
+    async def _replace_stale(self, conn: str) -> None:
+        """Give MOBIKE `mobike_grace` seconds; then replace SAs whose address is gone."""
+        assert self.netlink is not None
+        await asyncio.sleep(self.mobike_grace)
+        addresses = await self.netlink.addresses()
+        stale = [sa for sa in self.watcher.table.live_for_conn(conn)
+                 if sa.local_host and sa.local_host not in addresses]
+        if not stale:
+            return
+        for sa in stale:
+            log.info("keepalive_network_changed", conn=conn, ike_id=sa.uniqueid,
+                     local_addr=sa.local_host, action="replace (MOBIKE did not move it)")
+            self._own_terminates.add(sa.uniqueid)
+            with contextlib.suppress(ViciError):
+                await self._session.request(
+                    "terminate", {"ike-id": sa.uniqueid, "force": "yes", "timeout": -1},
+                    timeout=5.0, check=False)
+        self.kick(conn, network=True)
