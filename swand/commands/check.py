@@ -22,6 +22,7 @@ from pathlib import Path
 from swand.config import ConfigError, SwandConfig, load_config
 from swand.core import checks
 from swand.core.checks import CheckInput, CredentialFile, Finding, SystemFacts
+from swand.core.settings import Section, SettingsError, parse_file
 
 CERT_FOLDERS = ("x509",)
 CA_FOLDERS = ("x509ca",)
@@ -60,27 +61,13 @@ def read_folder(swanctl_dir: Path, folder: str) -> tuple[CredentialFile, ...]:
     return tuple(out)
 
 
-def translation_findings(tree: object, swanctl_dir: Path) -> list[Finding]:
+def translation_findings(tree: Section, swanctl_dir: Path) -> list[Finding]:
     """The loader's translation problems (a named file missing, an undecryptable key...),
-    exactly as `swand apply` would report them."""
-    try:
-        from swand.core import swanctl as translate_mod
-    except ImportError:  # pragma: no cover - the loader is part of the package
-        return []
-    folders: dict[str, tuple[tuple[str, bytes], ...]] = {}
-    for folder in translate_mod.CREDENTIAL_FOLDERS:
-        files = read_folder(swanctl_dir, folder)
-        if files:
-            folders[folder] = tuple((f.path.split("/", 1)[1], f.data) for f in files)
-    files: dict[str, bytes] = {}
-    unreadable: dict[str, str] = {}
-    for path in translate_mod.referenced_files(tree, str(swanctl_dir)):  # type: ignore[arg-type]
-        try:
-            files[path] = Path(path).read_bytes()
-        except OSError as exc:
-            unreadable[path] = exc.strerror or str(exc)
-    src = translate_mod.CredentialSource(str(swanctl_dir), folders, files, unreadable)
-    _, errors = translate_mod.translate(tree, src)  # type: ignore[arg-type]
+    through the same code `swand apply` and `swand run` use."""
+    from swand.core.swanctl import translate
+    from swand.runtime.loader import read_credentials
+
+    _, errors = translate(tree, read_credentials(str(swanctl_dir), tree))
     out = []
     for err in errors:
         file, line = checks.parse_where(err.where) if err.where else (str(swanctl_dir), 0)
@@ -157,8 +144,6 @@ def collect(args: argparse.Namespace) -> list[Finding]:
     cfg = cfg.with_overrides(vici=args.vici, swanctl_dir=args.swanctl_dir)
     swanctl_dir = Path(cfg.swanctl.dir)
     conf = swanctl_dir / "swanctl.conf"
-
-    from swand.core.settings import SettingsError, parse_file
 
     try:
         tree = parse_file(conf)
