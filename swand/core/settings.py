@@ -25,14 +25,26 @@ settings_parser.y, settings_types.c, settings.c), re-implemented, not translated
   libstrongswan's enumerators report for its path, i.e. its own keys and subsections
   first, then those of the referenced sections (and theirs) that it does not define.
 
+Checked against libstrongswan 5.9.8 itself: tests/unit/conftest.py drives the installed
+library through ctypes, and the unit and hypothesis tests compare trees and verdicts
+(every corpus swanctl.conf, the syntax tables, random and structured inputs, includes).
+
 Deliberate deviations, because silently loading half a configuration is worse for a
 reconciler than refusing it (strongSwan logs these and carries on, or crashes):
-an included file that exists but cannot be read (permission denied, a directory) is an
-error; so are include cycles (strongSwan recurses until it runs out of file
-descriptors), includes nested deeper than MAX_INCLUDE_DEPTH, sections nested deeper
-than MAX_DEPTH (also after resolving references; a section that references its own
-ancestor is infinitely deep), NUL bytes, files over MAX_FILE_BYTES and values over
-MAX_VALUE_BYTES (VICI cannot carry them anyway).
+- an included file that exists but cannot be read (permission denied, dangling
+  symlink), a directory (strongSwan reads it as empty) or a FIFO/device is an error;
+- include cycles are an error (strongSwan recurses until it runs out of file
+  descriptors), as are includes nested deeper than MAX_INCLUDE_DEPTH;
+- sections nested deeper than MAX_DEPTH; a section that references its own ancestor
+  (libstrongswan resolves lazily, so `a { b : a {} }` has an `a.b.b.b...` of any depth,
+  which no finite tree can show: an error naming the reference); references that expand
+  beyond MAX_RESOLVED_SECTIONS or nest deeper than MAX_REFERENCE_DEPTH (libstrongswan
+  overflows its stack on some of those);
+- NUL bytes (flex would cut names and values at them), files over MAX_FILE_BYTES and
+  values over MAX_VALUE_BYTES (VICI cannot carry them anyway).
+Where libstrongswan cannot parse a file, swanctl 5.9.8 loads it as *empty*
+(settings_create() never fails) and so unloads everything; swand raises SettingsError.
+A top-level path is read as is, not globbed (libstrongswan globs it too).
 
 Bytes: files are decoded as UTF-8 with `surrogateescape`, so bytes that are not UTF-8
 (Latin-1 comments, say) are accepted as strongSwan accepts them, and
@@ -451,7 +463,7 @@ class _Lexer:
         while True:
             pos = frame.pos
             if pos >= len(text):
-                raise SettingsError(start, "unterminated quoted string")
+                raise SettingsError(start, "unterminated quoted string (no closing '\"')")
             c = text[pos]
             if c == '"':
                 frame.pos += 1
@@ -462,7 +474,7 @@ class _Lexer:
             if c == "\\":
                 nxt = text[pos + 1 : pos + 2]
                 if not nxt:
-                    raise SettingsError(start, "unterminated quoted string")
+                    raise SettingsError(start, "unterminated quoted string (no closing '\"')")
                 if nxt == "\n":
                     frame.pos += 2
                     frame.line += 1
@@ -544,7 +556,9 @@ def _describe(token: _Token) -> str:
     if token.kind == _T_NEWLINE:
         return "end of line"
     if token.kind == '"':
-        return "a quoted string (quotes are only allowed in values)"
+        return "quoted string (quotes are only allowed in values)"
+    if token.kind in ".,":
+        return f"'{token.kind}' (names cannot contain '.' or ',')"
     return f"'{token.kind}'"
 
 
@@ -625,7 +639,8 @@ class _Parser:
                     )
                 return
             if token.kind != _T_NAME:
-                raise SettingsError(token.origin, f"unexpected {_describe(token)}")
+                hint = " (a section needs a name)" if token.kind == "{" else ""
+                raise SettingsError(token.origin, f"unexpected {_describe(token)}{hint}")
             self._statement(into, token, depth)
 
     def _statement(self, into: _RawSection, name: _Token, depth: int) -> None:
@@ -641,7 +656,7 @@ class _Parser:
                     raise SettingsError(
                         ref.origin,
                         f"expected the name of a referenced section after "
-                        f"{'a comma' if refs else ':'}, got {_describe(ref)}",
+                        f"{'a comma' if refs else chr(39) + ':' + chr(39)}, got {_describe(ref)}",
                     )
                 refs.append(ref)
                 token = self._next()
@@ -654,9 +669,16 @@ class _Parser:
                     f"got {_describe(token)}",
                 )
         elif token.kind != "{":
+            where = ""
+            if token.origin != name.origin and token.kind != _T_EOF:
+                where = (
+                    f" (line {name.origin.line})"
+                    if token.origin.file == name.origin.file
+                    else f" ({name.origin})"
+                )
             raise SettingsError(
                 token.origin if token.kind != _T_EOF else name.origin,
-                f"expected '=' or '{{' after '{name.text}', got {_describe(token)}",
+                f"expected '=' or '{{' after '{name.text}'{where}, got {_describe(token)}",
             )
         if depth + 1 > MAX_DEPTH:
             raise SettingsError(name.origin, f"sections nested deeper than {MAX_DEPTH} levels")
