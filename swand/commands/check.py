@@ -27,6 +27,8 @@ from swand.core.settings import Section, SettingsError, parse_file
 CERT_FOLDERS = ("x509",)
 CA_FOLDERS = ("x509ca",)
 KEY_FOLDERS = ("private", "rsa", "ecdsa", "pkcs8", "pkcs12")
+#: where `swand client add` keeps the client certificates it issued
+CLIENT_FOLDERS = ("swand-clients",)
 PROBE_TIMEOUT = 10.0
 
 
@@ -162,6 +164,7 @@ def collect(args: argparse.Namespace) -> list[Finding]:
         certs=tuple(f for d in CERT_FOLDERS for f in read_folder(swanctl_dir, d)),
         cas=tuple(f for d in CA_FOLDERS for f in read_folder(swanctl_dir, d)),
         keys=tuple(f for d in KEY_FOLDERS for f in read_folder(swanctl_dir, d)),
+        clients=tuple(f for d in CLIENT_FOLDERS for f in read_folder(swanctl_dir, d)),
         windows=cfg.check.windows,
     )
     facts = None if args.no_system else probe_system(cfg.firewall.enabled)

@@ -105,6 +105,8 @@ class CheckInput:
     cas: tuple[CredentialFile, ...] = ()
     #: private/, rsa/, ecdsa/, pkcs8/, pkcs12/ files
     keys: tuple[CredentialFile, ...] = ()
+    #: client certificates `swand client add` issued (swand-clients/, not loaded by charon)
+    clients: tuple[CredentialFile, ...] = ()
     #: swand.toml [check] windows
     windows: str = "auto"
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
@@ -693,11 +695,12 @@ def check_client_cert_curves(inp: CheckInput) -> list[Finding]:
     """An ECDSA client certificate whose curve is not among the connection's IKE DH
     groups: Windows couples them and fails the exchange. Client certificates are those in
     x509/ that no connection uses as its own (local) certificate, plus the local
-    certificates of connections that are clients themselves (no pools, remote_addrs)."""
+    certificates of connections that are clients themselves (no pools, remote_addrs), plus
+    those `swand client add` issued (swand-clients/)."""
     out: list[Finding] = []
     conns = _connections(inp.tree)
     local_names = {_cert_key(lc.name, "x509") for c in conns for lc in _local_certs(c)}
-    peer_certs = [f for f in inp.certs if f.path not in local_names]
+    peer_certs = [f for f in inp.certs if f.path not in local_names] + list(inp.clients)
     for conn in conns:
         severity = _serves_windows(conn, inp.windows)
         as_client = not _is_road_warrior(conn) and conn.get("remote_addrs") and \

@@ -253,6 +253,16 @@ def test_client_cert_curve_must_match_ike_group(ca: CA, gateway: tuple[bytes, by
     assert checks.check_client_cert_curves(both) == []
 
 
+def test_issued_client_certs_are_checked_too(ca: CA, gateway: tuple[bytes, bytes]) -> None:
+    """`swand client add` keeps what it issued in swand-clients/ (charon never loads it)."""
+    p256 = ca.issue("laptop", server=False, curve=ec.SECP256R1())[0]
+    inp = replace(make_input(conf(), gateway, ca),
+                  clients=(CredentialFile("swand-clients/laptop.pem", p256),))
+    found = checks.check_client_cert_curves(inp)
+    assert codes(found) == {"cert-curve-dh": "warning"}
+    assert "swand-clients/laptop.pem" in found[0].message
+
+
 def test_client_side_curve(ca: CA) -> None:
     """On the client (the home server), its own certificate is the client certificate."""
     cert, key = ca.issue("t520", server=False, curve=ec.SECP256R1())
