@@ -128,7 +128,12 @@ class Section:
         return iter(self.sections.values())
 
     def __len__(self) -> int:
+        """The number of subsections."""
         return len(self.sections)
+
+    def __bool__(self) -> bool:
+        """Always true: `if tree.section(...)` must not depend on having subsections."""
+        return True
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and (key in self.settings or key in self.sections)

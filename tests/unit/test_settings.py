@@ -453,3 +453,9 @@ def test_corpus_same_as_libstrongswan(strongswan_settings: Any, section_as_tree:
         if section_as_tree(parse_file(path)) != theirs["tree"]:
             differences.append(f"{path}: trees differ")
     assert differences == []
+
+
+def test_section_without_subsections_is_truthy() -> None:
+    root = parse_text("a {\n  k = v\n}\n")
+    found = root.section("a")
+    assert found is not None and len(found) == 0 and bool(found)
