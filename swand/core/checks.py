@@ -709,7 +709,13 @@ def check_client_cert_curves(inp: CheckInput) -> list[Finding]:
             continue
         candidates: list[tuple[CredentialFile, Origin | None]] = []
         if severity is not None:
-            candidates += [(f, None) for f in peer_certs]
+            # a connection pinned to one identity only ever sees that client's certificate
+            remote_ids = [parse_identity(r.get("id") or "%any") for r in _rounds(conn, "remote")]
+            pinned = [i for i in remote_ids if not _is_wildcard(i)]
+            for f in peer_certs:
+                cert = load_certificate(f.data)
+                if cert is not None and all(cert_has_identity(cert, i) for i in pinned):
+                    candidates.append((f, None))
         if as_client:
             by_path = {f.path: f for f in inp.certs}
             for lc in _local_certs(conn):

@@ -261,6 +261,14 @@ def test_issued_client_certs_are_checked_too(ca: CA, gateway: tuple[bytes, bytes
     found = checks.check_client_cert_curves(inp)
     assert codes(found) == {"cert-curve-dh": "warning"}
     assert "swand-clients/laptop.pem" in found[0].message
+    # a connection pinned to another client's DN never sees the laptop's certificate
+    pinned = conf().replace("auth = pubkey\n        }\n        children",
+                            'auth = pubkey\n            id = "C=CH, O=swand test, CN=t520"'
+                            "\n        }\n        children")
+    assert 'CN=t520' in pinned
+    inp = replace(make_input(pinned, gateway, ca),
+                  clients=(CredentialFile("swand-clients/laptop.pem", p256),))
+    assert checks.check_client_cert_curves(inp) == []
 
 
 def test_client_side_curve(ca: CA) -> None:
