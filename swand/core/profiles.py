@@ -524,6 +524,27 @@ def parse_windows_script(text: str) -> dict[str, str]:
     raise ProfileError("no Set-VpnConnectionIPsecConfiguration line")
 
 
+def windows_suites_from_params(params: dict[str, str]) -> tuple[str, str]:
+    """The (IKE, ESP) suites Windows offers for these `Set-VpnConnectionIPsecConfiguration`
+    arguments, in strongSwan keywords — for tests and audits (a strongSwan client can
+    offer exactly what Windows would)."""
+    def back(table: dict[str, str], value: str, what: str) -> str:
+        for keyword, name in table.items():
+            if name == value:
+                return keyword
+        raise ProfileError(f"unknown Windows {what} {value!r}")
+
+    encr = back(_WIN_IKE_ENCR, params["EncryptionMethod"], "EncryptionMethod")
+    hash_ = back(_WIN_HASH, params["IntegrityCheckMethod"], "IntegrityCheckMethod")
+    dh = back(_WIN_DH, params["DHGroup"], "DHGroup")
+    ike = IkeSuite(encr, None if _is_aead(encr) else hash_, hash_, dh)
+    cipher = back(_WIN_ESP_ENCR, params["CipherTransformConstants"], "CipherTransformConstants")
+    auth = params["AuthenticationTransformConstants"]
+    integ = None if _is_aead(cipher) else back(_WIN_ESP_INTEG, auth, "AuthenticationTransform")
+    pfs = None if params["PfsGroup"] == "None" else back(_WIN_PFS, params["PfsGroup"], "PfsGroup")
+    return ike.keywords(), EspSuite(cipher, integ, pfs).keywords()
+
+
 # --- Apple ---------------------------------------------------------------------------------------
 
 _APPLE_ENCR = {

@@ -146,3 +146,71 @@ def test_static_ip_client_gets_its_address_through_the_pinned_connection(
     assert host.virtual_ips() == ["10.8.0.2"]
     sa = gw.wait_for_sa("t14", timeout=10)  # matched the pinned connection, by DN
     assert sa["remote-id"] == "C=CH, O=swand clients test, CN=t14"
+
+
+#: the first suites are ones Windows cannot negotiate: the profiles must pick the others
+PICKY_IKE = "aes256gcm16-prfsha512-curve25519, aes256-sha384-prfsha384-ecp384"
+PICKY_ESP = "chacha20poly1305, aes256gcm16-ecp384"
+
+
+def test_each_platform_profile_offers_what_the_gateway_accepts(
+    make_lab, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """A strongSwan client offers exactly the one suite and identity each platform's
+    profile makes that platform offer (read back from the ps1, mobileconfig and sswan
+    files), and the gateway accepts every one of them."""
+    import dataclasses
+    import json
+
+    from swand.core import profiles
+    from swand.core.settings import parse_file
+
+    lab = make_lab(clients=1)
+    gw, host = lab.gateway, lab.client(1)
+    wipe_lab_credentials(gw.swanctl_dir)
+    conf = configs.gateway_conf(gateway_id=lab.gateway_id)
+    conf = conf.replace(f"proposals = {configs.IKE_PROPOSAL}", f"proposals = {PICKY_IKE}")
+    conf = conf.replace(f"esp_proposals = {configs.ESP_PROPOSAL}", f"esp_proposals = {PICKY_ESP}")
+    gw.write_swanctl_conf(conf)
+    gwdir = str(gw.swanctl_dir)
+    assert main(["pki", "--swanctl-dir", gwdir, "init", "--dn", CA_DN]) == 0
+    assert main(["pki", "--swanctl-dir", gwdir, "gateway", "--id", lab.gateway_id]) == 0
+    pw = tmp_path / "pw"
+    pw.write_text("emu-secret-password\n")
+    assert main(["client", "--swanctl-dir", gwdir, "add", "emu", "--out", str(tmp_path),
+                 "--gateway", GATEWAY_ADDRESS, "--encap", "--password-file", str(pw)]) == 0
+    load_gateway(lab, tmp_path)
+
+    dn = "C=CH, O=swand clients test, CN=emu"
+    win_ike, win_esp = profiles.windows_suites_from_params(
+        profiles.parse_windows_script((tmp_path / "emu.ps1").read_text()))
+    apple_ike, apple_esp = profiles.apple_suites_from_plist(
+        (tmp_path / "emu.mobileconfig").read_bytes())
+    sswan = json.loads((tmp_path / "emu.sswan").read_text())
+    offers = {
+        "windows": (win_ike, win_esp, dn),
+        "apple": (apple_ike, apple_esp, "emu"),
+        "android": (sswan["ike-proposal"], sswan["esp-proposal"], sswan["local"]["id"]),
+    }
+    assert win_ike == "aes256-sha384-prfsha384-ecp384" and win_esp == "aes256gcm16-ecp384"
+    gwinfo = profiles.gateway_from_settings(parse_file(gw.swanctl_dir / "swanctl.conf"),
+                                            address=GATEWAY_ADDRESS)
+    client = profiles.ClientInfo("emu", dn, "emu", b"", b"", "x")
+    d = host.swanctl_dir
+    wipe_lab_credentials(d)
+    (d / "pkcs12").mkdir(parents=True)
+    shutil.copy(tmp_path / "emu.p12", d / "pkcs12" / "emu.p12")
+    for platform, (ike, esp, identity) in offers.items():
+        one = dataclasses.replace(gwinfo, ike_proposals=(ike,), esp_proposals=(esp,))
+        host.write_swanctl_conf(profiles.linux_swanctl_conf(
+            one, client, p12_password="emu-secret-password", encap=True, local_id=identity))
+        host.swanctl("--load-all")
+        sa = host.wait_for_sa("192-0-2-1", timeout=20)
+        child = next(iter(sa["child-sas"].values()))
+        print(f"{platform}: IKE {sa['encr-alg']}-{sa.get('integ-alg', '')}-{sa['prf-alg']}-"
+              f"{sa['dh-group']}, ESP {child['encr-alg']} as {identity}")
+        assert [s["remote-id"] for s in gw.list_sas()] == [identity], platform
+        host.swanctl("--terminate", "--ike", "192-0-2-1")
+        host.write_swanctl_conf("")  # unload, so the next load starts it afresh
+        host.swanctl("--load-all")
+        wait_for(lambda: not gw.list_sas(), 10, message=f"{platform} SA gone")

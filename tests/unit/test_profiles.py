@@ -134,6 +134,8 @@ def test_windows_parameters_equal_the_gateway_proposals(
     assert params.as_ps_args() == expected
     script = profiles.windows_script(gw, CLIENT)
     assert profiles.parse_windows_script(script) == expected
+    assert profiles.windows_suites_from_params(expected) == (
+        params.ike.keywords(), params.esp.keywords())
     # the suites the script stands for are ones the gateway's proposals contain
     assert any(suite_in(params.ike.keywords(), p, True) for p in gw.ike_proposals)
     assert any(suite_in(params.esp.keywords(), p, False) for p in gw.esp_proposals)
