@@ -66,17 +66,28 @@ class FirewallSnapshot:
 SnapshotFn = Callable[[], Awaitable[FirewallSnapshot]]
 
 
-def vici_snapshot(session: Any) -> SnapshotFn:
+def vici_snapshot(
+    session: Any, config_pools: Callable[[], tuple[Pool, ...]] | None = None
+) -> SnapshotFn:
     """A snapshot callable over a `swand.adapters.vici.ViciSession`: ``get-pools``,
-    ``list-sas`` and ``stats`` (its ``plugins`` list picks the mode for ``auto``)."""
+    ``list-sas`` and ``stats`` (its ``plugins`` list picks the mode for ``auto``).
+
+    `config_pools` (optional, from the loader's parsed swanctl.conf) is merged with what
+    charon reports: right after a charon restart, before the loader has loaded the pools
+    again, NAT must not disappear for a moment.
+    """
 
     async def snapshot() -> FirewallSnapshot:
         pools = await session.request("get-pools")
         events, _ = await session.streamed("list-sas", "list-sa", {"noblock": "yes"})
         stats = await session.request("stats")
         plugins = stats.get("plugins") or []
+        charon_pools = pools_from_vici(pools)
+        if config_pools is not None:
+            known = {p.name for p in charon_pools}
+            charon_pools += tuple(p for p in config_pools() if p.name not in known)
         return FirewallSnapshot(
-            pools=pools_from_vici(pools),
+            pools=charon_pools,
             child_sas=child_sas_from_vici(events),
             plugins=tuple(str(p) for p in plugins),
         )

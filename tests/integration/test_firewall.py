@@ -1,0 +1,419 @@
+"""The firewall reconciler against real charons, real iptables-legacy and real traffic, in
+lab namespaces only.
+
+swand's firewall code runs *inside the gateway namespace* as a subprocess
+(``ip netns exec <gw> python tests/integration/test_firewall.py agent ...``): network
+namespaces are per thread, and the host's tables, sysctls and routes must never be
+touched. The agent is what the daemon composes: `FirewallReconciler` over a VICI snapshot,
+poked by `EventWatcher`'s raw SA events; ``--once`` is ``swand apply``'s firewall step.
+
+The lab's charons run kernel-libipsec (this kernel has no ESP), so real traffic only
+matches interface-mode rules; policy-mode rules are checked exactly with
+``iptables-legacy -S``, and both modes are checked for the per-SA rule life cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+AGENT = Path(__file__).resolve()
+TAG = re.compile(r'-m comment --comment "?swand:[0-9a-f]{12}"? ')
+
+
+# --- the agent (runs inside the gateway namespace) ------------------------------------
+
+
+async def _agent(args: argparse.Namespace) -> int:
+    from swand.adapters.vici import ViciSession
+    from swand.config import ConfigError, load_config
+    from swand.log import configure_logging
+    from swand.runtime.events import EventWatcher
+    from swand.runtime.firewall import FirewallReconciler, apply_firewall_once, vici_snapshot
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
+        return 2
+    configure_logging("json", "debug", stream=sys.stdout)
+    session = ViciSession(cfg.charon.vici)
+    if args.once:
+        try:
+            report = await apply_firewall_once(cfg, session)
+        except Exception as exc:
+            print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
+            return 1
+        finally:
+            await session.close()
+        print(json.dumps(report.as_dict()), flush=True)
+        return 0
+    fw = FirewallReconciler(cfg, vici_snapshot(session), min_interval=0.1)
+    await fw.start()
+    watcher = EventWatcher(cfg.charon.vici, on_raw_event=lambda name, _body: fw.poke(name))
+    events = asyncio.create_task(watcher.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    print(json.dumps({"event": "agent started"}), flush=True)
+    await stop.wait()
+    events.cancel()
+    await fw.stop()
+    await session.close()
+    print(json.dumps({"event": "agent stopped"}), flush=True)
+    return 0
+
+
+def agent_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--once", action="store_true")
+    return asyncio.run(_agent(parser.parse_args(argv)))
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "agent":
+    sys.exit(agent_main(sys.argv[2:]))
+
+
+# --- test helpers (run on the host, act in namespaces) --------------------------------
+
+from swand.core.firewall import CHAIN_FWD, CHAIN_MSS, CHAIN_NAT  # noqa: E402
+from swand.lab import INTERNET_HOST, Host, Lab, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+
+def write_config(lab: Lab, name: str = "swand.toml", **firewall: Any) -> Path:
+    lines = ["[charon]", f'vici = "{lab.gateway.vici_uri}"', "[firewall]"]
+    for key, value in {"interval": 10.0, **firewall}.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    path = lab.gateway.workdir / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def apply_once(lab: Lab, config: Path) -> dict[str, Any]:
+    proc = lab.gateway.run([sys.executable, str(AGENT), "agent", "--config", str(config),
+                            "--once"], check=False, timeout=60)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"ok": False, "error": proc.stderr}
+    return result
+
+
+class Agent:
+    """The reconciler running in the gateway namespace until stop()."""
+
+    def __init__(self, lab: Lab, config: Path) -> None:
+        self.lab = lab
+        n = len(list(lab.gateway.workdir.glob("agent-*.log")))
+        self.log_path = lab.gateway.workdir / f"agent-{n}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = lab.gateway.popen(
+            [sys.executable, str(AGENT), "agent", "--config", str(config)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: "agent started" in self.log(), 20,
+                 message=lambda: f"agent start; log:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def rules(host: Host, table: str = "filter", family: str = "ipv4") -> list[str]:
+    tool = "iptables-legacy" if family == "ipv4" else "ip6tables-legacy"
+    return host.run([tool, "-w", "-t", table, "-S"]).stdout.splitlines()
+
+
+def ours(host: Host, table: str, family: str = "ipv4") -> list[str]:
+    """swand's rules with their tags removed (to compare against literal expectations)."""
+    return [TAG.sub("", ln) for ln in rules(host, table, family)
+            if "SWAND-" in ln or "swand:" in ln]
+
+
+def sysctl(host: Host, key: str) -> str:
+    return host.run(["cat", f"/proc/sys/{key.replace('.', '/')}"]).stdout.strip()
+
+
+def fwd_rules_for(host: Host, vip: str) -> list[str]:
+    return [ln for ln in rules(host) if ln.startswith(f"-A {CHAIN_FWD}") and vip in ln]
+
+
+def saved(host: Host) -> str:
+    """Every legacy table without counters and header comments (for before/after)."""
+    out = host.run(["iptables-legacy-save"]).stdout
+    return "\n".join(re.sub(r"\[\d+:\d+\]", "", ln) for ln in out.splitlines()
+                     if not ln.startswith("#"))
+
+
+@pytest.fixture
+def gw_lab(make_lab: Callable[..., Lab]) -> Lab:
+    """Gateway loaded by swanctl (pool 10.8.0.128/25), clients configured, and the kernel
+    state of a fresh machine: no forwarding, no NAT, no rules."""
+    lab = make_lab(clients=2)
+    lab.configure_gateway_with_swanctl()
+    lab.configure_clients()
+    assert sysctl(lab.gateway, "net.ipv4.ip_forward") == "0"
+    return lab
+
+
+# --- tests ---------------------------------------------------------------------------
+
+
+def test_road_warrior_reaches_the_internet_only_after_swand(gw_lab: Lab) -> None:
+    """Interface mode (auto: charon runs kernel-libipsec), real traffic, MSS measured."""
+    lab = gw_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    vip = lab.connect(c1)
+    assert not c1.ping(INTERNET_HOST, timeout=1)
+    assert not any("swand" in ln for ln in rules(gw, "nat"))
+
+    report = apply_once(lab, write_config(lab))
+    assert report["ok"], report
+    assert report["mode"] == "interface" and report["egress"] == "eth0"
+    assert set(report["sysctls_changed"]) == {"net.ipv4.ip_forward", "net.ipv4.ip_no_pmtu_disc"}
+    assert sysctl(gw, "net.ipv4.ip_forward") == "1"
+    assert sysctl(gw, "net.ipv4.ip_no_pmtu_disc") == "1"
+    assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping through swand's NAT")
+    assert fwd_rules_for(gw, vip)
+
+    # MSS: the client's tunnel MTU is 1500, so its SYN says 1460; the far host sees 1360
+    c1.run(["ip", "link", "set", "ipsec0", "mtu", "1500"])
+    with lab.router.tcpdump("gw0", "tcp[tcpflags] & tcp-syn != 0 and dst port 9") as cap:
+        c1.run([sys.executable, "-c", "import socket; s = socket.socket(); s.settimeout(3); "
+                f"s.connect_ex(('{INTERNET_HOST}', 9))"], check=False)
+        line = cap.wait_for("Flags [S]")
+    assert "mss 1360" in line, line
+
+    # a second apply with nothing changed writes nothing
+    again = apply_once(lab, write_config(lab))
+    assert again["ok"] and again["changed_tables"] == [] and again["sysctls_changed"] == []
+
+
+def test_policy_mode_rules_exactly(gw_lab: Lab) -> None:
+    lab = gw_lab
+    gw = lab.gateway
+    gw.run(["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24",
+            "-j", "MASQUERADE"])  # an administrator's rule, before swand's jump exists
+    vip = lab.connect(lab.client(1))
+    reqid = next(c["reqid"] for sa in gw.list_sas() for c in sa["child-sas"].values())
+    report = apply_once(lab, write_config(lab, mode="policy"))
+    assert report["ok"] and report["mode"] == "policy", report
+    assert ours(gw, "nat") == [
+        f"-N {CHAIN_NAT}",
+        f"-A POSTROUTING -j {CHAIN_NAT}",
+        f"-A {CHAIN_NAT} -s 10.8.0.128/25 -o eth0 -m policy --dir out --pol ipsec -j ACCEPT",
+        f"-A {CHAIN_NAT} -s 10.8.0.128/25 -o eth0 -j MASQUERADE",
+    ]
+    # the jump is first, the administrator's rule is still there after it
+    nat = rules(gw, "nat")
+    assert nat.index("-A POSTROUTING -s 192.168.77.0/24 -j MASQUERADE") > next(
+        i for i, ln in enumerate(nat) if CHAIN_NAT in ln and ln.startswith("-A POSTROUTING"))
+    mss = ("-p tcp -m policy --dir {d} --pol ipsec -m tcp --tcp-flags SYN,RST SYN "
+           "-m tcpmss --mss 1361:1536 -j TCPMSS --set-mss 1360")
+    for family in ("ipv4", "ipv6"):
+        assert ours(gw, "mangle", family) == [
+            f"-N {CHAIN_MSS}",
+            f"-A FORWARD -j {CHAIN_MSS}",
+            f"-A {CHAIN_MSS} " + mss.format(d="in"),
+            f"-A {CHAIN_MSS} " + mss.format(d="out"),
+        ]
+    assert ours(gw, "filter") == [
+        f"-N {CHAIN_FWD}",
+        f"-A FORWARD -j {CHAIN_FWD}",
+        f"-A {CHAIN_FWD} -s {vip}/32 -m policy --dir in --pol ipsec --reqid {reqid} "
+        "--proto esp -j ACCEPT",
+        f"-A {CHAIN_FWD} -d {vip}/32 -m policy --dir out --pol ipsec --reqid {reqid} "
+        "--proto esp -j ACCEPT",
+    ]
+    assert ours(gw, "filter", "ipv6") == [f"-N {CHAIN_FWD}", f"-A FORWARD -j {CHAIN_FWD}"]
+
+    # swand flush removes all of it and nothing else
+    out = gw.run([sys.executable, "-m", "swand", "flush"]).stdout
+    assert "removed" in out
+    for family in ("ipv4", "ipv6"):
+        for table in ("filter", "mangle", "nat"):
+            assert ours(gw, table, family) == []
+    assert "-A POSTROUTING -s 192.168.77.0/24 -j MASQUERADE" in rules(gw, "nat")
+
+
+@pytest.mark.parametrize("mode", ["interface", "policy"])
+def test_forward_rules_follow_child_sas(gw_lab: Lab, mode: str) -> None:
+    """Up -> rules; delete -> gone within 2 s; DPD -> gone within 2 s of charon clearing
+    the SA; kill -9 of charon -> gone on the first reconcile after it is back."""
+    lab = gw_lab
+    gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
+    agent = Agent(lab, write_config(lab, mode=mode))
+    try:
+        vip1 = lab.connect(c1)
+        wait_for(lambda: len(fwd_rules_for(gw, vip1)) == 2, 5,
+                 message=lambda: f"rules for {vip1}: {rules(gw)}\n{agent.log()[-3000:]}")
+
+        # a delete by the client
+        c1.swanctl("--terminate", "--ike", "rw")
+        t0 = time.monotonic()
+        wait_for(lambda: not fwd_rules_for(gw, vip1), 2,
+                 message=lambda: f"rules after delete: {rules(gw)}")
+        assert time.monotonic() - t0 < 2
+
+        # DPD: the client dies silently
+        vip2 = lab.connect(c2)
+        wait_for(lambda: len(fwd_rules_for(gw, vip2)) == 2, 5, message="rules for client2")
+        c2.kill9()
+
+        def sa_gone() -> bool:
+            return not any(sa.get("remote-vips") == [vip2] for sa in gw.list_sas())
+
+        wait_for(sa_gone, 30, interval=0.1, message="DPD clearing client2's SA")
+        t0 = time.monotonic()
+        wait_for(lambda: not fwd_rules_for(gw, vip2), 2,
+                 message=lambda: f"rules after DPD: {rules(gw)}")
+        assert time.monotonic() - t0 < 2
+
+        # kill -9 of the gateway's charon: its SAs die with it
+        vip1 = lab.connect(c1)
+        wait_for(lambda: len(fwd_rules_for(gw, vip1)) == 2, 5, message="rules again")
+        gw.kill9()
+        time.sleep(1.0)
+        assert fwd_rules_for(gw, vip1), "rules must stay while charon is away (fail static)"
+        gw.start_charon()
+        lab.configure_gateway_with_swanctl()
+        wait_for(lambda: not fwd_rules_for(gw, vip1), 5,
+                 message=lambda: f"rules after charon restart: {rules(gw)}\n"
+                                 f"{agent.log()[-3000:]}")
+        assert any(ln.startswith(f"-A {CHAIN_NAT}") for ln in rules(gw, "nat"))
+    finally:
+        agent.stop()
+
+
+def test_drift_is_repaired_within_one_interval(gw_lab: Lab) -> None:
+    lab = gw_lab
+    gw = lab.gateway
+    interval = 2.0
+    vip = lab.connect(lab.client(1))
+    agent = Agent(lab, write_config(lab, interval=interval))
+    try:
+        wait_for(lambda: len(fwd_rules_for(gw, vip)) == 2, 5, message="first pass")
+        good = saved(gw)
+        admin = [
+            ["iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.99/32", "-j", "DROP"],
+            ["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "172.16.0.0/12",
+             "-o", "eth0", "-j", "MASQUERADE"],
+        ]
+        for cmd in admin:
+            gw.run(cmd)
+        good_with_admin = saved(gw)
+        jump = next(ln for ln in rules(gw, "nat") if ln.startswith("-A POSTROUTING")
+                    and CHAIN_NAT in ln)
+        drifts = [
+            ["iptables-legacy", "-t", "nat", "-F", CHAIN_NAT],
+            ["iptables-legacy", "-t", "mangle", "-F", CHAIN_MSS],
+            ["iptables-legacy", "-F", CHAIN_FWD],
+            ["iptables-legacy", "-t", "nat", *jump.replace("-A ", "-D ", 1).split()],
+            ["iptables-legacy", "-I", CHAIN_FWD, "2", "-s", "10.99.0.0/16", "-j", "ACCEPT"],
+        ]
+        for cmd in drifts:
+            cmd = [part.strip('"') for part in cmd]
+            gw.run(cmd)
+            assert saved(gw) != good_with_admin
+            t0 = time.monotonic()
+            wait_for(lambda: saved(gw) == good_with_admin, interval * 1.5 + 1, interval=0.1,
+                     message=lambda c=cmd: f"repair of {c}:\n{saved(gw)}")
+            assert time.monotonic() - t0 <= interval * 1.5 + 1
+        assert good != good_with_admin  # the admin's rules survived every repair
+    finally:
+        agent.stop()
+
+
+def test_restart_keeps_identical_rules_without_a_gap(gw_lab: Lab) -> None:
+    lab = gw_lab
+    gw = lab.gateway
+    config = write_config(lab)
+    vip = lab.connect(lab.client(1))
+    agent = Agent(lab, config)
+    wait_for(lambda: len(fwd_rules_for(gw, vip)) == 2, 5, message="first pass")
+    before = saved(gw)
+    watcher = subprocess.Popen(
+        ["ip", "netns", "exec", gw.netns, "sh", "-c",
+         "while :; do iptables-legacy -w -t nat -S SWAND-NAT | grep -c MASQUERADE "
+         "|| echo 0; done"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        agent.stop()
+        assert saved(gw) == before  # shutdown leaves the rules in place
+        agent = Agent(lab, config)
+        time.sleep(1.0)
+        assert saved(gw) == before
+        log = agent.log()
+        assert '"changed_tables"' not in log, log  # adopted: nothing written
+    finally:
+        agent.stop()
+        watcher.terminate()
+        samples = watcher.communicate(timeout=10)[0].split()
+    assert samples and all(s != "0" for s in samples), samples
+
+
+def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab) -> None:
+    lab = gw_lab
+    gw = lab.gateway
+    lab.connect(lab.client(1))
+    assert apply_once(lab, write_config(lab))["ok"]
+    good = saved(gw)
+
+    missing = apply_once(lab, write_config(lab, "bad.toml", egress="eth9"))
+    assert not missing["ok"]
+    assert "[firewall] egress: interface 'eth9' does not exist" in missing["error"]
+    assert "bad.toml" in missing["error"]
+    assert saved(gw) == good
+
+    # a pool overlapping the egress subnet (192.0.2.0/24), loaded into charon
+    lab.configure_gateway_with_swanctl(pool="192.0.2.128/25")
+    overlap = apply_once(lab, write_config(lab))
+    assert not overlap["ok"]
+    assert "overlaps the egress subnet 192.0.2.0/24 of eth0" in overlap["error"]
+    assert saved(gw) == good
+
+    # MSS out of range: swand.toml itself is refused, naming file and key
+    result = apply_once(lab, write_config(lab, "mss.toml", mss=9000))
+    assert not result["ok"]
+    assert "mss.toml: [firewall] mss must be 0 (off) or 536..1460, got 9000" in result["error"]
+    assert saved(gw) == good
+
+    # at run time: the default route disappears -> error logged, rules stay; it comes back
+    lab.configure_gateway_with_swanctl()
+    agent = Agent(lab, write_config(lab, interval=1.0))
+    try:
+        wait_for(lambda: '"firewall unchanged"' in agent.log() or
+                 '"firewall reconciled"' in agent.log(), 10, message="first pass")
+        route = gw.run(["ip", "route", "show", "default"]).stdout.strip()
+        gw.run(["ip", "route", "del", "default"])
+        wait_for(lambda: "no default route" in agent.log(), 5,
+                 message=lambda: agent.log()[-2000:])
+        assert saved(gw) == good
+        gw.run(["ip", "route", "add", *route.split()])
+        assert wait_for(lambda: saved(gw) == good, 5)
+    finally:
+        agent.stop()
