@@ -196,6 +196,12 @@ class SwanctlPki:
     def client_cert(self, name: str) -> Path:
         return self.clients / f"{check_client_name(name)}.pem"
 
+    @property
+    def revoked_clients(self) -> Path:
+        """Certificates of revoked clients, `<serial hex>-NAME.pem`: kept for `list`,
+        out of the way so the name can be issued again."""
+        return self.clients / "revoked"
+
     def load_ca(self) -> tuple[x509.Certificate, PrivateKey]:
         """The CA certificate and key; a missing CA says how to make one."""
         if not self.ca_cert.exists() or not self.ca_key.exists():
@@ -402,7 +408,9 @@ def issue_client(
     swand-clients/ so `list` and `revoke` find it. Refuses an existing name."""
     record = pki.client_cert(name)
     if record.exists():
-        raise PkiError(f"{record}: a client named {name!r} exists (revoke it, or pick a new name)")
+        raise PkiError(
+            f"{record}: a client named {name!r} exists (revoke it first, or pick a new name)"
+        )
     ca_cert, ca_key = pki.load_ca()
     key = new_key("rsa" if use_rsa else "ecdsa", curve)
     identity = san or name
@@ -484,10 +492,12 @@ def list_clients(pki: SwanctlPki) -> list[ClientRecord]:
     crl = read_crl(pki)
     revoked = {r.serial_number: r.revocation_date_utc for r in crl} if crl else {}
     out = []
-    for path in sorted(pki.clients.glob("*.pem")) if pki.clients.is_dir() else []:
+    paths = sorted(pki.clients.glob("*.pem")) + sorted(pki.revoked_clients.glob("*-*.pem"))
+    for path in paths:
+        name = path.stem if path.parent == pki.clients else path.stem.split("-", 1)[1]
         cert = x509.load_pem_x509_certificate(path.read_bytes())
         out.append(ClientRecord(
-            path.stem, cert.serial_number, dn_string(cert.subject), _san_text(cert),
+            name, cert.serial_number, dn_string(cert.subject), _san_text(cert),
             cert.not_valid_after_utc, revoked.get(cert.serial_number),
         ))
     return out
@@ -529,4 +539,6 @@ def revoke_client(
     crl = builder.sign(ca_key, _hash_for(ca_key))
     der = crl.public_bytes(serialization.Encoding.DER)
     replace_public(pki.crl, der)
+    pki.revoked_clients.mkdir(parents=True, exist_ok=True)
+    os.replace(record, pki.revoked_clients / f"{cert.serial_number:x}-{name}.pem")
     return cert, der

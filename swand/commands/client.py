@@ -319,6 +319,10 @@ def cmd_revoke(args: argparse.Namespace, swanctl_dir: Path, vici_uri: str) -> in
               "It takes effect when the credentials are next loaded (swand reload); "
               "live SAs of the client stay up until then.", file=sys.stderr)
         return 3
+    pinned = swanctl_dir / "conf.d" / f"{name}.conf"
+    if pinned.exists():
+        print(f"  {pinned} still pins {name}'s address (the connection can no longer "
+              "authenticate); delete it to free the address")
     print("  CRL loaded into charon")
     for sa in ended:
         print(f"  terminated {sa}")

@@ -259,6 +259,8 @@ def test_revoke_puts_the_serial_on_the_crl(
 ) -> None:
     for name in ("alice", "bob"):
         assert add_client(ca.root, tmp_path, name, "--platform", "linux") == 0
+    alice = x509.load_pem_x509_certificate(ca.client_cert("alice").read_bytes())
+    bob = x509.load_pem_x509_certificate(ca.client_cert("bob").read_bytes())
     capsys.readouterr()
     # charon is not running: the CRL is still written, and the command says what is missing
     assert swand("client", "--swanctl-dir", str(ca.root), "--vici", NO_VICI,
@@ -267,8 +269,6 @@ def test_revoke_puts_the_serial_on_the_crl(
     crl = x509.load_der_x509_crl(ca.crl.read_bytes())
     ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
     assert crl.is_signature_valid(ca_cert.public_key())  # type: ignore[arg-type]
-    alice = x509.load_pem_x509_certificate(ca.client_cert("alice").read_bytes())
-    bob = x509.load_pem_x509_certificate(ca.client_cert("bob").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(alice.serial_number) is not None
     assert crl.get_revoked_certificate_by_serial_number(bob.serial_number) is None
     assert swand("client", "--swanctl-dir", str(ca.root), "--vici", NO_VICI,
@@ -285,6 +285,15 @@ def test_revoke_puts_the_serial_on_the_crl(
     assert swand("client", "--swanctl-dir", str(ca.root), "list") == 0
     assert "revoked" in capsys.readouterr().out
     assert swand("client", "--swanctl-dir", str(ca.root), "revoke", "nobody") == 1
+    assert swand("client", "--swanctl-dir", str(ca.root), "--vici", NO_VICI,
+                 "revoke", "alice") == 1  # already revoked: no active client of that name
+    capsys.readouterr()
+    # the name is free again; the new certificate is valid, the old one stays listed
+    assert add_client(ca.root, tmp_path / "again", "alice", "--platform", "linux") == 0
+    capsys.readouterr()
+    assert swand("client", "--swanctl-dir", str(ca.root), "list", "--json") == 0
+    alices = [c for c in json.loads(capsys.readouterr().out) if c["name"] == "alice"]
+    assert sorted(bool(c["revoked"]) for c in alices) == [False, True]
 
 
 def test_no_ca_yet(swanctl: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
