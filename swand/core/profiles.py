@@ -820,6 +820,11 @@ def linux_swanctl_conf(
     the secrets section because swanctl/swand load credentials non-interactively: the file
     is written 0600 and belongs in the client's /etc/swanctl/conf.d/.
     """
+    if "*" in gw.identity or gw.identity == "%any":
+        raise ProfileError(
+            f"gateway id {gw.identity!r} has wildcards: the Linux client needs the exact id "
+            "(charon sends INITIAL_CONTACT only then); pass --gateway-id"
+        )
     name = conn_name or client_conn_name(gw)
     ike = ",".join(gw.ike_proposals)
     esp = ",".join(gw.esp_proposals)

@@ -311,3 +311,9 @@ def test_static_ip_must_be_outside_the_dynamic_pool() -> None:
         profiles.check_static_ip(gw, "10.8.0.200")
     with pytest.raises(ProfileError, match="not an IP address"):
         profiles.check_static_ip(gw, "ten")
+
+
+def test_linux_profile_refuses_a_wildcard_gateway_id() -> None:
+    gw = GatewayInfo("192.0.2.1", "*.example.org")
+    with pytest.raises(ProfileError, match="INITIAL_CONTACT"):
+        profiles.linux_swanctl_conf(gw, CLIENT, p12_password="x")
