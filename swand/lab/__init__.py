@@ -20,6 +20,10 @@ What `Lab.up()` builds (names carry a random 6-hex lab id; parallel labs never c
   forwarding on, and no route to the clients' virtual IPs (pings need the gateway's NAT);
 - gateway: `eth0` 192.0.2.1/24, default via the router; id `vpn.lab.test`;
 - clients: `eth0` 198.51.100.(10+N)/24, default via the router; id `clientN@lab.test`;
+- with `ipv6=True`, IPv6 beside it (nodad, usable at once): router 2001:db8:2::fe
+  (gateway side) and 2001:db8:100::fe (clients), internet host 2001:db8:113::10
+  (`INTERNET_HOST6`), gateway 2001:db8:2::1, clients 2001:db8:100::(10+N) written as
+  hex digits, e.g. ::11 (`Host.address6`);
 - a throw-away ECDSA P-384 CA (`lab.ca`, a `LabCA`): gateway cert with SAN DNS
   vpn.lab.test + IP 192.0.2.1, EKU serverAuth + ikeIntermediate; client certs with CN and
   rfc822 SAN `clientN@lab.test`, EKU clientAuth. Each host's swanctl folder gets
@@ -31,12 +35,13 @@ What `Lab.up()` builds (names carry a random 6-hex lab id; parallel labs never c
   retransmits (tries 2, timeout 1.0, base 1.2).
 
 `Lab(clients=2, charon="5.9", *, gateway_id=..., plugins=..., extra_conf="",
-start_charons=True, client_charon=None)` (`client_charon` mixes versions: e.g. a 5.9
-gateway with 6.0 clients); attributes `id`, `workdir`, `ca`, `router`, `gateway`,
+start_charons=True, client_charon=None, ipv6=False)` (`client_charon` mixes versions:
+e.g. a 5.9 gateway with 6.0 clients); attributes `id`, `workdir`, `ca`, `router`, `gateway`,
 `clients`, `hosts` (by name), `charon_hosts`, `netns_prefix`, `timings`; methods `up()`,
 `down()`, `leftovers()`, `client(i)`, `add_host(name, charon=None)` (an extra namespace
 with only lo, its own charon and an empty swanctl folder, e.g. for conformance tests),
-`gateway_nat(source)`, `configure_gateway_with_swanctl(**conf)`,
+`gateway_nat(source, source6=None)`, `disconnect(host)` / `reconnect(host)` (silently cut
+its link at the router, for DPD), `configure_gateway_with_swanctl(**conf)`,
 `configure_clients(clients, **conf)`, `connect(client, child) -> vip`. `down()` runs on
 `with` exit, at interpreter exit and on SIGTERM/SIGHUP; `sweep_stale()` (called by
 `up()`) removes labs whose owning process was SIGKILLed.
@@ -63,6 +68,7 @@ from swand.lab.lab import (
     GATEWAY_ADDRESS,
     GATEWAY_ID,
     INTERNET_HOST,
+    INTERNET_HOST6,
     POOL,
     Capture,
     Host,
@@ -79,6 +85,7 @@ __all__ = [
     "GATEWAY_ADDRESS",
     "GATEWAY_ID",
     "INTERNET_HOST",
+    "INTERNET_HOST6",
     "POOL",
     "VERSIONS",
     "Capture",

@@ -12,17 +12,25 @@ ESP_PROPOSAL = "aes256gcm16-ecp384"
 
 def gateway_conf(
     *, gateway_id: str = "vpn.lab.test", pool: str = "10.8.0.128/25",
-    local_ts: str = "0.0.0.0/0", conn: str = "rw", child: str = "rw",
-    dpd_delay: str = "2s", extra_conn: str = "",
+    local_ts: str | None = None, conn: str = "rw", child: str = "rw",
+    dpd_delay: str = "2s", extra_conn: str = "", pool6: str | None = None,
 ) -> str:
-    """Gateway accepting any client certificate of the lab CA, handing out `pool`."""
+    """Gateway accepting any client certificate of the lab CA, handing out `pool` (and
+    `pool6` if given, e.g. "fd00:8::1000/116", which adds ::/0 to `local_ts`)."""
+    if local_ts is None:
+        local_ts = "0.0.0.0/0, ::/0" if pool6 else "0.0.0.0/0"
+    pools = "pool4, pool6" if pool6 else "pool4"
+    pool6_section = f"""    pool6 {{
+        addrs = {pool6}
+    }}
+""" if pool6 else ""
     return f"""connections {{
     {conn} {{
         version = 2
         proposals = {IKE_PROPOSAL}
         encap = yes
         dpd_delay = {dpd_delay}
-        pools = pool4
+        pools = {pools}
         local {{
             auth = pubkey
             certs = gateway.pem
@@ -45,21 +53,26 @@ pools {{
     pool4 {{
         addrs = {pool}
     }}
-}}
+{pool6_section}}}
 """
 
 
 def client_conf(
     *, client_id: str, cert: str, gateway: str = "192.0.2.1",
     gateway_id: str = "vpn.lab.test", conn: str = "rw", child: str = "rw",
-    remote_ts: str = "0.0.0.0/0", start_action: str = "none", dpd_delay: str = "2s",
+    remote_ts: str | None = None, start_action: str = "none", dpd_delay: str = "2s",
+    ipv6: bool = False,
 ) -> str:
-    """Road warrior asking for a virtual IP and tunnelling `remote_ts` to `gateway`."""
+    """Road warrior asking for a virtual IP (`ipv6`: an IPv6 one too) and tunnelling
+    `remote_ts` (default everything) to `gateway`."""
+    vips = "0.0.0.0, ::" if ipv6 else "0.0.0.0"
+    if remote_ts is None:
+        remote_ts = "0.0.0.0/0, ::/0" if ipv6 else "0.0.0.0/0"
     return f"""connections {{
     {conn} {{
         version = 2
         remote_addrs = {gateway}
-        vips = 0.0.0.0
+        vips = {vips}
         proposals = {IKE_PROPOSAL}
         encap = yes
         dpd_delay = {dpd_delay}

@@ -42,6 +42,12 @@ GATEWAY_ID = "vpn.lab.test"
 ROUTER_GATEWAY_SIDE = "192.0.2.254"
 ROUTER_CLIENT_SIDE = "198.51.100.254"
 CLIENT_NET_PREFIX = "198.51.100."
+#: IPv6 (documentation prefix 2001:db8::/32), set up beside IPv4 for NAT66 tests
+INTERNET_HOST6 = "2001:db8:113::10"
+GATEWAY_ADDRESS6 = "2001:db8:2::1"
+ROUTER_GATEWAY_SIDE6 = "2001:db8:2::fe"
+ROUTER_CLIENT_SIDE6 = "2001:db8:100::fe"
+CLIENT_NET6_PREFIX = "2001:db8:100::"
 CLIENT_DOMAIN = "lab.test"
 #: the virtual-IP pool the example configs hand out
 POOL = "10.8.0.128/25"
@@ -116,6 +122,8 @@ class Host:
         self.name = name
         self.netns = f"{NETNS_PREFIX}{lab.id}-{name}"
         self.address = address
+        #: IPv6 uplink address (documentation prefix), None for extra hosts
+        self.address6: str | None = None
         self.workdir = lab.workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ike_id = ike_id
@@ -325,7 +333,7 @@ class Lab:
     def __init__(
         self, clients: int = 2, charon: str = "5.9", *, gateway_id: str = GATEWAY_ID,
         plugins: Sequence[str] = DEFAULT_PLUGINS, extra_conf: str = "",
-        start_charons: bool = True, client_charon: str | None = None,
+        start_charons: bool = True, client_charon: str | None = None, ipv6: bool = False,
     ) -> None:
         if clients < 0 or clients > 200:
             raise LabError(f"clients must be 0..200, got {clients}")
@@ -342,6 +350,9 @@ class Lab:
         self.plugins = list(plugins)
         self.extra_conf = extra_conf
         self.start_charons = start_charons
+        #: IPv6 on the links too (off by default: with it MOBIKE may move an SA to IPv6
+        #: when a client's IPv4 address changes)
+        self.ipv6 = ipv6
         self.workdir = LAB_ROOT / self.id
         self.ca: LabCA | None = None
         self.router: Host
@@ -386,6 +397,11 @@ class Lab:
                            f"client{i}@{CLIENT_DOMAIN}")
                 for i in range(1, self.n_clients + 1)
             ]
+            if self.ipv6:
+                self.router.address6 = ROUTER_GATEWAY_SIDE6
+                self.gateway.address6 = GATEWAY_ADDRESS6
+                for i, c in enumerate(self.clients, start=1):
+                    c.address6 = f"{CLIENT_NET6_PREFIX}{10 + i}"  # ::11 mirrors .11
             self._build_network()
             self.timings["network"] = time.monotonic() - t0
             self._build_pki()
@@ -494,32 +510,43 @@ class Lab:
         host = Host(self, name, address, ike_id)
         sh(["ip", "netns", "add", host.netns])
         self._namespaces.append(host.netns)
+        # no IPv6 duplicate address detection: link-local addresses would stay
+        # "tentative" for a second or two, and neighbour discovery with them
+        host.run(["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                  "net.ipv6.conf.default.accept_dad=0"])
         self.hosts[name] = host
         return host
 
     def _build_network(self) -> None:
         r = self.router.netns
+        v6 = self.ipv6
+        # nodad: IPv6 addresses usable at once, not after a second of DAD
         batch = [
             "link set lo up",
             "link add br0 type bridge", f"addr add {ROUTER_CLIENT_SIDE}/24 dev br0",
+            *([f"addr add {ROUTER_CLIENT_SIDE6}/64 dev br0 nodad"] if v6 else []),
             "link set br0 up",
             f"addr add {INTERNET_HOST}/32 dev lo",  # no dummy module in every kernel
+            *([f"addr add {INTERNET_HOST6}/128 dev lo"] if v6 else []),
             f"link add gw0 type veth peer name eth0 netns {self.gateway.netns}",
-            f"addr add {ROUTER_GATEWAY_SIDE}/24 dev gw0", "link set gw0 up",
+            f"addr add {ROUTER_GATEWAY_SIDE}/24 dev gw0",
+            *([f"addr add {ROUTER_GATEWAY_SIDE6}/64 dev gw0 nodad"] if v6 else []),
+            "link set gw0 up",
         ]
         for i, c in enumerate(self.clients, start=1):
             batch += [f"link add c{i} type veth peer name eth0 netns {c.netns}",
                       f"link set c{i} master br0", f"link set c{i} up"]
         _ip_batch(r, batch)
-        self.router.sysctl("net.ipv4.ip_forward", 1)
-        _ip_batch(self.gateway.netns, [
-            "link set lo up", f"addr add {GATEWAY_ADDRESS}/24 dev eth0", "link set eth0 up",
-            f"route add default via {ROUTER_GATEWAY_SIDE}",
-        ])
-        for c in self.clients:
-            _ip_batch(c.netns, [
-                "link set lo up", f"addr add {c.address}/24 dev eth0", "link set eth0 up",
-                f"route add default via {ROUTER_CLIENT_SIDE}",
+        self.router.run("sysctl -qw net.ipv4.ip_forward=1"
+                        + (" net.ipv6.conf.all.forwarding=1" if v6 else ""))
+        for host, via, via6 in [(self.gateway, ROUTER_GATEWAY_SIDE, ROUTER_GATEWAY_SIDE6)] + [
+                (c, ROUTER_CLIENT_SIDE, ROUTER_CLIENT_SIDE6) for c in self.clients]:
+            _ip_batch(host.netns, [
+                "link set lo up", f"addr add {host.address}/24 dev eth0",
+                *([f"addr add {host.address6}/64 dev eth0 nodad"] if v6 else []),
+                "link set eth0 up",
+                f"route add default via {via}",
+                *([f"route add default via {via6}"] if v6 else []),
             ])
 
     def _build_pki(self) -> None:
@@ -533,12 +560,32 @@ class Lab:
 
     # --- conveniences for tests and the demo --------------------------------------------
 
-    def gateway_nat(self, source: str = "10.8.0.0/16") -> None:
-        """Forwarding + masquerade for `source` inside the gateway namespace only
-        (iptables-legacy), what swand's firewall does for real; used by self-tests."""
+    def gateway_nat(self, source: str = "10.8.0.0/16", source6: str | None = None) -> None:
+        """Forwarding + masquerade for `source` (and `source6` with ip6tables) inside the
+        gateway namespace only (legacy tables), what swand's firewall does for real; for
+        self-tests and tests of other parts."""
         self.gateway.sysctl("net.ipv4.ip_forward", 1)
         self.gateway.run(["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", source,
                           "-o", "eth0", "-j", "MASQUERADE"])
+        if source6:
+            self.gateway.sysctl("net.ipv6.conf.all.forwarding", 1)
+            self.gateway.run(["ip6tables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s",
+                              source6, "-o", "eth0", "-j", "MASQUERADE"])
+
+    def disconnect(self, host: Host) -> None:
+        """Silently cut a client's (or the gateway's) link at the router: no address
+        change, packets just vanish, as when a phone loses coverage (DPD tests)."""
+        self.router.run(["ip", "link", "set", self._router_port(host), "down"])
+
+    def reconnect(self, host: Host) -> None:
+        self.router.run(["ip", "link", "set", self._router_port(host), "up"])
+
+    def _router_port(self, host: Host) -> str:
+        if host is self.gateway:
+            return "gw0"
+        if host in self.clients:
+            return f"c{self.clients.index(host) + 1}"
+        raise LabError(f"{host.name} has no link to the router")
 
     def configure_gateway_with_swanctl(self, **kwargs: Any) -> None:
         """Write `configs.gateway_conf(**kwargs)` and load it with swanctl (the reference

@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from swand.lab import (
     INTERNET_HOST,
+    INTERNET_HOST6,
     POOL,
     Lab,
     LabCA,
@@ -228,3 +229,34 @@ def test_an_extra_host_has_its_own_empty_charon(lab: Lab) -> None:
     ref.swanctl("--load-conns")
     assert list(ref.list_conns()) == ["a"]
     assert lab.gateway.list_conns() == {}
+
+
+def test_ipv6_virtual_ips_and_nat66(make_lab: Callable[..., Lab], charon_version: str
+                                   ) -> None:
+    lab = make_lab(charon=charon_version, ipv6=True)
+    assert lab.client(2).address6 == "2001:db8:100::12"
+    lab.configure_gateway_with_swanctl(pool6="fd00:8::1000/116")
+    lab.configure_clients(ipv6=True)
+    lab.gateway_nat(source6="fd00:8::/64")
+    c1 = lab.client(1)
+    assert c1.address6 == "2001:db8:100::11"
+    assert c1.ping(lab.gateway.address6 or "")
+    lab.connect(c1)
+    vips = wait_for(lambda: len(c1.virtual_ips()) == 2 and c1.virtual_ips(), 10,
+                    message="two virtual IPs")
+    assert any(ip_address(v) in ip_network("fd00:8::1000/116") for v in vips)
+    assert wait_for(lambda: c1.ping(INTERNET_HOST6), 10, message="ping6 through ipsec0")
+
+
+def test_disconnect_makes_the_gateway_see_a_dead_peer(lab: Lab) -> None:
+    lab.configure_gateway_with_swanctl()
+    lab.configure_clients()
+    c1 = lab.client(1)
+    lab.connect(c1)
+    lab.gateway.wait_for_sa("rw")
+    lab.disconnect(c1)
+    # dpd_delay 2s + 2 retransmits (1.0 s, then 1.2 s later) ~ 6 s
+    wait_for(lambda: not lab.gateway.list_sas(), 15,
+             message=lambda: f"DPD on the gateway; {lab.gateway.log_tail()}")
+    lab.reconnect(c1)
+    assert c1.ping("192.0.2.1")
