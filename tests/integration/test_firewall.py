@@ -390,7 +390,11 @@ def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab) -> Non
     assert saved(gw) == good
 
     # a pool overlapping the egress subnet (192.0.2.0/24), loaded into charon
-    lab.configure_gateway_with_swanctl(pool="192.0.2.128/25")
+    from swand.lab import configs
+
+    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id)
+                          + "pools {\n    bad {\n        addrs = 192.0.2.128/25\n    }\n}\n")
+    gw.swanctl("--load-all")
     overlap = apply_once(lab, write_config(lab))
     assert not overlap["ok"]
     assert "overlaps the egress subnet 192.0.2.0/24 of eth0" in overlap["error"]
