@@ -199,6 +199,14 @@ _VALUE_RUN = re.compile(r'[^#}"\r\n\t ]+')
 _STR_RUN = re.compile(r'[^\\\r"]+')
 _INC_RUN = re.compile(r'[^"\\#}\r\n\t ]+')
 _GLOB_MAGIC = re.compile(r"[*?\[]")
+_BLANKS = re.compile(r"[\t\r ]+")
+
+
+def _comment_end(text: str, pos: int, stop_at_cr: bool) -> int:
+    """End of a comment starting at pos: before the next newline (or carriage return)."""
+    ends = [i for i in (text.find("\n", pos), text.find("\r", pos) if stop_at_cr else -1) if i >= 0]
+    return min(ends) if ends else len(text)
+
 
 # token kinds
 _T_NAME, _T_STRING, _T_NEWLINE, _T_EOF = "NAME", "STRING", "NEWLINE", "EOF"
@@ -326,21 +334,29 @@ class _Lexer:
                 self._scan_inc(frame, c)
 
     def _skip_blank(self, frame: _Frame, c: str) -> bool:
-        """Whitespace, comments and newlines, eaten in INITIAL and ref."""
+        """Whitespace, comments and newlines, eaten in INITIAL and ref. flex picks the
+        longest of `[\\t ]*#[^\\r\\n]*`, `[\\t\\r ]+` and `\\n|#.*\\n`, so a comment
+        reached from a blank ends at a carriage return, one reached at its `#` runs to
+        the newline (or, on a last line without one, to a carriage return)."""
+        text = frame.text
         if c in " \t\r":
-            frame.pos += 1
+            m = _BLANKS.match(text, frame.pos)
+            assert m is not None
+            if "\r" not in m.group() and text.startswith("#", m.end()):
+                frame.pos = _comment_end(text, m.end(), stop_at_cr=True)
+            else:
+                frame.pos = m.end()
             return True
         if c == "\n":
             frame.pos += 1
             frame.line += 1
             return True
         if c == "#":
-            # flex's longest match of `#.*\n` and `#[^\r\n]*`: to the next newline,
-            # or, in a last line without one, only up to a carriage return
-            end = frame.text.find("\n", frame.pos)
-            if end < 0:
-                end = frame.text.find("\r", frame.pos)
-            frame.pos = len(frame.text) if end < 0 else end
+            newline = text.find("\n", frame.pos)
+            if newline >= 0:
+                frame.pos = newline
+            else:
+                frame.pos = _comment_end(text, frame.pos, stop_at_cr=True)
             return True
         return False
 

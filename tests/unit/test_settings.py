@@ -139,6 +139,10 @@ VALID: list[tuple[str, str, list[tuple[str, str]]]] = [
         "t {\n s { k = 1 }\n}\nc : t {\n d : t.s { }\n}\n",
         [("t.s.k", "1"), ("c.d.k", "1"), ("c.s.k", "1")],
     ),
+    ("comment-after-blank-ends-at-cr", "a = 1\n  # c\rb = 2\n", [("a", "1"), ("b", "2")]),
+    ("comment-at-hash-runs-to-newline", "a = 1\n# c\rb = 2\n", [("a", "1")]),
+    ("comment-after-blanks-with-cr", "a = 1\n \r # c\rb = 2\n", [("a", "1")]),
+    ("comment-last-line-ends-at-cr", "a = 1 # c\rb = 2", [("a", "1"), ("b", "2")]),
     ("include-no-pattern", "include \na = 1\n", [("a", "1")]),
 ]
 

@@ -80,6 +80,11 @@ FRAGMENTS = [
     "k =\n",
     "include  =",
     "include =",
+    "\x0b",
+    "\udc85",
+    "\u2028",
+    "\t#",
+    " # c\r",
 ]
 
 
