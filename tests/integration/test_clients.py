@@ -2,7 +2,8 @@
 
 The gateway's credentials come from `swand pki init` / `swand pki gateway`, the client's
 from `swand client add --platform linux` (its p12 and NAME.swanctl.conf, nothing else):
-the lab's own CA material is removed from both hosts first. The client side is loaded by
+the lab's own CA material is removed from both hosts first. Each test runs against charon
+5.9 and 6.0 (`SWAND_LAB_VERSIONS`). The client side is loaded by
 stock `swanctl --load-all` (proving the profile is plain swanctl.conf); the gateway by
 `swand apply` when that command is available, else by swanctl.
 """
@@ -70,8 +71,9 @@ def install_linux_client(host, name: str, out: Path) -> None:  # type: ignore[no
 
 
 def test_client_from_swand_client_add_connects_and_revocation_refuses_it(
-    lab: Lab, tmp_path: Path,
+    versioned_lab: Lab, tmp_path: Path,
 ) -> None:
+    lab = versioned_lab
     gw, alice_host, bob_host = lab.gateway, lab.client(1), lab.client(2)
     wipe_lab_credentials(gw.swanctl_dir)
     gw.write_swanctl_conf(
@@ -122,9 +124,9 @@ def test_client_from_swand_client_add_connects_and_revocation_refuses_it(
 
 
 def test_static_ip_client_gets_its_address_through_the_pinned_connection(
-    make_lab, tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_lab, charon_version: str, tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    lab = make_lab(clients=1)
+    lab = make_lab(clients=1, charon=charon_version)
     gw, host = lab.gateway, lab.client(1)
     wipe_lab_credentials(gw.swanctl_dir)
     gw.write_swanctl_conf(
@@ -154,7 +156,7 @@ PICKY_ESP = "chacha20poly1305, aes256gcm16-ecp384"
 
 
 def test_each_platform_profile_offers_what_the_gateway_accepts(
-    make_lab, tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_lab, charon_version: str, tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """A strongSwan client offers exactly the one suite and identity each platform's
     profile makes that platform offer (read back from the ps1, mobileconfig and sswan
@@ -165,7 +167,7 @@ def test_each_platform_profile_offers_what_the_gateway_accepts(
     from swand.core import profiles
     from swand.core.settings import parse_file
 
-    lab = make_lab(clients=1)
+    lab = make_lab(clients=1, charon=charon_version)
     gw, host = lab.gateway, lab.client(1)
     wipe_lab_credentials(gw.swanctl_dir)
     conf = configs.gateway_conf(gateway_id=lab.gateway_id)
