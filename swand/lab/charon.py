@@ -17,16 +17,14 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import vici
 
 from swand.lab import trixie
-from swand.lab.util import LabError, decode
+from swand.lab.util import LabError, decode, die_with_parent
 
 VERSIONS = ("5.9", "6.0")
 
@@ -152,9 +150,9 @@ class Charon:
         out = open(self.stdout_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
-                self.argv("/usr/sbin/charon-systemd"), env=self.env(), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent if _in_main_thread() else None,
+                [*die_with_parent(), *self.argv("/usr/sbin/charon-systemd")], env=self.env(),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             out.close()
@@ -238,16 +236,3 @@ def start_all(charons: list[Charon], timeout: float = 15.0) -> list[dict[str, st
     for c in charons:
         c.spawn()
     return [c.wait_ready(timeout) for c in charons]
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """PR_SET_PDEATHSIG: if the test process is SIGKILLed, its charons die too. Only used
-    from the main thread, because the signal fires when the spawning *thread* exits."""
-    import ctypes
-
-    libc: Any = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1

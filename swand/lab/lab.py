@@ -32,7 +32,7 @@ from typing import Any
 from swand.lab import configs, trixie
 from swand.lab.charon import DEFAULT_PLUGINS, VERSIONS, Charon, start_all
 from swand.lab.pki import Issued, LabCA
-from swand.lab.util import LabError, decode, sh, wait_for
+from swand.lab.util import LabError, decode, die_with_parent, sh, wait_for
 
 LAB_ROOT = trixie.LAB_ROOT
 NETNS_PREFIX = "swl-"
@@ -68,8 +68,8 @@ class Capture:
         n = next(_capture_ids)
         self.out_path = host.workdir / f"tcpdump-{n}.txt"
         self.err_path = host.workdir / f"tcpdump-{n}.err"
-        argv = ["ip", "netns", "exec", host.netns, "tcpdump", "-n", "-l", "-U", "-i", iface,
-                *extra, *([bpf] if bpf else [])]
+        argv = [*die_with_parent(), "ip", "netns", "exec", host.netns, "tcpdump", "-n", "-l",
+                "-U", "-i", iface, *extra, *([bpf] if bpf else [])]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -149,7 +149,8 @@ class Host:
         """Start a long-running process in this namespace; the lab kills it on teardown."""
         kwargs.setdefault("start_new_session", True)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], **kwargs)
+        proc = subprocess.Popen([*die_with_parent(), "ip", "netns", "exec", self.netns, *argv],
+                                **kwargs)
         self.lab._procs.append(proc)
         return proc
 
@@ -624,6 +625,8 @@ def leftovers_of(lab_id: str) -> list[str]:
         left.append(f"folder {workdir}")
     left += [f"process {pid} uses {workdir}" for pid in _pids_mentioning(str(workdir))]
     left += [f"mount {m}" for m in trixie.mounts_under(workdir)]
+    # chrooted charons mount into the tree only in their own mount namespaces
+    left += [f"mount {m}" for m in trixie.mounts_under(trixie.CACHE_DIR)]
     return left
 
 

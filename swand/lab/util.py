@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -66,3 +68,14 @@ def decode(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [decode(v) for v in value]
     return value
+
+
+def die_with_parent() -> list[str]:
+    """argv prefix making a child get SIGKILL when this process dies (PR_SET_PDEATHSIG
+    via util-linux `setpriv`), so a SIGKILLed test run leaves no charon behind. Only from
+    the main thread: the signal fires when the *thread* that started the child exits,
+    and a worker thread (asyncio.to_thread) may exit long before the test ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
