@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="PKCS#12 with AES-256/PBKDF2-SHA256 instead of legacy 3DES/SHA-1")
     add.add_argument("--curve", default=None, choices=("secp256r1", "secp384r1", "secp521r1"),
                      help="ECDSA curve (default: the one of the IKE DH group Windows uses)")
+    add.add_argument("--rsa", action="store_true",
+                     help="RSA 3072 key instead of ECDSA (for clients without ECDSA support)")
     add.add_argument("--days", type=int, default=825, help="validity (default 825)")
     add.add_argument("--encap", action="store_true",
                      help="Linux profile: force UDP encapsulation (encap = yes)")
@@ -201,7 +203,8 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
     password = password or generate_password()
     pki.load_ca()  # a missing CA fails here, before anything is written
 
-    issued = issue_client(pki, name, dn=args.dn, san=args.san, curve=curve, days=args.days)
+    issued = issue_client(pki, name, dn=args.dn, san=args.san, curve=curve, days=args.days,
+                          use_rsa=args.rsa)
     p12 = pkcs12_bytes(issued, password, modern=args.modern)
     from cryptography.hazmat.primitives.serialization import Encoding
 

@@ -203,6 +203,15 @@ def test_platform_selection_and_curve(ca: SwanctlPki, tmp_path: Path) -> None:
     assert ikev2["IKEv2"]["IKESecurityAssociationParameters"]["DiffieHellmanGroup"] == 19
 
 
+def test_rsa_client(ca: SwanctlPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert add_client(ca.root, tmp_path, "old", "--rsa", "--platform", "apple,android") == 0
+    password = capsys.readouterr().out.split("(shown once): ")[1].strip()
+    loaded = pkcs12.load_pkcs12((tmp_path / "old.p12").read_bytes(), password.encode())
+    assert isinstance(loaded.key, rsa.RSAPrivateKey)
+    vpn = plistlib.loads((tmp_path / "old.mobileconfig").read_bytes())["PayloadContent"][2]
+    assert vpn["IKEv2"]["CertificateType"] == "RSA"
+
+
 def test_windows_mismatch_fails_before_anything_is_written(
     ca: SwanctlPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
