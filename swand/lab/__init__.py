@@ -34,31 +34,51 @@ What `Lab.up()` builds (names carry a random 6-hex lab id; parallel labs never c
   Plugins: `charon.DEFAULT_PLUGINS` (kernel-libipsec, vici, counters, ...); fast
   retransmits (tries 2, timeout 1.0, base 1.2).
 
-`Lab(clients=2, charon="5.9", *, gateway_id=..., plugins=..., extra_conf="",
-start_charons=True, client_charon=None, ipv6=False)` (`client_charon` mixes versions:
-e.g. a 5.9 gateway with 6.0 clients); attributes `id`, `workdir`, `ca`, `router`, `gateway`,
-`clients`, `hosts` (by name), `charon_hosts`, `netns_prefix`, `timings`; methods `up()`,
-`down()`, `leftovers()`, `client(i)`, `add_host(name, charon=None)` (an extra namespace
-with only lo, its own charon and an empty swanctl folder, e.g. for conformance tests),
-`gateway_nat(source, source6=None)`, `disconnect(host)` / `reconnect(host)` (silently cut
-its link at the router, for DPD), `configure_gateway_with_swanctl(**conf)`,
-`configure_clients(clients, **conf)`, `connect(client, child) -> vip`. `down()` runs on
-`with` exit, at interpreter exit and on SIGTERM/SIGHUP; `sweep_stale()` (called by
-`up()`) removes labs whose owning process was SIGKILLed.
+`Lab(clients=2, charon="5.9", *, gateway_id="vpn.lab.test", plugins=DEFAULT_PLUGINS,
+extra_conf="", start_charons=True, client_charon=None, ipv6=False, binds=())`
+  `extra_conf` goes inside `charon { }` of every strongswan.conf; `client_charon` mixes
+  versions (a 5.9 gateway with 6.0 clients); `binds`: see charon 6.0 below.
+  Attributes: `id`, `workdir`, `ca`, `router`, `gateway`, `clients`, `hosts` (by name),
+  `charon_hosts`, `netns_prefix`, `timings` (seconds: network, pki, charons, up, down).
+  Methods: `up()`, `down()`, `leftovers()`, `client(i)` (1-based),
+  `add_host(name, charon=None, binds=())` (extra namespace with only lo, its own charon
+  and an empty swanctl folder: the reference charon of a conformance test),
+  `gateway_nat(source="10.8.0.0/16", source6=None)`, `disconnect(host)` /
+  `reconnect(host)` (silently cut its link at the router, for DPD),
+  `configure_gateway_with_swanctl(**gateway_conf_kwargs)`,
+  `configure_clients(clients=None, **client_conf_kwargs)`,
+  `connect(client, child="rw") -> virtual IP`.
+  `down()` runs on `with` exit, at interpreter exit and on SIGTERM/SIGHUP;
+  `sweep_stale()` (called by `up()`) removes labs whose owning process was SIGKILLed
+  (their charons already died with it: PR_SET_PDEATHSIG).
 
-`Host` (gateway, clients, router): `name`, `netns`, `address`, `workdir`, `ike_id`,
-`cert`; `run(cmd)`, `popen(argv)`, `sysctl(k, v)`, `ping(dst)`, `tcpdump(iface, bpf)`,
-`set_address(ip)` (changing home IP); a `Capture` has `lines()`, `wait_for(text)`,
-`stop()`; charon hosts also: `vici_uri`, `vici_socket`,
+`Host` (router, gateway, clients, extra hosts): `name`, `netns`, `address`, `address6`,
+`workdir`, `ike_id`, `cert`; `run(cmd, check=True, timeout=30, input=None, env=None)`
+(str → `sh -c`), `popen(argv, **popen_kwargs)` (killed on teardown), `sysctl(k, v)`,
+`ping(dst, count=1, timeout=2) -> bool`, `tcpdump(iface="any", bpf="") -> Capture`
+(`lines()`, `wait_for(text)`, `stop()`, context manager), `set_address(ip)` (a road
+warrior's changing home IP). Charon hosts also: `vici_uri`, `vici_socket`,
 `swanctl_dir`, `log_path`, `strongswan_conf`, `charon_version`, `charon_pid`,
 `start_charon()`, `stop_charon()`, `kill9()`, `restart_charon()`, `log()`,
-`log_tail()`, `wait_for_log(text)`, `swanctl(*args)` (same-version swanctl, `--uri` added),
-`write_swanctl_conf(text)`, `session()` (blocking vici.Session), `version()`,
-`list_sas()`, `list_conns()`, `virtual_ips()`, `wait_for_sa(conn)`, `initiate(child)`.
+`log_tail(n)`, `wait_for_log(text)`, `swanctl(*args)` (the same version's swanctl with
+`--uri` and `SWANCTL_DIR` set; raises LabError with its output on failure unless
+`check=False`), `write_swanctl_conf(text, name="swanctl.conf")`, `session()` (a
+blocking `vici.Session`), `version()`, `list_sas()` (dicts with "name"),
+`list_conns()`, `virtual_ips()`, `wait_for_sa(conn=None)`, `initiate(child)`.
+
+Helpers: `wait_for(predicate, timeout=10, interval=0.05, message=...)` returns the truthy
+value or raises TimeoutError; `decode()` turns VICI bytes into str; `configs` has
+`gateway_conf()` and `client_conf()` (ECDSA certs, aes256-sha384-prfsha384-ecp384,
+aes256gcm16-ecp384, pool 10.8.0.128/25, encap = yes, dpd_delay 2s); `LabCA.issue()`,
+`revoke()`, `crl_pem()` for extra certificates.
 
 charon "6.0" runs Debian trixie's charon-systemd chrooted into a tree built once with
 debootstrap and cached at /var/cache/swand-lab/trixie (`trixie.trixie_tree()`;
-`SWAND_LAB_TRIXIE` names a prebuilt tree); without one the lab raises LabError saying why.
+`SWAND_LAB_TRIXIE` names a prebuilt tree; `python -m swand.lab build-trixie`); without
+one the lab raises LabError saying why. Chrooted, charon and `Host.swanctl()` see only
+/run/swand-lab and the folders given as `binds=` (read-only, same path): copy or bind
+anything else they must read. Each chrooted process mounts /dev, /proc, /sys and those
+folders in its own mount namespace, so there is never anything to unmount.
 """
 
 from swand.lab import configs

@@ -93,7 +93,7 @@ class Charon:
     def __init__(
         self, netns: str, workdir: Path, version: str = "5.9",
         plugins: tuple[str, ...] | list[str] = DEFAULT_PLUGINS, extra_conf: str = "",
-        tree: Path | None = None,
+        tree: Path | None = None, binds: tuple[str, ...] | list[str] = (),
     ) -> None:
         if version not in VERSIONS:
             raise LabError(f"charon version must be one of {', '.join(VERSIONS)}, got "
@@ -102,6 +102,9 @@ class Charon:
         self.workdir = workdir
         self.version = version
         self.tree = tree
+        #: host folders shown read-only at the same path to a chrooted (6.0) charon and
+        #: swanctl; the 5.9 ones see the whole host anyway
+        self.binds = tuple(binds)
         if version == "6.0":
             if not workdir.resolve().is_relative_to(trixie.LAB_ROOT):
                 raise LabError(f"charon 6.0 runs chrooted and sees only {trixie.LAB_ROOT} of "
@@ -132,7 +135,7 @@ class Charon:
         base = ["ip", "netns", "exec", self.netns]
         if self.version == "6.0":
             assert self.tree is not None
-            return [*base, *trixie.chroot_prefix(self.tree), program]
+            return [*base, *trixie.chroot_prefix(self.tree, self.binds), program]
         return [*base, program]
 
     def env(self) -> dict[str, str]:

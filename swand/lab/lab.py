@@ -335,6 +335,7 @@ class Lab:
         self, clients: int = 2, charon: str = "5.9", *, gateway_id: str = GATEWAY_ID,
         plugins: Sequence[str] = DEFAULT_PLUGINS, extra_conf: str = "",
         start_charons: bool = True, client_charon: str | None = None, ipv6: bool = False,
+        binds: Sequence[str] = (),
     ) -> None:
         if clients < 0 or clients > 200:
             raise LabError(f"clients must be 0..200, got {clients}")
@@ -354,6 +355,8 @@ class Lab:
         #: IPv6 on the links too (off by default: with it MOBIKE may move an SA to IPv6
         #: when a client's IPv4 address changes)
         self.ipv6 = ipv6
+        #: host folders a chrooted 6.0 charon/swanctl may read (read-only, same path)
+        self.binds = tuple(binds)
         self.workdir = LAB_ROOT / self.id
         self.ca: LabCA | None = None
         self.router: Host
@@ -411,7 +414,8 @@ class Lab:
                 version = self.charon_version if h is self.gateway else (
                     self.client_charon_version)
                 h.charon = Charon(h.netns, h.workdir, version, self.plugins,
-                                  self.extra_conf, tree if version == "6.0" else None)
+                                  self.extra_conf, tree if version == "6.0" else None,
+                                  self.binds)
                 assert h.cert is not None and self.ca is not None
                 h.cert.install(h.swanctl_dir, self.ca)
             if self.start_charons:
@@ -487,11 +491,13 @@ class Lab:
         """client(1) is the first client."""
         return self.clients[i - 1]
 
-    def add_host(self, name: str, *, charon: str | None = None, start: bool = True
-                 ) -> Host:
+    def add_host(self, name: str, *, charon: str | None = None, start: bool = True,
+                 binds: Sequence[str] = ()) -> Host:
         """An extra namespace with only `lo` and its own charon (default: the gateway's
         version) and an empty swanctl folder: e.g. the reference charon of a
-        conformance test (`swanctl --load-all` into one, swand into another)."""
+        conformance test (`swanctl --load-all` into one, swand into another). `binds`:
+        host folders its chrooted 6.0 swanctl must read (e.g. the corpus), besides the
+        lab's own."""
         if name in self.hosts or not name.replace("-", "").isalnum() or len(name) > 20:
             raise LabError(f"bad or duplicate host name {name!r}")
         version = charon or self.charon_version
@@ -499,7 +505,7 @@ class Lab:
         host = self._host(name, "127.0.0.1", None)
         _ip_batch(host.netns, ["link set lo up"])
         host.charon = Charon(host.netns, host.workdir, version, self.plugins,
-                             self.extra_conf, tree)
+                             self.extra_conf, tree, (*self.binds, *binds))
         host.swanctl_dir.mkdir(parents=True, exist_ok=True)
         if start:
             host.start_charon()

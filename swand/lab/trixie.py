@@ -173,17 +173,27 @@ def _prepare(tree: Path) -> None:
         (tree / sub).mkdir(parents=True, exist_ok=True)
 
 
-def chroot_prefix(tree: Path) -> list[str]:
+def chroot_prefix(tree: Path, binds: tuple[str, ...] = ()) -> list[str]:
     """argv prefix that, run inside `ip netns exec` (a private mount namespace), mounts
     what charon needs into the tree and execs the rest of argv chrooted. `exec` keeps
-    the pid, so the caller's pid is charon's own."""
+    the pid, so the caller's pid is charon's own.
+
+    `binds`: more host folders to show at the same path inside, read-only (e.g. a
+    corpus of swanctl folders for the trixie swanctl); their mount points are created
+    in the tree as empty folders."""
     t = str(tree)
-    script = (
-        "set -e; "
-        f"mount --bind /dev {t}/dev; "
-        f"mount -t proc proc {t}/proc; "
-        f"mount --rbind /sys {t}/sys; "
-        f"mount --bind {LAB_ROOT} {t}{LAB_ROOT}; "
-        f'exec chroot {t} "$@"'
-    )
+    steps = [
+        "set -e",
+        f"mount --bind /dev {t}/dev",
+        f"mount -t proc proc {t}/proc",
+        f"mount --rbind /sys {t}/sys",
+        f"mount --bind {LAB_ROOT} {t}{LAB_ROOT}",
+    ]
+    for b in binds:
+        path = os.path.realpath(b)
+        if not os.path.isdir(path) or "'" in path:
+            raise LabError(f"cannot bind {b!r} into the trixie tree: not a folder")
+        steps += [f"mkdir -p '{t}{path}'", f"mount --bind '{path}' '{t}{path}'",
+                  f"mount -o remount,bind,ro '{t}{path}'"]
+    script = "; ".join(steps) + f'; exec chroot {t} "$@"'
     return ["sh", "-c", script, "chroot-charon"]

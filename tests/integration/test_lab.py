@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -26,6 +27,7 @@ from swand.lab import (
     wait_for,
 )
 from swand.lab.pki import IKE_INTERMEDIATE
+from swand.lab.util import sh
 
 pytestmark = pytest.mark.lab
 
@@ -260,3 +262,18 @@ def test_disconnect_makes_the_gateway_see_a_dead_peer(lab: Lab) -> None:
              message=lambda: f"DPD on the gateway; {lab.gateway.log_tail()}")
     lab.reconnect(c1)
     assert c1.ping("192.0.2.1")
+
+
+def test_chrooted_swanctl_reads_a_bound_host_folder(lab: Lab, tmp_path: Path) -> None:
+    folder = tmp_path / "corpus-host"
+    folder.mkdir()
+    (folder / "swanctl.conf").write_text("connections { b { children { b { } } } }\n")
+    ref = lab.add_host("ref6", charon="6.0", binds=[str(tmp_path)])
+    out = ref.swanctl("--load-conns", "--file", str(folder / "swanctl.conf"))
+    assert "loaded connection 'b'" in out.stdout
+    assert list(ref.list_conns()) == ["b"]
+    # read-only: the chrooted side cannot change the host's files
+    assert ref.charon is not None
+    probe = sh([*ref.charon.argv("/usr/bin/touch"), str(folder / "x")], check=False)
+    assert probe.returncode != 0 and not (folder / "x").exists()
+    assert "Read-only" in probe.stderr
