@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --- reading (I/O lives here, the checks are pure) --------------------------------------
 
+class FolderUnreadable(Exception):
+    """A credential folder or file exists but cannot be read (not root?)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 def read_folder(swanctl_dir: Path, folder: str) -> tuple[CredentialFile, ...]:
     """The regular files of one credential folder, with their permission bits."""
     base = swanctl_dir / folder
@@ -50,6 +59,8 @@ def read_folder(swanctl_dir: Path, folder: str) -> tuple[CredentialFile, ...]:
         names = sorted(os.listdir(base))
     except (FileNotFoundError, NotADirectoryError):
         return ()
+    except OSError as exc:
+        raise FolderUnreadable(base, exc.strerror or str(exc)) from None
     for name in names:
         path = base / name
         try:
@@ -57,6 +68,8 @@ def read_folder(swanctl_dir: Path, folder: str) -> tuple[CredentialFile, ...]:
             if not stat.S_ISREG(st.st_mode):
                 continue
             data = path.read_bytes()
+        except PermissionError as exc:
+            raise FolderUnreadable(path, exc.strerror or str(exc)) from None
         except OSError:
             continue
         out.append(CredentialFile(f"{folder}/{name}", data, stat.S_IMODE(st.st_mode)))
@@ -158,15 +171,29 @@ def collect(args: argparse.Namespace) -> list[Finding]:
                                 exc.strerror or str(exc), "create it or pass --swanctl-dir"))
         return findings
 
-    loaded = translation_findings(tree, swanctl_dir)
+    unreadable: list[FolderUnreadable] = []
+
+    def read(folders: tuple[str, ...]) -> tuple[CredentialFile, ...]:
+        out: list[CredentialFile] = []
+        for d in folders:
+            try:
+                out += read_folder(swanctl_dir, d)
+            except FolderUnreadable as exc:
+                unreadable.append(exc)
+        return tuple(out)
+
     inp = CheckInput(
-        tree=tree, conf_file=str(conf),
-        certs=tuple(f for d in CERT_FOLDERS for f in read_folder(swanctl_dir, d)),
-        cas=tuple(f for d in CA_FOLDERS for f in read_folder(swanctl_dir, d)),
-        keys=tuple(f for d in KEY_FOLDERS for f in read_folder(swanctl_dir, d)),
-        clients=tuple(f for d in CLIENT_FOLDERS for f in read_folder(swanctl_dir, d)),
-        windows=cfg.check.windows,
+        tree=tree, conf_file=str(conf), certs=read(CERT_FOLDERS), cas=read(CA_FOLDERS),
+        keys=read(KEY_FOLDERS), clients=read(CLIENT_FOLDERS), windows=cfg.check.windows,
     )
+    if unreadable:
+        # without the folders the credential checks would only report false problems
+        findings += [Finding(str(u.path), 0, "error", "unreadable",
+                             f"cannot read it ({u.reason}); credential checks skipped",
+                             "run swand check as root (it reads private keys)")
+                     for u in unreadable]
+        return findings
+    loaded = translation_findings(tree, swanctl_dir)
     facts = None if args.no_system else probe_system(cfg.firewall.enabled)
     found = checks.run_checks(inp, facts, cfg.firewall.enabled)
     # the loader already names a certificate that is missing: do not say it twice

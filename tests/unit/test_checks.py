@@ -588,3 +588,25 @@ def test_command_reports_loader_errors(
     assert code == 1
     doc = json.loads(out)
     assert any("gateway.pem" in f["message"] for f in doc["findings"]), doc
+
+
+def test_command_unreadable_keys_are_one_clear_error(
+    swanctl_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a non-root user: no false "key missing", one error saying why."""
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.parent.name == "private":
+            raise PermissionError(13, "Permission denied")
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    cfg = tmp_path / "swand.toml"
+    cfg.write_text("")
+    code, out = _check(capsys, "-c", str(cfg), "--swanctl-dir", str(swanctl_dir), "--json")
+    assert code == 1
+    doc = json.loads(out)
+    assert [f["code"] for f in doc["findings"]] == ["unreadable"]
+    assert "Permission denied" in doc["findings"][0]["message"]
