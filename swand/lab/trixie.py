@@ -169,7 +169,7 @@ def _strip(tree: Path) -> None:
 
 def _prepare(tree: Path) -> None:
     """Mount points the chrooted processes need (idempotent, no mounts made here)."""
-    for sub in ("dev", "proc", "sys", str(LAB_ROOT).lstrip("/")):
+    for sub in ("dev", "proc", "sys", "tmp", str(LAB_ROOT).lstrip("/")):
         (tree / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -179,8 +179,8 @@ def chroot_prefix(tree: Path, binds: tuple[str, ...] = ()) -> list[str]:
     the pid, so the caller's pid is charon's own.
 
     `binds`: more host folders to show at the same path inside, read-only (e.g. a
-    corpus of swanctl folders for the trixie swanctl); their mount points are created
-    in the tree as empty folders."""
+    corpus of swanctl folders for the trixie swanctl); mount points outside /tmp are
+    created in the tree as empty folders."""
     t = str(tree)
     steps = [
         "set -e",
@@ -188,6 +188,9 @@ def chroot_prefix(tree: Path, binds: tuple[str, ...] = ()) -> list[str]:
         f"mount -t proc proc {t}/proc",
         f"mount --rbind /sys {t}/sys",
         f"mount --bind {LAB_ROOT} {t}{LAB_ROOT}",
+        # a private /tmp: mount points for binds below /tmp (pytest's tmp_path) are made
+        # there, not in the shared tree
+        f"mount -t tmpfs -o mode=1777 tmpfs {t}/tmp",
     ]
     for b in binds:
         path = os.path.realpath(b)
