@@ -1,0 +1,380 @@
+"""The swanctl loader: keeps charon's connections, pools, authorities and credentials
+equal to the swanctl folder, sending only what changed.
+
+Usage (the daemon's composition root, `swand apply`)::
+
+    loader = ConfigLoader("/etc/swanctl", terminate_removed=True)
+    report = await loader.reconcile(session, reread=True)   # SIGHUP / start
+    report = await loader.reconcile(session, reread=False)  # periodic check (cheap)
+    if not report.ok: ...   # report.failure_lines(): one line per failure
+
+- `reread=True` parses the folder again. A file that does not parse changes nothing:
+  the last good state stays in charon and in the loader, the error is reported.
+- Every pass asks charon for the names it has (`get-conns`, `get-pools`,
+  `get-authorities`, `get-keys`, `get-shared`: a few hundred bytes) and repairs what
+  someone else unloaded (e.g. `swanctl --load-all` from Debian's strongswan.service).
+- A new VICI connection (`session.generation` changed) or a charon restart (uptime went
+  back) means charon may be empty: everything is loaded again (`full`).
+- Within one pass, failures are per item; as with swanctl --load-all, a failing authority
+  stops pools and connections, a failing pool stops connections (a pool that charon
+  refuses to change because it has online leases keeps its old version and does *not*
+  stop the rest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from swand.core import loadplan
+from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
+from swand.core.settings import Section, SettingsError
+from swand.core.swanctl import (
+    CREDENTIAL_FOLDERS,
+    CredentialSource,
+    DesiredState,
+    Item,
+    LoadError,
+    conn_children,
+    referenced_files,
+    translate,
+)
+
+#: largest credential file read (a certificate chain or PKCS#12 is far smaller)
+MAX_CREDENTIAL_FILE = 4 * 1024 * 1024
+
+
+class Session(Protocol):
+    """The part of `swand.adapters.vici.ViciSession` the loader uses."""
+
+    generation: int
+
+    async def request(self, command: str, message: Mapping[str, Any] | None = None, *,
+                      timeout: float = 30.0, check: bool = True,
+                      decode: bool = True) -> dict: ...
+
+
+# --- the edge: reading the folder -------------------------------------------------------
+
+
+def parse_swanctl_conf(swanctl_dir: str) -> Section:
+    """Parse DIR/swanctl.conf (raises SettingsError naming file:line)."""
+    from swand.core.settings import parse_file  # the parser helper's function
+
+    return parse_file(os.path.join(swanctl_dir, "swanctl.conf"))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_CREDENTIAL_FILE + 1)
+    if len(data) > MAX_CREDENTIAL_FILE:
+        raise OSError(f"larger than {MAX_CREDENTIAL_FILE} bytes")
+    return data
+
+
+def read_credentials(swanctl_dir: str, tree: Section) -> CredentialSource:
+    """Snapshot every file the translation may need: the credential folders' regular
+    files (as swanctl enumerates them) and the files the configuration names."""
+    folders: dict[str, tuple[tuple[str, bytes], ...]] = {}
+    unreadable: dict[str, str] = {}
+    for folder in CREDENTIAL_FOLDERS:
+        path = os.path.join(swanctl_dir, folder)
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            continue
+        entries: list[tuple[str, bytes]] = []
+        for name in names:
+            full = os.path.join(path, name)
+            try:
+                if not stat.S_ISREG(os.stat(full).st_mode):
+                    continue
+                entries.append((name, _read(full)))
+            except OSError as exc:
+                unreadable[full] = exc.strerror or str(exc)
+        folders[folder] = tuple(entries)
+    files: dict[str, bytes] = {}
+    for path in referenced_files(tree, swanctl_dir):
+        try:
+            files[path] = _read(path)
+        except OSError as exc:
+            unreadable[path] = exc.strerror or str(exc)
+    return CredentialSource(swanctl_dir, folders, files, unreadable)
+
+
+def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadError]]:
+    """Parse and translate a swanctl folder without touching charon (`swand check`,
+    `swand apply`). Returns (None, [error]) when swanctl.conf does not parse."""
+    try:
+        tree = parse_swanctl_conf(swanctl_dir)
+    except SettingsError as exc:
+        return None, [LoadError(str(exc.origin), "swanctl.conf", exc.message)]
+    except OSError as exc:
+        path = posixpath.join(swanctl_dir, "swanctl.conf")
+        return None, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
+    source = read_credentials(swanctl_dir, tree)
+    return translate(tree, source)
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+@dataclass
+class ItemResult:
+    action: str
+    label: str
+    ok: bool
+    error: str = ""
+    where: str = ""
+
+    def line(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        return f"{where}{self.action} {self.label}: {self.error}" if not self.ok else \
+            f"{where}{self.action} {self.label}: ok"
+
+
+@dataclass
+class LoadReport:
+    """What one reconcile pass did. `ok` is False when anything failed, including
+    configuration errors found before talking to charon."""
+
+    config_errors: list[LoadError] = field(default_factory=list)
+    results: list[ItemResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    parsed: bool = True
+    full: bool = False
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.config_errors and all(r.ok for r in self.results) and self.parsed
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for r in self.results if r.ok)
+
+    def failure_lines(self) -> list[str]:
+        """One line per failure, naming file:line or the item."""
+        lines = [str(e) for e in self.config_errors]
+        lines += [r.line() for r in self.results if not r.ok]
+        lines += [f"skipped: {s}" for s in self.skipped]
+        return lines
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            key = f"{r.action}{'' if r.ok else '-failed'}"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+# --- the loader -------------------------------------------------------------------------
+
+
+def _where(item: Item | None) -> str:
+    if item is None:
+        return ""
+    return str(item.origin) if item.origin else item.name
+
+
+class ConfigLoader:
+    """Reconciles one charon with one swanctl folder. Not safe for concurrent passes:
+    the daemon's single writer calls `reconcile` (see DESIGN.md "One writer")."""
+
+    def __init__(self, swanctl_dir: str, *, terminate_removed: bool = True) -> None:
+        self.swanctl_dir = swanctl_dir
+        self.terminate_removed = terminate_removed
+        self.desired: DesiredState | None = None
+        self.desired_errors: list[LoadError] = []
+        self._digests: dict[tuple[str, str], str] = {}
+        self._key_ids: dict[str, str] = {}
+        self._children: dict[str, tuple[str, ...]] = {}
+        self._generation: int | None = None
+        self._uptime_started: str | None = None
+
+    @property
+    def record(self) -> LoadRecord:
+        return LoadRecord(dict(self._digests), dict(self._key_ids), dict(self._children))
+
+    def forget(self) -> None:
+        """Assume charon is empty (after a restart): the next pass loads everything."""
+        self._digests.clear()
+        self._key_ids.clear()
+        self._children.clear()
+
+    def reread(self) -> tuple[bool, list[LoadError]]:
+        """Parse and translate the folder. On a parse error the previous desired state
+        stays (returns False)."""
+        state, errors = load_swanctl_dir(self.swanctl_dir)
+        if state is None:
+            return False, errors
+        self.desired, self.desired_errors = state, errors
+        return True, errors
+
+    async def _observe(self, session: Session) -> Observed:
+        conns = await session.request("get-conns")
+        pools = await session.request("get-pools")
+        auths = await session.request("get-authorities")
+        keys = await session.request("get-keys")
+        shared = await session.request("get-shared")
+        return Observed(
+            conns=frozenset(conns.get("conns", []) or []),
+            pools=frozenset(pools.keys()),
+            authorities=frozenset(auths.get("authorities", []) or []),
+            key_ids=frozenset(keys.get("keys", []) or []),
+            shared_ids=frozenset(shared.get("keys", []) or []),
+        )
+
+    async def _charon_restarted(self, session: Session) -> bool:
+        """True when the VICI connection is new or charon's start time changed."""
+        try:
+            stats = await session.request("stats")
+            started = str(stats.get("uptime", {}).get("since", ""))
+        except Exception:
+            started = ""
+        # compared after the request, which (re)connects: a new connection is a new
+        # generation, and only a new one means charon may have lost our state
+        restarted = session.generation != self._generation
+        self._generation = session.generation
+        if started and self._uptime_started is not None and started != self._uptime_started:
+            restarted = True
+        if started:
+            self._uptime_started = started
+        return restarted
+
+    async def reconcile(self, session: Session, *, reread: bool = False,
+                        full: bool = False) -> LoadReport:
+        """One pass. `reread`: parse the folder again first; `full`: load everything
+        regardless of the record (also implied by a new connection or charon restart)."""
+        started = time.monotonic()
+        report = LoadReport()
+        if reread or self.desired is None:
+            ok, errors = self.reread()
+            report.config_errors = list(errors)
+            if not ok:
+                # the last good state stays: still repair drift with it, if there is one
+                report.parsed = False
+                if self.desired is None:
+                    report.duration = time.monotonic() - started
+                    return report
+        else:
+            report.config_errors = list(self.desired_errors)
+        assert self.desired is not None
+        if await self._charon_restarted(session):
+            full = True
+        if full:
+            self.forget()
+        report.full = full
+        observed = await self._observe(session)
+        the_plan = loadplan.plan(self.desired, observed, self.record,
+                                 terminate_removed=self.terminate_removed, full=full)
+        await self.execute(session, the_plan, report)
+        report.duration = time.monotonic() - started
+        return report
+
+    async def execute(self, session: Session, the_plan: LoadPlan, report: LoadReport) -> None:
+        """Run a plan: per-item results into `report`; gating as swanctl --load-all."""
+        assert self.desired is not None
+        returned_ids: set[str] = set()
+        cred_failed = False
+        authority_failed = False
+        pool_failed = False
+        for step in the_plan.steps:
+            kind = step.kind
+            if kind == "pool" and authority_failed:
+                report.skipped.append(f"{step} (an authority failed to load)")
+                continue
+            if kind == "conn" and (authority_failed or pool_failed):
+                report.skipped.append(f"{step} (an authority or pool failed to load)")
+                continue
+            if step.action in ("clear-creds", "reload-creds", "unload-key",
+                               "unload-shared") and cred_failed:
+                report.skipped.append(f"{step} (a credential failed to load: the last "
+                                      "good credentials stay)")
+                continue
+            if step.action == "unload-key" and step.target in returned_ids:
+                continue
+            ok = await self._run_step(session, step, report, returned_ids)
+            if not ok and step.action == "load":
+                if kind in ("cert", "key", "token", "shared"):
+                    cred_failed = True
+                elif kind == "authority":
+                    authority_failed = True
+                elif kind == "pool" and "lease" not in report.results[-1].error:
+                    # "online leases": charon keeps the old pool; the rest goes on
+                    pool_failed = True
+
+    async def _run_step(self, session: Session, step: Step, report: LoadReport,
+                        returned_ids: set[str]) -> bool:
+        from swand.adapters.vici import ViciCommandError, ViciError
+
+        item = step.item
+        label = item.label() if item else f"{step.kind} '{step.name}'"
+        where = _where(item)
+        try:
+            if step.action == "load":
+                assert item is not None
+                reply = await session.request(item.command, item.message)
+                self._remember(item, reply, returned_ids)
+            elif step.action == "unload":
+                command = {"conn": "unload-conn", "pool": "unload-pool",
+                           "authority": "unload-authority"}[step.kind]
+                await session.request(command, {"name": step.name})
+                self._digests.pop((step.kind, step.name), None)
+                self._children.pop(step.name, None)
+            elif step.action == "terminate":
+                key = "ike" if step.kind == "conn" else "child"
+                with contextlib.suppress(ViciCommandError):  # no SA: nothing to end
+                    await session.request(
+                        "terminate", {key: step.target, "force": "yes", "timeout": "-1"})
+                return True
+            elif step.action == "unload-key":
+                await session.request("unload-key", {"id": step.target})
+            elif step.action == "unload-shared":
+                await session.request("unload-shared", {"id": step.target})
+            elif step.action == "clear-creds":
+                await session.request("clear-creds")
+                self._key_ids.clear()
+                for key in [k for k in self._digests if k[0] in ("cert", "key", "token",
+                                                                 "shared")]:
+                    del self._digests[key]
+            elif step.action == "reload-creds":
+                failures = 0
+                for cred in self.desired.credentials() if self.desired else ():
+                    try:
+                        reply = await session.request(cred.command, cred.message)
+                        self._remember(cred, reply, returned_ids)
+                    except ViciCommandError as exc:
+                        failures += 1
+                        report.results.append(ItemResult("load", cred.label(), False,
+                                                         exc.errmsg, _where(cred)))
+                if failures:
+                    return False
+            else:  # pragma: no cover - plan and executor disagree
+                raise AssertionError(step.action)
+        except ViciCommandError as exc:
+            report.results.append(ItemResult(step.action, label, False, exc.errmsg, where))
+            return False
+        except ViciError as exc:
+            # a connection-level failure ends the pass; the caller reconnects
+            report.results.append(ItemResult(step.action, label, False, str(exc), where))
+            raise
+        report.results.append(ItemResult(step.action, label, True, where=where))
+        return True
+
+    def _remember(self, item: Item, reply: Mapping[str, Any], returned_ids: set[str]) -> None:
+        self._digests[(item.kind, item.name)] = item.digest
+        if item.kind in ("key", "token"):
+            key_id = reply.get("id")
+            if isinstance(key_id, str) and key_id:
+                name = item.name if item.kind == "key" else f"token:{item.name}"
+                self._key_ids[name] = key_id
+                returned_ids.add(key_id)
+        if item.kind == "conn":
+            self._children[item.name] = conn_children(item)
