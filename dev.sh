@@ -58,6 +58,9 @@ case "${1:-}" in
     shift
     setup
     "$VENV/bin/ruff" check swand tests bench
+    # charon 6.0 for the lab: Debian trixie in a cached chroot (built once, ~45 s); if it
+    # cannot be built, the 6.0 tests fail with the reason
+    "$VENV/bin/python" -m swand.lab build-trixie || true
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   setup)

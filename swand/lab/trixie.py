@@ -32,6 +32,8 @@ STAMP = ".swand-lab-packages"
 #: where the lab folder root is bind-mounted inside the tree (same path as on the host,
 #: so every path in strongswan.conf means the same file on both sides)
 LAB_ROOT = Path("/run/swand-lab")
+#: why the build failed in this process (every later 6.0 lab fails with it at once)
+_build_error: str | None = None
 #: files that prove the tree is complete
 REQUIRED = (
     "usr/sbin/charon-systemd",
@@ -82,6 +84,7 @@ def trixie_tree(build: bool = True, log: bool = True) -> Path:
     Raises LabError with the reason when there is none and it cannot be built (no
     debootstrap, no network, ...): tests needing charon 6.0 fail with that message.
     """
+    global _build_error
     named = os.environ.get(TREE_ENV)
     if named:
         tree = Path(named)
@@ -94,6 +97,8 @@ def trixie_tree(build: bool = True, log: bool = True) -> Path:
     if tree_ok(tree):
         _prepare(tree)
         return tree
+    if _build_error is not None:  # failed once in this process: do not retry per test
+        raise LabError(_build_error)
     if not build:
         raise LabError(f"no trixie tree at {tree} (build it with `python -m swand.lab "
                        "build-trixie`)")
@@ -130,7 +135,8 @@ def trixie_tree(build: bool = True, log: bool = True) -> Path:
             else:
                 os.rename(tmp, tree)
         except LabError as exc:
-            raise LabError(f"cannot build the trixie tree for charon 6.0: {exc}") from exc
+            _build_error = f"cannot build the trixie tree for charon 6.0: {exc}"
+            raise LabError(_build_error) from exc
         finally:
             remove_tree(tmp)
         if log:

@@ -33,7 +33,7 @@ def sh(
     if check and proc.returncode != 0:
         raise LabError(
             f"{' '.join(argv)}: exit {proc.returncode}: "
-            f"{(proc.stderr or proc.stdout).strip()}"
+            f"{(proc.stderr or proc.stdout).strip()[-3000:]}"
         )
     return proc
 
