@@ -53,18 +53,20 @@ extra_conf="", start_charons=True, client_charon=None, ipv6=False, binds=())`
   (their charons already died with it: PR_SET_PDEATHSIG).
 
 `Host` (router, gateway, clients, extra hosts): `name`, `netns`, `address`, `address6`,
-`workdir`, `ike_id`, `cert`; `run(cmd, check=True, timeout=30, input=None, env=None)`
-(str → `sh -c`), `popen(argv, **popen_kwargs)` (killed on teardown), `sysctl(k, v)`,
-`ping(dst, count=1, timeout=2) -> bool`, `tcpdump(iface="any", bpf="") -> Capture`
-(`lines()`, `wait_for(text)`, `stop()`, context manager), `set_address(ip)` (a road
-warrior's changing home IP). Charon hosts also: `vici_uri`, `vici_socket`,
-`swanctl_dir`, `log_path`, `strongswan_conf`, `charon_version`, `charon_pid`,
-`start_charon()`, `stop_charon()`, `kill9()`, `restart_charon()`, `log()`,
-`log_tail(n)`, `wait_for_log(text)`, `swanctl(*args)` (the same version's swanctl with
-`--uri` and `SWANCTL_DIR` set; raises LabError with its output on failure unless
-`check=False`), `write_swanctl_conf(text, name="swanctl.conf")`, `session()` (a
-blocking `vici.Session`), `version()`, `list_sas()` (dicts with "name"),
-`list_conns()`, `virtual_ips()`, `wait_for_sa(conn=None)`, `initiate(child)`.
+`workdir`, `ike_id`, `cert`.
+  Any host: `run(cmd, check=True, timeout=30, input=None, env=None)` (str → `sh -c`),
+  `popen(argv, **popen_kwargs)` (killed on teardown), `sysctl(k, v)`,
+  `ping(dst, count=1, timeout=2) -> bool`, `http_get(url) -> body`,
+  `tcpdump(iface="any", bpf="") -> Capture` (`lines()`, `wait_for(text)`, `stop()`;
+  a context manager), `set_address(ip)` (a road warrior's changing home IP).
+  Charon hosts also: `vici_uri`, `vici_socket`, `swanctl_dir`, `log_path`,
+  `strongswan_conf`, `charon_version`, `charon_pid`, `charon` (the `Charon`),
+  `start_charon()`, `stop_charon()`, `kill9()`, `restart_charon()`, `log()`,
+  `log_tail(n)`, `wait_for_log(text)`, `swanctl(*args)` (the same version's swanctl with
+  `--uri` and `SWANCTL_DIR` set; raises LabError with its output on failure unless
+  `check=False`), `write_swanctl_conf(text, name="swanctl.conf")`, `session()` (a
+  blocking `vici.Session`), `version()`, `list_sas()` (dicts with "name"),
+  `list_conns()`, `virtual_ips()`, `wait_for_sa(conn=None)`, `initiate(child)`.
 
 Helpers: `wait_for(predicate, timeout=10, interval=0.05, message=...)` returns the truthy
 value or raises TimeoutError; `decode()` turns VICI bytes into str; `configs` has

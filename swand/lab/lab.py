@@ -23,6 +23,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -164,6 +165,15 @@ class Host:
         if src:
             argv += ["-I", src]
         return self.run([*argv, dst], check=False, timeout=timeout * count + 5).returncode == 0
+
+    def http_get(self, url: str, timeout: float = 5.0) -> str:
+        """GET `url` from inside this namespace (e.g. swand's /metrics) and return the
+        body; raises LabError naming the URL on any failure."""
+        code = ("import sys, urllib.request; "
+                "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float("
+                "sys.argv[2])).read().decode('utf-8', 'replace'))")
+        return self.run([sys.executable, "-c", code, url, str(timeout)],
+                        timeout=timeout + 10).stdout
 
     def tcpdump(self, iface: str = "any", bpf: str = "", extra: Sequence[str] = ()
                 ) -> Capture:
@@ -366,6 +376,7 @@ class Lab:
         self._procs: list[subprocess.Popen[Any]] = []
         self._namespaces: list[str] = []
         self._up = False
+        self._made_workdir = False
         self.timings: dict[str, float] = {}
 
     # --- life cycle ------------------------------------------------------------------
@@ -391,7 +402,8 @@ class Lab:
             created_lab_ids.append(self.id)
         self._up = True
         try:
-            self.workdir.mkdir(parents=True, exist_ok=False)
+            self.workdir.mkdir(parents=True, exist_ok=False)  # another lab's id: refuse
+            self._made_workdir = True
             os.chmod(self.workdir, 0o700)
             (self.workdir / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
             self.router = self._host("router", ROUTER_GATEWAY_SIDE, None)
@@ -458,7 +470,8 @@ class Lab:
             except LabError as exc:
                 problems.append(str(exc))
         try:
-            trixie.remove_tree(self.workdir)
+            if self._made_workdir:
+                trixie.remove_tree(self.workdir)
         except LabError as exc:
             problems.append(str(exc))
         with _live_lock:

@@ -277,3 +277,18 @@ def test_chrooted_swanctl_reads_a_bound_host_folder(lab: Lab, tmp_path: Path) ->
     probe = sh([*ref.charon.argv("/usr/bin/touch"), str(folder / "x")], check=False)
     assert probe.returncode != 0 and not (folder / "x").exists()
     assert "Read-only" in probe.stderr
+
+
+def test_http_get_inside_a_namespace(lab: Lab) -> None:
+    server = lab.gateway.popen([sys.executable, "-m", "http.server", "--bind", "192.0.2.1",
+                                "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    body = wait_for(lambda: _try_get(lab, "http://192.0.2.1:8080/"), 10, message="http")
+    assert "Directory listing" in body
+    server.terminate()
+
+
+def _try_get(lab: Lab, url: str) -> str:
+    try:
+        return lab.client(1).http_get(url, timeout=1)
+    except LabError:
+        return ""
