@@ -616,15 +616,18 @@ def diff_table(desired: DesiredTable | None, observed: ObservedTable) -> TablePl
     for chain, rules in want_chains.items():
         if chain not in observed_owned:
             ops.append(CreateChain(chain))
-        ops += _diff_chain(chain, rules, observed.chains.get(chain, ()))
+        ops += diff_chain(chain, rules, observed.chains.get(chain, ()))
     # 4. jumps last, so they point at complete chains within the one commit
     ops += [InsertRule(j.chain, 0, j) for j in missing_jumps]
     return TablePlan(observed.family, observed.table, tuple(ops))
 
 
-def _diff_chain(
+def diff_chain(
     chain: str, rules: Sequence[Rule], observed: Sequence[str | None]
 ) -> list[Op]:
+    """Ops that turn a chain holding `observed` tags (None: untagged) into `rules`:
+    deletes first (descending indexes of `observed`), then inserts (indexes of the final
+    chain, ascending). Also used by the nftables backend, which maps them to handles."""
     if len(rules) == len(observed) and all(
         r.tag == t for r, t in zip(rules, observed, strict=True)
     ):

@@ -1,0 +1,242 @@
+"""The nftables backend: ``table inet swand`` through libnftables' JSON API.
+
+Debian's ``python3-nftables`` (the ``nftables`` module, a ctypes wrapper of libnftables)
+is not on PyPI; the project's virtualenv is made with ``--system-site-packages`` by
+``dev.sh`` so it is importable there (``apt install python3-nftables``).
+
+A pass lists swand's table (JSON: chains, and per rule its handle and comment), plans
+with the same pure diff as the legacy backend (`swand.core.firewall.diff_chain`, on the
+rules' tags), and sends every change as *one* JSON batch: libnftables turns it into one
+netlink transaction, applied atomically or not at all. Nothing is sent when the table
+already holds exactly the desired rules. Rule positions are expressed with handles:
+deletes by handle; new rules before the kept rule that follows them (``insert`` with its
+handle) or, at the end of a chain, appended (``add``).
+
+Everything runs on one worker thread that owns the libnftables context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from swand.adapters.iptables_legacy import ApplyReport, FirewallBackendError
+from swand.core.firewall import DeleteRule, DesiredFirewall, InsertRule, Rule, diff_chain
+from swand.core.nftables import (
+    CHAINS_BY_NAME,
+    NFT_CHAINS,
+    NFT_FAMILY,
+    NFT_TABLE,
+    chain_matches,
+    nft_chains,
+    rule_json,
+)
+from swand.log import get_logger
+
+log = get_logger("swand.nftables")
+
+_TABLE = {"family": NFT_FAMILY, "name": NFT_TABLE}  # the table itself
+_IN = {"family": NFT_FAMILY, "table": NFT_TABLE}  # an object inside it
+
+
+def _short(err: object) -> str:
+    """libnftables echoes the whole batch after the error: keep the first line."""
+    return str(err).strip().splitlines()[0][:300] if str(err).strip() else "unknown error"
+
+
+def nftables_available() -> bool:
+    """Whether libnftables' Python binding can be imported here."""
+    try:
+        import nftables  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Observed:
+    """swand's table as listed: chains (JSON) and their rules as (handle, tag)."""
+
+    def __init__(self) -> None:
+        self.exists = False
+        self.chains: dict[str, dict[str, Any]] = {}
+        self.rules: dict[str, list[tuple[int, str | None]]] = {}
+        self.other: list[dict[str, Any]] = []  # sets, maps, ... someone added
+
+
+class NftablesBackend:
+    """Programs ``table inet swand`` (see the module docstring)."""
+
+    name = "nftables"
+
+    def __init__(self, max_attempts: int = 3) -> None:
+        self.max_attempts = max_attempts
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swand-nft")
+        self._nft: Any = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def apply(self, desired: DesiredFirewall) -> ApplyReport:
+        return await self._run(self.apply_sync, desired)
+
+    async def flush(self) -> ApplyReport:
+        return await self._run(self.apply_sync, DesiredFirewall({}))
+
+    async def observe(self) -> dict[str, list[str | None]]:
+        def observe() -> dict[str, list[str | None]]:
+            obs = self._list()
+            return {c: [t for _, t in rules] for c, rules in obs.rules.items()}
+
+        return await self._run(observe)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    # -- worker thread --------------------------------------------------------------
+
+    def _ctx(self) -> Any:
+        if self._nft is None:
+            try:
+                import nftables
+            except ImportError:
+                raise FirewallBackendError(
+                    "[firewall] backend = \"nftables\" needs libnftables' Python binding: "
+                    "apt install python3-nftables (and a virtualenv with "
+                    "--system-site-packages)"
+                ) from None
+            nft = nftables.Nftables()
+            nft.set_json_output(True)
+            nft.set_handle_output(True)
+            self._nft = nft
+        return self._nft
+
+    def _list(self) -> _Observed:
+        nft = self._ctx()
+        rc, out, err = nft.json_cmd({"nftables": [{"list": {"table": _TABLE}}]})
+        obs = _Observed()
+        if rc != 0:
+            if "No such file or directory" in str(err):
+                return obs
+            raise FirewallBackendError(f"nft list table {NFT_FAMILY} {NFT_TABLE}: {_short(err)}")
+        obs.exists = True
+        for item in out.get("nftables", []):
+            if "chain" in item:
+                chain = item["chain"]
+                obs.chains[chain["name"]] = chain
+                obs.rules.setdefault(chain["name"], [])
+            elif "rule" in item:
+                rule = item["rule"]
+                comment = rule.get("comment")
+                tag = comment if isinstance(comment, str) and comment.startswith("swand:") \
+                    else None
+                obs.rules.setdefault(rule["chain"], []).append((rule["handle"], tag))
+            elif "table" not in item and "metainfo" not in item:
+                obs.other.append(item)
+        return obs
+
+    def apply_sync(self, desired: DesiredFirewall) -> ApplyReport:
+        started = time.perf_counter()
+        want = nft_chains(desired)
+        for attempt in range(1, self.max_attempts + 1):
+            obs = self._list()
+            batch, counts = self._plan(want, obs)
+            report = ApplyReport(self.name, rules_desired=sum(len(r) for r in want.values()))
+            if not batch:
+                return replace(report, seconds=time.perf_counter() - started, attempts=attempt)
+            rc, _, err = self._ctx().json_cmd({"nftables": batch})
+            if rc == 0:
+                return replace(
+                    report, changed_tables=(f"{NFT_FAMILY}/{NFT_TABLE}",),
+                    inserted=counts["ins"], deleted=counts["del"],
+                    chains_created=counts["cc"], chains_deleted=counts["dc"],
+                    seconds=time.perf_counter() - started, attempts=attempt,
+                )
+            # a concurrent change (a handle that vanished): re-read and re-plan
+            log.warning("nftables transaction failed, retrying", error=_short(err),
+                        attempt=attempt)
+            time.sleep(0.02 * attempt)
+        raise FirewallBackendError(f"nftables transaction kept failing: {_short(err)}")
+
+    def _plan(self, want: dict[str, tuple[Rule, ...]], obs: _Observed
+              ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        counts = {"ins": 0, "del": 0, "cc": 0, "dc": 0}
+        batch: list[dict[str, Any]] = []
+        if not want:
+            if obs.exists:
+                batch.append({"delete": {"table": _TABLE}})
+                counts["dc"] = len(obs.chains)
+            return batch, counts
+        if not obs.exists:
+            batch.append({"add": {"table": _TABLE}})
+        # foreign objects and chains swand does not want (or that changed their hook)
+        for item in obs.other:
+            kind, body = next(iter(item.items()))
+            if isinstance(body, dict) and "handle" in body:
+                batch.append({"delete": {kind: {**_IN, "handle": body["handle"]}}})
+        fresh: set[str] = set()
+        for name, chain in obs.chains.items():
+            nchain = CHAINS_BY_NAME.get(name)
+            if name in want and nchain is not None and chain_matches(chain, nchain):
+                continue
+            batch.append({"flush": {"chain": {**_IN, "name": name}}})
+            batch.append({"delete": {"chain": {**_IN, "name": name}}})
+            counts["dc"] += 1
+        for nchain in NFT_CHAINS.values():
+            name = nchain.name
+            if name not in want:
+                continue
+            rules = want[name]
+            existing = name in obs.chains and chain_matches(obs.chains[name], nchain)
+            if not existing:
+                batch.append({"add": {"chain": nchain.json()}})
+                counts["cc"] += 1
+                fresh.add(name)
+                batch += [{"add": {"rule": rule_json(r, name)}} for r in rules]
+                counts["ins"] += len(rules)
+                continue
+            observed = obs.rules.get(name, [])
+            ops = diff_chain(name, rules, [t for _, t in observed])
+            if not ops:
+                continue
+            deleted = {op.index for op in ops if isinstance(op, DeleteRule)}
+            for index in sorted(deleted, reverse=True):
+                batch.append({"delete": {"rule": {**_IN, "chain": name,
+                                                   "handle": observed[index][0]}}})
+            counts["del"] += len(deleted)
+            kept = {observed[i][1]: observed[i][0] for i in range(len(observed))
+                    if i not in deleted}
+            new = {op.rule.tag for op in ops if isinstance(op, InsertRule)}
+            batch += _placed_inserts(name, rules, kept, new)
+            counts["ins"] += len(new)
+        return batch, counts
+
+
+def _placed_inserts(chain: str, rules: tuple[Rule, ...], kept: dict[str | None, int],
+                    new: set[str]) -> list[dict[str, Any]]:
+    """Commands that put each new rule at its place between the kept ones.
+
+    A run of new rules goes *before* the kept rule that follows it (``insert`` with that
+    rule's handle; inserts before one handle keep their batch order), or at the end
+    (``add``) when no kept rule follows. (libnftables 1.0.6 ignores the handle of a JSON
+    ``add``, so "after the preceding rule" cannot be said.)
+    """
+    out: list[dict[str, Any]] = []
+    run: list[Rule] = []
+    for r in rules:
+        if r.tag in new:
+            run.append(r)
+            continue
+        follower = kept[r.tag]
+        out += [{"insert": {"rule": {**rule_json(x, chain), "handle": follower}}} for x in run]
+        run.clear()
+    out += [{"add": {"rule": rule_json(x, chain)}} for x in run]
+    return out
+
+
+def dumps(batch: list[dict[str, Any]]) -> str:
+    """A batch as text, for debugging and the benchmark."""
+    return json.dumps({"nftables": batch})
