@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import random
 import time
 from collections import Counter, deque
@@ -48,6 +49,7 @@ from swand.adapters.vici import (
     ViciError,
     ViciEventStream,
     ViciSession,
+    parse_uri,
 )
 from swand.core.events import (
     Action,
@@ -391,16 +393,20 @@ class EventWatcher:
         """list-sas + stats through the watcher's own command session, into the table."""
         if self._session is None:
             self._session = ViciSession(self.uri, self._connect_timeout)
-        try:
-            stats = await self._session.request("stats", timeout=self._command_timeout)
-            sa_events, _ = await self._session.streamed(
-                "list-sas", "list-sa", {"noblock": "yes"}, timeout=self._command_timeout)
-        except ViciError as exc:
-            # the stream's reconnect will queue another resync mark
-            log.warning("events_resync_failed", vici=self.uri, error=str(exc))
-            return
-        uptime = stats.get("uptime", {})
-        instance = uptime.get("since", "") if isinstance(uptime, dict) else ""
+        for attempt in range(3):
+            try:
+                # a session left from before charon restarted fails once, then reconnects
+                stats = await self._session.request("stats", timeout=self._command_timeout)
+                sa_events, _ = await self._session.streamed(
+                    "list-sas", "list-sa", {"noblock": "yes"}, timeout=self._command_timeout)
+                break
+            except ViciError as exc:
+                if attempt == 2:
+                    log.warning("events_resync_failed", vici=self.uri, error=str(exc))
+                    asyncio.get_running_loop().call_later(1.0, self._push, _ResyncMark())
+                    return
+                await asyncio.sleep(0.1 * (attempt + 1))
+        instance = self._instance(stats)
         pending = frozenset(
             e.sa.uniqueid for e in self._queue if isinstance(e, IkeDown)
         )
@@ -415,6 +421,19 @@ class EventWatcher:
                  charon_restarted=restarted)
         await self._apply(Resync(resync.sas, instance, pending=pending))
         self.ready.set()
+
+    def _instance(self, stats: dict[str, Any]) -> str:
+        """Which charon process answers: its start time (`stats`, 1 s resolution) and,
+        for a unix socket, the socket file's inode and mtime (a restarted charon binds
+        a new one), so a restart within the same second is still noticed."""
+        uptime = stats.get("uptime", {})
+        since = uptime.get("since", "") if isinstance(uptime, dict) else ""
+        kind, path, _ = parse_uri(self.uri)
+        if kind == "unix":
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                return f"{since}|{st.st_ino}:{st.st_mtime_ns}"
+        return str(since)
 
     async def _apply(self, event: SaEvent) -> None:
         for action in self.table.apply(event, now=self._clock()):

@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from swand.adapters.netlink_watch import NetlinkWatcher
@@ -72,6 +73,7 @@ class Keepalive:
         backoff_cap: float = 60.0,
         mobike_grace: float = 1.0,
         settle: float = 0.3,
+        down_grace: float = 0.5,
     ) -> None:
         self.uri = uri
         self.conns = tuple(dict.fromkeys(conns))
@@ -82,6 +84,11 @@ class Keepalive:
         self.backoff_cap = backoff_cap
         self.mobike_grace = mobike_grace
         self.settle = settle
+        self.down_grace = down_grace
+        #: monotonic time of the next attempt while backing off (None: not failing)
+        self.next_retry: dict[str, float | None] = dict.fromkeys(self.conns)
+        #: the backoff delay last waited (0 when the last attempt succeeded)
+        self.last_delay: dict[str, float] = dict.fromkeys(self.conns, 0.0)
         self.held: set[str] = set()
         self.initiations: dict[str, int] = dict.fromkeys(self.conns, 0)
         self.failures: dict[str, int] = dict.fromkeys(self.conns, 0)
@@ -146,35 +153,49 @@ class Keepalive:
             await self._session.close()
 
     async def _keeper(self, conn: str) -> None:
-        delays = iter(())
+        delays: Iterator[float] = iter(())
         failing = False
         while True:
             if conn not in self.held:
                 ok = await self._ensure_up(conn)
                 if ok:
                     delays, failing = iter(()), False
+                    self.last_delay[conn] = 0.0
                 else:
                     if not failing:
                         delays = iter(backoff_delays(self.backoff_start, self.backoff_cap))
                         failing = True
-                    await self._wait(conn, next(delays))
+                    delay = next(delays)
+                    self.last_delay[conn] = delay
+                    self.next_retry[conn] = time.monotonic() + delay
+                    await self._wait(conn, delay)
+                    self.next_retry[conn] = None
                     continue
-            await self._wait(conn, None)
+            woken_by = await self._wait(conn, None)
+            if woken_by == "down":
+                # charon may restart it itself (close_action/dpd_action): let it go first
+                await asyncio.sleep(self.down_grace)
 
-    async def _wait(self, conn: str, timeout: float | None) -> None:
-        """Until kicked or `timeout` passes. During a backoff (a timeout) only a network
-        change cuts the wait short: the downs of our own failed attempts must not."""
+    async def _wait(self, conn: str, timeout: float | None) -> str:
+        """Until kicked or `timeout` passes; returns "down", "network" or "timeout".
+
+        During a backoff (a timeout) only a network change cuts the wait short: the
+        downs of our own failed attempts must not."""
         kick, net = self._kick[conn], self._net_kick[conn]
-        waiters = [asyncio.ensure_future(net.wait())]
+        waiters = {asyncio.ensure_future(net.wait()): "network"}
         if timeout is None:
-            waiters.append(asyncio.ensure_future(kick.wait()))
+            waiters[asyncio.ensure_future(kick.wait())] = "down"
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()
+        woken_by = "network" if net.is_set() else waiters[next(iter(done))] if done \
+            else "timeout"
         kick.clear()
         net.clear()
+        return woken_by
 
     async def _charon_sas(self, conn: str) -> list[dict[str, Any]]:
         events, _ = await self._session.streamed(
