@@ -310,3 +310,55 @@ def test_memory_is_bounded_over_many_cycles() -> None:
     tracemalloc.stop()
     assert at_10k <= at_1k * 1.10, (at_1k, at_10k)
     assert table.live == {}
+
+
+# --- keepalive decisions (no charon: the callback and the backoff only) ----------------
+
+
+def client_down(scenario: str) -> SaDown:
+    events = decoded(scenario)
+    table = seeded(events)
+    for e in events:
+        for action in table.apply(e):
+            if isinstance(action, SaDown):
+                return action
+    raise AssertionError(f"no down in {scenario}")
+
+
+def keepalive() -> Any:
+    from swand.runtime.events import EventWatcher
+    from swand.runtime.keepalive import Keepalive
+
+    return Keepalive("unix:///nonexistent", ["home"], EventWatcher("unix:///nonexistent"))
+
+
+def test_keepalive_reinitiates_after_a_peers_delete_or_dpd() -> None:
+    k = keepalive()
+    k.on_action(client_down("delete-by-gateway-client"))
+    assert k._kick["home"].is_set() and not k.held
+
+
+def test_keepalive_holds_after_a_local_terminate_until_up_again() -> None:
+    k = keepalive()
+    down = client_down("delete-by-client-client")
+    k.on_action(down)
+    assert k.held == {"home"} and not k._kick["home"].is_set()
+    k.on_action(SaUp(down.sa, peer_new=True))
+    assert not k.held
+
+
+def test_keepalive_does_not_hold_after_its_own_terminate() -> None:
+    k = keepalive()
+    down = client_down("delete-by-client-client")
+    k._own_terminates.add(down.sa.uniqueid)
+    k.on_action(down)
+    assert not k.held and k._kick["home"].is_set()
+
+
+def test_backoff_doubles_to_a_minute_with_jitter() -> None:
+    from swand.runtime.keepalive import backoff_delays
+
+    steady = backoff_delays(rand=lambda lo, hi: 1.0)
+    assert [next(steady) for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    low = backoff_delays(rand=lambda lo, hi: lo)
+    assert next(low) == pytest.approx(0.8)
