@@ -163,8 +163,10 @@ def collect(args: argparse.Namespace) -> list[Finding]:
     try:
         tree = parse_file(conf)
     except SettingsError as exc:
+        fix = ("fix the syntax at that line" if exc.origin.line > 0 else
+               "check the path and its permissions (or pass --swanctl-dir)")
         findings.append(Finding(exc.origin.file, exc.origin.line, "error", "syntax",
-                                exc.message, "fix the syntax at that line"))
+                                exc.message, fix))
         return findings
     except OSError as exc:
         findings.append(Finding(str(conf), 0, "error", "syntax",
