@@ -317,6 +317,10 @@ def parse_list_sas(events: Iterable[Mapping[str, Any]], instance: str = "") -> R
 
 GIVING_UP = "giving up after"
 DPD_ALERTS = frozenset({"retransmit-send-timeout", "peer-init-unreachable"})
+#: charon's log when a new SA replaces an old one of the same peer: INITIAL_CONTACT
+#: ("destroying duplicate IKE_SA for peer 'ID', received INITIAL_CONTACT": the old SA
+#: goes down while ESTABLISHED, before the new one's up) or `unique = replace`
+REPLACED = "duplicate IKE_SA for peer '"
 
 
 def dpd_evidence(event: SaEvent) -> str | None:
@@ -325,6 +329,14 @@ def dpd_evidence(event: SaEvent) -> str | None:
         return event.ike_uniqueid
     if isinstance(event, Alert) and event.alert in DPD_ALERTS and event.sa is not None:
         return event.sa.uniqueid
+    return None
+
+
+def replaced_identity(event: SaEvent) -> str | None:
+    """The peer identity a log line says charon replaced an old SA of, else None."""
+    if isinstance(event, LogLine) and REPLACED in event.msg:
+        rest = event.msg.split(REPLACED, 1)[1]
+        return rest.rsplit("'", 1)[0] if "'" in rest else None
     return None
 
 
@@ -439,6 +451,9 @@ class PeerTable:
     _gave_up: OrderedDict[str, float] = field(default_factory=OrderedDict)
     #: when each live SA was established (in `now` units), for its lifetime at down
     _since: dict[str, float] = field(default_factory=dict)
+    #: identities charon just replaced an SA of (INITIAL_CONTACT, unique = replace)
+    _replaced_ids: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    replaced_ttl: float = 10.0
 
     # -- queries --
 
@@ -498,6 +513,13 @@ class PeerTable:
         if uid is not None:
             self._note_gave_up(uid, now)
             return []
+        identity = replaced_identity(event)
+        if identity is not None:
+            self._replaced_ids[identity] = now
+            self._replaced_ids.move_to_end(identity)
+            while len(self._replaced_ids) > self.remember:
+                self._replaced_ids.popitem(last=False)
+            return []
         if isinstance(event, IkeUp):
             return self._up(event.sa, now)
         if isinstance(event, IkeDown):
@@ -546,7 +568,10 @@ class PeerTable:
         since = self._since.pop(uid, None)
         if sa.established is None and since is not None:
             merged = replace(merged, established=max(0, round(now - since)))
-        cls = classify_down(merged, gave_up=gave_up, replaced=self._replaced(merged))
+        at = self._replaced_ids.pop(merged.identity, None)
+        said_replaced = at is not None and now - at <= self.replaced_ttl and not gave_up
+        cls = classify_down(merged, gave_up=gave_up,
+                            replaced=said_replaced or self._replaced(merged))
         if resync:
             cls = DownClassification(DownReason.UNKNOWN, False,
                                      "gone while swand was not listening")
@@ -613,6 +638,7 @@ class PeerTable:
                                       resync=True))
             self._gone.clear()
             self._gave_up.clear()
+            self._replaced_ids.clear()
         if event.instance:
             self.instance = event.instance
         present = {sa.uniqueid: sa for sa in event.sas if sa.state.upper() == "ESTABLISHED"}

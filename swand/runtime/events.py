@@ -15,7 +15,8 @@ Design:
   what it lacks: `alert` before 6.0.3).
 - The reader never blocks on the work an event causes (charon's send queue towards a
   slow reader is unbounded): it decodes, appends to an in-process deque and counts.
-  `log` lines are filtered in the reader: only "giving up after N retransmits" is kept
+  `log` lines are filtered in the reader: only "giving up after N retransmits" and
+  "duplicate IKE_SA for peer" (an INITIAL_CONTACT replacement) are kept
   (charon sends log events at level <= 1 only, a few per SA set-up: cheap to drop).
   Above `queue_limit` queued events the reader drops and flags an overflow; the
   consumer then resynchronises from `list-sas` rather than act on a partial history.
@@ -57,6 +58,7 @@ from swand.core.events import (
     DownReason,
     IkeDown,
     IkeSa,
+    IkeUp,
     LogLine,
     PeerTable,
     Resync,
@@ -70,6 +72,7 @@ from swand.core.events import (
     dpd_evidence,
     parse_event,
     parse_list_sas,
+    replaced_identity,
 )
 from swand.log import get_logger
 
@@ -78,7 +81,7 @@ log = get_logger("swand.events")
 EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey", "ike-update", "alert",
           "log")
 #: the log lines worth keeping (DPD confirmation); everything else is dropped on arrival
-LOG_KEEP = ("giving up after",)
+LOG_KEEP = ("giving up after", "duplicate IKE_SA for peer")
 
 ActionCallback = Callable[[Action], Awaitable[None] | None]
 
@@ -340,25 +343,39 @@ class EventWatcher:
                 self._processed.set()
 
     async def _confirm_dpd(self, down: IkeDown) -> None:
-        """A down while ESTABLISHED without the IKE_DPD task may still be a DPD: charon's
-        "giving up" log line is raised asynchronously and can trail the down event.
-        Look ahead (up to `log_wait`) for it and apply it first."""
+        """A down while ESTABLISHED without the IKE_DPD task is not yet explained: it may
+        be a DPD (charon's "giving up" log line is raised asynchronously and can trail
+        the down event) or an INITIAL_CONTACT replacement (charon destroys the old SA
+        before the new one's up, and logs "destroying duplicate IKE_SA"). Look ahead,
+        up to `log_wait`, for the log line or the new SA's up, and apply it first."""
         sa = down.sa
-        if (sa.state != "ESTABLISHED" or "IKE_DPD" in sa.tasks_active
-                or "log" not in self.stats.registered):
+        if sa.state != "ESTABLISHED" or "IKE_DPD" in sa.tasks_active:
             return
         deadline = self._clock() + self._log_wait
         scanned = 0
+        replaced = False
         while True:
-            for index in range(scanned, len(self._queue)):
+            index = scanned
+            while index < len(self._queue):
                 item = self._queue[index]
+                if isinstance(item, IkeUp) and item.sa.peer == sa.peer:
+                    del self._queue[index]
+                    await self._apply(item)  # the replacement first: the peer stays
+                    return
                 if isinstance(item, LogLine) and dpd_evidence(item) == sa.uniqueid:
                     del self._queue[index]
                     self.table.apply(item, now=self._clock())
                     return
+                if isinstance(item, LogLine) and replaced_identity(item) == sa.identity:
+                    del self._queue[index]
+                    self.table.apply(item, now=self._clock())
+                    replaced = True  # keep looking for the new SA's up
+                    continue
+                index += 1
             scanned = len(self._queue)
             remaining = deadline - self._clock()
-            if remaining <= 0:
+            if remaining <= 0 or (not replaced and "log" not in self.stats.registered
+                                  and scanned > 64):
                 return
             self._wakeup.clear()
             try:

@@ -171,7 +171,7 @@ class PskLab:
 def gw_conn() -> dict[str, Any]:
     return {"rw": {
         "version": 2, "local_addrs": [GW], "pools": ["rw"], "encap": True,
-        "dpd_delay": f"{DPD_DELAY:g}s", "unique": "never",
+        "dpd_delay": f"{DPD_DELAY:g}s",  # unique = no: INITIAL_CONTACT replaces
         "local": {"auth": "psk", "id": "gw.lab"}, "remote": {"auth": "psk"},
         "children": {"net": {"local_ts": ["10.9.0.0/24"], "dpd_action": "clear"}}}}
 
@@ -829,6 +829,56 @@ def test_record_event_payloads(lab_factory: Any) -> None:
             await rg.stop()
             await r1.stop()
             for s in (g, s1, s2):
+                await s.close()
+
+    run(main())
+
+
+@needs_lab
+def test_power_loss_and_return_from_a_new_address(lab_factory: Any) -> None:
+    """The home server's charon is killed and comes back from a new address before the
+    gateway's DPD fires: INITIAL_CONTACT makes the gateway replace the stale SA at once;
+    the client gets 10.8.0.1 again, the peer is never counted twice nor down, and no DPD
+    is counted."""
+    lab = lab_factory(clients=1)
+    client = lab.clients[0]
+
+    async def main() -> None:
+        g = await setup_gateway(lab)
+        c = await setup_client(client, client_conn("home", "c1.lab"))
+        watcher = EventWatcher(lab.gw.uri)
+        rec = Recorder(watcher)
+        peers_seen: list[int] = []
+        watcher.add_callback(lambda a: peers_seen.append(watcher.table.peer_count()))
+        task = await started(watcher)
+        try:
+            await c.request("initiate", {"ike": "home", "child": "net", "timeout": 5000})
+            _, first = await rec.wait(lambda a: isinstance(a, SaUp), 5)
+            assert first.sa.vips == ("10.8.0.1",)
+            await c.close()
+            client.kill()
+            client.ip("addr", "del", f"{client.addr}/24", "dev", "up0")
+            client.ip("addr", "add", "198.51.100.40/24", "dev", "up0")
+            started_at = time.monotonic()
+            c = await setup_client(client, client_conn("home", "c1.lab"))
+            await c.request("initiate", {"ike": "home", "child": "net", "timeout": 5000})
+            _, again = await rec.wait(
+                lambda a: isinstance(a, SaUp) and a.sa.remote_host == "198.51.100.40", 5)
+            took = time.monotonic() - started_at
+            _, old_down = await rec.wait(
+                lambda a: isinstance(a, SaDown) and a.sa.uniqueid == first.sa.uniqueid, 5)
+            await watcher.idle()
+            print(f"initial contact: back with {again.sa.vips} {took:.2f} s after the "
+                  f"restart (DPD would take {DPD_TIMEOUT:.1f} s); old SA: "
+                  f"{old_down.reason.value} ({old_down.detail})")
+            assert again.sa.vips == ("10.8.0.1",)
+            assert old_down.reason.value == "rekeyed" and not old_down.peer_gone
+            assert watcher.stats.downs["dpd"] == 0
+            assert max(peers_seen) == 1 and watcher.table.peer_count() == 1
+            assert [sa.uniqueid for sa in watcher.live()] == [again.sa.uniqueid]
+        finally:
+            await stop(task)
+            for s in (g, c):
                 await s.close()
 
     run(main())

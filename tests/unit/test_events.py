@@ -362,3 +362,20 @@ def test_backoff_doubles_to_a_minute_with_jitter() -> None:
     assert [next(steady) for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     low = backoff_delays(rand=lambda lo, hi: lo)
     assert next(low) == pytest.approx(0.8)
+
+
+def test_initial_contact_log_makes_an_established_down_a_replacement() -> None:
+    """charon destroys the stale SA before the new one's up; its log line says why."""
+    table = PeerTable()
+    sa = up_event().sa
+    table.apply(IkeUp(sa), now=0.0)
+    log = LogLine("IKE", 1, "rw", "2",
+                  "destroying duplicate IKE_SA for peer 'c1.lab', received INITIAL_CONTACT")
+    assert table.apply(log, now=1.0) == []
+    (down, _) = table.apply(IkeDown(dataclasses.replace(sa, tasks_active=())), now=1.1)
+    assert (down.reason, down.confirmed) == (DownReason.REKEYED, True)
+    # the evidence is used once: a later unexplained down of the peer is a DPD again
+    table.apply(IkeUp(dataclasses.replace(sa, uniqueid="2")), now=2.0)
+    (later, _) = table.apply(
+        IkeDown(dataclasses.replace(sa, uniqueid="2", tasks_active=())), now=3.0)
+    assert later.reason is DownReason.DPD and not later.confirmed
