@@ -129,35 +129,19 @@ def iptables_variant(iptables: str = "iptables") -> str | None:
     return "legacy" if "legacy" in out or out else None
 
 
-def nftables_has_rules() -> bool:
-    """True when nftables holds any rule or chain (``nft list ruleset`` not empty)."""
+def nftables_has_rules(ignore: str = "inet swand") -> bool:
+    """True when nftables holds a table other than swand's own (``nft list tables``)."""
     nft = shutil.which("nft")
     if not nft:
         return False
     try:
         out = subprocess.run(
-            [nft, "list", "ruleset"], capture_output=True, text=True, timeout=5, check=False
+            [nft, "list", "tables"], capture_output=True, text=True, timeout=5, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return any(line.strip().startswith(("chain ", "table ")) for line in out.splitlines())
-
-
-def check_legacy_allowed(backend_setting: str, *, variant: str | None,
-                         nft_rules: bool, source: str = "swand.toml") -> None:
-    """Refuse the legacy backend where the administrator's firewall lives in nftables:
-    rules written there would be invisible to their tools, and an nftables FORWARD drop
-    policy would override our accepts. ``backend = "legacy"`` overrides."""
-    if backend_setting == "legacy":
-        return
-    if variant == "nf_tables" and nft_rules:
-        raise FirewallBackendError(
-            f"{source}: [firewall] backend = {backend_setting!r}: this host's iptables is the "
-            "nf_tables variant and nftables holds rules, so rules written to the legacy "
-            "tables would be invisible to `iptables`/`nft` and an nftables FORWARD drop "
-            "would still drop the traffic. Set [firewall] backend = \"nftables\", or "
-            "backend = \"legacy\" if you really want the legacy tables."
-        )
+    return any(line.strip().startswith("table ") and line.strip() != f"table {ignore}"
+               for line in out.splitlines())
 
 
 # --- xtables lock ---------------------------------------------------------------------

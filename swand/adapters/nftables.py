@@ -97,7 +97,7 @@ def _attrs(buf: bytes, off: int, end: int, only: frozenset[int] | None = None
     return out
 
 
-_RULE_ATTRS = frozenset({2, 3, 7})  # NFTA_RULE_CHAIN, _HANDLE, _USERDATA
+_RULE_ATTRS = frozenset({1, 2, 3, 7})  # NFTA_RULE_TABLE, _CHAIN, _HANDLE, _USERDATA
 
 
 def _dump(msg_type: int, table: str, only: frozenset[int] | None = None
@@ -125,7 +125,10 @@ def _dump(msg_type: int, table: str, only: frozenset[int] | None = None
                     raise OSError(err, os.strerror(err))
                 if flags & NLM_F_DUMP_INTR:
                     raise _DumpInterrupted
-                replies.append(_attrs(data, off + 20, off + length, only))
+                # the kernel filters rule dumps by table, but not chain dumps
+                attrs = _attrs(data, off + 20, off + length, only)
+                if data[off + 16] == NFPROTO_INET and attrs.get(1) == name:
+                    replies.append(attrs)
                 off += (length + 3) & ~3
 
 

@@ -704,6 +704,53 @@ def tables_to_read(desired: DesiredFirewall) -> set[tuple[Family, str]]:
     return set(desired.tables)
 
 
+# --- backend choice -------------------------------------------------------------------
+
+
+class BackendChoiceError(ValueError):
+    """No backend may be used here; the message names ``[firewall] backend``."""
+
+
+def choose_backend(
+    setting: str, *, iptables_variant: str | None, nft_has_rules: bool, nft_available: bool,
+    source: str = "swand.toml",
+) -> tuple[str, str]:
+    """(``legacy`` | ``nftables``, why) for ``[firewall] backend``.
+
+    ``auto`` picks nftables where the administrator's firewall lives there (the host's
+    ``iptables`` is the nf_tables variant, or nftables holds tables other than swand's),
+    legacy otherwise. Legacy rules on such a host would be invisible to the admin's tools
+    and an nftables FORWARD drop would override their accepts, so when the nftables
+    binding is missing ``auto`` refuses rather than silently falling back to legacy;
+    ``backend = "legacy"`` is the explicit override.
+    """
+    if setting == "legacy":
+        return "legacy", f"{source}: [firewall] backend = \"legacy\""
+    if setting == "nftables":
+        if not nft_available:
+            raise BackendChoiceError(
+                f"{source}: [firewall] backend = \"nftables\" needs libnftables' Python "
+                "binding (apt install python3-nftables)"
+            )
+        return "nftables", f"{source}: [firewall] backend = \"nftables\""
+    reasons = []
+    if iptables_variant == "nf_tables":
+        reasons.append("this host's iptables is the nf_tables variant")
+    if nft_has_rules:
+        reasons.append("nftables holds rules")
+    if not reasons:
+        return "legacy", "auto: iptables is the legacy variant and nftables holds no rules"
+    if nft_available:
+        return "nftables", "auto: " + " and ".join(reasons)
+    raise BackendChoiceError(
+        f"{source}: [firewall] backend = \"auto\": " + " and ".join(reasons) + ", so rules "
+        "in the legacy tables would be invisible to `iptables`/`nft` and an nftables "
+        "FORWARD drop would still drop the traffic, but libnftables' Python binding is "
+        "missing (apt install python3-nftables). Set [firewall] backend = \"legacy\" to "
+        "use the legacy tables anyway."
+    )
+
+
 # --- validation (for `swand check` and for each pass) ---------------------------------
 
 

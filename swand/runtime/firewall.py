@@ -42,6 +42,7 @@ from swand.core.firewall import (
     FirewallInputs,
     Pool,
     child_sas_from_vici,
+    choose_backend,
     desired_firewall,
     pools_from_vici,
     resolve_mode,
@@ -122,21 +123,45 @@ class FirewallPassError(Exception):
 
 
 def make_backend(cfg: SwandConfig) -> Any:
-    """The backend ``[firewall] backend`` asks for; refuses legacy where the host's
-    firewall lives in nftables unless ``backend = "legacy"`` is explicit."""
-    from swand.adapters import iptables_legacy as legacy
+    """The backend ``[firewall] backend`` asks for (see `choose_backend`), logged with why.
 
-    setting = cfg.firewall.backend
-    if setting == "nftables":
-        raise legacy.FirewallBackendError(
-            f"{cfg.source}: [firewall] backend = \"nftables\" is not available in this "
-            "build yet; use \"legacy\""
-        )
-    legacy.check_legacy_allowed(
-        setting, variant=legacy.iptables_variant(), nft_rules=legacy.nftables_has_rules(),
+    Raises BackendChoiceError when it must refuse (legacy rules on an nftables host
+    without ``backend = "legacy"``)."""
+    from swand.adapters import iptables_legacy as legacy
+    from swand.adapters import nftables as nft
+
+    name, why = choose_backend(
+        cfg.firewall.backend, iptables_variant=legacy.iptables_variant(),
+        nft_has_rules=legacy.nftables_has_rules(), nft_available=nft.nftables_available(),
         source=cfg.source,
     )
-    return legacy.LegacyIptablesBackend()
+    log.info("firewall backend", backend=name, why=why)
+    return nft.NftablesBackend() if name == "nftables" else legacy.LegacyIptablesBackend()
+
+
+async def remove_other_backend(backend_name: str) -> None:
+    """After switching backend, remove what swand left in the other one (best effort: a
+    failure is logged, never fatal)."""
+    from swand.adapters import iptables_legacy as legacy
+    from swand.adapters import nftables as nft
+
+    other: Any = None
+    try:
+        if backend_name == "nftables":
+            other = legacy.LegacyIptablesBackend()
+        elif nft.nftables_available():
+            other = nft.NftablesBackend()
+        if other is None:
+            return
+        report = await other.flush()
+        if report.changed:
+            log.info("removed rules of the other firewall backend", backend=other.name,
+                     tables=list(report.changed_tables))
+    except Exception as exc:
+        log.warning("could not clean the other firewall backend", error=str(exc))
+    finally:
+        if other is not None:
+            await other.close()
 
 
 @dataclass
@@ -195,7 +220,7 @@ class FirewallReconciler:
     async def start(self) -> None:
         """Pick the backend (raises FirewallBackendError when it must refuse), start
         following the egress interface, start the runner and ask for a first pass."""
-        _ = self.backend
+        await remove_other_backend(self.backend.name)
         await self._start_egress()
         self._task = asyncio.create_task(self.runner.run(), name="firewall-runner")
         self.poke("start", full=True)
@@ -223,6 +248,7 @@ class FirewallReconciler:
         """One pass now (``swand apply``); raises on failure, leaving the rules as they were."""
         if self._egress.task is None and not self._egress.fixed:
             await self._start_egress(follow=False)
+        await remove_other_backend(self.backend.name)
         await self._pass(PassRequest({"once"}, True))
         assert self.last_report is not None
         return self.last_report

@@ -97,6 +97,9 @@ from swand.lab import INTERNET_HOST, Host, Lab, wait_for  # noqa: E402
 pytestmark = pytest.mark.lab
 
 
+BACKENDS = ["legacy", "nftables"]
+
+
 def write_config(lab: Lab, name: str = "swand.toml", **firewall: Any) -> Path:
     lines = ["[charon]", f'vici = "{lab.gateway.vici_uri}"', "[firewall]"]
     for key, value in {"interval": 10.0, **firewall}.items():
@@ -149,24 +152,98 @@ def rules(host: Host, table: str = "filter", family: str = "ipv4") -> list[str]:
 
 
 def ours(host: Host, table: str, family: str = "ipv4") -> list[str]:
-    """swand's rules with their tags removed (to compare against literal expectations)."""
+    """swand's legacy rules with their tags removed (to compare with literal lines)."""
     return [TAG.sub("", ln) for ln in rules(host, table, family)
             if "SWAND-" in ln or "swand:" in ln]
+
+
+def nft_table(host: Host) -> str:
+    return host.run(["nft", "list", "table", "inet", "swand"], check=False).stdout
 
 
 def sysctl(host: Host, key: str) -> str:
     return host.run(["cat", f"/proc/sys/{key.replace('.', '/')}"]).stdout.strip()
 
 
-def fwd_rules_for(host: Host, vip: str) -> list[str]:
-    return [ln for ln in rules(host) if ln.startswith(f"-A {CHAIN_FWD}") and vip in ln]
+def _mentions(line: str, vip: str) -> bool:
+    return re.search(rf"(?<![\d.]){re.escape(vip)}(?![\d.])", line) is not None
 
 
-def saved(host: Host) -> str:
-    """Every legacy table without counters and header comments (for before/after)."""
-    out = host.run(["iptables-legacy-save"]).stdout
-    return "\n".join(re.sub(r"\[\d+:\d+\]", "", ln) for ln in out.splitlines()
-                     if not ln.startswith("#"))
+class Kernel:
+    """What one backend shows, and how an administrator (or an accident) changes it."""
+
+    def __init__(self, host: Host, backend: str) -> None:
+        self.host = host
+        self.backend = backend
+
+    def fwd_rules_for(self, vip: str) -> list[str]:
+        if self.backend == "legacy":
+            return [ln for ln in rules(self.host)
+                    if ln.startswith(f"-A {CHAIN_FWD}") and _mentions(ln, vip)]
+        section = nft_table(self.host).split("chain forward {")[-1]
+        return [ln for ln in section.splitlines() if "swand:" in ln and _mentions(ln, vip)]
+
+    def has_nat(self) -> bool:
+        if self.backend == "legacy":
+            return any(ln.startswith(f"-A {CHAIN_NAT}") for ln in rules(self.host, "nat"))
+        return "masquerade" in nft_table(self.host)
+
+    def snapshot(self) -> str:
+        """The whole ruleset of this backend (ours and the admin's), without counters."""
+        if self.backend == "legacy":
+            out = self.host.run(["iptables-legacy-save"]).stdout
+            return "\n".join(re.sub(r"\[\d+:\d+\]", "", ln) for ln in out.splitlines()
+                             if not ln.startswith("#"))
+        # table by table in name order: `list ruleset` orders tables by creation, and a
+        # repaired table is a newer one
+        names = sorted(ln.strip() for ln in
+                       self.host.run(["nft", "list", "tables"]).stdout.splitlines())
+        return "".join(self.host.run(["nft", "list", *name.split()]).stdout for name in names)
+
+    def nat_count_loop(self) -> str:
+        """A shell loop printing how many masquerade rules swand has, as fast as it can."""
+        if self.backend == "legacy":
+            probe = "iptables-legacy -w -t nat -S SWAND-NAT 2>/dev/null | grep -c MASQUERADE"
+        else:
+            probe = "nft list chain inet swand nat 2>/dev/null | grep -c masquerade"
+        return f"while :; do {probe} || echo 0; done"
+
+    def admin_rules(self) -> list[list[str]]:
+        if self.backend == "legacy":
+            return [
+                ["iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.99/32", "-j", "DROP"],
+                ["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "172.16.0.0/12",
+                 "-o", "eth0", "-j", "MASQUERADE"],
+            ]
+        return [
+            ["nft", "add", "table", "inet", "admin"],
+            ["nft", "add", "chain", "inet", "admin", "admin_forward",
+             "{ type filter hook forward priority 10; policy accept; }"],
+            ["nft", "add", "rule", "inet", "admin", "admin_forward", "ip", "saddr", "192.0.2.99",
+             "drop"],
+        ]
+
+    def drifts(self) -> list[list[str]]:
+        if self.backend == "legacy":
+            jump = next(ln for ln in rules(self.host, "nat") if ln.startswith("-A POSTROUTING")
+                        and CHAIN_NAT in ln)
+            return [
+                ["iptables-legacy", "-t", "nat", "-F", CHAIN_NAT],
+                ["iptables-legacy", "-t", "mangle", "-F", CHAIN_MSS],
+                ["iptables-legacy", "-F", CHAIN_FWD],
+                ["iptables-legacy", "-t", "nat",
+                 *[p.strip('"') for p in jump.replace("-A ", "-D ", 1).split()]],
+                ["iptables-legacy", "-I", CHAIN_FWD, "2", "-s", "10.99.0.0/16", "-j",
+                 "ACCEPT"],
+            ]
+        return [
+            ["nft", "flush", "chain", "inet", "swand", "nat"],
+            ["nft", "flush", "table", "inet", "swand"],
+            ["nft", "delete", "table", "inet", "swand"],
+            ["nft", "insert", "rule", "inet", "swand", "forward", "ip", "saddr",
+             "10.99.0.0/16", "accept"],
+            ["nft", "add", "chain", "inet", "swand", "junk"],
+        ]
 
 
 @pytest.fixture
@@ -180,25 +257,33 @@ def gw_lab(make_lab: Callable[..., Lab]) -> Lab:
     return lab
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 # --- tests ---------------------------------------------------------------------------
 
 
-def test_road_warrior_reaches_the_internet_only_after_swand(gw_lab: Lab) -> None:
+def test_road_warrior_reaches_the_internet_only_after_swand(gw_lab: Lab, backend: str
+                                                            ) -> None:
     """Interface mode (auto: charon runs kernel-libipsec), real traffic, MSS measured."""
     lab = gw_lab
     gw, c1 = lab.gateway, lab.client(1)
+    kernel = Kernel(gw, backend)
     vip = lab.connect(c1)
     assert not c1.ping(INTERNET_HOST, timeout=1)
-    assert not any("swand" in ln for ln in rules(gw, "nat"))
+    assert not kernel.has_nat()
 
-    report = apply_once(lab, write_config(lab))
+    report = apply_once(lab, write_config(lab, backend=backend))
     assert report["ok"], report
+    assert report["backend"] == backend
     assert report["mode"] == "interface" and report["egress"] == "eth0"
     assert set(report["sysctls_changed"]) == {"net.ipv4.ip_forward", "net.ipv4.ip_no_pmtu_disc"}
     assert sysctl(gw, "net.ipv4.ip_forward") == "1"
     assert sysctl(gw, "net.ipv4.ip_no_pmtu_disc") == "1"
     assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping through swand's NAT")
-    assert fwd_rules_for(gw, vip)
+    assert kernel.fwd_rules_for(vip)
 
     # MSS: the client's tunnel MTU is 1500, so its SYN says 1460; the far host sees 1360
     c1.run(["ip", "link", "set", "ipsec0", "mtu", "1500"])
@@ -209,79 +294,115 @@ def test_road_warrior_reaches_the_internet_only_after_swand(gw_lab: Lab) -> None
     assert "mss 1360" in line, line
 
     # a second apply with nothing changed writes nothing
-    again = apply_once(lab, write_config(lab))
+    again = apply_once(lab, write_config(lab, backend=backend))
     assert again["ok"] and again["changed_tables"] == [] and again["sysctls_changed"] == []
 
 
-def test_policy_mode_rules_exactly(gw_lab: Lab) -> None:
+def test_policy_mode_rules_exactly(gw_lab: Lab, backend: str) -> None:
+    from swand.config import FirewallSettings
+    from swand.core.firewall import ChildSA, FirewallInputs, Pool, desired_firewall
+    from swand.core.nftables import render_nft
+
     lab = gw_lab
     gw = lab.gateway
+    admin = Kernel(gw, backend).admin_rules()
+    for cmd in admin:  # an administrator's rules, there before swand
+        gw.run(cmd)
     gw.run(["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24",
-            "-j", "MASQUERADE"])  # an administrator's rule, before swand's jump exists
+            "-j", "MASQUERADE"])
     vip = lab.connect(lab.client(1))
     reqid = next(c["reqid"] for sa in gw.list_sas() for c in sa["child-sas"].values())
-    report = apply_once(lab, write_config(lab, mode="policy"))
+    report = apply_once(lab, write_config(lab, mode="policy", backend=backend))
     assert report["ok"] and report["mode"] == "policy", report
-    assert ours(gw, "nat") == [
-        f"-N {CHAIN_NAT}",
-        f"-A POSTROUTING -j {CHAIN_NAT}",
-        f"-A {CHAIN_NAT} -s 10.8.0.128/25 -o eth0 -m policy --dir out --pol ipsec -j ACCEPT",
-        f"-A {CHAIN_NAT} -s 10.8.0.128/25 -o eth0 -j MASQUERADE",
-    ]
-    # the jump is first, the administrator's rule is still there after it
-    nat = rules(gw, "nat")
-    assert nat.index("-A POSTROUTING -s 192.168.77.0/24 -j MASQUERADE") > next(
-        i for i, ln in enumerate(nat) if CHAIN_NAT in ln and ln.startswith("-A POSTROUTING"))
-    mss = ("-p tcp -m policy --dir {d} --pol ipsec -m tcp --tcp-flags SYN,RST SYN "
-           "-m tcpmss --mss 1361:1536 -j TCPMSS --set-mss 1360")
-    for family in ("ipv4", "ipv6"):
-        assert ours(gw, "mangle", family) == [
-            f"-N {CHAIN_MSS}",
-            f"-A FORWARD -j {CHAIN_MSS}",
-            f"-A {CHAIN_MSS} " + mss.format(d="in"),
-            f"-A {CHAIN_MSS} " + mss.format(d="out"),
+
+    if backend == "nftables":
+        # `nft list table inet swand` is exactly the pure rendering of the same inputs
+        inputs = FirewallInputs(
+            FirewallSettings(), "policy", "eth0", (Pool.from_addrs("pool4", "10.8.0.128/25"),),
+            (ChildSA("rw", "rw", int(reqid), ("0.0.0.0/0",), (f"{vip}/32",)),))
+        assert nft_table(gw) == render_nft(desired_firewall(inputs))
+        assert "ipsec in reqid" in nft_table(gw)
+        assert rules(gw, "nat")[-1] == "-A POSTROUTING -s 192.168.77.0/24 -j MASQUERADE"
+        assert not any("swand" in ln for ln in rules(gw, "nat"))
+    else:
+        assert ours(gw, "nat") == [
+            f"-N {CHAIN_NAT}",
+            f"-A POSTROUTING -j {CHAIN_NAT}",
+            f"-A {CHAIN_NAT} -s 10.8.0.128/25 -o eth0 -m policy --dir out --pol ipsec "
+            "-j ACCEPT",
+            f"-A {CHAIN_NAT} -s 10.8.0.128/25 -o eth0 -j MASQUERADE",
         ]
-    assert ours(gw, "filter") == [
-        f"-N {CHAIN_FWD}",
-        f"-A FORWARD -j {CHAIN_FWD}",
-        f"-A {CHAIN_FWD} -s {vip}/32 -m policy --dir in --pol ipsec --reqid {reqid} "
-        "--proto esp -j ACCEPT",
-        f"-A {CHAIN_FWD} -d {vip}/32 -m policy --dir out --pol ipsec --reqid {reqid} "
-        "--proto esp -j ACCEPT",
-    ]
-    assert ours(gw, "filter", "ipv6") == [f"-N {CHAIN_FWD}", f"-A FORWARD -j {CHAIN_FWD}"]
+        # the jump is first, the administrator's rule is still there after it
+        nat = rules(gw, "nat")
+        assert nat.index("-A POSTROUTING -s 192.168.77.0/24 -j MASQUERADE") > next(
+            i for i, ln in enumerate(nat) if CHAIN_NAT in ln and ln.startswith("-A POSTROUTING"))
+        mss = ("-p tcp -m policy --dir {d} --pol ipsec -m tcp --tcp-flags SYN,RST SYN "
+               "-m tcpmss --mss 1361:1536 -j TCPMSS --set-mss 1360")
+        for family in ("ipv4", "ipv6"):
+            assert ours(gw, "mangle", family) == [
+                f"-N {CHAIN_MSS}",
+                f"-A FORWARD -j {CHAIN_MSS}",
+                f"-A {CHAIN_MSS} " + mss.format(d="in"),
+                f"-A {CHAIN_MSS} " + mss.format(d="out"),
+            ]
+        assert ours(gw, "filter") == [
+            f"-N {CHAIN_FWD}",
+            f"-A FORWARD -j {CHAIN_FWD}",
+            f"-A {CHAIN_FWD} -s {vip}/32 -m policy --dir in --pol ipsec --reqid {reqid} "
+            "--proto esp -j ACCEPT",
+            f"-A {CHAIN_FWD} -d {vip}/32 -m policy --dir out --pol ipsec --reqid {reqid} "
+            "--proto esp -j ACCEPT",
+        ]
+        assert ours(gw, "filter", "ipv6") == [f"-N {CHAIN_FWD}", f"-A FORWARD -j {CHAIN_FWD}"]
+        assert nft_table(gw) == ""
+
+    # switching backend removes what swand left in the other one
+    other = "legacy" if backend == "nftables" else "nftables"
+    assert apply_once(lab, write_config(lab, mode="policy", backend=other))["ok"]
+    if other == "legacy":
+        assert nft_table(gw) == "" and ours(gw, "nat")
+    else:
+        assert nft_table(gw) and all(ours(gw, t) == [] for t in ("filter", "mangle", "nat"))
 
     # swand flush removes all of it and nothing else
+    before_admin = Kernel(gw, backend).snapshot()
     out = gw.run([sys.executable, "-m", "swand", "flush"]).stdout
     assert "removed" in out
     for family in ("ipv4", "ipv6"):
         for table in ("filter", "mangle", "nat"):
             assert ours(gw, table, family) == []
+    assert nft_table(gw) == ""
     assert "-A POSTROUTING -s 192.168.77.0/24 -j MASQUERADE" in rules(gw, "nat")
+    if backend == "nftables":
+        assert "192.0.2.99" in before_admin and "192.0.2.99" in Kernel(gw, backend).snapshot()
+    else:
+        assert "-A FORWARD -s 192.0.2.99/32 -j DROP" in rules(gw)
 
 
 @pytest.mark.parametrize("mode", ["interface", "policy"])
-def test_forward_rules_follow_child_sas(gw_lab: Lab, mode: str) -> None:
+def test_forward_rules_follow_child_sas(gw_lab: Lab, mode: str, backend: str) -> None:
     """Up -> rules; delete -> gone within 2 s; DPD -> gone within 2 s of charon clearing
     the SA; kill -9 of charon -> gone on the first reconcile after it is back."""
     lab = gw_lab
     gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
-    agent = Agent(lab, write_config(lab, mode=mode))
+    kernel = Kernel(gw, backend)
+    agent = Agent(lab, write_config(lab, mode=mode, backend=backend))
     try:
         vip1 = lab.connect(c1)
-        wait_for(lambda: len(fwd_rules_for(gw, vip1)) == 2, 5,
-                 message=lambda: f"rules for {vip1}: {rules(gw)}\n{agent.log()[-3000:]}")
+        wait_for(lambda: len(kernel.fwd_rules_for(vip1)) == 2, 5,
+                 message=lambda: f"rules for {vip1}: {kernel.snapshot()}\n"
+                                 f"{agent.log()[-3000:]}")
 
         # a delete by the client
         c1.swanctl("--terminate", "--ike", "rw")
         t0 = time.monotonic()
-        wait_for(lambda: not fwd_rules_for(gw, vip1), 2,
-                 message=lambda: f"rules after delete: {rules(gw)}")
+        wait_for(lambda: not kernel.fwd_rules_for(vip1), 2,
+                 message=lambda: f"rules after delete: {kernel.snapshot()}")
         assert time.monotonic() - t0 < 2
 
         # DPD: the client dies silently
         vip2 = lab.connect(c2)
-        wait_for(lambda: len(fwd_rules_for(gw, vip2)) == 2, 5, message="rules for client2")
+        wait_for(lambda: len(kernel.fwd_rules_for(vip2)) == 2, 5, message="rules for client2")
         c2.kill9()
 
         def sa_gone() -> bool:
@@ -289,84 +410,70 @@ def test_forward_rules_follow_child_sas(gw_lab: Lab, mode: str) -> None:
 
         wait_for(sa_gone, 30, interval=0.1, message="DPD clearing client2's SA")
         t0 = time.monotonic()
-        wait_for(lambda: not fwd_rules_for(gw, vip2), 2,
-                 message=lambda: f"rules after DPD: {rules(gw)}")
+        wait_for(lambda: not kernel.fwd_rules_for(vip2), 2,
+                 message=lambda: f"rules after DPD: {kernel.snapshot()}")
         assert time.monotonic() - t0 < 2
 
         # kill -9 of the gateway's charon: its SAs die with it
         vip1 = lab.connect(c1)
-        wait_for(lambda: len(fwd_rules_for(gw, vip1)) == 2, 5, message="rules again")
+        wait_for(lambda: len(kernel.fwd_rules_for(vip1)) == 2, 5, message="rules again")
         gw.kill9()
         time.sleep(1.0)
-        assert fwd_rules_for(gw, vip1), "rules must stay while charon is away (fail static)"
+        assert kernel.fwd_rules_for(vip1), "rules must stay while charon is away (fail static)"
         gw.start_charon()
         lab.configure_gateway_with_swanctl()
-        wait_for(lambda: not fwd_rules_for(gw, vip1), 5,
-                 message=lambda: f"rules after charon restart: {rules(gw)}\n"
+        wait_for(lambda: not kernel.fwd_rules_for(vip1), 5,
+                 message=lambda: f"rules after charon restart: {kernel.snapshot()}\n"
                                  f"{agent.log()[-3000:]}")
-        assert any(ln.startswith(f"-A {CHAIN_NAT}") for ln in rules(gw, "nat"))
+        assert kernel.has_nat()
     finally:
         agent.stop()
 
 
-def test_drift_is_repaired_within_one_interval(gw_lab: Lab) -> None:
+def test_drift_is_repaired_within_one_interval(gw_lab: Lab, backend: str) -> None:
     lab = gw_lab
     gw = lab.gateway
+    kernel = Kernel(gw, backend)
     interval = 2.0
     vip = lab.connect(lab.client(1))
-    agent = Agent(lab, write_config(lab, interval=interval))
+    agent = Agent(lab, write_config(lab, interval=interval, backend=backend))
     try:
-        wait_for(lambda: len(fwd_rules_for(gw, vip)) == 2, 5, message="first pass")
-        good = saved(gw)
-        admin = [
-            ["iptables-legacy", "-A", "FORWARD", "-s", "192.0.2.99/32", "-j", "DROP"],
-            ["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "172.16.0.0/12",
-             "-o", "eth0", "-j", "MASQUERADE"],
-        ]
-        for cmd in admin:
+        wait_for(lambda: len(kernel.fwd_rules_for(vip)) == 2, 5, message="first pass")
+        good = kernel.snapshot()
+        for cmd in kernel.admin_rules():
             gw.run(cmd)
-        good_with_admin = saved(gw)
-        jump = next(ln for ln in rules(gw, "nat") if ln.startswith("-A POSTROUTING")
-                    and CHAIN_NAT in ln)
-        drifts = [
-            ["iptables-legacy", "-t", "nat", "-F", CHAIN_NAT],
-            ["iptables-legacy", "-t", "mangle", "-F", CHAIN_MSS],
-            ["iptables-legacy", "-F", CHAIN_FWD],
-            ["iptables-legacy", "-t", "nat", *jump.replace("-A ", "-D ", 1).split()],
-            ["iptables-legacy", "-I", CHAIN_FWD, "2", "-s", "10.99.0.0/16", "-j", "ACCEPT"],
-        ]
-        for cmd in drifts:
-            cmd = [part.strip('"') for part in cmd]
+        good_with_admin = kernel.snapshot()
+        assert good_with_admin != good
+        for cmd in kernel.drifts():
             gw.run(cmd)
-            assert saved(gw) != good_with_admin
+            assert kernel.snapshot() != good_with_admin
             t0 = time.monotonic()
-            wait_for(lambda: saved(gw) == good_with_admin, interval * 1.5 + 1, interval=0.1,
-                     message=lambda c=cmd: f"repair of {c}:\n{saved(gw)}")
+            wait_for(lambda: kernel.snapshot() == good_with_admin, interval * 1.5 + 1,
+                     interval=0.1,
+                     message=lambda c=cmd: f"repair of {c}:\n{kernel.snapshot()}")
             assert time.monotonic() - t0 <= interval * 1.5 + 1
-        assert good != good_with_admin  # the admin's rules survived every repair
     finally:
         agent.stop()
 
 
-def test_restart_keeps_identical_rules_without_a_gap(gw_lab: Lab) -> None:
+def test_restart_keeps_identical_rules_without_a_gap(gw_lab: Lab, backend: str) -> None:
     lab = gw_lab
     gw = lab.gateway
-    config = write_config(lab)
+    kernel = Kernel(gw, backend)
+    config = write_config(lab, backend=backend)
     vip = lab.connect(lab.client(1))
     agent = Agent(lab, config)
-    wait_for(lambda: len(fwd_rules_for(gw, vip)) == 2, 5, message="first pass")
-    before = saved(gw)
+    wait_for(lambda: len(kernel.fwd_rules_for(vip)) == 2, 5, message="first pass")
+    before = kernel.snapshot()
     watcher = subprocess.Popen(
-        ["ip", "netns", "exec", gw.netns, "sh", "-c",
-         "while :; do iptables-legacy -w -t nat -S SWAND-NAT | grep -c MASQUERADE "
-         "|| echo 0; done"],
+        ["ip", "netns", "exec", gw.netns, "sh", "-c", kernel.nat_count_loop()],
         stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         agent.stop()
-        assert saved(gw) == before  # shutdown leaves the rules in place
+        assert kernel.snapshot() == before  # shutdown leaves the rules in place
         agent = Agent(lab, config)
         time.sleep(1.0)
-        assert saved(gw) == before
+        assert kernel.snapshot() == before
         log = agent.log()
         assert '"changed_tables"' not in log, log  # adopted: nothing written
     finally:
@@ -376,18 +483,20 @@ def test_restart_keeps_identical_rules_without_a_gap(gw_lab: Lab) -> None:
     assert samples and all(s != "0" for s in samples), samples
 
 
-def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab) -> None:
+def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab, backend: str
+                                                             ) -> None:
     lab = gw_lab
     gw = lab.gateway
+    kernel = Kernel(gw, backend)
     lab.connect(lab.client(1))
-    assert apply_once(lab, write_config(lab))["ok"]
-    good = saved(gw)
+    assert apply_once(lab, write_config(lab, backend=backend))["ok"]
+    good = kernel.snapshot()
 
-    missing = apply_once(lab, write_config(lab, "bad.toml", egress="eth9"))
+    missing = apply_once(lab, write_config(lab, "bad.toml", egress="eth9", backend=backend))
     assert not missing["ok"]
     assert "[firewall] egress: interface 'eth9' does not exist" in missing["error"]
     assert "bad.toml" in missing["error"]
-    assert saved(gw) == good
+    assert kernel.snapshot() == good
 
     # a pool overlapping the egress subnet (192.0.2.0/24), loaded into charon
     from swand.lab import configs
@@ -395,20 +504,20 @@ def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab) -> Non
     gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id)
                           + "pools {\n    bad {\n        addrs = 192.0.2.128/25\n    }\n}\n")
     gw.swanctl("--load-all")
-    overlap = apply_once(lab, write_config(lab))
+    overlap = apply_once(lab, write_config(lab, backend=backend))
     assert not overlap["ok"]
     assert "overlaps the egress subnet 192.0.2.0/24 of eth0" in overlap["error"]
-    assert saved(gw) == good
+    assert kernel.snapshot() == good
 
     # MSS out of range: swand.toml itself is refused, naming file and key
-    result = apply_once(lab, write_config(lab, "mss.toml", mss=9000))
+    result = apply_once(lab, write_config(lab, "mss.toml", mss=9000, backend=backend))
     assert not result["ok"]
     assert "mss.toml: [firewall] mss must be 0 (off) or 536..1460, got 9000" in result["error"]
-    assert saved(gw) == good
+    assert kernel.snapshot() == good
 
     # at run time: the default route disappears -> error logged, rules stay; it comes back
     lab.configure_gateway_with_swanctl()
-    agent = Agent(lab, write_config(lab, interval=1.0))
+    agent = Agent(lab, write_config(lab, interval=1.0, backend=backend))
     try:
         wait_for(lambda: '"firewall unchanged"' in agent.log() or
                  '"firewall reconciled"' in agent.log(), 10, message="first pass")
@@ -416,8 +525,8 @@ def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab) -> Non
         gw.run(["ip", "route", "del", "default"])
         wait_for(lambda: "no default route" in agent.log(), 5,
                  message=lambda: agent.log()[-2000:])
-        assert saved(gw) == good
+        assert kernel.snapshot() == good
         gw.run(["ip", "route", "add", *route.split()])
-        assert wait_for(lambda: saved(gw) == good, 5)
+        assert wait_for(lambda: kernel.snapshot() == good, 5)
     finally:
         agent.stop()
