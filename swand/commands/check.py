@@ -175,6 +175,18 @@ def collect(args: argparse.Namespace) -> list[Finding]:
 
     unreadable: list[FolderUnreadable] = []
 
+    def outside_files(tree: Section) -> tuple[CredentialFile, ...]:
+        """Certificates named by absolute path (`certs = /etc/ssl/gw.pem`)."""
+        from swand.core.swanctl import referenced_files
+
+        out = []
+        for path in referenced_files(tree, str(swanctl_dir)):
+            if Path(path).is_relative_to(swanctl_dir):
+                continue
+            with contextlib.suppress(OSError):
+                out.append(CredentialFile(path, Path(path).read_bytes()))
+        return tuple(out)
+
     def read(folders: tuple[str, ...]) -> tuple[CredentialFile, ...]:
         out: list[CredentialFile] = []
         for d in folders:
@@ -185,7 +197,8 @@ def collect(args: argparse.Namespace) -> list[Finding]:
         return tuple(out)
 
     inp = CheckInput(
-        tree=tree, conf_file=str(conf), certs=read(CERT_FOLDERS), cas=read(CA_FOLDERS),
+        tree=tree, conf_file=str(conf), certs=read(CERT_FOLDERS) + outside_files(tree),
+        cas=read(CA_FOLDERS),
         keys=read(KEY_FOLDERS), clients=read(CLIENT_FOLDERS), windows=cfg.check.windows,
     )
     if unreadable:

@@ -656,3 +656,19 @@ def test_probes_in_a_gateway_namespace(tmp_path: Path) -> None:
         code, found = check()
         assert code == 0
         assert not {"system-ip-forward", "system-nat", "system-mss"} & found, found
+
+
+def test_command_certificate_by_absolute_path(
+    swanctl_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    elsewhere = tmp_path / "elsewhere.pem"
+    (swanctl_dir / "x509" / "gateway.pem").rename(elsewhere)
+    conf_file = swanctl_dir / "swanctl.conf"
+    conf_file.write_text(conf_file.read_text().replace("certs = gateway.pem",
+                                                       f"certs = {elsewhere}"))
+    cfg = tmp_path / "swand.toml"
+    cfg.write_text("")
+    code, out = _check(capsys, "-c", str(cfg), "--swanctl-dir", str(swanctl_dir), "--json")
+    doc = json.loads(out)
+    assert code == 0, doc
+    assert not [f for f in doc["findings"] if f["code"].startswith(("cert", "key", "load"))]
