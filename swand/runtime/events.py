@@ -92,7 +92,6 @@ class EventMetrics(Protocol):
     def record_down(self, reason: str) -> None: ...
     def record_event(self, name: str) -> None: ...
     def record_vici_reconnect(self) -> None: ...
-    def record_charon_restart(self) -> None: ...
     def set_queue_depth(self, depth: Callable[[], int] | int) -> None: ...
 
 
@@ -430,9 +429,8 @@ class EventWatcher:
         resync = parse_list_sas(sa_events, instance=instance)
         restarted = bool(self.table.instance and instance and instance != self.table.instance)
         if restarted:
+            # counted here only: the daemon's CharonWatch records restarts for metrics
             self.stats.charon_restarts += 1
-            if self._metrics is not None:
-                self._metrics.record_charon_restart()
         self.stats.resyncs += 1
         log.info("events_resync", vici=self.uri, sas=len(resync.sas),
                  charon_restarted=restarted)

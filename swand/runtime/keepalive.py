@@ -13,7 +13,9 @@ Per connection, one keeper task:
 - While initiation fails it retries with exponential backoff: 1 s doubling to 60 s, each
   step jittered by ±20 %; a network change cuts the wait short.
 - A kick comes from the EventWatcher when the connection's last IKE SA goes down for any
-  reason but an administrator's terminate.
+  reason but an administrator's terminate. After such a down it waits `down_grace`
+  (0.5 s) first, so that charon's own `close_action`/`dpd_action` restart, when
+  configured, goes first and swand never adds a second SA (it then sees one CONNECTING).
 
 How an administrator's terminate is told apart: the down event shows *this* charon sent
 the delete (state DELETING with IKE_DELETE among the active tasks) and swand did not ask
@@ -21,7 +23,8 @@ for it. A peer's delete (the gateway terminating us) has the task passive; a DPD
 is ESTABLISHED. A held connection stays down until it comes up by other means (charon,
 `swanctl --initiate`) or `resume()` is called; swand restarts forget holds.
 
-Network changes (pyroute2: global addresses, default routes in the main table): each
+Network changes (pyroute2 `NetlinkWatcher`, by default in the namespace swand runs in:
+global addresses, default routes in the main table): each
 kept connection without an SA is initiated at once; one whose SA's local address is no
 longer ours gets `mobike_grace` seconds for MOBIKE to move it (an `ike-update`), and is
 otherwise terminated (by swand, so not a hold) and initiated anew.
@@ -59,7 +62,12 @@ def backoff_delays(
 
 
 class Keepalive:
-    """Keeps the listed connections up; `await run()` until cancelled."""
+    """Keeps the listed connections up; `await run()` until cancelled.
+
+    Usage: ``Keepalive(cfg.charon.vici, cfg.keepalive.conns, watcher)`` with the daemon's
+    EventWatcher (it registers a callback on it); `held`, `initiations`, `failures`,
+    `next_retry` and `last_delay` say what it is doing (status, metrics, tests).
+    """
 
     def __init__(
         self,
@@ -68,6 +76,7 @@ class Keepalive:
         watcher: EventWatcher,
         *,
         netlink: NetlinkWatcher | None = None,
+        follow_network: bool = True,
         initiate_timeout: float = 15.0,
         backoff_start: float = 1.0,
         backoff_cap: float = 60.0,
@@ -78,7 +87,9 @@ class Keepalive:
         self.uri = uri
         self.conns = tuple(dict.fromkeys(conns))
         self.watcher = watcher
-        self.netlink = netlink
+        #: the namespace swand runs in unless told otherwise (tests pass a lab netns)
+        self.netlink = netlink if netlink is not None or not follow_network \
+            else NetlinkWatcher()
         self.initiate_timeout = initiate_timeout
         self.backoff_start = backoff_start
         self.backoff_cap = backoff_cap
