@@ -383,3 +383,122 @@ def test_proc_sysctl_adapter_writes_only_what_differs(tmp_path: Path) -> None:
     assert pmtu.read_text() == "1\n"
     with pytest.raises(SysctlError, match=r"net\.ipv6\.conf\.all\.forwarding"):
         ProcSysctl(tmp_path).apply({"net/ipv6/conf/all/forwarding": "1"})
+
+
+# --- nftables rendering and planning -------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["policy", "interface"])
+def test_reference_setup_nft_golden(mode: str) -> None:
+    from swand.core.nftables import render_nft
+
+    check_golden(f"reference-{mode}.nft", render_nft(desired_firewall(reference(mode))))
+
+
+def test_nft_rule_translation() -> None:
+    from swand.core.nftables import nft_chains, rule_json, rule_text
+
+    chains = nft_chains(desired_firewall(reference("policy")))
+    assert list(chains) == ["nat", "mss", "forward"]
+    fwd = chains["forward"][0]
+    assert rule_text(fwd) == f'ip saddr 10.8.0.129 ipsec in reqid 1 accept comment "{fwd.tag}"'
+    assert rule_json(fwd, "forward")["expr"][1] == {"match": {
+        "op": "==", "left": {"ipsec": {"key": "reqid", "dir": "in", "spnum": 0}}, "right": 1}}
+    exempt = chains["nat"][0]
+    assert rule_text(exempt).startswith('ip saddr 10.8.0.128/25 oifname "eth0" rt ipsec exists')
+    assert not any("ip6" in rule_text(r) for r in chains["nat"])  # nat66 off
+    assert all(("nfproto ipv4" in rule_text(r)) != ("nfproto ipv6" in rule_text(r))
+               for r in chains["mss"])
+
+
+def _observed(rules: list[tuple[int, str | None]], chains: dict[str, dict] | None = None):
+    from swand.adapters.nftables import _Observed
+    from swand.core.nftables import NFT_CHAINS
+
+    obs = _Observed()
+    obs.exists = True
+    for c in NFT_CHAINS.values():
+        obs.chains[c.name] = {"name": c.name, "type": c.type, "hook": c.hook,
+                              "prio": c.priority, "policy": "accept"}
+        obs.rules[c.name] = []
+    obs.chains.update(chains or {})
+    obs.rules["forward"] = rules
+    return obs
+
+
+def test_nft_plan_unchanged_adds_one_and_places_by_handle() -> None:
+    from swand.adapters.nftables import NftablesBackend
+    from swand.core.nftables import nft_chains
+
+    want = nft_chains(desired_firewall(reference()))
+    backend = NftablesBackend()
+    try:
+        full = {name: [(100 * i + k, r.tag) for k, r in enumerate(rules)]
+                for i, (name, rules) in enumerate(want.items())}
+        obs = _observed(full["forward"])
+        for name in ("nat", "mss"):
+            obs.rules[name] = full[name]
+        assert backend._plan(want, obs) == ([], {"ins": 0, "del": 0, "cc": 0, "dc": 0})
+        # the second SA's rules missing: they go before nothing (append); the first
+        # SA's missing: they go before the kept rule that follows them
+        obs.rules["forward"] = full["forward"][:2]
+        batch, counts = backend._plan(want, obs)
+        assert counts["ins"] == 2 and [next(iter(c)) for c in batch] == ["add", "add"]
+        obs.rules["forward"] = [*full["forward"][2:], (999, None)]  # and a foreign rule
+        batch, counts = backend._plan(want, obs)
+        assert batch[0] == {"delete": {"rule": {"family": "inet", "table": "swand",
+                                                "chain": "forward", "handle": 999}}}
+        assert [c["insert"]["rule"]["handle"] for c in batch[1:]] == [
+            full["forward"][2][0], full["forward"][2][0]]
+        assert [c["insert"]["rule"]["comment"] for c in batch[1:]] == [
+            r.tag for r in want["forward"][:2]]
+    finally:
+        backend._executor.shutdown()
+
+
+def test_nft_plan_recreates_a_changed_or_foreign_chain() -> None:
+    from swand.adapters.nftables import NftablesBackend
+    from swand.core.nftables import nft_chains
+
+    want = nft_chains(desired_firewall(reference()))
+    backend = NftablesBackend()
+    try:
+        obs = _observed([], {"junk": {"name": "junk"},
+                             "nat": {"name": "nat", "type": "nat", "hook": "postrouting",
+                                     "prio": 100, "policy": "accept"}})
+        batch, counts = backend._plan(want, obs)
+        kinds = [(next(iter(c)), next(iter(next(iter(c.values()))))) for c in batch]
+        assert ("flush", "chain") in kinds and ("delete", "chain") in kinds
+        assert counts["dc"] == 2 and counts["cc"] == 1
+        assert backend._plan({}, obs)[0] == [{"delete": {"table": {"family": "inet",
+                                                                   "name": "swand"}}}]
+    finally:
+        backend._executor.shutdown()
+
+
+@pytest.mark.parametrize(("setting", "variant", "rules", "available", "expected"), [
+    ("auto", "legacy", False, True, "legacy"),
+    ("auto", "nf_tables", False, True, "nftables"),
+    ("auto", "legacy", True, True, "nftables"),
+    ("legacy", "nf_tables", True, False, "legacy"),
+    ("nftables", "legacy", False, True, "nftables"),
+    ("auto", None, False, False, "legacy"),
+])
+def test_choose_backend(setting: str, variant: str | None, rules: bool, available: bool,
+                        expected: str) -> None:
+    from swand.core.firewall import choose_backend
+
+    name, why = choose_backend(setting, iptables_variant=variant, nft_has_rules=rules,
+                               nft_available=available)
+    assert name == expected and why
+
+
+def test_choose_backend_refuses_legacy_on_an_nftables_host() -> None:
+    from swand.core.firewall import BackendChoiceError, choose_backend
+
+    with pytest.raises(BackendChoiceError, match=r"\[firewall\] backend = \"legacy\""):
+        choose_backend("auto", iptables_variant="nf_tables", nft_has_rules=True,
+                       nft_available=False, source="/etc/swand/swand.toml")
+    with pytest.raises(BackendChoiceError, match="python3-nftables"):
+        choose_backend("nftables", iptables_variant="nf_tables", nft_has_rules=True,
+                       nft_available=False)
