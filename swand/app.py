@@ -18,7 +18,9 @@ from swand import __version__
 from swand.adapters.sdnotify import SdNotify
 from swand.adapters.vici import ViciError, ViciSession
 from swand.config import SwandConfig
+from swand.core.charon import charon_start_time, is_restart
 from swand.log import get_logger
+from swand.runtime.events import EventWatcher
 from swand.runtime.loader import ConfigLoader, LoadReport
 from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
@@ -41,14 +43,16 @@ class CharonWatch:
         self._on_down = on_down
         self._session = ViciSession(uri, connect_timeout=1.0)
         self.up: bool | None = None
-        self.started: str | None = None
+        self.started: float | None = None
         self.version: dict[str, Any] = {}
 
     async def probe(self) -> None:
         try:
+            generation = self._session.generation
             stats = await self._session.request("stats", timeout=5.0)
-            started = str(stats.get("uptime", {}).get("since", ""))
-            if self.up is not True or (self.started and started != self.started):
+            started = charon_start_time(stats)
+            reconnected = self._session.generation != generation
+            if self.up is not True or reconnected or is_restart(self.started, started):
                 self.version = await self._session.request("version", timeout=5.0)
                 first = self.up is None
                 self.up, self.started = True, started
@@ -77,8 +81,23 @@ class Daemon:
         self.loader = ConfigLoader(cfg.swanctl.dir,
                                    terminate_removed=cfg.swanctl.terminate_removed)
         self.registry = MetricsRegistry()
+        # the poller is fed by the one event stream below rather than opening its own
         self.poller = MetricsPoller(cfg.charon.vici, self.registry,
-                                    per_peer=cfg.metrics.per_peer)
+                                    per_peer=cfg.metrics.per_peer, own_events=False)
+        self.events = EventWatcher(cfg.charon.vici, on_action=self._on_sa_action,
+                                   on_raw_event=self.poller.on_event, metrics=self.registry)
+        self.firewall: Any = None
+        if cfg.firewall.enabled:
+            from swand.runtime.firewall import FirewallReconciler, vici_snapshot
+
+            self.firewall = FirewallReconciler(
+                cfg, snapshot=vici_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0),
+                                            config_pools=self._config_pools))
+        self.keepalive: Any = None
+        if cfg.keepalive.conns:
+            from swand.runtime.keepalive import Keepalive
+
+            self.keepalive = Keepalive(cfg.charon.vici, cfg.keepalive.conns, self.events)
         self.config_runner = BoundedFrequencyRunner(
             "config", self._config_pass, min_interval=0.2,
             max_interval=cfg.charon.interval, backoff_initial=0.25, backoff_max=2.0)
@@ -98,9 +117,33 @@ class Daemon:
                  started=self.watch.started, first=first)
         if first:
             return  # the start pass is already queued; nothing was lost
-        self.registry.record_charon_restart()
+        # (the metrics poller counts the restart; counting here too would double it)
         self.config_runner.poke("charon-up", full=True)
         self.poller.poke()
+        if self.firewall is not None:
+            self.firewall.poke("charon-up")
+
+    def _config_pools(self) -> tuple[Any, ...]:
+        """Pools as the swanctl files define them: NAT must not vanish in the moment
+        between a charon restart and the loader loading the pools again."""
+        from swand.core.firewall import Pool
+        from swand.core.swanctl import split_list
+
+        desired = self.loader.desired
+        pools = []
+        for item in desired.pools.values() if desired else ():
+            body = item.message.get(item.name, {})
+            addrs = body.get("addrs", "")
+            try:
+                pools.append(Pool.from_addrs(item.name, *split_list(str(addrs))))
+            except ValueError:
+                continue  # dhcp/radius pools have no addresses of their own
+        return tuple(pools)
+
+    def _on_sa_action(self, action: Any) -> None:
+        """An SA came up, went down, rekeyed or moved: the per-SA rules follow."""
+        if self.firewall is not None:
+            self.firewall.poke("sa-event")
 
     async def _charon_down(self, error: str) -> None:
         log.warning("charon_unreachable", vici=self.cfg.charon.vici, error=error)
@@ -147,13 +190,24 @@ class Daemon:
                 "shared_secret": len(desired.shared),
             })
         self.poller.poke()
+        if self.firewall is not None and report.changed:
+            self.firewall.poke("config")  # pools may have changed
         if not self._ready:
+            await self._first_firewall_pass()
             self._ready = True
             self.notify.ready(self._status_line(report))
         elif reload_done:
             self.notify.ready(self._status_line(report))
         else:
             self.notify.status(self._status_line(report))
+
+    async def _first_firewall_pass(self) -> None:
+        """READY=1 waits for the first firewall pass too (bounded: a firewall that cannot
+        be reconciled is logged and retried; it must not keep the service 'activating')."""
+        if self.firewall is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.firewall.wait_idle(), 10.0)
 
     def _status_line(self, report: LoadReport) -> str:
         errors = len(report.failure_lines())
@@ -197,10 +251,15 @@ class Daemon:
             if metrics_server:
                 log.info("metrics_listening", host=metrics_server.host,
                          port=metrics_server.port)
+        if self.firewall is not None:
+            await self.firewall.start()  # refuses a wrong backend before anything runs
         self.config_runner.poke("start")
         self._spawn(self.watch.run(), "charon-watch")
         self._spawn(self.config_runner.run(), "config-runner")
+        self._spawn(self.events.run(), "event-watcher")
         self._spawn(self.poller.run(), "metrics-poller")
+        if self.keepalive is not None:
+            self._spawn(self.keepalive.run(), "keepalive")
         interval = self.notify.watchdog_interval()
         if interval:
             self._spawn(self._watchdog(interval), "watchdog")
@@ -215,7 +274,10 @@ class Daemon:
                 await task
         if metrics_server:
             metrics_server.stop()
-        for closer in (self.poller.close, self.watch.close, self.session.close):
+        closers = [self.events.close, self.poller.close, self.watch.close, self.session.close]
+        if self.firewall is not None:
+            closers.insert(0, self.firewall.stop)  # rules stay in place
+        for closer in closers:
             with contextlib.suppress(Exception):
                 await closer()
         return 0

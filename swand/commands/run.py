@@ -25,10 +25,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"swand: {exc}", file=sys.stderr)
         return 2
     configure_logging(cfg.log.format, cfg.log.level)
+    from swand.adapters.iptables_legacy import FirewallBackendError
     from swand.app import Daemon
+    from swand.core.firewall import BackendChoiceError
 
     try:
         return asyncio.run(Daemon(cfg).run())
-    except OSError as exc:  # e.g. the metrics port is taken: say so, exit non-zero
+    except (OSError, BackendChoiceError, FirewallBackendError) as exc:
+        # the metrics port is taken, the firewall backend must be refused, ...: say so
         get_logger("swand").error("fatal", error=str(exc))
         return 1

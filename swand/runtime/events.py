@@ -170,6 +170,7 @@ class EventWatcher:
         self._stream: ViciEventStream | None = None
         self._subscribers: list[asyncio.Queue[Action]] = []
         self._processed = asyncio.Event()
+        self._busy = False  # the consumer holds an item it has not finished
         if metrics is not None:
             metrics.set_queue_depth(self.queue_depth)
 
@@ -222,7 +223,7 @@ class EventWatcher:
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until every queued event has been processed (tests, shutdown)."""
         async with asyncio.timeout(timeout):
-            while self._queue:
+            while self._queue or self._busy:
                 self._processed.clear()
                 await self._processed.wait()
 
@@ -321,6 +322,7 @@ class EventWatcher:
     async def _consume_forever(self) -> None:
         while True:
             item = await self._next()
+            self._busy = True
             if self._overflow:
                 # we dropped events: the queue is no longer a complete history
                 self._overflow = False
@@ -338,6 +340,7 @@ class EventWatcher:
                 raise
             except Exception as exc:  # never let one event stop the watcher
                 log.error("events_processing_failed", error=repr(exc))
+            self._busy = False
             if not self._queue:
                 self._processed.set()
 
@@ -445,9 +448,10 @@ class EventWatcher:
         since = uptime.get("since", "") if isinstance(uptime, dict) else ""
         kind, path, _ = parse_uri(self.uri)
         if kind == "unix":
+            # not `since`: it is "now minus running time" and jitters by a second
             with contextlib.suppress(OSError):
                 st = os.stat(path)
-                return f"{since}|{st.st_ino}:{st.st_mtime_ns}"
+                return f"{st.st_ino}:{st.st_mtime_ns}"
         return str(since)
 
     async def _apply(self, event: SaEvent) -> None:

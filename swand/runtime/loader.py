@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from swand.core import loadplan
+from swand.core.charon import charon_start_time, is_restart
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
 from swand.core.settings import Section, SettingsError
 from swand.core.swanctl import (
@@ -196,7 +197,7 @@ class ConfigLoader:
         self._key_ids: dict[str, str] = {}
         self._children: dict[str, tuple[str, ...]] = {}
         self._generation: int | None = None
-        self._uptime_started: str | None = None
+        self._uptime_started: float | None = None
 
     @property
     def record(self) -> LoadRecord:
@@ -232,19 +233,18 @@ class ConfigLoader:
         )
 
     async def _charon_restarted(self, session: Session) -> bool:
-        """True when the VICI connection is new or charon's start time changed."""
+        """True when the VICI connection is new or charon's start time moved."""
         try:
-            stats = await session.request("stats")
-            started = str(stats.get("uptime", {}).get("since", ""))
+            started = charon_start_time(await session.request("stats"))
         except Exception:
-            started = ""
+            started = None
         # compared after the request, which (re)connects: a new connection is a new
         # generation, and only a new one means charon may have lost our state
         restarted = session.generation != self._generation
         self._generation = session.generation
-        if started and self._uptime_started is not None and started != self._uptime_started:
+        if is_restart(self._uptime_started, started):
             restarted = True
-        if started:
+        if started is not None and (restarted or self._uptime_started is None):
             self._uptime_started = started
         return restarted
 

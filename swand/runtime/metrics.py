@@ -42,6 +42,7 @@ from swand.adapters.vici import (
     ViciSession,
 )
 from swand.core import metrics as core
+from swand.core.charon import is_restart
 from swand.log import get_logger
 
 log = get_logger("swand.metrics")
@@ -228,7 +229,7 @@ class MetricsPoller:
             self._counters_supported = True
             self._certs_at = 0.0
             await self._ensure_events()
-        if stats.start_time is not None and stats.start_time != self._start_time:
+        if self._start_time is None or is_restart(self._start_time, stats.start_time):
             if self._start_time is not None:
                 log.warning("charon_restarted", vici=self.uri)
                 self.registry.record_charon_restart()
