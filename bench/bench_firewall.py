@@ -15,6 +15,9 @@ rules per SA):
    it ``iptables-legacy-save`` (the cheapest way a script could read the table back).
 4. the naive way, for the record: the same forward rules built one by one with
    python-iptables' Rule API (autocommit off, one commit).
+5.-7. the same with the nftables backend (``table inet swand``, one libnftables JSON
+   transaction), beside ``nft -f`` of the same ruleset / the two new rules, and
+   ``nft list table`` as the read-only reference.
 
 Reported: the median of --repeat runs, and for swand the time of the backend pass and of
 the whole reconcile step (desired state from inputs + backend pass).
@@ -98,7 +101,6 @@ def _inside(args: argparse.Namespace) -> None:
 
     run(backend.apply_sync, desired_firewall(inputs(1))).result()  # warm: import iptc
     clear()
-    _desired_firewall_uncached = desired_firewall
     for _ in range(args.repeat):
         clear()
         backend_s, total_s, _r = swand_pass(full)
@@ -125,13 +127,61 @@ def _inside(args: argparse.Namespace) -> None:
     clear()
     record("4 naive Rule API, forward rules only", _naive(run, full))
     clear()
-    _ = _desired_firewall_uncached
+    if args.nftables:
+        _bench_nftables(args, full, plus_one, record)
     print(f"# {n} SAs, {rules_total} rules (v4+v6), median of {args.repeat} runs\n")
     print("| scenario | ms |")
     print("|---|---:|")
     for name, values in results.items():
         print(f"| {name} | {statistics.median(values) * 1000:.1f} |")
     os.unlink(lock)
+
+
+def _bench_nftables(args: argparse.Namespace, full, plus_one, record) -> None:  # type: ignore[no-untyped-def]
+    """The same scenarios with the nftables backend, beside `nft -f` of the same rules."""
+    from swand.adapters.nftables import NftablesBackend
+    from swand.core.firewall import DesiredFirewall, desired_firewall
+    from swand.core.nftables import render_nft, rule_text
+
+    backend = NftablesBackend()
+    run = backend._executor.submit
+    desired_full, desired_plus = desired_firewall(full), desired_firewall(plus_one)
+    script = render_nft(desired_full)
+    new = [r for r in desired_plus.tables[("ipv4", "filter")].chains["SWAND-FWD"]
+           if r.tag not in desired_full.tags()]
+    add_script = "".join(f"add rule inet swand forward {rule_text(r)}\n" for r in new)
+
+    def nft_f(text: str) -> float:
+        t = time.perf_counter()
+        subprocess.run(["nft", "-f", "-"], input=text, text=True, check=True)
+        return time.perf_counter() - t
+
+    def clear() -> None:
+        subprocess.run(["nft", "delete", "table", "inet", "swand"], capture_output=True,
+                       check=False)
+
+    def swand(desired: DesiredFirewall) -> float:
+        return run(backend.apply_sync, desired).result().seconds
+
+    swand(desired_full)  # warm: import and first connection
+    for _ in range(args.repeat):
+        clear()
+        record("5 nftables from empty: swand backend pass", swand(desired_full))
+        clear()
+        record("5 nftables from empty: nft -f", nft_f(script))
+        clear()
+        swand(desired_full)
+        record("6 nftables one SA added: swand backend pass", swand(desired_plus))
+        swand(desired_full)
+        record("6 nftables one SA added: nft -f", nft_f(add_script))
+        swand(desired_full)
+        record("7 nftables unchanged: swand backend pass", swand(desired_full))
+        t = time.perf_counter()
+        subprocess.run(["nft", "list", "table", "inet", "swand"], capture_output=True,
+                       check=True)
+        record("7 nftables unchanged: nft list table (read only)", time.perf_counter() - t)
+    clear()
+    backend._executor.shutdown()
 
 
 def _naive(run, inputs) -> float:  # type: ignore[no-untyped-def]
@@ -172,6 +222,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sas", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-nftables", dest="nftables", action="store_false",
+                        help="skip the nftables backend scenarios")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
@@ -182,7 +234,8 @@ def main() -> int:
     try:
         return subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, __file__, "--inside",
-             "--sas", str(args.sas), "--repeat", str(args.repeat)],
+             "--sas", str(args.sas), "--repeat", str(args.repeat),
+             *([] if args.nftables else ["--no-nftables"])],
             check=False,
         ).returncode
     finally:

@@ -628,10 +628,11 @@ def diff_chain(
     """Ops that turn a chain holding `observed` tags (None: untagged) into `rules`:
     deletes first (descending indexes of `observed`), then inserts (indexes of the final
     chain, ascending). Also used by the nftables backend, which maps them to handles."""
-    if len(rules) == len(observed) and all(
-        r.tag == t for r, t in zip(rules, observed, strict=True)
-    ):
-        return []
+    tags = [r.tag for r in rules]
+    n = len(observed)
+    if n <= len(tags) and tags[:n] == list(observed):
+        # unchanged, or new rules at the end only (a new SA's reqid is the highest)
+        return [InsertRule(chain, i, rules[i]) for i in range(n, len(tags))]
     position = {r.tag: i for i, r in enumerate(rules)}
     # observed rules that are wanted, as (observed index, desired index); keep the longest
     # increasing run of desired indices (LIS), delete the rest
