@@ -270,8 +270,14 @@ class EventWatcher:
                     await stream.close()
 
     async def _pump(self, stream: ViciEventStream) -> None:
+        burst = 0
         while True:
             name, payload = await stream.next_event()
+            burst += 1
+            if burst % 256 == 0:
+                # buffered events are read without suspending: let the loop breathe
+                # (consumer, watchdog) during a flood
+                await asyncio.sleep(0)
             self.stats.events[name] += 1
             if self._metrics is not None:
                 self._metrics.record_event(name)

@@ -882,3 +882,50 @@ def test_power_loss_and_return_from_a_new_address(lab_factory: Any) -> None:
                 await s.close()
 
     run(main())
+
+
+def test_overflow_drops_then_resynchronises(tmp_path: Path) -> None:
+    """A consumer slower than charon: past `queue_limit` the reader drops (it never
+    blocks), and the watcher resynchronises from list-sas instead of acting on a partial
+    history. The fake charon reports no SA, so every SA seen up ends up down once."""
+    socket_path = str(tmp_path / "fake.vici")
+    template = cycle_payloads()
+
+    async def main() -> None:
+        fake = FakeCharon(socket_path)
+        server = await fake.serve()
+
+        async def slow(_action: Any) -> None:
+            await asyncio.sleep(0.002)
+
+        watcher = EventWatcher(f"unix://{socket_path}", on_action=slow, queue_limit=50)
+        task = await started(watcher)
+        try:
+            def ups(first: int, last: int) -> bytes:
+                return b"".join(vici_event(n, with_uid(p, uid))
+                                for uid in range(first, last) for n, p in template[:2])
+
+            for first in range(1, 41, 10):  # 40 SAs up, at a pace the consumer follows
+                await fake.feed(ups(first, first + 10))
+                async with asyncio.timeout(10):
+                    while watcher.stats.ups < first + 9:
+                        await asyncio.sleep(0.01)
+            assert watcher.stats.ups == 40 and watcher.stats.dropped == 0
+            await fake.feed(ups(41, 301))  # then a burst: 260 more SAs
+            # the fake charon's list-sas says none of them exist
+            deadline = time.monotonic() + 20
+            while watcher.stats.resyncs < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await watcher.idle()
+            stats = watcher.stats
+            print(f"overflow: dropped {stats.dropped}, high water {stats.queue_high_water},"
+                  f" ups {stats.ups}, downs {dict(stats.downs)}, resyncs {stats.resyncs}")
+            assert stats.dropped > 0 and stats.resyncs >= 2
+            assert stats.queue_high_water <= 51
+            assert stats.ups >= 40 and stats.ups == sum(stats.downs.values())
+            assert stats.downs["unknown"] == stats.ups and watcher.live() == ()
+        finally:
+            await stop(task)
+            server.close()
+
+    run(main())
