@@ -530,3 +530,21 @@ def test_bad_input_is_a_clear_error_and_last_good_rules_stay(gw_lab: Lab, backen
         assert wait_for(lambda: kernel.snapshot() == good, 5)
     finally:
         agent.stop()
+
+
+def test_nftables_coexists_with_an_admin_forward_drop_policy(gw_lab: Lab) -> None:
+    """README, "Coexistence": an accept in `inet swand` does not override another table's
+    drop; the documented rules in the admin's own chain make traffic flow."""
+    lab = gw_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    gw.run(["nft", "add", "table", "inet", "filter"])
+    gw.run(["nft", "add", "chain", "inet", "filter", "forward",
+            "{ type filter hook forward priority 0; policy drop; }"])
+    lab.connect(c1)
+    assert apply_once(lab, write_config(lab, backend="nftables"))["ok"]
+    assert not c1.ping(INTERNET_HOST, timeout=1)
+    gw.run(["nft", "add", "rule", "inet", "filter", "forward", "iifname", "ipsec0", "accept"])
+    gw.run(["nft", "add", "rule", "inet", "filter", "forward", "oifname", "ipsec0", "ct",
+            "state", "established,related", "accept"])
+    assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping with the admin's rules")
+    assert "policy drop" in gw.run(["nft", "list", "table", "inet", "filter"]).stdout
