@@ -1,6 +1,6 @@
 """SA event decoding, down classification and peer tracking, table-driven from payloads
 recorded from charon 5.9.8 in the lab (tests/unit/data/events/*.json; re-record with
-SWAND_RECORD_EVENTS=DIR pytest tests/integration/test_events.py -k record)."""
+SWAND_RECORD_EVENTS=DIR pytest tests/integration/test_events_lab.py -k record)."""
 
 from __future__ import annotations
 

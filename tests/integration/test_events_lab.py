@@ -6,7 +6,7 @@ precise control of each charon, not certificates. Everything is removed afterwar
 even on failure.
 
 Re-record the payloads the unit tests use with
-``SWAND_RECORD_EVENTS=tests/unit/data/events pytest tests/integration/test_events.py -k record``.
+``SWAND_RECORD_EVENTS=tests/unit/data/events pytest tests/integration/test_events_lab.py -k record``.
 """
 
 from __future__ import annotations
