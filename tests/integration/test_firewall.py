@@ -548,3 +548,30 @@ def test_nftables_coexists_with_an_admin_forward_drop_policy(gw_lab: Lab) -> Non
             "state", "established,related", "accept"])
     assert wait_for(lambda: c1.ping(INTERNET_HOST), 10, message="ping with the admin's rules")
     assert "policy drop" in gw.run(["nft", "list", "table", "inet", "filter"]).stdout
+
+
+def test_nat_follows_the_default_route(gw_lab: Lab) -> None:
+    """`egress = "auto"`: a new default route through another interface moves the NAT
+    rules there (RTNL events, no periodic pass needed), and back when it goes away."""
+    lab = gw_lab
+    gw = lab.gateway
+    kernel = Kernel(gw, "legacy")
+    agent = Agent(lab, write_config(lab, backend="legacy", interval=60.0))
+    try:
+        wait_for(kernel.has_nat, 10, message=lambda: agent.log()[-2000:])
+        assert any("-o eth0 -m comment" in ln for ln in rules(gw, "nat"))
+        gw.run("ip link add up0 type veth peer name up1 && ip link set up0 up && "
+               "ip link set up1 up && ip addr add 10.77.0.1/24 dev up0 && "
+               "ip route add default via 192.0.2.254 dev eth0 metric 100 && "
+               "ip route del default via 192.0.2.254 dev eth0 metric 0 && "
+               "ip route add default via 10.77.0.2 dev up0 metric 0")
+        wait_for(lambda: any("-o up0 -j MASQUERADE" in TAG.sub("", ln)
+                             for ln in rules(gw, "nat")), 3,
+                 message=lambda: f"{rules(gw, 'nat')}\n{agent.log()[-2000:]}")
+        assert not any("-o eth0 -m comment" in ln for ln in rules(gw, "nat"))
+        gw.run(["ip", "link", "del", "up0"])
+        wait_for(lambda: any("-o eth0 -j MASQUERADE" in TAG.sub("", ln)
+                             for ln in rules(gw, "nat")), 3,
+                 message=lambda: f"{rules(gw, 'nat')}\n{agent.log()[-2000:]}")
+    finally:
+        agent.stop()
