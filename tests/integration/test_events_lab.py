@@ -5,8 +5,8 @@ TEST-NET-2 addresses, kernel-libipsec + `encap = yes`): these tests need many SA
 precise control of each charon, not certificates. Everything is removed afterwards,
 even on failure.
 
-Re-record the payloads the unit tests use with
-``SWAND_RECORD_EVENTS=tests/unit/data/events pytest tests/integration/test_events_lab.py -k record``.
+Re-record the payloads the unit tests use with ``SWAND_RECORD_EVENTS=tests/unit/data/events
+pytest tests/integration/test_events_lab.py -k record``.
 """
 
 from __future__ import annotations
