@@ -254,6 +254,11 @@ class _Connection:
             await self.close()
             raise
 
+    @property
+    def dead(self) -> bool:
+        """Closed by us, or charon's EOF already seen: reconnect before sending."""
+        return self.closed or self._reader.at_eof()
+
     def abort(self) -> None:
         """Close without waiting (safe inside a cancellation handler)."""
         if not self.closed:
@@ -305,10 +310,12 @@ class ViciSession:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed
+        return self._conn is not None and not self._conn.dead
 
     async def _ensure_connected(self) -> _Connection:
-        if self._conn is None or self._conn.closed:
+        # an idle connection charon closed (restart) is replaced before anything is
+        # sent on it: nothing was applied, so this is safe for every command
+        if self._conn is None or self._conn.dead:
             self._conn = await _Connection.open(self.uri, self.connect_timeout)
             self.generation += 1
         return self._conn

@@ -250,3 +250,20 @@ def test_event_registration_is_probed(charon: MiniCharon) -> None:
         await stream.close()
 
     run(main())
+
+
+def test_idle_session_survives_a_charon_restart(charon: MiniCharon) -> None:
+    """A connection charon closed while idle is replaced before the next command is sent
+    (nothing was sent on it, so this is safe for any command)."""
+
+    async def main() -> None:
+        s = await ViciSession.connect(charon.uri)
+        assert await s.request("version")
+        charon.kill()
+        charon.start()
+        await asyncio.sleep(0.1)  # the loop sees charon's EOF
+        assert (await s.request("version"))["daemon"] == "charon-systemd"
+        assert s.generation == 2
+        await s.close()
+
+    run(main())
