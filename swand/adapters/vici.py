@@ -290,8 +290,11 @@ class ViciSession:
     Poisoning policy: a command cancelled or timed out mid-flight closes the connection
     (its late reply would otherwise answer the next command). A closed connection, for
     that or because charon went away, is reopened by the next `request()` / `streamed()`;
-    if that fails, the call raises `ViciConnectionError`. `generation` increments on each
-    (re)connection: a caller that sees it change must assume charon's state was lost.
+    if that fails, the call raises `ViciConnectionError`. A connection charon closed while
+    idle is noticed (EOF) and replaced *before* sending, so the first command after a
+    restart just works; a command in flight when charon dies raises (it may or may not
+    have been applied: the caller decides whether to retry). `generation` increments on
+    each (re)connection: a caller that sees it change must assume charon's state was lost.
     """
 
     def __init__(self, uri: str, connect_timeout: float = 5.0) -> None:
