@@ -929,3 +929,45 @@ def test_overflow_drops_then_resynchronises(tmp_path: Path) -> None:
             server.close()
 
     run(main())
+
+
+@needs_lab
+def test_netlink_watcher_reports_only_what_changes_the_way_out() -> None:
+    ns = "swevnl-" + uuid.uuid4().hex[:6]
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", ns, *args], check=True)
+
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        ip("link", "set", "lo", "up")
+        ip("link", "add", "up0", "type", "veth", "peer", "name", "up1")
+        ip("link", "set", "up0", "up")
+
+        async def main() -> list[Any]:
+            watcher = NetlinkWatcher(ns)
+            seen: list[Any] = []
+
+            async def follow() -> None:
+                async for change in watcher.changes():
+                    seen.append(change)
+
+            task = asyncio.create_task(follow())
+            await asyncio.sleep(0.5)
+            ip("addr", "add", "192.0.2.5/24", "dev", "up0")
+            ip("route", "add", "default", "via", "192.0.2.1")
+            ip("route", "add", "10.0.0.0/8", "via", "192.0.2.1", "table", "220")  # charon's
+            ip("route", "add", "10.1.0.0/16", "via", "192.0.2.1")  # not a default route
+            await asyncio.sleep(0.5)
+            assert await watcher.addresses() == {"192.0.2.5"}
+            ip("addr", "del", "192.0.2.5/24", "dev", "up0")
+            await asyncio.sleep(0.5)
+            await stop(task)
+            return seen
+
+        seen = run(main())
+        assert [(c.kind, c.action, c.address) for c in seen] == [
+            ("addr", "new", "192.0.2.5"), ("route", "new", "192.0.2.1"),
+            ("addr", "del", "192.0.2.5")]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
