@@ -239,7 +239,10 @@ class EventWatcher:
                 registered = await self._stream.register(self._wanted)
             except ViciError as exc:
                 self.connected = False
-                if first:
+                if self._stream is not None:  # connected, but registering failed
+                    await self._stream.close()
+                    self._stream = None
+                if first:  # once per outage, not once per retry
                     log.warning("events_connect_failed", vici=self.uri, error=str(exc))
                     first = False
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -265,6 +268,7 @@ class EventWatcher:
                 log.warning("events_connection_lost", vici=self.uri, error=str(exc))
             finally:
                 self.connected = False
+                first = True
                 stream, self._stream = self._stream, None
                 if stream is not None:
                     await stream.close()
