@@ -1,15 +1,94 @@
-"""`swand apply`."""
+"""`swand apply`: load the swanctl folder into charon once (only what differs from what
+charon has), reconcile the firewall once, exit.
+
+Exit status: 0 when everything loaded; 1 with one line per failure on stderr (each naming
+file:line or the item); 2 when swand.toml is unusable or charon cannot be reached.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from swand.config import ConfigError, SwandConfig, load_config
+from swand.core.swanctl import DesiredState, LoadError
+from swand.runtime.loader import ConfigLoader, LoadReport
+from swand.runtime.loader import load_swanctl_dir as _load_swanctl_dir
+
+#: the firewall step of `swand apply`: (config, VICI session) -> failure lines. Resolved
+#: lazily so `swand apply --no-firewall` never imports iptables or netlink bindings.
+FirewallHook = Callable[[SwandConfig, Any], Awaitable[list[str]]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--no-firewall", action="store_true",
+                        help="load into charon only; leave sysctls and firewall alone")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="give up on a charon that does not answer (default 30)")
+
+
+def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadError]]:
+    """Parse and translate DIR without touching charon (for `swand check`)."""
+    return _load_swanctl_dir(swanctl_dir)
+
+
+async def _firewall(cfg: SwandConfig, session: Any) -> list[str]:
+    """The firewall hook: one pass of swand.runtime.firewall (issue 3)."""
+    from swand.runtime.firewall import apply_firewall_once
+
+    try:
+        report = await apply_firewall_once(cfg, session)
+    except Exception as exc:  # every failure becomes one line, never a traceback
+        return [f"firewall: {exc}"]
+    if not report.ok:
+        return [f"firewall: {report.error or '; '.join(report.problems)}"]
+    return []
+
+
+async def apply_once(cfg: SwandConfig, *, firewall: FirewallHook | None = _firewall,
+                     timeout: float = 30.0) -> tuple[LoadReport | None, list[str]]:
+    """Load once (and run the firewall hook unless None). Returns the load report and the
+    failure lines (empty: success)."""
+    from swand.adapters.vici import ViciError, ViciSession
+
+    loader = ConfigLoader(cfg.swanctl.dir, terminate_removed=cfg.swanctl.terminate_removed)
+    try:
+        session = await ViciSession.connect(cfg.charon.vici, timeout=min(timeout, 10.0))
+    except ViciError as exc:
+        return None, [f"charon: {exc}"]
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                report = await loader.reconcile(session, reread=True)
+        except (ViciError, TimeoutError) as exc:
+            return None, [f"charon: {exc or 'no answer within the timeout'}"]
+        failures = report.failure_lines()
+        if firewall is not None and report.parsed:
+            failures += await firewall(cfg, session)
+        return report, failures
+    finally:
+        await session.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    print("swand apply: not implemented yet", file=sys.stderr)
-    return 2
+    try:
+        cfg = load_config(args.config).with_overrides(
+            vici=args.vici, swanctl_dir=args.swanctl_dir,
+            firewall_enabled=False if args.no_firewall else None,
+        )
+    except ConfigError as exc:
+        print(f"swand apply: {exc}", file=sys.stderr)
+        return 2
+    hook = None if (args.no_firewall or not cfg.firewall.enabled) else _firewall
+    report, failures = asyncio.run(apply_once(cfg, firewall=hook, timeout=args.timeout))
+    for line in failures:
+        print(line, file=sys.stderr)
+    if report is None:
+        return 2
+    counts = report.counts()
+    done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to change"
+    print(f"swand apply: {done} ({report.duration * 1000:.0f} ms)")
+    return 1 if failures else 0
