@@ -207,6 +207,11 @@ _OFFSETS = struct.Struct("=HH")
 _MATCH_HEAD = struct.Struct("=H29sB")  # match_size, name, revision (then 32-byte aligned data)
 
 
+def ipv6_available() -> bool:
+    """False on a kernel without IPv6 (``ipv6.disable=1``): no ip6tables there."""
+    return os.path.exists("/proc/sys/net/ipv6")
+
+
 def _tables_present(family: Family) -> set[str]:
     """Tables that exist in this namespace; reading another one would load its module."""
     name = "/proc/net/ip_tables_names" if family == "ipv4" else "/proc/net/ip6_tables_names"
@@ -600,7 +605,7 @@ class LegacyIptablesBackend:
     def _observe(self, wanted: set[tuple[Family, str]]
                  ) -> dict[tuple[Family, str], tuple[ObservedTable, tuple[int, int]]]:
         out: dict[tuple[Family, str], tuple[ObservedTable, tuple[int, int]]] = {}
-        for family in ("ipv4", "ipv6"):
+        for family in ("ipv4", "ipv6") if ipv6_available() else ("ipv4",):
             present = _tables_present(family)  # type: ignore[arg-type]
             for table in TABLES:
                 key = (family, table)
@@ -641,6 +646,10 @@ class LegacyIptablesBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _pass(self, desired: DesiredFirewall) -> ApplyReport:
+        if not ipv6_available():
+            # a kernel booted with ipv6.disable=1 has no ip6tables: IPv4 must still work
+            desired = DesiredFirewall({k: v for k, v in desired.tables.items()
+                                       if k[0] != "ipv6"})
         observed = self._observe(set(desired.tables))
         plans = plan(desired, [o for o, _ in observed.values()])
         report = ApplyReport(self.name, rules_desired=desired.rule_count)
