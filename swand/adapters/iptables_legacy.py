@@ -99,8 +99,9 @@ class FirewallBackend(Protocol):
         already does."""
         ...
 
-    async def observe(self) -> dict[tuple[Family, str], ObservedTable]:
-        """The tags of every rule in swand's chains and jumps (for tests and status)."""
+    async def observe(self) -> Any:
+        """The tags of every rule swand owns, per table or chain (for tests and status;
+        the shape is the backend's own)."""
         ...
 
     async def flush(self) -> ApplyReport:
