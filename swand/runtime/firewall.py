@@ -16,11 +16,18 @@ is no moment without the NAT rule.
 
 Composition (the daemon)::
 
-    fw = FirewallReconciler(cfg, snapshot=vici_snapshot(session))
-    await fw.start()                    # backend detection, egress watcher, runner task
-    events.add_callback(lambda action: fw.poke("sa-event"))
-    ...
-    await fw.stop()                     # rules stay
+    fw = FirewallReconciler(cfg, snapshot=vici_snapshot(session, config_pools))
+    await fw.start()      # backend choice (may raise BackendChoiceError), egress watcher,
+                          # runner task, first pass requested
+    await fw.wait_idle()  # the first complete pass (READY=1 after this)
+    watcher = EventWatcher(uri, on_raw_event=lambda name, body: fw.poke(name))
+    fw.poke("reload", full=True)        # after SIGHUP / a charon restart
+    fw.last_report                      # FirewallReport of the last pass (status, metrics)
+    await fw.stop()                     # rules and sysctls stay
+
+`config_pools` (optional) returns the pools of the loaded swanctl.conf as
+`swand.core.firewall.Pool`s (``Pool.from_addrs(name, *addrs)``), so NAT survives the
+moment after a charon restart before the loader has loaded the pools again.
 
 `apply_firewall_once(cfg, session)` is the one-shot used by ``swand apply``.
 """
