@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swand.config import FirewallSettings, SysctlSettings
 from swand.core.firewall import (
@@ -28,8 +30,10 @@ from swand.core.firewall import (
     InsertRule,
     ObservedTable,
     Pool,
+    Rule,
     child_sas_from_vici,
     desired_firewall,
+    diff_chain,
     diff_table,
     plan,
     pools_from_vici,
@@ -502,3 +506,76 @@ def test_choose_backend_refuses_legacy_on_an_nftables_host() -> None:
     with pytest.raises(BackendChoiceError, match="python3-nftables"):
         choose_backend("nftables", iptables_variant="nf_tables", nft_has_rules=True,
                        nft_available=False)
+
+
+# --- properties of the diff ------------------------------------------------------------
+
+_RULES = [Rule("ipv4", "filter", CHAIN_FWD, "ACCEPT", src=f"10.0.0.{i}/32") for i in range(8)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    desired=st.lists(st.integers(0, 7), unique=True, max_size=8),
+    observed=st.lists(st.one_of(st.none(), st.integers(0, 9)), max_size=12),
+)
+def test_diff_chain_reaches_the_desired_chain(desired: list[int], observed: list[int | None]
+                                              ) -> None:
+    """Applying the ops in order to the observed chain yields exactly the desired one, and
+    rules already in the right relative order are never touched."""
+    rules = [_RULES[i] for i in desired]
+    tags: list[str | None] = [
+        None if o is None else (_RULES[o].tag if o < 8 else f"swand:{o:012x}") for o in observed
+    ]
+    chain = list(tags)
+    ops = diff_chain(CHAIN_FWD, rules, tags)
+    for op in ops:
+        if isinstance(op, DeleteRule):
+            chain.pop(op.index)
+        else:
+            assert isinstance(op, InsertRule)
+            chain.insert(op.index, op.rule.tag)
+    assert chain == [r.tag for r in rules]
+    if tags == [r.tag for r in rules]:
+        assert ops == []
+    inserts = sum(isinstance(op, InsertRule) for op in ops)
+    present = len(set(tags) & {r.tag for r in rules})
+    assert inserts >= len(rules) - present
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    desired=st.lists(st.integers(0, 7), unique=True, max_size=8),
+    observed=st.lists(st.one_of(st.none(), st.integers(0, 9)), max_size=12),
+)
+def test_nft_batches_reach_the_desired_chain(desired: list[int], observed: list[int | None]
+                                             ) -> None:
+    """The nftables plan, simulated with nft's semantics (delete by handle, `insert` before
+    a handle keeping batch order, `add` appends), yields exactly the desired chain."""
+    from swand.adapters.nftables import NftablesBackend
+
+    rules = tuple(_RULES[i] for i in desired)
+    chain = [(100 + k, None if o is None else (_RULES[o].tag if o < 8 else f"swand:{o:012x}"))
+             for k, o in enumerate(observed)]
+    obs = _observed(list(chain))
+    for name in ("nat", "mss"):
+        del obs.chains[name], obs.rules[name]
+    backend = NftablesBackend()
+    try:
+        batch, _ = backend._plan({"forward": rules}, obs)
+    finally:
+        backend._executor.shutdown()
+    current = list(chain)
+    fresh = 10_000
+    for cmd in batch:
+        (verb, body), = cmd.items()
+        rule = body["rule"]
+        if verb == "delete":
+            current = [c for c in current if c[0] != rule["handle"]]
+        elif verb == "insert":
+            at = next(i for i, c in enumerate(current) if c[0] == rule["handle"])
+            fresh += 1
+            current.insert(at, (fresh, rule["comment"]))
+        else:
+            fresh += 1
+            current.append((fresh, rule["comment"]))
+    assert [t for _, t in current] == [r.tag for r in rules]
