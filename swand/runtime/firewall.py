@@ -156,7 +156,7 @@ async def remove_other_backend(backend_name: str) -> None:
     try:
         if backend_name == "nftables":
             other = legacy.LegacyIptablesBackend()
-        elif nft.nftables_available():
+        elif backend_name == "legacy" and nft.nftables_available():
             other = nft.NftablesBackend()
         if other is None:
             return
