@@ -15,7 +15,9 @@ Order, and why:
 4. credential removals last: `unload-key` / `unload-shared` by id; a certificate cannot be
    unloaded (no `unload-cert` in VICI), so a removed or replaced certificate needs
    `clear-creds` followed at once by loading every desired credential again
-   (`RELOAD_CREDS`). The executor runs step 4 only when every credential addition
+   (`reload-creds`: every credential, then again every connection carrying certs,
+   cacerts or pubkeys and every authority, since clear-creds also drops the certificates
+   they brought). The executor runs step 4 only when every credential addition
    succeeded: a credential that does not load never costs the last good one.
 """
 
@@ -111,32 +113,36 @@ def plan(
     steps: list[Step] = []
     rec = LoadRecord() if full else record
 
-    # 1. credential additions
+    # 1. credential additions. Someone else's clear-creds (or a charon that lost them)
+    # shows as recorded key or shared ids missing: then everything is reloaded, since
+    # certificates cannot be observed cheaply and clear-creds took them too.
+    creds_lost = not full and (
+        any(kid not in observed.key_ids for kid in rec.key_ids.values())
+        or any(name not in observed.shared_ids
+               for (kind, name) in rec.digests if kind == "shared"))
     cert_removed = False
-    for item in desired.certs.values():
-        if rec.digest_of("cert", item.name) != item.digest:
-            steps.append(Step("load", "cert", item.name, item, why=_why(rec, item)))
-    for name, old in rec.digests.items():
-        kind, cname = name
-        if kind == "cert" and cname not in desired.certs and name not in desired.broken:
-            cert_removed = True
-        elif kind == "cert" and cname in desired.certs and \
-                desired.certs[cname].digest != old:
-            cert_removed = True  # replaced: the old certificate must go
-    for item in desired.keys.values():
-        known_id = rec.key_ids.get(item.name)
-        if rec.digest_of("key", item.name) != item.digest or \
-                (known_id is not None and known_id not in observed.key_ids):
-            steps.append(Step("load", "key", item.name, item, why=_why(rec, item)))
-    for item in desired.tokens.values():
-        known_id = rec.key_ids.get(f"token:{item.name}")
-        if rec.digest_of("token", item.name) != item.digest or \
-                (known_id is not None and known_id not in observed.key_ids):
-            steps.append(Step("load", "token", item.name, item, why=_why(rec, item)))
-    for item in desired.shared.values():
-        if rec.digest_of("shared", item.name) != item.digest or \
-                item.name not in observed.shared_ids:
-            steps.append(Step("load", "shared", item.name, item, why=_why(rec, item)))
+    for (kind, cname), old in rec.digests.items():
+        if kind != "cert" or ("cert", cname) in desired.broken:
+            continue
+        if cname not in desired.certs or desired.certs[cname].digest != old:
+            cert_removed = True  # removed or replaced: the old certificate must go
+    if creds_lost:
+        steps.append(Step("reload-creds", "cred", "*",
+                          why="credentials swand loaded are gone from charon"))
+    else:
+        for item in desired.certs.values():
+            if rec.digest_of("cert", item.name) != item.digest:
+                steps.append(Step("load", "cert", item.name, item, why=_why(rec, item)))
+        for item in desired.keys.values():
+            if rec.digest_of("key", item.name) != item.digest:
+                steps.append(Step("load", "key", item.name, item, why=_why(rec, item)))
+        for item in desired.tokens.values():
+            if rec.digest_of("token", item.name) != item.digest:
+                steps.append(Step("load", "token", item.name, item, why=_why(rec, item)))
+        for item in desired.shared.values():
+            if rec.digest_of("shared", item.name) != item.digest or \
+                    item.name not in observed.shared_ids:
+                steps.append(Step("load", "shared", item.name, item, why=_why(rec, item)))
 
     # 2. named objects: loads
     for kind in NAMED_KINDS:
@@ -173,11 +179,11 @@ def plan(
     # keys whose file is broken keep their last good id
     wanted_key_ids |= {rec.key_ids[n] for (k, n) in desired.broken
                        if k == "key" and n in rec.key_ids}
-    if cert_removed:
+    if cert_removed and not creds_lost:
         steps.append(Step("clear-creds", "cred", "*", why="a certificate was removed or "
                           "replaced (VICI has no unload-cert)"))
         steps.append(Step("reload-creds", "cred", "*", why="right after clear-creds"))
-    else:
+    elif not creds_lost:
         # an id a key load of this same plan returns is skipped by the executor: a key
         # id is only known once charon has parsed the key
         for key_id in sorted(observed.key_ids - wanted_key_ids):

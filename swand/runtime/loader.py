@@ -178,6 +178,16 @@ class LoadReport:
 # --- the loader -------------------------------------------------------------------------
 
 
+def _has_blobs(item: Item) -> bool:
+    """Whether a load-conn message carries certs/cacerts/pubkeys."""
+    def walk(value: Any) -> bool:
+        if isinstance(value, Mapping):
+            return any(k.lower() in ("certs", "cacerts", "pubkeys") or walk(v)
+                       for k, v in value.items())
+        return False
+    return walk(item.message)
+
+
 def _where(item: Item | None) -> str:
     if item is None:
         return ""
@@ -196,6 +206,9 @@ class ConfigLoader:
         self._digests: dict[tuple[str, str], str] = {}
         self._key_ids: dict[str, str] = {}
         self._children: dict[str, tuple[str, ...]] = {}
+        #: (kind, name) -> digest of loads charon refused: not retried by the periodic
+        #: check until the file changes (a reread clears this), so no log spam
+        self._failed: dict[tuple[str, str], str] = {}
         self._generation: int | None = None
         self._uptime_started: float | None = None
 
@@ -272,8 +285,15 @@ class ConfigLoader:
             self.forget()
         report.full = full
         observed = await self._observe(session)
+        if reread or full:
+            self._failed.clear()
         the_plan = loadplan.plan(self.desired, observed, self.record,
                                  terminate_removed=self.terminate_removed, full=full)
+        if self._failed:
+            the_plan = LoadPlan(tuple(
+                s for s in the_plan.steps
+                if not (s.action == "load" and s.item is not None
+                        and self._failed.get((s.kind, s.name)) == s.item.digest)))
         await self.execute(session, the_plan, report)
         report.duration = time.monotonic() - started
         return report
@@ -301,6 +321,8 @@ class ConfigLoader:
             if step.action == "unload-key" and step.target in returned_ids:
                 continue
             ok = await self._run_step(session, step, report, returned_ids)
+            if not ok and step.action == "load" and step.item is not None:
+                self._failed[(kind, step.name)] = step.item.digest
             if not ok and step.action == "load":
                 if kind in ("cert", "key", "token", "shared"):
                     cred_failed = True
@@ -345,16 +367,7 @@ class ConfigLoader:
                                                                  "shared")]:
                     del self._digests[key]
             elif step.action == "reload-creds":
-                failures = 0
-                for cred in self.desired.credentials() if self.desired else ():
-                    try:
-                        reply = await session.request(cred.command, cred.message)
-                        self._remember(cred, reply, returned_ids)
-                    except ViciCommandError as exc:
-                        failures += 1
-                        report.results.append(ItemResult("load", cred.label(), False,
-                                                         exc.errmsg, _where(cred)))
-                if failures:
+                if not await self._reload_credentials(session, report, returned_ids):
                     return False
             else:  # pragma: no cover - plan and executor disagree
                 raise AssertionError(step.action)
@@ -367,6 +380,25 @@ class ConfigLoader:
             raise
         report.results.append(ItemResult(step.action, label, True, where=where))
         return True
+
+    async def _reload_credentials(self, session: Session, report: LoadReport,
+                                  returned_ids: set[str]) -> bool:
+        """Every credential, then every connection with certificate blobs and every
+        authority (clear-creds dropped the certificates they brought along)."""
+        from swand.adapters.vici import ViciCommandError
+
+        assert self.desired is not None
+        ok = True
+        again = [c for c in self.desired.conns.values() if _has_blobs(c)]
+        for item in [*self.desired.credentials(), *self.desired.authorities.values(), *again]:
+            try:
+                reply = await session.request(item.command, item.message)
+                self._remember(item, reply, returned_ids)
+            except ViciCommandError as exc:
+                ok = False
+                report.results.append(ItemResult("load", item.label(), False, exc.errmsg,
+                                                 _where(item)))
+        return ok
 
     def _remember(self, item: Item, reply: Mapping[str, Any], returned_ids: set[str]) -> None:
         self._digests[(item.kind, item.name)] = item.digest
