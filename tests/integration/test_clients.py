@@ -21,7 +21,7 @@ import pytest
 from swand.cli import main
 from swand.lab import Lab, configs
 from swand.lab.lab import GATEWAY_ADDRESS
-from swand.lab.util import wait_for
+from swand.lab.util import LabError, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -121,6 +121,22 @@ def test_client_from_swand_client_add_connects_and_revocation_refuses_it(
                       and s.get("state") == "ESTABLISHED"], 20,
              message=lambda: f"bob back on the gateway; {gw.log_tail()}")
     print(f"revoke took {revoke_seconds:.2f}s")
+
+    # the revocation survives a charon restart: the loader reads x509crl/ like any
+    # credential, so alice stays out and bob (DPD -> restart) comes back
+    gw.restart_charon()
+    refusals = gw.log().count("certificate was revoked")
+    load_gateway(lab, tmp_path)
+    wait_for(lambda: [s for s in gw.list_sas() if s.get("remote-id") == "bob"
+                      and s.get("state") == "ESTABLISHED"], 30,
+             message=lambda: f"bob back after the gateway restart; {gw.log_tail()}")
+    # an AUTHENTICATION_FAILED is final for charon (keyingtries counts timeouts only):
+    # alice tries once more by hand
+    with pytest.raises(LabError):
+        alice_host.initiate(conn, timeout=10)
+    assert gw.log().count("certificate was revoked") > refusals
+    assert not [s for s in gw.list_sas() if s.get("remote-id") == "alice"
+                and s.get("state") == "ESTABLISHED"]
 
 
 def test_static_ip_client_gets_its_address_through_the_pinned_connection(
