@@ -152,6 +152,7 @@ class EventWatcher:
         self.ready = asyncio.Event()
         self.connected = False
         self._callbacks: list[ActionCallback] = [on_action] if on_action else []
+        self._resync_callbacks: list[Callable[[bool], None]] = []
         self._on_raw = on_raw_event
         self._metrics = metrics
         self._wanted = tuple(events)
@@ -179,6 +180,11 @@ class EventWatcher:
     def add_callback(self, callback: ActionCallback) -> None:
         """Call `callback(action)` for every action (sync or async; errors are logged)."""
         self._callbacks.append(callback)
+
+    def add_resync_callback(self, callback: Callable[[bool], None]) -> None:
+        """Call `callback(charon_restarted)` after every resynchronisation, i.e. each
+        time the event stream is (re)connected to a charon."""
+        self._resync_callbacks.append(callback)
 
     def queue_depth(self) -> int:
         return len(self._queue)
@@ -449,6 +455,11 @@ class EventWatcher:
                  charon_restarted=restarted)
         await self._apply(Resync(resync.sas, instance, pending=pending))
         self.ready.set()
+        for callback in self._resync_callbacks:
+            try:
+                callback(restarted)
+            except Exception as exc:
+                log.error("events_resync_callback_failed", error=repr(exc))
 
     def _instance(self, stats: dict[str, Any]) -> str:
         """Which charon process answers: its start time (`stats`, 1 s resolution) and,

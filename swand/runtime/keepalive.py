@@ -11,7 +11,8 @@ Per connection, one keeper task:
   has none (not even one CONNECTING: then charon itself is trying, and we do not start a
   second one), it `initiate`s every child of the connection (blocking, with a timeout).
 - While initiation fails it retries with exponential backoff: 1 s doubling to 60 s, each
-  step jittered by ±20 %; a network change cuts the wait short.
+  step jittered by ±20 %; a network change cuts the wait short, and charon coming back
+  (the EventWatcher resynchronised) cuts it short and starts the backoff afresh.
 - A kick comes from the EventWatcher when the connection's last IKE SA goes down for any
   reason but an administrator's terminate. After such a down it waits `down_grace`
   (0.5 s) first, so that charon's own `close_action`/`dpd_action` restart, when
@@ -107,7 +108,9 @@ class Keepalive:
         self._net_kick = {c: asyncio.Event() for c in self.conns}
         self._own_terminates: set[str] = set()
         self._session = ViciSession(uri)
+        self._fresh_start = dict.fromkeys(self.conns, False)
         watcher.add_callback(self.on_action)
+        watcher.add_resync_callback(self.on_resync)
 
     # --- control ----------------------------------------------------------------------
 
@@ -146,6 +149,15 @@ class Keepalive:
         log.info("keepalive_down", conn=conn, ike_id=uid, reason=action.reason.value)
         self.kick(conn)
 
+    def on_resync(self, charon_restarted: bool) -> None:
+        """The watcher (re)connected to charon: a connection still down is tried at once,
+        with a fresh backoff (charon is back, perhaps after a long outage; the loader
+        needs a moment to load the connection again, hence 1 s, 2 s... from here)."""
+        for conn in self.conns:
+            if conn not in self.held and not self.watcher.table.live_for_conn(conn):
+                self._fresh_start[conn] = True
+                self.kick(conn, network=True)
+
     # --- tasks ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -173,9 +185,10 @@ class Keepalive:
                     delays, failing = iter(()), False
                     self.last_delay[conn] = 0.0
                 else:
-                    if not failing:
+                    if not failing or self._fresh_start[conn]:
                         delays = iter(backoff_delays(self.backoff_start, self.backoff_cap))
                         failing = True
+                        self._fresh_start[conn] = False
                     delay = next(delays)
                     self.last_delay[conn] = delay
                     self.next_retry[conn] = time.monotonic() + delay

@@ -971,3 +971,46 @@ def test_netlink_watcher_reports_only_what_changes_the_way_out() -> None:
             ("addr", "del", "192.0.2.5")]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@needs_lab
+def test_keepalive_after_the_clients_own_charon_restarts(lab_factory: Any) -> None:
+    """The client's charon crashes and is restarted (its connection loaded again a
+    second later, as swand's loader does): swand's watcher reconnects and resyncs, the
+    lost SA is reported, and keepalive tries at once, then 1 s, 2 s... (a fresh backoff)
+    until the connection is loaded."""
+    lab = lab_factory(clients=1)
+    client = lab.clients[0]
+
+    async def main() -> None:
+        g = await setup_gateway(lab)
+        c = await setup_client(client, client_conn("home", "c1.lab"))
+        try:
+            async with ClientSwand(client, ["home"]) as swand:
+                await swand.wait_up("home", 10)
+                await c.close()
+                client.kill()
+                await asyncio.sleep(5)
+                restarted = time.monotonic()
+                client.start()
+                await asyncio.sleep(1.0)
+                c = await setup_client_config(client, client_conn("home", "c1.lab"))
+                await swand.wait_up("home", 5)
+                took = time.monotonic() - restarted
+                print(f"client charon restart: back {took:.2f} s after the restart "
+                      f"({swand.keepalive.initiations['home']} initiations in all)")
+                assert took <= 4.0
+                assert swand.watcher.stats.charon_restarts == 1
+        finally:
+            for s in (g, c):
+                await s.close()
+
+    run(main())
+
+
+async def setup_client_config(host: Host, conns: dict[str, Any]) -> ViciSession:
+    s = await ViciSession.connect(host.uri)
+    await s.request("load-shared", {"type": "IKE", "data": PSK, "owners": []})
+    for name, body in conns.items():
+        await s.request("load-conn", {name: body})
+    return s
