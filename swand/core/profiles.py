@@ -500,11 +500,17 @@ def windows_script(gw: GatewayInfo, client: ClientInfo, connection_name: str | N
         "$root = [System.Security.Cryptography.X509Certificates.X509Store]::new("
         "'Root', 'LocalMachine')",
         "$root.Open('ReadWrite'); $root.Add($ca); $root.Close()",
+        "# Re-running replaces the connection (Add-VpnConnection refuses an existing name).",
+        f"Get-VpnConnection -Name {_ps_quote(vpn)} -AllUserConnection -ErrorAction "
+        "SilentlyContinue | Remove-VpnConnection -AllUserConnection -Force",
         f"Add-VpnConnection -Name {_ps_quote(vpn)} -ServerAddress {_ps_quote(gw.address)} "
         "-TunnelType IKEv2 -AuthenticationMethod MachineCertificate -EncryptionLevel Required "
         "-AllUserConnection -Force",
         f"Set-VpnConnectionIPsecConfiguration -ConnectionName {_ps_quote(vpn)} {args} "
         "-AllUserConnection -Force",
+        "# With several machine certificates, Windows may pick the wrong one; pin the CA:",
+        f"#   Set-VpnConnection -Name {_ps_quote(vpn)} -AllUserConnection "
+        "-MachineCertificateIssuerFilter $ca",
         "# DNS: Windows' smart multi-homed name resolution asks every interface's DNS",
         "# server at once, so names can leak past the tunnel. To send them only through",
         "# the VPN, turn it off (Group Policy 'Turn off smart multi-homed name resolution'):",
