@@ -273,7 +273,9 @@ def parse_event(name: str, payload: Mapping[str, Any]) -> list[SaEvent]:
         )]
     if name == "alert":
         sas = [IkeSa.from_vici(k, v) for k, v in _sections(payload) if k != "(unnamed)"]
-        return [Alert(alert=str(payload.get("type", "")), sa=sas[0] if sas else None)]
+        # 6.0.3+; not available to record here (5.9.8): read the alert's name tolerantly
+        kind = payload.get("type") or payload.get("alert") or payload.get("name") or ""
+        return [Alert(alert=str(kind), sa=sas[0] if sas else None)]
     for conn, body in _sections(payload):
         if conn == "(unnamed)":
             continue
