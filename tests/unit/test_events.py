@@ -379,3 +379,14 @@ def test_initial_contact_log_makes_an_established_down_a_replacement() -> None:
     (later, _) = table.apply(
         IkeDown(dataclasses.replace(sa, uniqueid="2", tasks_active=())), now=3.0)
     assert later.reason is DownReason.DPD and not later.confirmed
+
+
+def test_alert_retransmit_send_timeout_confirms_dpd() -> None:
+    sa = up_event().sa
+    (alert,) = parse_event("alert", {"type": "retransmit-send-timeout",
+                                     "rw": {"uniqueid": sa.uniqueid, "state": "ESTABLISHED"}})
+    table = PeerTable()
+    table.apply(IkeUp(sa))
+    assert table.apply(alert) == []
+    (down, _) = table.apply(IkeDown(dataclasses.replace(sa, tasks_active=())))
+    assert (down.reason, down.confirmed) == (DownReason.DPD, True)
