@@ -247,8 +247,18 @@ class ConfigLoader:
 
     async def _charon_restarted(self, session: Session) -> bool:
         """True when the VICI connection is new or charon's start time moved."""
+        from swand.adapters.vici import ViciConnectionError
+
         try:
-            started = charon_start_time(await session.request("stats"))
+            try:
+                stats = await session.request("stats")
+            except ViciConnectionError:
+                # the old connection died with charon: the retry opens a new one (and a
+                # connection error from it ends the pass: charon is not there)
+                stats = await session.request("stats")
+            started = charon_start_time(stats)
+        except ViciConnectionError:
+            raise
         except Exception:
             started = None
         # compared after the request, which (re)connects: a new connection is a new
@@ -355,7 +365,6 @@ class ConfigLoader:
                 with contextlib.suppress(ViciCommandError):  # no SA: nothing to end
                     await session.request(
                         "terminate", {key: step.target, "force": "yes", "timeout": "-1"})
-                return True
             elif step.action == "unload-key":
                 await session.request("unload-key", {"id": step.target})
             elif step.action == "unload-shared":

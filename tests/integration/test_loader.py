@@ -1,0 +1,224 @@
+"""The loader against real charons in the lab: a gateway configured only by swand."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from swand.adapters.vici import ViciSession
+from swand.lab import configs
+from swand.runtime.loader import ConfigLoader
+
+pytestmark = pytest.mark.lab
+
+IKE, ESP = configs.IKE_PROPOSAL, configs.ESP_PROPOSAL
+
+
+def conn(name: str, *, remote_id: str = "%any", pool: str = "pool4", extra: str = "",
+         child: str = "rw") -> str:
+    """A road-warrior connection of the lab gateway (encap: the lab kernel has no ESP)."""
+    return f"""
+    {name} {{
+        version = 2
+        proposals = {IKE}
+        encap = yes
+        dpd_delay = 2s
+        pools = {pool}
+        {extra}
+        local {{
+            auth = pubkey
+            certs = gateway.pem
+            id = vpn.lab.test
+        }}
+        remote {{
+            auth = pubkey
+            id = {remote_id}
+        }}
+        children {{
+            {child} {{
+                local_ts = 0.0.0.0/0
+                esp_proposals = {ESP}
+                dpd_action = clear
+            }}
+        }}
+    }}"""
+
+
+def gateway(*conns: str) -> str:
+    return ("connections {" + "".join(conns) + "\n}\n"
+            "pools {\n    pool4 { addrs = 10.8.0.128/25 }\n"
+            "    pinned { addrs = 10.8.0.1/32 }\n}\n")
+
+
+def sas(host: Any) -> dict[str, str]:
+    """connection name -> IKE SA unique id, of the established SAs."""
+    return {sa["name"]: sa["uniqueid"] for sa in host.list_sas()
+            if sa.get("state") == "ESTABLISHED"}
+
+
+def test_road_warrior_connects_to_a_gateway_configured_only_by_swand(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    gw.write_swanctl_conf(gateway(conn("rw")))
+    lab.configure_clients()
+    cmd = [sys.executable, "-m", "swand", "apply", "--no-firewall",
+           "--swanctl-dir", str(gw.swanctl_dir), "--vici", gw.vici_uri]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("swand apply: ")
+    vip = lab.connect(c1)
+    assert ipaddress.ip_address(vip) in ipaddress.ip_network("10.8.0.128/25")
+    # a second apply changes nothing that is up
+    before = sas(gw)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sas(gw) == before
+
+
+def test_pinned_client_gets_its_static_virtual_ip(make_lab: Any) -> None:
+    lab = make_lab(clients=2)
+    gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
+    gw.write_swanctl_conf(gateway(conn("rw"), conn("c2", remote_id=c2.ike_id,
+                                                   pool="pinned")))
+    lab.configure_clients()
+
+    async def load() -> None:
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            report = await ConfigLoader(str(gw.swanctl_dir)).reconcile(session, reread=True)
+            assert report.ok, report.failure_lines()
+
+    asyncio.run(load())
+    assert lab.connect(c2) == "10.8.0.1"
+    assert ipaddress.ip_address(lab.connect(c1)) in ipaddress.ip_network("10.8.0.128/25")
+
+
+def test_edit_and_reapply_adds_changes_removes_while_an_unrelated_sa_stays(
+        make_lab: Any) -> None:
+    lab = make_lab(clients=2)
+    gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
+    lab.configure_clients()
+    pinned = conn("c2", remote_id=c2.ike_id, pool="pinned")
+    other = conn("other", remote_id="nobody@lab.test")
+    gw.write_swanctl_conf(gateway(conn("rw"), pinned, other))
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            report = await loader.reconcile(session, reread=True)
+            assert report.ok, report.failure_lines()
+            lab.connect(c1)
+            assert lab.connect(c2) == "10.8.0.1"
+            up = sas(gw)
+            assert set(up) == {"rw", "c2"}
+
+            # unchanged: not a single command
+            report = await loader.reconcile(session, reread=True)
+            assert report.ok and report.results == [], report.results
+
+            # change `other`, add `added`, remove `c2` (its SA must go), keep `rw`
+            gw.write_swanctl_conf(gateway(
+                conn("rw"), conn("other", remote_id="nobody@lab.test", extra="mobike = no"),
+                conn("added", remote_id="new@lab.test")))
+            report = await loader.reconcile(session, reread=True)
+            assert report.ok, report.failure_lines()
+            done = [(r.action, r.label, r.ok) for r in report.results]
+            assert done == [("load", "connection 'other'", True),
+                            ("load", "connection 'added'", True),
+                            ("unload", "conn 'c2'", True),
+                            ("terminate", "conn 'c2'", True)], done
+            conns = (await session.request("get-conns"))["conns"]
+            assert sorted(conns) == ["added", "other", "rw"]
+            after = sas(gw)
+            assert after == {"rw": up["rw"]}  # same IKE SA, untouched; c2's SA terminated
+
+    asyncio.run(scenario())
+
+
+def test_broken_file_keeps_everything_and_drift_is_repaired(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    good = gateway(conn("rw"))
+    gw.write_swanctl_conf(good)
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            assert (await loader.reconcile(session, reread=True)).ok
+            lab.connect(c1)
+            up = sas(gw)
+            gw.write_swanctl_conf(good + "connections {\n  broken {\n")
+            report = await loader.reconcile(session, reread=True)
+            assert not report.ok and not report.parsed
+            lines = report.failure_lines()
+            assert len(lines) == 1 and "swanctl.conf:" in lines[0], lines
+            assert report.results == []
+            assert (await session.request("get-conns"))["conns"] == ["rw"]
+            assert sas(gw) == up
+
+            # someone else (e.g. `swanctl --load-all` with other files) unloads ours and
+            # clears the credentials: the periodic check repairs with the last good state
+            await session.request("unload-conn", {"name": "rw"})
+            await session.request("clear-creds")
+            report = await loader.reconcile(session)
+            assert report.ok, report.failure_lines()
+            assert (await session.request("get-conns"))["conns"] == ["rw"]
+            assert (await session.request("get-keys"))["keys"]
+        # a new client can authenticate against the repaired state
+        c1.swanctl("--terminate", "--ike", "rw", check=False)
+        lab.connect(c1)
+
+    asyncio.run(scenario())
+
+
+def test_a_credential_that_fails_keeps_the_last_good_state(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    gw.write_swanctl_conf(gateway(conn("rw")))
+    cert = gw.swanctl_dir / "x509" / "gateway.pem"
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            assert (await loader.reconcile(session, reread=True)).ok
+            keys = (await session.request("get-keys"))["keys"]
+            cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+            report = await loader.reconcile(session, reread=True)
+            assert not report.ok
+            text = "\n".join(report.failure_lines())
+            assert "x509/gateway.pem" in text and "connection 'rw'" in text, text
+            assert "clear-creds" in text  # skipped: the old certificate stays
+            assert (await session.request("get-keys"))["keys"] == keys
+            assert (await session.request("get-conns"))["conns"] == ["rw"]
+
+    asyncio.run(scenario())
+    assert lab.connect(c1)
+
+
+def test_charon_restart_gets_everything_back(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    gw.write_swanctl_conf(gateway(conn("rw")))
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        session = ViciSession(gw.vici_uri)
+        try:
+            assert (await loader.reconcile(session, reread=True)).ok
+            gw.kill9()
+            gw.start_charon()
+            report = await loader.reconcile(session)  # reconnects lazily: a full pass
+            assert report.ok and report.full, report.failure_lines()
+            assert (await session.request("get-conns"))["conns"] == ["rw"]
+        finally:
+            await session.close()
+
+    asyncio.run(scenario())
+    assert lab.connect(c1)
