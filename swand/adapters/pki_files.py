@@ -503,15 +503,9 @@ def list_clients(pki: SwanctlPki) -> list[ClientRecord]:
     return out
 
 
-def revoke_client(
-    pki: SwanctlPki, name: str, crl_days: int = 365,
-) -> tuple[x509.Certificate, bytes]:
-    """Add the client's serial to the CA's CRL (re-signed, number incremented) and write it
-    to x509crl/ atomically. Returns the certificate and the CRL as DER."""
-    record = pki.client_cert(name)
-    if not record.exists():
-        raise PkiError(f"{record}: no client named {name!r}")
-    cert = x509.load_pem_x509_certificate(record.read_bytes())
+def sign_crl(pki: SwanctlPki, add_serial: int | None = None, crl_days: int = 365) -> bytes:
+    """Re-sign the CA's CRL with every earlier entry (plus `add_serial`), CRL number
+    incremented, next update `crl_days` ahead; written to x509crl/ atomically. DER."""
     ca_cert, ca_key = pki.load_ca()
     old = read_crl(pki)
     now = _now()
@@ -528,17 +522,29 @@ def revoke_client(
         for entry in old:
             seen.add(entry.serial_number)
             builder = builder.add_revoked_certificate(entry)
-    if cert.serial_number not in seen:
+    if add_serial is not None and add_serial not in seen:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            x509.RevokedCertificateBuilder().serial_number(add_serial)
             .revocation_date(now).build()
         )
     builder = builder.add_extension(x509.CRLNumber(number), critical=False).add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False,
     )
-    crl = builder.sign(ca_key, _hash_for(ca_key))
-    der = crl.public_bytes(serialization.Encoding.DER)
+    der = builder.sign(ca_key, _hash_for(ca_key)).public_bytes(serialization.Encoding.DER)
     replace_public(pki.crl, der)
+    return der
+
+
+def revoke_client(
+    pki: SwanctlPki, name: str, crl_days: int = 365,
+) -> tuple[x509.Certificate, bytes]:
+    """Put the client's serial on the CA's CRL (`sign_crl`) and move its record to
+    swand-clients/revoked/. Returns the certificate and the CRL as DER."""
+    record = pki.client_cert(name)
+    if not record.exists():
+        raise PkiError(f"{record}: no client named {name!r}")
+    cert = x509.load_pem_x509_certificate(record.read_bytes())
+    der = sign_crl(pki, cert.serial_number, crl_days)
     pki.revoked_clients.mkdir(parents=True, exist_ok=True)
     os.replace(record, pki.revoked_clients / f"{cert.serial_number:x}-{name}.pem")
     return cert, der

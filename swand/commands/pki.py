@@ -1,7 +1,8 @@
-"""`swand pki init|gateway`: the CA and the gateway certificate, in the swanctl folder.
+"""`swand pki init|gateway|crl`: the CA and the gateway certificate, in the swanctl folder.
 
     swand pki init --dn "C=DE, O=example, CN=example Root CA" [--rsa]
     swand pki gateway --id vpn.example.org [--san 192.0.2.1 ...]
+    swand pki crl [--days 365]       # re-sign the CRL before its next update
 
 Keys go to `private/` (mode 0600, created so), certificates to `x509ca/` and `x509/`,
 named as the reference swanctl.conf expects (`ca.pem`, `gateway.pem`). Nothing is ever
@@ -14,12 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptography import x509
+
 from swand.adapters.pki_files import (
     PkiError,
     SwanctlPki,
     dn_string,
     init_ca,
     issue_gateway,
+    sign_crl,
 )
 from swand.config import ConfigError, load_config
 
@@ -40,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="subject DN (default: the CA's DN with CN = the id)")
     gw.add_argument("--rsa", action="store_true", help="RSA 3072 instead of ECDSA P-384")
     gw.add_argument("--days", type=int, default=1825, help="validity (default 1825)")
+    crl = sub.add_parser("crl", help="re-sign the CRL (x509crl/ca.crl) before it goes stale")
+    crl.add_argument("--days", type=int, default=365, help="next update in DAYS (default 365)")
 
 
 def pki_for(args: argparse.Namespace) -> SwanctlPki:
@@ -56,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  certificate {pki.ca_cert}")
             print(f"  key         {pki.ca_key} (0600)")
             print(f"  valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+            return 0
+        if args.pki_command == "crl":
+            der = sign_crl(pki, crl_days=args.days)
+            crl = x509.load_der_x509_crl(der)
+            print(f"CRL {pki.crl}: {len(list(crl))} revoked, next update "
+                  f"{crl.next_update_utc:%Y-%m-%d}; reload swand (or swanctl --load-creds) "
+                  "to load it")
             return 0
         cert = issue_gateway(pki, args.identity, args.san, dn=args.dn, days=args.days,
                              use_rsa=args.rsa)

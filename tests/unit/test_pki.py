@@ -287,6 +287,13 @@ def test_revoke_puts_the_serial_on_the_crl(
     number = crl2.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     assert number == 2
     capsys.readouterr()
+    # refreshing keeps the entries and moves the next update
+    assert swand("pki", "--swanctl-dir", str(ca.root), "crl", "--days", "30") == 0
+    crl3 = x509.load_der_x509_crl(ca.crl.read_bytes())
+    assert {r.serial_number for r in crl3} == {alice.serial_number, bob.serial_number}
+    assert crl3.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
+    assert (crl3.next_update_utc - crl3.last_update_utc).days == 30
+    capsys.readouterr()
     assert swand("client", "--swanctl-dir", str(ca.root), "list", "--json") == 0
     listed = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert listed["alice"]["revoked"] and listed["bob"]["revoked"]
