@@ -3,9 +3,10 @@
 The gateway's credentials come from `swand pki init` / `swand pki gateway`, the client's
 from `swand client add --platform linux` (its p12 and NAME.swanctl.conf, nothing else):
 the lab's own CA material is removed from both hosts first. Each test runs against charon
-5.9 and 6.0 (`SWAND_LAB_VERSIONS`). The client side is loaded by
-stock `swanctl --load-all` (proving the profile is plain swanctl.conf); the gateway by
-`swand apply` when that command is available, else by swanctl.
+5.9 and 6.0 (`SWAND_LAB_VERSIONS`). Clients are loaded by stock `swanctl --load-all`
+(proving the profile is plain swanctl.conf), and in the static-IP test by `swand apply`
+with the `NAME.swand.toml` snippet; the gateway by `swand apply` (swanctl as long as
+that command is not implemented).
 """
 
 from __future__ import annotations
@@ -34,19 +35,22 @@ def wipe_lab_credentials(swanctl_dir: Path) -> None:
         shutil.rmtree(swanctl_dir / folder, ignore_errors=True)
 
 
-def load_gateway(lab: Lab, tmp_path: Path) -> None:
-    gw = lab.gateway
-    toml = tmp_path / "swand.toml"
-    toml.write_text(f'[charon]\nvici = "{gw.vici_uri}"\n[swanctl]\ndir = "{gw.swanctl_dir}"\n'
-                    "[firewall]\nenabled = false\n")
+def swand_apply(host, toml_text: str, toml: Path) -> None:  # type: ignore[no-untyped-def]
+    """`swand apply -c TOML` against the host's charon and swanctl folder."""
+    toml.write_text(f'[charon]\nvici = "{host.vici_uri}"\n[swanctl]\ndir = "{host.swanctl_dir}"\n'
+                    + toml_text)
     proc = subprocess.run(
         [sys.executable, "-m", "swand", "apply", "-c", str(toml)],
         capture_output=True, text=True, check=False, timeout=60,
     )
     if proc.returncode == 2 and "not implemented" in proc.stderr:
-        gw.swanctl("--load-all")  # the loader has not landed yet
+        host.swanctl("--load-all")  # the loader has not landed yet
         return
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def load_gateway(lab: Lab, tmp_path: Path) -> None:
+    swand_apply(lab.gateway, "[firewall]\nenabled = false\n", tmp_path / "gateway.toml")
 
 
 def add_linux_client(lab: Lab, name: str, out: Path) -> None:
@@ -159,7 +163,15 @@ def test_static_ip_client_gets_its_address_through_the_pinned_connection(
     assert (gw.swanctl_dir / "conf.d" / "t14.conf").exists()
     load_gateway(lab, tmp_path)  # "the next reload": the pinned connection and its pool
     assert "t14" in gw.list_conns()
-    install_linux_client(host, "t14", tmp_path)
+    # the client is loaded by swand itself, with the swand.toml snippet the profile came with
+    d = host.swanctl_dir
+    wipe_lab_credentials(d)
+    (d / "pkcs12").mkdir(parents=True)
+    shutil.copy(tmp_path / "t14.p12", d / "pkcs12" / "t14.p12")
+    host.write_swanctl_conf((tmp_path / "t14.swanctl.conf").read_text())
+    snippet = (tmp_path / "t14.swand.toml").read_text()
+    assert 'conns = ["192-0-2-1"]' in snippet
+    swand_apply(host, snippet, tmp_path / "client.toml")
     host.wait_for_sa("192-0-2-1", timeout=20)
     assert host.virtual_ips() == ["10.8.0.2"]
     sa = gw.wait_for_sa("t14", timeout=10)  # matched the pinned connection, by DN
