@@ -687,9 +687,12 @@ def test_watcher_memory_is_flat_over_10000_cycles(tmp_path: Path) -> None:
             while not fake.event_writers:
                 await counters()
             rss_1k = await run_cycles(1, 1000)
+            started_at = time.monotonic()
             rss_10k = await run_cycles(1001, 9000)
+            took = time.monotonic() - started_at
             print(f"watcher RSS: {rss_1k} KiB after 1,000 cycles, {rss_10k} KiB after 10,000"
-                  f" ({(rss_10k - rss_1k) / rss_1k:+.1%})")
+                  f" ({(rss_10k - rss_1k) / rss_1k:+.1%}); 9,000 cycles ({9000 * 4} events)"
+                  f" in {took:.1f} s (incl. the fake charon's encoding)")
             assert rss_10k <= rss_1k * 1.10
         finally:
             proc.kill()
