@@ -575,3 +575,24 @@ def test_nat_follows_the_default_route(gw_lab: Lab) -> None:
                  message=lambda: f"{rules(gw, 'nat')}\n{agent.log()[-2000:]}")
     finally:
         agent.stop()
+
+
+def test_swand_apply_runs_one_firewall_pass(gw_lab: Lab) -> None:
+    """`swand apply` (the loader's command) ends with one firewall pass; `--no-firewall`
+    leaves the kernel alone."""
+    lab = gw_lab
+    gw = lab.gateway
+    kernel = Kernel(gw, "legacy")
+    config = write_config(lab, backend="legacy")
+    argv = [sys.executable, "-m", "swand", "apply", "-c", str(config),
+            "--swanctl-dir", str(gw.swanctl_dir)]
+    proc = gw.run([*argv, "--no-firewall"], check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not kernel.has_nat() and sysctl(gw, "net.ipv4.ip_forward") == "0"
+    proc = gw.run(argv, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert kernel.has_nat() and sysctl(gw, "net.ipv4.ip_forward") == "1"
+    bad = write_config(lab, "bad.toml", backend="legacy", egress="eth9")
+    proc = gw.run([*argv[:5], str(bad), *argv[6:]], check=False, timeout=60)
+    assert proc.returncode != 0
+    assert "[firewall] egress: interface 'eth9' does not exist" in proc.stderr
