@@ -384,6 +384,10 @@ def locally_deleted(sa: IkeSa) -> bool:
     return sa.state.upper() == "DELETING" and "IKE_DELETE" in sa.tasks_active
 
 
+#: states in which a listed SA that swand did not know yet counts as up
+ALIVE_STATES = frozenset({"ESTABLISHED", "REKEYING"})
+
+
 # --- actions --------------------------------------------------------------------------
 
 
@@ -643,12 +647,15 @@ class PeerTable:
             self._replaced_ids.clear()
         if event.instance:
             self.instance = event.instance
-        present = {sa.uniqueid: sa for sa in event.sas if sa.state.upper() == "ESTABLISHED"}
-        for uid in [u for u in self.live if u not in present and u not in event.pending]:
+        listed = {sa.uniqueid for sa in event.sas}
+        # known SAs charon no longer lists went down unseen (those still listed while
+        # REKEYED or DELETING are left to their own down event, which says why)
+        for uid in [u for u in self.live if u not in listed and u not in event.pending]:
             actions += [a for a in self._down(self.live[uid], now, resync=True)
                         if not isinstance(a, SaSetChanged)]
-        for uid in sorted(present, key=_uid_key):
-            actions += [a for a in self._up(present[uid], now, resync=True)
+        alive = {sa.uniqueid: sa for sa in event.sas if sa.state.upper() in ALIVE_STATES}
+        for uid in sorted(alive, key=_uid_key):
+            actions += [a for a in self._up(alive[uid], now, resync=True)
                         if not isinstance(a, SaSetChanged)]
         if actions:
             actions.append(self._changed())

@@ -390,3 +390,16 @@ def test_alert_retransmit_send_timeout_confirms_dpd() -> None:
     assert table.apply(alert) == []
     (down, _) = table.apply(IkeDown(dataclasses.replace(sa, tasks_active=())))
     assert (down.reason, down.confirmed) == (DownReason.DPD, True)
+
+
+def test_resync_leaves_leaving_sas_to_their_own_down_event() -> None:
+    table = PeerTable()
+    sa = up_event().sa
+    table.apply(IkeUp(sa))
+    deleting = dataclasses.replace(sa, state="DELETING")
+    rekeying = dataclasses.replace(sa, uniqueid="5", remote_id="c5.lab", state="REKEYING",
+                                   remote_vips=("10.8.0.5",))
+    actions = table.apply(Resync((deleting, rekeying), instance="A"))
+    assert summary(actions) == [("up", "5", True)]  # 1 is still listed: no guess
+    (down, _) = table.apply(IkeDown(deleting))
+    assert down.reason is DownReason.DELETED  # the real event classifies it
