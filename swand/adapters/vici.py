@@ -451,8 +451,9 @@ class ViciSession:
         return reply
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._poison()
+        """Close now, without waiting for a command in flight (it fails with
+        ViciConnectionError): shutdown must not wait out a 30 s timeout."""
+        await self._poison()
 
     async def __aenter__(self) -> ViciSession:
         return self

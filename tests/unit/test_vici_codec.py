@@ -263,3 +263,23 @@ def test_missing_socket_fails_fast() -> None:
         assert loop.time() - start < 1.0
 
     run(main())
+
+
+def test_close_does_not_wait_for_a_command_in_flight() -> None:
+    async def handler(reader, writer):
+        await read_packet(reader)
+        await asyncio.sleep(10)  # never answers
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(fake.path)
+            task = asyncio.create_task(s.request("slow", timeout=30))
+            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await s.close()
+            with pytest.raises(ViciConnectionError):
+                await task
+            assert loop.time() - start < 1.0
+
+    run(main())
