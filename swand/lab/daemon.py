@@ -7,6 +7,7 @@ command line, started the way systemd starts it, not an object in the test's pro
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def swand_toml(host: Host, *, firewall: bool = False, metrics: str = "",
 class SwandProcess:
     """One `swand run` in a host's namespace; its log goes to `<host>/swand.log`."""
 
-    def __init__(self, host: Host, toml: str, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, host: Host, toml: str, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.host = host
         self.config_path = Path(host.workdir) / "swand.toml"
         self.config_path.write_text(toml)
@@ -46,6 +48,7 @@ class SwandProcess:
         self.proc: subprocess.Popen[Any] = host.popen(
             [sys.executable, "-m", "swand", "run", "-c", str(self.config_path), *args],
             stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
 
     def events(self) -> list[dict[str, Any]]:
@@ -106,9 +109,10 @@ class SwandProcess:
 
 
 def start_swand(host: Host, *, wait_ready: bool = True, timeout: float = 15.0,
-                args: tuple[str, ...] = (), **toml: Any) -> SwandProcess:
+                args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                **toml: Any) -> SwandProcess:
     """Start `swand run` on `host`, by default waiting for its first config pass."""
-    proc = SwandProcess(host, swand_toml(host, **toml), args)
+    proc = SwandProcess(host, swand_toml(host, **toml), args, env)
     if wait_ready:
         started = time.monotonic()
         proc.wait_for_event("config_reconciled", timeout=timeout)

@@ -3,7 +3,9 @@ charon restarts. The daemon is the real command line in the gateway's namespace.
 
 from __future__ import annotations
 
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +112,69 @@ def test_charon_killed_and_restarted_gets_config_back_within_2s(versioned_lab: L
         wait_for(lambda: "rw" in gw.list_conns(), 5, interval=0.05)
         assert time.monotonic() - back < 2.0
         assert swand.proc.poll() is None
+
+
+def test_objects_unloaded_by_someone_else_are_repaired_within_one_interval(lab: Lab):
+    """Debian's strongswan.service runs `swanctl --load-all` on start and reload: with a
+    different file it unloads swand's connections; the periodic check puts them back."""
+    gw = lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(gw, interval=2.0) as swand:
+        other = Path(gw.workdir) / "other-swanctl"
+        (other / "conf.d").mkdir(parents=True)
+        (other / "swanctl.conf").write_text("connections {\n}\n")
+        gw.swanctl("--load-all", "--file", str(other / "swanctl.conf"))
+        assert "rw" not in gw.list_conns()
+        gone = time.monotonic()
+        wait_for(lambda: "rw" in gw.list_conns(), 4.0, interval=0.1)
+        assert time.monotonic() - gone <= 2.0 + 0.5  # one interval (+ jitter)
+        assert swand.find("config_reconciled", ok=True)
+
+
+class NotifySocket:
+    """The receiving end of sd_notify, as systemd would hold it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+
+    def drain(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                return self.messages
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
+
+    def wait_for(self, key: str, after: int = 0, timeout: float = 10.0) -> dict[str, str]:
+        def probe() -> dict[str, str] | None:
+            found = [m for m in self.drain() if key in m]
+            return found[after] if len(found) > after else None
+        return wait_for(probe, timeout, message=f"sd_notify {key} (got {self.messages})")
+
+
+def test_sd_notify_ready_reloading_watchdog_stopping(lab: Lab):
+    gw = lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf())
+    notify = NotifySocket(Path(gw.workdir) / "notify.sock")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
+    swand = start_swand(gw, wait_ready=False, env=env)
+    try:
+        ready = notify.wait_for("READY")
+        # READY only after the first complete load
+        assert "rw" in gw.list_conns()
+        assert "config ok" in ready.get("STATUS", "")
+        notify.wait_for("WATCHDOG", after=1, timeout=5)  # pinged every 0.5 s
+        swand.sighup()
+        reloading = notify.wait_for("RELOADING")
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        notify.wait_for("READY", after=1)
+        keys = [k for m in notify.messages for k in m if k in ("READY", "RELOADING")]
+        assert keys == ["READY", "RELOADING", "READY"], keys
+    finally:
+        assert swand.stop() == 0
+    notify.wait_for("STOPPING")
+    notify.sock.close()
