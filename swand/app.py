@@ -27,6 +27,10 @@ from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
 
 log = get_logger("swand")
 
+#: plugins whose presence changes what swand does (logged at start: what we found)
+NOTABLE_PLUGINS = ("kernel-libipsec", "kernel-netlink", "counters", "attr", "revocation",
+                   "eap-radius", "unity")
+
 #: how often the charon watch asks `stats` while charon is up / while it is away
 WATCH_INTERVAL_UP = 1.0
 WATCH_INTERVAL_DOWN = 0.25
@@ -45,6 +49,7 @@ class CharonWatch:
         self.up: bool | None = None
         self.started: float | None = None
         self.version: dict[str, Any] = {}
+        self.plugins: tuple[str, ...] = ()
 
     async def probe(self) -> None:
         try:
@@ -54,6 +59,7 @@ class CharonWatch:
             reconnected = self._session.generation != generation
             if self.up is not True or reconnected or is_restart(self.started, started):
                 self.version = await self._session.request("version", timeout=5.0)
+                self.plugins = tuple(str(p) for p in stats.get("plugins") or ())
                 first = self.up is None
                 self.up, self.started = True, started
                 await self._on_up(first)
@@ -114,7 +120,9 @@ class Daemon:
         log.info("charon_up", vici=self.cfg.charon.vici,
                  daemon=self.watch.version.get("daemon"),
                  charon_version=self.watch.version.get("version"),
-                 started=self.watch.started, first=first)
+                 kernel=self.watch.version.get("sysname", ""),
+                 plugins_of_note=[p for p in NOTABLE_PLUGINS if p in self.watch.plugins],
+                 plugins=len(self.watch.plugins), first=first)
         if first:
             return  # the start pass is already queued; nothing was lost
         # (the metrics poller counts the restart; counting here too would double it)
