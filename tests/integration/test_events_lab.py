@@ -1017,3 +1017,43 @@ async def setup_client_config(host: Host, conns: dict[str, Any]) -> ViciSession:
     for name, body in conns.items():
         await s.request("load-conn", {name: body})
     return s
+
+
+# --- the shared lab: certificates, a router, charon 5.9 and 6.0 --------------------------
+
+
+@pytest.mark.lab
+def test_classification_in_the_shared_lab(rw_lab: Any) -> None:
+    """The same classification with the shared lab's certificate set-up, on each charon
+    version it has: kill -9 of a client is `dpd` within the DPD timeout + 1 s; a client's
+    terminate is `deleted`. Registration is probed (`alert` only where charon has it)."""
+    lab = rw_lab
+    c1, c2 = lab.clients[0], lab.clients[1]
+
+    async def main() -> None:
+        watcher = EventWatcher(lab.gateway.vici_uri)
+        rec = Recorder(watcher)
+        task = await started(watcher)
+        try:
+            print(f"charon {lab.charon_version}: registered {sorted(watcher.stats.registered)}")
+            await asyncio.to_thread(lab.connect, c1)
+            await asyncio.to_thread(lab.connect, c2)
+            await rec.wait(lambda a: isinstance(a, SaUp) and len(watcher.live()) == 2, 10)
+            killed_at = time.monotonic()
+            await asyncio.to_thread(c1.kill9)
+            at, down = await rec.wait(
+                lambda a: isinstance(a, SaDown) and a.sa.remote_host == c1.address,
+                DPD_TIMEOUT + 3)
+            print(f"charon {lab.charon_version}: dpd after {at - killed_at:.2f} s "
+                  f"({down.detail})")
+            assert down.reason.value == "dpd" and down.confirmed
+            assert at - killed_at <= DPD_TIMEOUT + 1.0
+            await asyncio.to_thread(c2.swanctl, "--terminate", "--ike", "rw")
+            _, down2 = await rec.wait(
+                lambda a: isinstance(a, SaDown) and a.sa.remote_host == c2.address, 10)
+            assert down2.reason.value == "deleted"
+            assert watcher.live() == () and watcher.stats.downs["dpd"] == 1
+        finally:
+            await stop(task)
+
+    run(main())
