@@ -213,29 +213,13 @@ def split_list(value: str) -> list[str]:
     return out
 
 
-def _canonical(value: Any, out: list[bytes]) -> None:
-    if isinstance(value, Mapping):
-        out.append(b"{")
-        for k, v in value.items():
-            out.append(k.encode("utf-8", "surrogateescape") + b"\x00")
-            _canonical(v, out)
-        out.append(b"}")
-    elif isinstance(value, list | tuple):
-        out.append(b"[")
-        for v in value:
-            _canonical(v, out)
-        out.append(b"]")
-    else:
-        data = value if isinstance(value, bytes) else str(value).encode(
-            "utf-8", "surrogateescape")
-        out.append(len(data).to_bytes(4, "big") + data)
-
-
 def digest(command: str, message: Mapping[str, Any]) -> str:
-    """A keyed content hash of one command: equal iff the bytes sent would be equal."""
-    parts: list[bytes] = [command.encode() + b"\x00"]
-    _canonical(message, parts)
-    return hashlib.blake2b(b"".join(parts), key=_DIGEST_KEY, digest_size=12).hexdigest()
+    """A keyed content hash of one command: equal iff the bytes sent would be equal.
+
+    repr() of the plain dicts/lists/str/bytes the translation builds is exact (types and
+    order show) and runs in C: hashing 1,000 connections costs milliseconds."""
+    text = repr((command, message)).encode("utf-8", "surrogateescape")
+    return hashlib.blake2b(text, key=_DIGEST_KEY, digest_size=12).hexdigest()
 
 
 def _item(kind: str, name: str, command: str, message: dict[str, Any],

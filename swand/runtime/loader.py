@@ -23,10 +23,15 @@ Usage (the daemon's composition root, `swand apply`)::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import glob
+import hashlib
 import os
 import posixpath
+import re
 import stat
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -123,6 +128,147 @@ def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadEr
     return translate(tree, source)
 
 
+# --- fingerprint: is a reread needed at all? -------------------------------------------
+
+_INCLUDE = re.compile(rb"^[ \t]*include[ \t]+(\"[^\"]*\"|[^#\r\n]*)", re.MULTILINE)
+_MAX_FINGERPRINT_FILES = 10_000
+
+
+def config_fingerprint(swanctl_dir: str) -> str:
+    """A hash of the configuration's files and credential folders: swanctl.conf and the
+    files its `include` lines match (found by a line scan, recursively; the directories'
+    mtimes too, so a file added where a glob looks is noticed) and every file of the
+    credential folders. Together with `files_fingerprint` of the files the configuration
+    names, equal values mean parsing and translating again would give the same desired
+    state: an unchanged SIGHUP costs reading files, not parsing 1,000 connections."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def add(path: str) -> bytes | None:
+        try:
+            data = _read(path)
+        except OSError as exc:
+            h.update(f"{path}\0!{exc.errno}\0".encode())
+            return None
+        h.update(f"{path}\0{len(data)}\0".encode())
+        h.update(data)
+        return data
+
+    seen: set[str] = set()
+    pending = [os.path.join(swanctl_dir, "swanctl.conf")]
+    while pending and len(seen) < _MAX_FINGERPRINT_FILES:
+        path = pending.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        data = add(path)
+        base = os.path.dirname(path)
+        with contextlib.suppress(OSError):
+            h.update(f"{base}\0{os.stat(base).st_mtime_ns}\0".encode())
+        for match in _INCLUDE.finditer(data or b""):
+            pattern = match.group(1).strip().strip(b'"').decode("utf-8", "surrogateescape")
+            if not pattern:
+                continue
+            full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
+            with contextlib.suppress(OSError):
+                parent = os.path.dirname(full)
+                h.update(f"{parent}\0{os.stat(parent).st_mtime_ns}\0".encode())
+            pending.extend(sorted(glob.glob(full)))
+    for folder in CREDENTIAL_FOLDERS:
+        path = os.path.join(swanctl_dir, folder)
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            continue
+        for name in names:
+            add(os.path.join(path, name))
+    return h.hexdigest()
+
+
+def files_fingerprint(files: Mapping[str, bytes | None]) -> str:
+    """A hash of named files' bytes (None: unreadable)."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted(files):
+        data = files[path]
+        h.update(f"{path}\0{-1 if data is None else len(data)}\0".encode())
+        h.update(data or b"")
+    return h.hexdigest()
+
+
+def _read_named(paths: list[str]) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for path in paths:
+        try:
+            out[path] = _read(path)
+        except OSError:
+            out[path] = None
+    return out
+
+
+# --- pipelining -------------------------------------------------------------------------
+
+#: at least this many consecutive connection loads are pipelined over one extra VICI
+#: connection (in order, so charon keeps the file's order of connections)
+PIPELINE_MIN = 16
+
+
+async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, Any]]],
+                             timeout: float) -> list[dict[str, Any]]:
+    """Send every request at once on a fresh connection, then read the replies in order.
+
+    VICI has no request ids, but charon answers one connection's requests in order, so
+    writing them back to back removes a round trip per request (1,000 load-conn: 0.8 s
+    instead of 1.3 s). Raises ViciError (limits before sending, connection problems).
+    """
+    from vici.protocol import Packet
+
+    from swand.adapters.vici import (
+        ViciConnectionError,
+        decode_message,
+        encode_request,
+        parse_uri,
+    )
+
+    packets = [encode_request(command, message) for command, message in requests]
+    scheme, host, port = parse_uri(uri)
+    try:
+        async with asyncio.timeout(timeout):
+            if scheme == "unix":
+                reader, writer = await asyncio.open_unix_connection(host)
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
+            try:
+                async def read_replies() -> list[dict[str, Any]]:
+                    replies = []
+                    for command, _ in requests:
+                        (length,) = struct.unpack("!I", await reader.readexactly(4))
+                        parsed = Packet.parse(await reader.readexactly(length))
+                        if parsed.response_type == Packet.CMD_RESPONSE:
+                            replies.append(decode_message(parsed.payload, True, uri))
+                        elif parsed.response_type == Packet.CMD_UNKNOWN:
+                            replies.append({"success": "no", "errmsg": "unknown command"})
+                        else:
+                            raise ViciConnectionError(
+                                f"vici {uri}: unexpected packet type "
+                                f"{parsed.response_type} in reply to {command}")
+                    return replies
+
+                reading = asyncio.create_task(read_replies())
+                try:
+                    for packet in packets:
+                        writer.write(struct.pack("!I", len(packet)) + packet)
+                        await writer.drain()
+                    return await reading
+                finally:
+                    reading.cancel()
+            finally:
+                writer.close()
+    except TimeoutError:
+        raise ViciConnectionError(f"vici {uri}: {len(requests)} pipelined requests got no "
+                                  f"complete answer within {timeout:g} s") from None
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise ViciConnectionError(f"vici {uri}: pipelined requests failed: {exc}") from exc
+
+
 # --- the report -------------------------------------------------------------------------
 
 
@@ -210,6 +356,9 @@ class ConfigLoader:
         #: check until the file changes (a reread clears this), so no log spam
         self._failed: dict[tuple[str, str], str] = {}
         self._generation: int | None = None
+        self._fingerprint: str | None = None
+        self._named_fingerprint: str | None = None
+        self._referenced: list[str] = []
         self._uptime_started: float | None = None
 
     @property
@@ -223,11 +372,27 @@ class ConfigLoader:
         self._children.clear()
 
     def reread(self) -> tuple[bool, list[LoadError]]:
-        """Parse and translate the folder. On a parse error the previous desired state
-        stays (returns False)."""
-        state, errors = load_swanctl_dir(self.swanctl_dir)
-        if state is None:
-            return False, errors
+        """Parse and translate the folder, unless no input byte changed since the last
+        good parse. On a parse error the previous desired state stays (returns False)."""
+        fingerprint = config_fingerprint(self.swanctl_dir)
+        if self.desired is not None and fingerprint == self._fingerprint and \
+                files_fingerprint(_read_named(self._referenced)) == self._named_fingerprint:
+            return True, list(self.desired_errors)
+        try:
+            tree = parse_swanctl_conf(self.swanctl_dir)
+        except SettingsError as exc:
+            return False, [LoadError(str(exc.origin), "swanctl.conf", exc.message)]
+        except OSError as exc:
+            path = posixpath.join(self.swanctl_dir, "swanctl.conf")
+            return False, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
+        source = read_credentials(self.swanctl_dir, tree)
+        state, errors = translate(tree, source)
+        self._referenced = referenced_files(tree, self.swanctl_dir)
+        # what was read *before* parsing, and the very bytes translated: a file changed
+        # meanwhile makes the next reread parse again rather than miss the change
+        self._fingerprint = fingerprint
+        self._named_fingerprint = files_fingerprint(
+            {p: source.files.get(p) for p in self._referenced})
         self.desired, self.desired_errors = state, errors
         return True, errors
 
@@ -315,8 +480,17 @@ class ConfigLoader:
         cred_failed = False
         authority_failed = False
         pool_failed = False
-        for step in the_plan.steps:
+        steps = list(the_plan.steps)
+        index = 0
+        while index < len(steps):
+            step = steps[index]
+            index += 1
             kind = step.kind
+            batch = self._pipeline_batch(session, steps, index - 1)
+            if batch and not (authority_failed or pool_failed):
+                index += len(batch) - 1
+                await self._run_batch(session, batch, report)
+                continue
             if kind == "pool" and authority_failed:
                 report.skipped.append(f"{step} (an authority failed to load)")
                 continue
@@ -341,6 +515,47 @@ class ConfigLoader:
                 elif kind == "pool" and "lease" not in report.results[-1].error:
                     # "online leases": charon keeps the old pool; the rest goes on
                     pool_failed = True
+
+    @staticmethod
+    def _pipeline_batch(session: Session, steps: list[Step], start: int) -> list[Step]:
+        """The run of connection loads starting at `start`, if long enough to pipeline."""
+        if not isinstance(getattr(session, "uri", None), str):
+            return []
+        end = start
+        while end < len(steps) and steps[end].action == "load" and steps[end].kind == "conn":
+            end += 1
+        return steps[start:end] if end - start >= PIPELINE_MIN else []
+
+    async def _run_batch(self, session: Session, batch: list[Step], report: LoadReport
+                         ) -> None:
+        """Pipelined connection loads; per-item results as for single steps."""
+        from swand.adapters.vici import ViciLimitError, encode_request
+
+        sendable: list[Step] = []
+        for step in batch:
+            assert step.item is not None
+            try:  # an item over VICI's limits fails alone, before anything is sent
+                encode_request(step.item.command, step.item.message)
+                sendable.append(step)
+            except ViciLimitError as exc:
+                report.results.append(ItemResult("load", step.item.label(), False, str(exc),
+                                                 _where(step.item)))
+                self._failed[(step.kind, step.name)] = step.item.digest
+        replies = await pipelined_requests(
+            str(getattr(session, "uri", "")),
+            [(s.item.command, s.item.message) for s in sendable if s.item is not None],
+            timeout=30.0 + 0.02 * len(sendable))
+        for step, reply in zip(sendable, replies, strict=True):
+            assert step.item is not None
+            if reply.get("success") == "no":
+                report.results.append(ItemResult("load", step.item.label(), False,
+                                                 str(reply.get("errmsg", "failed")),
+                                                 _where(step.item)))
+                self._failed[(step.kind, step.name)] = step.item.digest
+            else:
+                self._remember(step.item, reply, set())
+                report.results.append(ItemResult("load", step.item.label(), True,
+                                                 where=_where(step.item)))
 
     async def _run_step(self, session: Session, step: Step, report: LoadReport,
                         returned_ids: set[str]) -> bool:

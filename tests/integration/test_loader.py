@@ -12,9 +12,9 @@ import pytest
 
 from swand.adapters.vici import ViciSession
 from swand.lab import configs
-from swand.runtime.loader import ConfigLoader
+from swand.runtime.loader import PIPELINE_MIN, ConfigLoader, config_fingerprint
 
-pytestmark = pytest.mark.lab
+in_lab = pytest.mark.lab
 
 IKE, ESP = configs.IKE_PROPOSAL, configs.ESP_PROPOSAL
 
@@ -61,6 +61,7 @@ def sas(host: Any) -> dict[str, str]:
             if sa.get("state") == "ESTABLISHED"}
 
 
+@in_lab
 def test_road_warrior_connects_to_a_gateway_configured_only_by_swand(make_lab: Any) -> None:
     lab = make_lab(clients=1)
     gw, c1 = lab.gateway, lab.client(1)
@@ -80,6 +81,7 @@ def test_road_warrior_connects_to_a_gateway_configured_only_by_swand(make_lab: A
     assert sas(gw) == before
 
 
+@in_lab
 def test_pinned_client_gets_its_static_virtual_ip(make_lab: Any) -> None:
     lab = make_lab(clients=2)
     gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
@@ -97,6 +99,7 @@ def test_pinned_client_gets_its_static_virtual_ip(make_lab: Any) -> None:
     assert ipaddress.ip_address(lab.connect(c1)) in ipaddress.ip_network("10.8.0.128/25")
 
 
+@in_lab
 def test_edit_and_reapply_adds_changes_removes_while_an_unrelated_sa_stays(
         make_lab: Any) -> None:
     lab = make_lab(clients=2)
@@ -139,6 +142,7 @@ def test_edit_and_reapply_adds_changes_removes_while_an_unrelated_sa_stays(
     asyncio.run(scenario())
 
 
+@in_lab
 def test_broken_file_keeps_everything_and_drift_is_repaired(make_lab: Any) -> None:
     lab = make_lab(clients=1)
     gw, c1 = lab.gateway, lab.client(1)
@@ -176,6 +180,7 @@ def test_broken_file_keeps_everything_and_drift_is_repaired(make_lab: Any) -> No
     asyncio.run(scenario())
 
 
+@in_lab
 def test_a_credential_that_fails_keeps_the_last_good_state(make_lab: Any) -> None:
     lab = make_lab(clients=1)
     gw, c1 = lab.gateway, lab.client(1)
@@ -201,6 +206,7 @@ def test_a_credential_that_fails_keeps_the_last_good_state(make_lab: Any) -> Non
     assert lab.connect(c1)
 
 
+@in_lab
 def test_charon_restart_gets_everything_back(make_lab: Any) -> None:
     lab = make_lab(clients=1)
     gw, c1 = lab.gateway, lab.client(1)
@@ -222,3 +228,46 @@ def test_charon_restart_gets_everything_back(make_lab: Any) -> None:
 
     asyncio.run(scenario())
     assert lab.connect(c1)
+
+
+@in_lab
+def test_many_connections_are_pipelined_and_failures_still_named(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    many = [conn(f"pin{i}", remote_id=f"pin{i}@lab.test") for i in range(PIPELINE_MIN + 4)]
+    bad = conn("bad", remote_id="bad@lab.test", extra="proposals = nonsense-alg")
+    text = gateway(*many[:10], bad, *many[10:], conn("rw"))
+    gw.write_swanctl_conf(text)
+    bad_line = next(i for i, line in enumerate(text.splitlines(), 1) if line.strip() == "bad {")
+
+    async def scenario() -> None:
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            report = await ConfigLoader(str(gw.swanctl_dir)).reconcile(session, reread=True)
+            failed = [r for r in report.results if not r.ok]
+            assert [(r.label, r.where.rsplit(":", 1)[-1]) for r in failed] == [
+                ("connection 'bad'", str(bad_line))], report.failure_lines()
+            conns = (await session.request("get-conns"))["conns"]
+            # charon keeps the file's order (it matters among equally good matches)
+            assert conns == [f"pin{i}" for i in range(10)] + [
+                f"pin{i}" for i in range(10, PIPELINE_MIN + 4)] + ["rw"]
+
+    asyncio.run(scenario())
+    assert lab.connect(c1)
+
+
+def test_fingerprint_follows_every_input_byte(tmp_path: Any) -> None:
+    d = tmp_path / "swanctl"
+    (d / "conf.d").mkdir(parents=True)
+    (d / "swanctl.conf").write_text("connections { a { } }\ninclude conf.d/*.conf\n")
+    first = config_fingerprint(str(d))
+    assert config_fingerprint(str(d)) == first
+    (d / "conf.d" / "x.conf").write_text("pools { p { addrs = 10.0.0.0/24 } }\n")
+    second = config_fingerprint(str(d))
+    assert second != first
+    (d / "conf.d" / "x.conf").write_text("pools { p { addrs = 10.0.1.0/24 } }\n")
+    third = config_fingerprint(str(d))
+    assert third != second
+    (d / "x509ca").mkdir()
+    (d / "x509ca" / "ca.pem").write_bytes(b"CA")
+    assert config_fingerprint(str(d)) != third

@@ -1,0 +1,177 @@
+"""Loader benchmark: 1,000 generated connections into a charon 5.9.8 in the lab.
+
+For the same swanctl folder, in the same run, against the same charon (reset between
+loads): full load and unchanged reload, with `swanctl --load-all` and with swand
+(`ConfigLoader.reconcile`, in-process, as the daemon runs it; and `swand apply` as a
+process, which adds Python's start-up). Goals: swand's full load no slower than swanctl's;
+swand's unchanged reload under 5 % of swanctl's full load.
+
+    .venv/bin/python bench/bench_load.py [--conns 1000] [--rounds 3]   (root: lab)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from swand.adapters.vici import ViciSession
+from swand.lab import Lab
+from swand.runtime.loader import ConfigLoader
+
+IKE = "aes256-sha384-prfsha384-ecp384"
+ESP = "aes256gcm16-ecp384"
+
+
+def write_folder(root: Path, conns: int) -> Path:
+    """A gateway folder: CA, gateway certificate and key, `conns` connections (each a
+    client pinned by id, every tenth with its own pool) and their pools."""
+    d = root / "swanctl"
+    for sub in ("x509", "x509ca", "private"):
+        (d / sub).mkdir(parents=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+          .public_key(key.public_key()).serial_number(1).not_valid_before(start)
+          .not_valid_after(start + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(key, hashes.SHA384()))
+    gw_key = ec.generate_private_key(ec.SECP384R1())
+    gw = (x509.CertificateBuilder()
+          .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpn.bench")]))
+          .issuer_name(name).public_key(gw_key.public_key()).serial_number(2)
+          .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
+          .add_extension(x509.SubjectAlternativeName([x509.DNSName("vpn.bench")]),
+                         critical=False)
+          .sign(key, hashes.SHA384()))
+    (d / "x509ca" / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "x509" / "gateway.pem").write_bytes(gw.public_bytes(serialization.Encoding.PEM))
+    (d / "private" / "gateway.pem").write_bytes(gw_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    parts = ["connections {"]
+    pools = ["pools {", "    rw_pool {\n        addrs = 10.8.0.0/16\n        dns = 1.1.1.1, 1.0.0.1\n    }"]
+    for i in range(conns):
+        pool = f"p{i}" if i % 10 == 0 else "rw_pool"
+        if i % 10 == 0:
+            pools.append(f"    p{i} {{\n        addrs = 10.9.{i // 256}.{i % 256}/32\n    }}")
+        parts.append(f"""    client{i} {{
+        version = 2
+        proposals = {IKE}
+        rekey_time = 0
+        unique = replace
+        dpd_delay = 30s
+        encap = yes
+        pools = {pool}
+        local {{
+            auth = pubkey
+            certs = gateway.pem
+            id = vpn.bench
+        }}
+        remote {{
+            auth = pubkey
+            id = client{i}@bench.test
+        }}
+        children {{
+            client{i} {{
+                local_ts = 0.0.0.0/0
+                esp_proposals = {ESP}
+                rekey_time = 0
+                dpd_action = clear
+            }}
+        }}
+    }}""")
+    parts.append("}")
+    pools.append("}")
+    (d / "swanctl.conf").write_text("\n".join(parts + pools) + "\n")
+    return d
+
+
+def swanctl_load(uri: str, folder: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(["swanctl", "--load-all", "--noprompt", "--uri", uri, "--file",
+                           str(folder / "swanctl.conf")], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"swanctl --load-all failed: {proc.stderr[-500:]}")
+    return elapsed
+
+
+def swand_apply(uri: str, folder: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "swand", "apply", "--no-firewall",
+                           "--swanctl-dir", str(folder), "--vici", uri],
+                          capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"swand apply failed: {proc.stderr[-500:]}")
+    return elapsed
+
+
+async def swand_pair(uri: str, folder: Path) -> tuple[float, float, int]:
+    """(full load, unchanged reload, commands sent by the reload) in-process."""
+    loader = ConfigLoader(str(folder))
+    async with await ViciSession.connect(uri) as session:
+        t0 = time.perf_counter()
+        report = await loader.reconcile(session, reread=True)
+        full = time.perf_counter() - t0
+        assert report.ok, report.failure_lines()[:5]
+        t0 = time.perf_counter()
+        again = await loader.reconcile(session, reread=True)
+        unchanged = time.perf_counter() - t0
+        assert again.ok, again.failure_lines()[:5]
+    return full, unchanged, len(again.results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--conns", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    results: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    with tempfile.TemporaryDirectory() as tmp, Lab(clients=0, start_charons=False) as lab:
+        folder = write_folder(Path(tmp), args.conns)
+        host = lab.add_host("bench")
+        uri = host.vici_uri
+        for _ in range(args.rounds):
+            host.restart_charon()
+            add("swanctl --load-all, full", swanctl_load(uri, folder))
+            add("swanctl --load-all, unchanged", swanctl_load(uri, folder))
+            host.restart_charon()
+            full, unchanged, sent = asyncio.run(swand_pair(uri, folder))
+            add("swand reconcile, full (in-process)", full)
+            add("swand reconcile, unchanged (in-process)", unchanged)
+            add("load commands sent by the unchanged reload", sent)
+            host.restart_charon()
+            add("swand apply, full (process)", swand_apply(uri, folder))
+    print(f"{args.conns} connections, median of {args.rounds} rounds, charon 5.9.8:")
+    medians = {k: statistics.median(v) for k, v in results.items()}
+    for name, value in medians.items():
+        unit = "" if name.startswith("load commands") else " s"
+        print(f"  {name:45s} {value:8.3f}{unit}")
+    base = medians["swanctl --load-all, full"]
+    print(f"  swand full / swanctl full:        "
+          f"{medians['swand reconcile, full (in-process)'] / base * 100:6.1f} %")
+    print(f"  swand unchanged / swanctl full:   "
+          f"{medians['swand reconcile, unchanged (in-process)'] / base * 100:6.1f} %")
+
+
+if __name__ == "__main__":
+    main()
