@@ -211,7 +211,7 @@ def _read_named(paths: list[str]) -> dict[str, bytes | None]:
 PIPELINE_MIN = 16
 
 
-async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, Any]]],
+async def pipelined_requests(uri: str, requests: list[tuple[str, bytes]],
                              timeout: float) -> list[dict[str, Any]]:
     """Send every request at once on a fresh connection, then read the replies in order.
 
@@ -221,14 +221,8 @@ async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, An
     """
     from vici.protocol import Packet
 
-    from swand.adapters.vici import (
-        ViciConnectionError,
-        decode_message,
-        encode_request,
-        parse_uri,
-    )
+    from swand.adapters.vici import ViciConnectionError, decode_message, parse_uri
 
-    packets = [encode_request(command, message) for command, message in requests]
     scheme, host, port = parse_uri(uri)
     try:
         async with asyncio.timeout(timeout):
@@ -254,7 +248,7 @@ async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, An
 
                 reading = asyncio.create_task(read_replies())
                 try:
-                    for packet in packets:
+                    for _, packet in requests:
                         writer.write(struct.pack("!I", len(packet)) + packet)
                         await writer.drain()
                     return await reading
@@ -532,19 +526,19 @@ class ConfigLoader:
         from swand.adapters.vici import ViciLimitError, encode_request
 
         sendable: list[Step] = []
+        packets: list[tuple[str, bytes]] = []
         for step in batch:
             assert step.item is not None
             try:  # an item over VICI's limits fails alone, before anything is sent
-                encode_request(step.item.command, step.item.message)
+                packets.append((step.item.command,
+                                encode_request(step.item.command, step.item.message)))
                 sendable.append(step)
             except ViciLimitError as exc:
                 report.results.append(ItemResult("load", step.item.label(), False, str(exc),
                                                  _where(step.item)))
                 self._failed[(step.kind, step.name)] = step.item.digest
-        replies = await pipelined_requests(
-            str(getattr(session, "uri", "")),
-            [(s.item.command, s.item.message) for s in sendable if s.item is not None],
-            timeout=30.0 + 0.02 * len(sendable))
+        replies = await pipelined_requests(str(getattr(session, "uri", "")), packets,
+                                           timeout=30.0 + 0.02 * len(sendable))
         for step, reply in zip(sendable, replies, strict=True):
             assert step.item is not None
             if reply.get("success") == "no":
@@ -559,7 +553,7 @@ class ConfigLoader:
 
     async def _run_step(self, session: Session, step: Step, report: LoadReport,
                         returned_ids: set[str]) -> bool:
-        from swand.adapters.vici import ViciCommandError, ViciError
+        from swand.adapters.vici import ViciCommandError, ViciError, ViciLimitError
 
         item = step.item
         label = item.label() if item else f"{step.kind} '{step.name}'"
@@ -597,6 +591,9 @@ class ConfigLoader:
                 raise AssertionError(step.action)
         except ViciCommandError as exc:
             report.results.append(ItemResult(step.action, label, False, exc.errmsg, where))
+            return False
+        except ViciLimitError as exc:  # refused before sending: this item only
+            report.results.append(ItemResult(step.action, label, False, str(exc), where))
             return False
         except ViciError as exc:
             # a connection-level failure ends the pass; the caller reconnects

@@ -271,3 +271,25 @@ def test_fingerprint_follows_every_input_byte(tmp_path: Any) -> None:
     (d / "x509ca").mkdir()
     (d / "x509ca" / "ca.pem").write_bytes(b"CA")
     assert config_fingerprint(str(d)) != third
+
+
+@in_lab
+def test_an_item_over_vici_limits_fails_alone_with_a_clear_error(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    # values are limited by the parser (64 KiB); a message by VICI (512 KiB)
+    children = "".join(f"c{i} {{ updown = /bin/{'x' * 30000} }}\n" for i in range(20))
+    huge = conn("huge", remote_id="huge@lab.test", extra=f"children {{ {children} }}")
+    gw.write_swanctl_conf(gateway(conn("rw"), huge))
+
+    async def scenario() -> None:
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            report = await ConfigLoader(str(gw.swanctl_dir)).reconcile(session, reread=True)
+            lines = report.failure_lines()
+            assert len(lines) == 1 and "connection 'huge'" in lines[0], lines
+            assert "524288" in lines[0] and "swanctl.conf:" in lines[0], lines
+            assert (await session.request("get-conns"))["conns"] == ["rw"]
+
+    asyncio.run(scenario())
+    assert lab.connect(c1)
