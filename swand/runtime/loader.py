@@ -282,19 +282,32 @@ class ItemResult:
 
 @dataclass
 class LoadReport:
-    """What one reconcile pass did. `ok` is False when anything failed, including
-    configuration errors found before talking to charon."""
+    """What one reconcile pass did.
+
+    `config_errors`: problems found reading the folder in *this* pass (only passes that
+    reread report them). `standing_errors`: the problems of the configuration in use,
+    repeated on every pass (a broken swanctl.conf stays broken until edited) so that `ok`
+    does not flip back to true on the next periodic check; `failure_lines()` leaves them
+    out, so a daemon logging it each pass logs each problem once."""
 
     config_errors: list[LoadError] = field(default_factory=list)
     results: list[ItemResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    standing_errors: list[LoadError] = field(default_factory=list)
     parsed: bool = True
     full: bool = False
     duration: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.config_errors and all(r.ok for r in self.results) and self.parsed
+        return (not self.config_errors and not self.standing_errors and self.parsed
+                and all(r.ok for r in self.results))
+
+    @property
+    def error_count(self) -> int:
+        """Problems in effect after this pass (standing ones included)."""
+        return (max(len(self.config_errors), len(self.standing_errors))
+                + sum(1 for r in self.results if not r.ok) + len(self.skipped))
 
     @property
     def changed(self) -> int:
@@ -350,6 +363,8 @@ class ConfigLoader:
         #: check until the file changes (a reread clears this), so no log spam
         self._failed: dict[tuple[str, str], str] = {}
         self._generation: int | None = None
+        #: the last reread's parse error, while the last good state is in use
+        self._parse_errors: list[LoadError] = []
         self._fingerprint: str | None = None
         self._named_fingerprint: str | None = None
         self._referenced: list[str] = []
@@ -439,14 +454,15 @@ class ConfigLoader:
         if reread or self.desired is None:
             ok, errors = self.reread()
             report.config_errors = list(errors)
+            self._parse_errors = [] if ok else list(errors)
             if not ok:
                 # the last good state stays: still repair drift with it, if there is one
                 report.parsed = False
                 if self.desired is None:
+                    report.standing_errors = list(errors)
                     report.duration = time.monotonic() - started
                     return report
-        else:
-            report.config_errors = list(self.desired_errors)
+        report.standing_errors = self._parse_errors or list(self.desired_errors)
         assert self.desired is not None
         if await self._charon_restarted(session):
             full = True
