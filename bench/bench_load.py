@@ -28,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from swand.adapters.vici import ViciSession
 from swand.lab import Lab
-from swand.runtime.loader import ConfigLoader
+from swand.runtime.loader import ConfigLoader, load_swanctl_dir
 
 IKE = "aes256-sha384-prfsha384-ecp384"
 ESP = "aes256gcm16-ecp384"
@@ -62,7 +62,8 @@ def write_folder(root: Path, conns: int) -> Path:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     parts = ["connections {"]
-    pools = ["pools {", "    rw_pool {\n        addrs = 10.8.0.0/16\n        dns = 1.1.1.1, 1.0.0.1\n    }"]
+    pools = ["pools {",
+             "    rw_pool {\n        addrs = 10.8.0.0/16\n        dns = 1.1.1.1, 1.0.0.1\n    }"]
     for i in range(conns):
         pool = f"p{i}" if i % 10 == 0 else "rw_pool"
         if i % 10 == 0:
@@ -121,19 +122,31 @@ def swand_apply(uri: str, folder: Path) -> float:
     return elapsed
 
 
-async def swand_pair(uri: str, folder: Path) -> tuple[float, float, int]:
-    """(full load, unchanged reload, commands sent by the reload) in-process."""
+async def swand_run(host: object, uri: str, folder: Path) -> dict[str, float]:
+    """swand in-process, as the daemon runs it: full load into an empty charon, unchanged
+    reload (SIGHUP with no file changed), and full reload after a charon restart (the
+    parsed configuration kept)."""
     loader = ConfigLoader(str(folder))
-    async with await ViciSession.connect(uri) as session:
+    out: dict[str, float] = {}
+    session = ViciSession(uri)
+    try:
         t0 = time.perf_counter()
         report = await loader.reconcile(session, reread=True)
-        full = time.perf_counter() - t0
+        out["full"] = time.perf_counter() - t0
         assert report.ok, report.failure_lines()[:5]
         t0 = time.perf_counter()
         again = await loader.reconcile(session, reread=True)
-        unchanged = time.perf_counter() - t0
+        out["unchanged"] = time.perf_counter() - t0
         assert again.ok, again.failure_lines()[:5]
-    return full, unchanged, len(again.results)
+        out["sent"] = len(again.results)
+        host.restart_charon()  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        restarted = await loader.reconcile(session)
+        out["restart"] = time.perf_counter() - t0
+        assert restarted.ok and restarted.full, restarted.failure_lines()[:5]
+    finally:
+        await session.close()
+    return out
 
 
 def main() -> None:
@@ -155,10 +168,14 @@ def main() -> None:
             add("swanctl --load-all, full", swanctl_load(uri, folder))
             add("swanctl --load-all, unchanged", swanctl_load(uri, folder))
             host.restart_charon()
-            full, unchanged, sent = asyncio.run(swand_pair(uri, folder))
-            add("swand reconcile, full (in-process)", full)
-            add("swand reconcile, unchanged (in-process)", unchanged)
-            add("load commands sent by the unchanged reload", sent)
+            t0 = time.perf_counter()
+            load_swanctl_dir(str(folder))
+            add("  of which: swand parse + translate (no charon)", time.perf_counter() - t0)
+            run = asyncio.run(swand_run(host, uri, folder))
+            add("swand reconcile, full (in-process)", run["full"])
+            add("swand reconcile, unchanged (in-process)", run["unchanged"])
+            add("load commands sent by the unchanged reload", run["sent"])
+            add("swand reconcile after charon restart", run["restart"])
             host.restart_charon()
             add("swand apply, full (process)", swand_apply(uri, folder))
     print(f"{args.conns} connections, median of {args.rounds} rounds, charon 5.9.8:")
@@ -166,12 +183,19 @@ def main() -> None:
     for name, value in medians.items():
         unit = "" if name.startswith("load commands") else " s"
         print(f"  {name:45s} {value:8.3f}{unit}")
-    base = medians["swanctl --load-all, full"]
-    print(f"  swand full / swanctl full:        "
-          f"{medians['swand reconcile, full (in-process)'] / base * 100:6.1f} %")
-    print(f"  swand unchanged / swanctl full:   "
-          f"{medians['swand reconcile, unchanged (in-process)'] / base * 100:6.1f} %")
+    # ratios per round (the same round's swanctl), then their median: the machine's load
+    # drifts between rounds, a round's two measurements are seconds apart
+    base = results["swanctl --load-all, full"]
 
+    def ratio(name: str) -> str:
+        values = sorted(a / b * 100 for a, b in zip(results[name], base, strict=True))
+        return (f"{statistics.median(values):5.1f} % "
+                f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+
+    print(f"  swand full / swanctl full:          {ratio('swand reconcile, full (in-process)')}")
+    print(f"  swand after restart / swanctl full: {ratio('swand reconcile after charon restart')}")
+    print(f"  swand unchanged / swanctl full:     "
+          f"{ratio('swand reconcile, unchanged (in-process)')}")
 
 if __name__ == "__main__":
     main()
