@@ -7,7 +7,8 @@ noticed at once, and makes it visible in the log.
 
 Per connection, one keeper task:
 
-- At start, and whenever kicked, it makes sure the connection has an IKE SA: if charon
+- At start (after `down_grace`, so charon's own `start_action` goes first), and whenever
+  kicked, it makes sure the connection has an IKE SA: if charon
   has none (not even one CONNECTING: then charon itself is trying, and we do not start a
   second one), it `initiate`s every child of the connection (blocking, with a timeout).
 - While initiation fails it retries with exponential backoff: 1 s doubling to 60 s, each
@@ -178,6 +179,9 @@ class Keepalive:
     async def _keeper(self, conn: str) -> None:
         delays: Iterator[float] = iter(())
         failing = False
+        # a just-loaded connection with `start_action = start` is being initiated by
+        # charon itself: let it go first, as after a down
+        await asyncio.sleep(self.down_grace)
         while True:
             if conn not in self.held:
                 ok = await self._ensure_up(conn)
