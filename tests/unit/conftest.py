@@ -23,7 +23,9 @@ LIBSTRONGSWAN = "/usr/lib/ipsec/libstrongswan.so.0"
 
 # Runs in the worker; layout of settings_t/enumerator_t from libstrongswan 5.9's headers.
 _WORKER = r"""
-import ctypes, json, os, sys, tempfile
+import ctypes, json, os, resource, sys, tempfile
+# libstrongswan follows include cycles until it runs out of descriptors: keep that short
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 lib = ctypes.CDLL(sys.argv[1])
 P = ctypes.c_void_p
 lib.library_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p]

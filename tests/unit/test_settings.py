@@ -463,3 +463,12 @@ def test_section_without_subsections_is_truthy() -> None:
     root = parse_text("a {\n  k = v\n}\n")
     found = root.section("a")
     assert found is not None and len(found) == 0 and bool(found)
+
+
+def test_error_in_included_file_names_that_file(tmp_path: Path) -> None:
+    inc = write(tmp_path / "conf.d" / "rw.conf", "rw {\n  version = 2\n  local_addrs 1.2.3.4\n}\n")
+    main = write(tmp_path / "swanctl.conf", "connections {\n  include conf.d/*.conf\n}\n")
+    with pytest.raises(SettingsError) as caught:
+        parse_file(main)
+    assert caught.value.origin == Origin(str(inc), 3)
+    assert "after 'local_addrs'" in caught.value.message
