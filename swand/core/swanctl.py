@@ -513,6 +513,16 @@ def translate(tree: Section, src: CredentialSource) -> tuple[DesiredState, list[
     shared: dict[str, Item] = {}
     tokens: dict[str, Item] = {}
 
+    # files of the folders that could not be read: swanctl skips them with a message
+    for path, reason in sorted(src.unreadable.items()):
+        folder = posixpath.basename(posixpath.dirname(path))
+        if posixpath.dirname(posixpath.dirname(path)) != src.swanctl_dir.rstrip("/") or \
+                folder not in CREDENTIAL_FOLDERS:
+            continue  # a file named by the configuration: reported with its connection
+        rel = f"{folder}/{posixpath.basename(path)}"
+        errors.append(LoadError(rel, "credential file", f"cannot be read: {reason}"))
+        kind = "cert" if any(folder == f for f, _, _ in CERT_FOLDERS) else "key"
+        broken.add((kind, rel))
     for folder, vtype, flag in CERT_FOLDERS:
         for name, data in src.folders.get(folder, ()):
             rel = f"{folder}/{name}"

@@ -301,3 +301,15 @@ def test_digests_follow_content_only() -> None:
     assert a.conns["c"].digest == c.conns["c"].digest
     assert digest("load-conn", {"c": {"x": ["1"]}}) != digest("load-conn", {"c": {"x": "1"}})
     assert "message" not in repr(a.conns["c"])
+
+
+def test_unreadable_folder_file_is_an_error_and_keeps_the_old_one() -> None:
+    src = CredentialSource(DIR, {"x509": (("ok.pem", b"OK"),)}, {},
+                           {f"{DIR}/private/gw.pem": "Permission denied",
+                            f"{DIR}/x509/other.pem": "Permission denied"})
+    state, errors = translate(parse_text(""), src)
+    assert list(state.certs) == ["x509/ok.pem"]
+    assert sorted(str(e) for e in errors) == [
+        "private/gw.pem: credential file: cannot be read: Permission denied",
+        "x509/other.pem: credential file: cannot be read: Permission denied"]
+    assert {("key", "private/gw.pem"), ("cert", "x509/other.pem")} <= state.broken
