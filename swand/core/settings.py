@@ -185,7 +185,13 @@ def parse_text(text: str | bytes, name: str = "<string>", base_dir: str | None =
     are taken relative to `base_dir` (the current directory if None, as strongSwan's
     load_string does)."""
     parser = _Parser()
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    if isinstance(text, bytes):
+        raw = text
+    else:
+        try:  # str from a surrogateescape decode gets its original bytes back
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # other lone surrogates: as a file would hold them
+            raw = text.encode("utf-8", "surrogatepass")
     decoded = parser.decode(raw, name)
     return parser.run(name, decoded, is_file=False, base_dir=base_dir)
 

@@ -472,3 +472,17 @@ def test_error_in_included_file_names_that_file(tmp_path: Path) -> None:
         parse_file(main)
     assert caught.value.origin == Origin(str(inc), 3)
     assert "after 'local_addrs'" in caught.value.message
+
+
+def test_file_too_large(tmp_path: Path) -> None:
+    from swand.core.settings import MAX_FILE_BYTES
+
+    big = tmp_path / "big.conf"
+    big.write_bytes(b"# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    main = write(tmp_path / "m.conf", "a = 1\ninclude big.conf\n")
+    with pytest.raises(SettingsError, match="larger than"):
+        parse_file(main)
+
+
+def test_lone_surrogate_in_text_is_not_a_crash() -> None:
+    assert parse_text("a = \ud800\n").setting("a") is not None

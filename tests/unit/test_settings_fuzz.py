@@ -375,3 +375,12 @@ def test_includes_same_as_libstrongswan(
             assert ours == theirs["tree"], bodies
         else:
             assert ours is None, bodies
+
+
+@FAST
+@given(st.text(max_size=500))
+def test_arbitrary_text(text: str) -> None:
+    try:
+        parse_text(text, name="t.conf", base_dir="/nonexistent-swand-dir")
+    except SettingsError as err:
+        assert err.origin.file == "t.conf"
