@@ -178,3 +178,32 @@ def test_sd_notify_ready_reloading_watchdog_stopping(lab: Lab):
         assert swand.stop() == 0
     notify.wait_for("STOPPING")
     notify.sock.close()
+
+
+def swand_rules(lab: Lab) -> str:
+    return lab.gateway.run(["nft", "list", "table", "inet", "swand"]).stdout
+
+
+def test_dpd_clear_is_classified_counted_and_its_forward_rules_removed(versioned_lab: Lab):
+    """kill -9 of a road warrior's charon: the gateway's swand logs a `dpd` down within
+    the DPD timeout + 1 s, and the per-SA forward rules of that peer are gone soon after,
+    while the NAT rules stay."""
+    lab = versioned_lab
+    gw, client = lab.gateway, lab.client(1)
+    gw.write_swanctl_conf(configs.gateway_conf(dpd_delay="2s"))
+    with start_swand(gw, firewall=True, metrics="127.0.0.1:9817") as swand:
+        lab.configure_clients([client])
+        vip = lab.connect(client)
+        wait_for(lambda: vip in swand_rules(lab), 5, message="per-SA rules for " + vip)
+        client.kill9()
+        killed = time.monotonic()
+        down = swand.wait_for_event("sa_down", timeout=10)
+        # 2 s DPD delay + retransmits 1.0 * 1.2^n for n = 0..2 (5.64 s) + 1 s
+        assert time.monotonic() - killed <= 2 + 5.64 + 1
+        assert down["reason"] == "dpd" and down["vips"] == [vip]
+        cleared = time.monotonic()
+        wait_for(lambda: vip not in swand_rules(lab), 3, interval=0.1)
+        assert time.monotonic() - cleared <= 2.0
+        assert "masquerade" in swand_rules(lab)
+        metrics = gw.http_get("http://127.0.0.1:9817/metrics")
+        assert 'swand_sa_downs_total{reason="dpd"} 1.0' in metrics
