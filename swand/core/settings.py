@@ -40,6 +40,8 @@ reconciler than refusing it (strongSwan logs these and carries on, or crashes):
   which no finite tree can show: an error naming the reference); references that expand
   beyond MAX_RESOLVED_SECTIONS or nest deeper than MAX_REFERENCE_DEPTH (libstrongswan
   overflows its stack on some of those);
+- section names over MAX_NAME_BYTES and section paths over MAX_PATH_BYTES (libstrongswan
+  lists such a section but cannot look it up, so swanctl would load it empty);
 - NUL bytes (flex would cut names and values at them), files over MAX_FILE_BYTES and
   values over MAX_VALUE_BYTES (VICI cannot carry them anyway).
 Where libstrongswan cannot parse a file, swanctl 5.9.8 loads it as *empty*
@@ -67,6 +69,8 @@ MAX_FILES = 1000
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_VALUE_BYTES = 65535
 MAX_RESOLVED_SECTIONS = 100_000
+MAX_NAME_BYTES = 127  # settings.c: char buf[128] per section name in a lookup
+MAX_PATH_BYTES = 511  # settings.c: char keybuf[512] per dotted path
 MAX_REFERENCE_DEPTH = 100
 MAX_REFERENCE_WORK = 500_000
 
@@ -802,6 +806,22 @@ class _Resolver:
         self.count += 1
         first = raws[0]
         signature = tuple(id(raw) for raw in raws)
+        if path:
+            # settings.c looks sections up through a 128-byte buffer per name and a
+            # 512-byte buffer per path: swanctl would see such a section empty
+            dotted = ".".join(path)
+            if len(path[-1].encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise SettingsError(
+                    first.origin,
+                    f"section name longer than {MAX_NAME_BYTES} bytes: strongSwan cannot "
+                    "look it up (swanctl would load it empty)",
+                )
+            if len(dotted.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+                raise SettingsError(
+                    first.origin,
+                    f"section path longer than {MAX_PATH_BYTES} bytes: strongSwan cannot "
+                    "look it up (swanctl would load it empty)",
+                )
         if signature in ancestors:
             # the same sections again below themselves: libstrongswan's (lazy) view
             # of this subtree repeats without end, so no finite tree can show it

@@ -486,3 +486,19 @@ def test_file_too_large(tmp_path: Path) -> None:
 
 def test_lone_surrogate_in_text_is_not_a_crash() -> None:
     assert parse_text("a = \ud800\n").setting("a") is not None
+
+
+def test_names_libstrongswan_cannot_look_up() -> None:
+    ok = "c" * 127
+    assert (
+        parse_text(f"connections {{\n {ok} {{ version = 2 }}\n}}\n").get(
+            f"connections.{ok}.version"
+        )
+        == "2"
+    )
+    with pytest.raises(SettingsError, match="name longer than 127") as caught:
+        parse_text("connections {\n " + "c" * 128 + " { version = 2 }\n}\n", name="n.conf")
+    assert caught.value.origin == Origin("n.conf", 2)
+    deep = " {\n".join(["s" * 100] * 6) + " { k = v " + "}" * 6 + "\n"
+    with pytest.raises(SettingsError, match="path longer than 511"):
+        parse_text(deep)
