@@ -294,20 +294,24 @@ class LoadReport:
     results: list[ItemResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     standing_errors: list[LoadError] = field(default_factory=list)
+    #: loads charon refused earlier, not retried until the file changes (not in
+    #: failure_lines, like standing_errors)
+    refused: list[str] = field(default_factory=list)
     parsed: bool = True
     full: bool = False
     duration: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return (not self.config_errors and not self.standing_errors and self.parsed
-                and all(r.ok for r in self.results))
+        return (not self.config_errors and not self.standing_errors and not self.refused
+                and self.parsed and all(r.ok for r in self.results))
 
     @property
     def error_count(self) -> int:
         """Problems in effect after this pass (standing ones included)."""
         return (max(len(self.config_errors), len(self.standing_errors))
-                + sum(1 for r in self.results if not r.ok) + len(self.skipped))
+                + sum(1 for r in self.results if not r.ok) + len(self.skipped)
+                + len(self.refused))
 
     @property
     def changed(self) -> int:
@@ -475,10 +479,14 @@ class ConfigLoader:
         the_plan = loadplan.plan(self.desired, observed, self.record,
                                  terminate_removed=self.terminate_removed, full=full)
         if self._failed:
-            the_plan = LoadPlan(tuple(
-                s for s in the_plan.steps
-                if not (s.action == "load" and s.item is not None
-                        and self._failed.get((s.kind, s.name)) == s.item.digest)))
+            kept: list[Step] = []
+            for step in the_plan.steps:
+                if step.action == "load" and step.item is not None and \
+                        self._failed.get((step.kind, step.name)) == step.item.digest:
+                    report.refused.append(step.item.label())
+                else:
+                    kept.append(step)
+            the_plan = LoadPlan(tuple(kept))
         await self.execute(session, the_plan, report)
         report.duration = time.monotonic() - started
         return report

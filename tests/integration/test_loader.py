@@ -296,3 +296,75 @@ def test_an_item_over_vici_limits_fails_alone_with_a_clear_error(make_lab: Any) 
 
     asyncio.run(scenario())
     assert lab.connect(c1)
+
+
+@in_lab
+def test_rotated_gateway_certificate_and_key_replace_the_old_ones(make_lab: Any) -> None:
+    lab = make_lab(clients=2)
+    gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
+    lab.configure_clients()
+    gw.write_swanctl_conf(gateway(conn("rw")))
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            assert (await loader.reconcile(session, reread=True)).ok
+            old_keys = (await session.request("get-keys"))["keys"]
+            old_serial = gw.cert.cert.serial_number
+            lab.connect(c1)
+            up = sas(gw)
+            fresh = lab.ca.issue("gateway", dns=("vpn.lab.test",), ips=("192.0.2.1",),
+                                 server=True)
+            fresh.install(gw.swanctl_dir, lab.ca)
+            report = await loader.reconcile(session, reread=True)
+            assert report.ok, report.failure_lines()
+            actions = [r.action for r in report.results]
+            # new credentials first, then the connection, then the old ones go
+            assert actions[:2] == ["load", "load"] and "clear-creds" in actions, actions
+            keys = (await session.request("get-keys"))["keys"]
+            assert len(keys) == 1 and keys != old_keys
+            certs, _ = await session.streamed("list-certs", "list-cert", {"type": "X509"},
+                                               decode=False)
+            serials = {x509_serial(c["data"]) for c in certs}
+            assert fresh.cert.serial_number in serials and old_serial not in serials
+            assert sas(gw) == up  # the established SA is not disturbed
+
+    asyncio.run(scenario())
+    assert lab.connect(c2)  # a new client authenticates the new certificate
+
+
+def x509_serial(data: bytes) -> int:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(data).serial_number
+
+
+@in_lab
+def test_pool_with_online_leases_is_reported_and_the_rest_still_loads(make_lab: Any) -> None:
+    lab = make_lab(clients=1)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    text = gateway(conn("rw"))
+    gw.write_swanctl_conf(text)
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            assert (await loader.reconcile(session, reread=True)).ok
+            lab.connect(c1)
+            gw.write_swanctl_conf(text.replace("10.8.0.128/25", "10.9.0.0/24").replace(
+                "connections {", "connections {" + conn("added", remote_id="x@lab.test")))
+            report = await loader.reconcile(session, reread=True)
+            lines = report.failure_lines()
+            assert len(lines) == 1 and "pool 'pool4'" in lines[0], lines
+            assert "online leases" in lines[0] and "swanctl.conf:" in lines[0], lines
+            conns = (await session.request("get-conns"))["conns"]
+            assert sorted(conns) == ["added", "rw"]
+            pools = await session.request("get-pools")
+            assert pools["pool4"]["base"] == "10.8.0.128"  # the old pool stays
+            # the periodic check does not retry (and log) it every interval
+            again = await loader.reconcile(session)
+            assert again.results == [] and again.failure_lines() == []
+            assert not again.ok and again.refused == ["pool 'pool4'"]
+
+    asyncio.run(scenario())
