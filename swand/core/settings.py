@@ -63,16 +63,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_DEPTH = 64
-MAX_INCLUDE_DEPTH = 32
-MAX_FILES = 1000
-MAX_FILE_BYTES = 8 * 1024 * 1024
-MAX_VALUE_BYTES = 65535
-MAX_RESOLVED_SECTIONS = 100_000
+# Limits that turn pathological input into a SettingsError instead of a hang, a
+# RecursionError or a tree charon could not take anyway.
+MAX_DEPTH = 64  # nested sections, as written and after resolving references
+MAX_INCLUDE_DEPTH = 32  # nested includes (strongSwan: until file descriptors run out)
+MAX_FILES = 1000  # files opened by includes, altogether
+MAX_FILE_BYTES = 8 * 1024 * 1024  # per file; 4x that for all files together
+MAX_VALUE_BYTES = 65535  # VICI encodes a value's length in 16 bits
+MAX_RESOLVED_SECTIONS = 100_000  # sections in the resolved tree
 MAX_NAME_BYTES = 127  # settings.c: char buf[128] per section name in a lookup
 MAX_PATH_BYTES = 511  # settings.c: char keybuf[512] per dotted path
-MAX_REFERENCE_DEPTH = 100
-MAX_REFERENCE_WORK = 500_000
+MAX_REFERENCE_DEPTH = 100  # chained references (libstrongswan recurses on its stack)
+MAX_REFERENCE_WORK = 500_000  # lookup steps while resolving references
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class Setting:
+    """One `key = value`, with where its (last) value was written."""
+
     key: str
     value: str
     origin: Origin
@@ -233,13 +237,12 @@ class _Frame:
     """One file being scanned (flex's buffer) plus the glob matches of its pending
     include still to be opened."""
 
-    def __init__(self, name: str, text: str, real: str | None, include_origin: Origin | None):
+    def __init__(self, name: str, text: str, real: str | None) -> None:
         self.name = name
         self.text = text
         self.pos = 0
         self.line = 1
-        self.real = real
-        self.include_origin = include_origin
+        self.real = real  # resolved path, for cycle detection; None for parse_text input
         self.pending: list[str] = []
         self.pending_origin: Origin | None = None
 
@@ -256,10 +259,13 @@ class _Lexer:
         self.state = "INITIAL"
         self.files_opened = 1
         self.last_origin = Origin(frame.name, 1)
+        self._inc_pattern = ""  # the include pattern being scanned (inc state)
+        self._inc_origin = self.last_origin
 
     # -- helpers
-    def _origin(self, frame: _Frame, line: int | None = None) -> Origin:
-        return Origin(frame.name, frame.line if line is None else line)
+    @staticmethod
+    def _origin(frame: _Frame) -> Origin:
+        return Origin(frame.name, frame.line)
 
     def _eof(self) -> bool:
         """At the end of the current buffer: pop it like flex's <<EOF>> rule and open
@@ -272,17 +278,17 @@ class _Lexer:
         return False
 
     def _open_next(self, includer: _Frame) -> None:
-        while includer.pending:
-            name = includer.pending.pop(0)
-            origin = includer.pending_origin or self._origin(includer)
-            self._check_cycle(name, origin)
-            self.files_opened += 1
-            if self.files_opened > MAX_FILES:
-                raise SettingsError(origin, f"more than {MAX_FILES} files included")
-            text = self.parser.read_file(name, origin)
-            real = os.path.realpath(name)
-            self.frames.append(_Frame(name, text, real, origin))
+        """Push the next file matched by the includer's pending include, if any."""
+        if not includer.pending:
             return
+        name = includer.pending.pop(0)
+        origin = includer.pending_origin or self._origin(includer)
+        self._check_cycle(name, origin)
+        self.files_opened += 1
+        if self.files_opened > MAX_FILES:
+            raise SettingsError(origin, f"more than {MAX_FILES} files included")
+        text = self.parser.read_file(name, origin)
+        self.frames.append(_Frame(name, text, os.path.realpath(name)))
 
     def _check_cycle(self, name: str, origin: Origin) -> None:
         real = os.path.realpath(name)
@@ -634,7 +640,7 @@ class _Parser:
         return self.decode(raw, name)
 
     def run(self, name: str, text: str, is_file: bool, base_dir: str | None = None) -> Section:
-        frame = _Frame(name, text, os.path.realpath(name) if is_file else None, None)
+        frame = _Frame(name, text, os.path.realpath(name) if is_file else None)
         self.lexer = _Lexer(self, frame, base_dir)
         self.stream = self.lexer.tokens()
         self.ahead: _Token | None = None
