@@ -71,7 +71,7 @@ def parse_listen(listen: str) -> tuple[str, int] | None:
     if not listen:
         return None
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"[metrics] listen must be host:port or empty, got {listen!r}")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
