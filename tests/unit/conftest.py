@@ -32,8 +32,10 @@ lib.library_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 lib.library_init.restype = ctypes.c_bool
 lib.settings_create.argtypes = [ctypes.c_char_p]
 lib.settings_create.restype = P
-empty = tempfile.NamedTemporaryFile(suffix=".conf")
-lib.library_init(empty.name.encode(), b"swanctl")
+fd, empty = tempfile.mkstemp(suffix=".conf")  # an empty strongswan.conf, gone at once
+os.close(fd)
+lib.library_init(empty.encode(), b"swanctl")
+os.unlink(empty)
 GET_STR, SECTIONS, KVS, LOAD_FILES, DESTROY = 0, 11, 12, 14, 18
 PSTR = ctypes.POINTER(ctypes.c_char_p)
 
