@@ -1,15 +1,166 @@
-"""`swand status`."""
+"""`swand status [--json]`: who is connected, as charon reports it.
+
+Reads charon over VICI directly (list-conns, list-sas), so it works whether or not the
+daemon runs. Configured connections without an SA are listed as `down`. The reason of the
+last down is only known to a running daemon: it is read from the daemon's state file
+(`--state`, default /run/swand/last-downs.json, written by the metrics poller) when present.
+
+The table fits 80 columns: one line per IKE_SA (connection, remote id, remote address,
+virtual IP, state, established since) and an indented line with its traffic or the last
+down reason.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from swand.core import metrics as core
+
+DEFAULT_STATE = Path("/run/swand/last-downs.json")
+WIDTHS = (10, 18, 15, 15, 6, 7)  # connection, remote id, address, vip, state, since
+HEADER = ("CONNECTION", "REMOTE ID", "ADDRESS", "VIRTUAL IP", "STATE", "SINCE")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--state", default=str(DEFAULT_STATE), metavar="FILE",
+                        help=f"the daemon's last-downs file (default {DEFAULT_STATE})")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="seconds to wait for charon (default 10)")
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def human_age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _cell(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _row(cells: tuple[str, ...]) -> str:
+    return " ".join(_cell(c, w).ljust(w) for c, w in zip(cells, WIDTHS, strict=True)).rstrip()
+
+
+def status_model(view: core.CharonView, last_downs: dict[str, Any]) -> dict[str, Any]:
+    """The --json document: every configured or active connection with its SAs."""
+    names = [c.name for c in view.conns]
+    names += sorted({sa.connection for sa in view.sas} - set(names))
+    configured = {c.name: c for c in view.conns}
+    out = []
+    for name in names:
+        sas = [sa for sa in view.sas if sa.connection == name]
+        out.append({
+            "name": name,
+            "configured": name in configured,
+            "up": any(sa.state == "ESTABLISHED" for sa in sas),
+            "children": list(configured[name].children) if name in configured else [],
+            "last_down": last_downs.get(name),
+            "sas": [{
+                "remote_id": sa.peer,
+                "remote_host": sa.remote_host,
+                "virtual_ips": list(sa.remote_vips),
+                "state": sa.state,
+                "established_at": sa.established_at,
+                "children": [{
+                    "name": ch.name, "state": ch.state,
+                    "bytes_in": ch.traffic.bytes_in, "bytes_out": ch.traffic.bytes_out,
+                    "packets_in": ch.traffic.packets_in, "packets_out": ch.traffic.packets_out,
+                } for ch in sa.children],
+            } for sa in sas],
+        })
+    return {"charon": {"daemon": view.info.daemon, "version": view.info.version},
+            "taken_at": view.taken_at, "connections": out}
+
+
+def render_table(model: dict[str, Any], now: float, out: TextIO) -> None:
+    print(_row(HEADER), file=out)
+    for conn in model["connections"]:
+        down = conn["last_down"]
+        if not conn["sas"]:
+            print(_row((conn["name"], "-", "-", "-", "down", "-")), file=out)
+            if down:
+                ago = human_age(now - float(down.get("at", now)))
+                who = f" {down['peer']}" if down.get("peer") else ""
+                print(f"{'':11}last down: {down.get('reason', '?')}{who} ({ago} ago)", file=out)
+            continue
+        for sa in conn["sas"]:
+            state = "up" if sa["state"] == "ESTABLISHED" else sa["state"].lower()[:6]
+            since = (human_age(now - sa["established_at"])
+                     if sa["established_at"] is not None else "-")
+            print(_row((conn["name"], sa["remote_id"] or "-", sa["remote_host"] or "-",
+                        ",".join(sa["virtual_ips"]) or "-", state, since)), file=out)
+            for ch in sa["children"]:
+                print(f"{'':11}{ch['name']} {ch['state'].lower()}: in "
+                      f"{human_bytes(ch['bytes_in'])}, out {human_bytes(ch['bytes_out'])}",
+                      file=out)
+        if down and not conn["up"]:
+            print(f"{'':11}last down: {down.get('reason', '?')}", file=out)
+
+
+async def fetch_view(uri: str, timeout: float) -> core.CharonView:
+    from swand.adapters.vici import ViciSession
+
+    session = await ViciSession.connect(uri, timeout=timeout)
+    try:
+        version = core.parse_version(await session.request("version", timeout=timeout))
+        conns, _ = await session.streamed("list-conns", "list-conn", timeout=timeout)
+        sas, _ = await session.streamed("list-sas", "list-sa", {"noblock": "yes"},
+                                        timeout=timeout)
+        now = time.time()
+        return core.CharonView(taken_at=now, info=version, conns=core.parse_conns(conns),
+                               sas=core.parse_sas(sas, now))
+    finally:
+        await session.close()
+
+
+def read_last_downs(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def run(args: argparse.Namespace) -> int:
-    print("swand status: not implemented yet", file=sys.stderr)
-    return 2
+    from swand.adapters.vici import ViciError
+    from swand.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config).with_overrides(vici=args.vici)
+    except ConfigError as exc:
+        print(f"swand status: {exc}", file=sys.stderr)
+        return 2
+    try:
+        view = asyncio.run(fetch_view(cfg.charon.vici, args.timeout))
+    except ViciError as exc:
+        print(f"swand status: charon is not reachable: {exc}", file=sys.stderr)
+        return 1
+    model = status_model(view, read_last_downs(args.state))
+    if args.json:
+        json.dump(model, sys.stdout, indent=2)
+        print()
+    else:
+        render_table(model, time.time(), sys.stdout)
+    return 0

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from swand.adapters.vici import (
@@ -60,6 +63,7 @@ class MetricsRegistry:
         self._last_reload_success: float | None = None
         self._loaded: dict[str, int] = {}
         self._downs: dict[str, int] = {}
+        self._last_downs: dict[str, dict[str, Any]] = {}
         self._firewall: dict[str, int] = {}
         self._drift = 0
         self._reconnects = 0
@@ -80,10 +84,22 @@ class MetricsRegistry:
         with self._lock:
             self._loaded = dict(items)
 
-    def record_down(self, reason: str) -> None:
-        """An SA went down, classified ("dpd", "deleted", "rekeyed", "failed", "unknown")."""
+    def record_down(self, reason: str, connection: str = "", peer: str = "",
+                    at: float | None = None) -> None:
+        """An SA went down, classified ("dpd", "deleted", "rekeyed", "failed", "unknown").
+
+        With `connection`, the last down per connection is kept for `swand status`
+        (`last_downs()`; the poller writes them to its `state_path`)."""
         with self._lock:
             self._downs[reason] = self._downs.get(reason, 0) + 1
+            if connection and reason != "rekeyed":
+                self._last_downs[connection] = {
+                    "reason": reason, "peer": peer, "at": at if at is not None else time.time(),
+                }
+
+    def last_downs(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._last_downs.items()}
 
     def record_firewall(self, result: str, drift_repaired: bool = False) -> None:
         """A firewall reconcile pass: result "success" | "failure" | "noop"."""
@@ -141,6 +157,7 @@ class MetricsPoller:
         self, uri: str, registry: MetricsRegistry, *, interval: float = 10.0,
         per_peer: bool = False, peer_ttl: float = 900.0, own_events: bool = True,
         cert_interval: float = 300.0, timeout: float = 30.0,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.uri = uri
         self.registry = registry
@@ -149,6 +166,8 @@ class MetricsPoller:
         self.own_events = own_events
         self.cert_interval = cert_interval
         self.timeout = timeout
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._state_written: dict[str, Any] | None = None
         self.accumulator = core.TrafficAccumulator(peer_ttl=peer_ttl)
         empty = core.MetricsSnapshot(per_peer=per_peer)
         self.current: tuple[core.MetricsSnapshot, list[core.Family]] = (
@@ -261,6 +280,24 @@ class MetricsPoller:
 
     def _publish(self, snap: core.MetricsSnapshot) -> None:
         self.current = (snap, core.charon_families(snap))
+        self._write_state()
+
+    def _write_state(self) -> None:
+        """The last down per connection, for `swand status` (atomic replace; only when
+        changed; a failure is logged, never raised)."""
+        if self.state_path is None:
+            return
+        downs = self.registry.last_downs()
+        if downs == self._state_written:
+            return
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(downs, sort_keys=True))
+            tmp.replace(self.state_path)
+            self._state_written = downs
+        except OSError as exc:
+            log.warning("status_state_write_failed", path=str(self.state_path), error=str(exc))
 
     async def _ensure_events(self) -> None:
         if not self.own_events:
