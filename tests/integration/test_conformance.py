@@ -428,3 +428,39 @@ def test_conformance(make_lab: Any, tmp_path: Path) -> None:
             print(f"    {line}")
     assert agree >= _threshold(CHARON_THRESHOLD, agree + len(disagree)), \
         [n for n, _ in disagree]
+
+
+def test_list_values_split_like_swanctl(tmp_path: Path) -> None:
+    """Differential check of the comma-list tokenizer against swanctl itself: random
+    values (commas, blanks, single quotes) in a list key and a file-list key."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    if shutil.which("swanctl") is None:
+        pytest.fail("swanctl is not installed (dev.sh installs strongswan-swanctl)")
+    fake = RecordingVici(tmp_path / "fake.vici")
+    folder = tmp_path / "swanctl"
+    (folder / "x509").mkdir(parents=True)
+    for name in ("a", "b", "ab", "a b", "'a", "a'", "b'a"):
+        (folder / "x509" / name).write_bytes(f"file {name}".encode())
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(alphabet="ab, '", max_size=12), st.text(alphabet="ab, '", max_size=8))
+    def check(value: str, files: str) -> None:
+        conf = folder / "swanctl.conf"
+        conf.write_text(f"connections {{\n c {{\n  proposals = {value}\n"
+                        f"  local {{\n   certs = {files}\n  }}\n }}\n}}\n")
+        fake.log.clear()
+        subprocess.run(["swanctl", "--load-conns", "--uri", f"unix://{fake.path}",
+                        "--file", str(conf)], capture_output=True, timeout=30, check=False)
+        theirs = [m for c, m in fake.log if c == "load-conn"]
+        tree = parse_file(conf)
+        state, _ = translate(tree, read_credentials(str(folder), tree))
+        mine = [dict(i.message) for i in state.conns.values()]
+        assert _as_bytes(mine) == _as_bytes([dict(m) for m in theirs]), (value, files)
+
+    try:
+        check()
+    finally:
+        fake.close()
