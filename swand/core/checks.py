@@ -250,7 +250,7 @@ def proposal_problem(p: Proposal, kind: str) -> str | None:
     `kind` is "ike", "esp" or "ah". Rules checked against charon 5.9.8."""
     if p.is_default:
         return None
-    unknown = [t for t in p.tokens if t not in KEYWORDS]
+    unknown = [t for t in p.tokens if t not in KEYWORDS and not is_charon6_keyword(t)]
     if unknown:
         return f"unknown algorithm keyword{'s' if len(unknown) > 1 else ''} " + \
             ", ".join(repr(t) for t in unknown)
@@ -263,13 +263,28 @@ def proposal_problem(p: Proposal, kind: str) -> str | None:
     if aead and len(aead) != len(encr):
         return "mixes AEAD (GCM/CCM/ChaCha20) and non-AEAD encryption in one proposal"
     if kind == "ike":
-        if not [t for t in p.of(KE) if t not in _NO_KE]:
+        if not [t for t in p.of(KE) if t not in _NO_KE] and not any(
+                t.startswith("mlkem") for t in p.tokens):
             return "an IKE proposal needs a key exchange (DH) group, e.g. ecp384"
         if aead and not (p.of(PRF) or p.of(INTEG)):
             return "an AEAD IKE proposal needs a PRF, e.g. prfsha384"
         if not aead and not p.of(INTEG):
             return "a non-AEAD IKE proposal needs an integrity algorithm, e.g. sha384"
     return None
+
+
+#: strongSwan 6.0's additional key exchanges (RFC 9370) and ML-KEM
+_CHARON6_KE = re.compile(r"^(?:ke[1-7]_)?(?:mlkem(?:512|768|1024))$|^ke[1-7]_(?P<group>\w+)$")
+
+
+def is_charon6_keyword(token: str) -> bool:
+    """`ke1_ecp384`, `mlkem768`, `ke2_mlkem1024`: valid for charon 6.0, unknown to 5.9."""
+    m = _CHARON6_KE.match(token)
+    if not m:
+        return False
+    group = m.group("group")
+    return group is None or (group in KEYWORDS and KEYWORDS[group][0] == KE) or \
+        group.startswith("mlkem")
 
 
 def windows_can_negotiate(p: Proposal, kind: str) -> bool:
@@ -324,6 +339,13 @@ def check_proposals(inp: CheckInput) -> list[Finding]:
             proposals = parse_proposals(setting.value)
             valid = []
             for p in proposals:
+                newer = [t for t in p.tokens if is_charon6_keyword(t)]
+                if newer:
+                    out.append(finding_at(
+                        setting.origin, "warning", "proposal-charon6",
+                        f"{sec.path}.{key}: '{p.text}': {', '.join(newer)} need charon 6.0 "
+                        "(additional key exchanges / ML-KEM); charon 5.9 rejects the "
+                        "connection", "run charon 6.0, or drop them for 5.9"))
                 problem = proposal_problem(p, kind)
                 if problem:
                     out.append(finding_at(
@@ -577,6 +599,10 @@ def check_certificates(inp: CheckInput) -> list[Finding]:
     }
     encrypted = [f.path for f, k in keys if k == "encrypted"]
     seen: set[tuple[str, str]] = set()
+    # the chain matters for the gateway's own certificate (clients check it against the
+    # same CA); a client's certificate may chain through intermediates only its peer has
+    gateway_certs = {_cert_key(lc.name, "x509") for conn in _connections(inp.tree)
+                     if _is_road_warrior(conn) for lc in _local_certs(conn)}
 
     for lc in (lc for conn in _connections(inp.tree) for lc in _local_certs(conn)):
         rel = _cert_key(lc.name, "x509")
@@ -654,7 +680,7 @@ def check_certificates(inp: CheckInput) -> list[Finding]:
                 where, "warning", "cert-expiring",
                 f"{cf.path} expires in {days} day{'s' if days != 1 else ''} "
                 f"({_not_after(cert):%Y-%m-%d})", "renew it now and reload"))
-        if not chains_to_ca(cert, cas, intermediates):
+        if rel in gateway_certs and not chains_to_ca(cert, cas, intermediates):
             out.append(finding_at(
                 where, "error", "cert-chain",
                 f"{cf.path} does not chain to a CA in x509ca/ (issuer "
@@ -856,6 +882,8 @@ def check_pools(inp: CheckInput, facts: SystemFacts | None = None) -> list[Findi
                 f"pool '{name}' holds one address but connections {names} use it: only one "
                 "of them gets it", "give each pinned client its own one-address pool"))
         for conn in conns:
+            if _pinned_by_address(conn):
+                continue
             if any(_is_wildcard(parse_identity(r.get("id") or "%any"))
                    for r in _rounds(conn, "remote")) or not _rounds(conn, "remote"):
                 out.append(finding_at(
@@ -866,12 +894,22 @@ def check_pools(inp: CheckInput, facts: SystemFacts | None = None) -> list[Findi
     return out
 
 
+def _pinned_by_address(conn: Section) -> bool:
+    """A connection limited to specific peer addresses (`remote_addrs`): charon selects it
+    by address first, so identity-based conflicts and pins do not apply as for %any."""
+    addrs = [a.lower() for a in _list(conn.get("remote_addrs"))]
+    return bool(addrs) and not all(a in ("%any", "%any4", "%any6", "0.0.0.0/0", "::/0")
+                                   for a in addrs)
+
+
 def check_remote_ids(inp: CheckInput) -> list[Finding]:
     """Two connections a client could match equally: the same remote id (and local id,
     auth method, addresses). charon always picks the first; the second is dead."""
     out: list[Finding] = []
     seen: dict[tuple[object, ...], Section] = {}
     for conn in _connections(inp.tree):
+        if _pinned_by_address(conn):
+            continue  # selected by the peer's address, or an initiator: ids may repeat
         remotes = _rounds(conn, "remote") or [None]
         locals_ = _rounds(conn, "local")
         local_id = (locals_[0].get("id") or "") if locals_ else ""
@@ -879,9 +917,16 @@ def check_remote_ids(inp: CheckInput) -> list[Finding]:
             rid = (rnd.get("id") if rnd is not None else None) or "%any"
             auth = ((rnd.get("auth") if rnd is not None else None) or "pubkey").lower()
             ident = parse_identity(rid)
+            # constraints that make charon skip a config for a client (group membership,
+            # a pinned certificate or key, a CA, an EAP identity) tell the two apart
+            constraints = tuple(
+                (k, (rnd.get(k) or "").lower()) if rnd is not None else (k, "")
+                for k in ("groups", "certs", "pubkeys", "cacerts", "cert_policy", "eap_id",
+                          "ca_id")
+            )
             key = (
                 ident.kind, ident.value.lower() if ident.kind != "dn" else
-                _normalize_dn(ident.value), auth, local_id.lower(),
+                _normalize_dn(ident.value), auth, local_id.lower(), constraints,
                 tuple(sorted(_list((conn.get("remote_addrs") or "%any").lower()))),
                 tuple(sorted(_list((conn.get("local_addrs") or "%any").lower()))),
                 conn.get("version") or "0",

@@ -672,3 +672,67 @@ def test_command_certificate_by_absolute_path(
     doc = json.loads(out)
     assert code == 0, doc
     assert not [f for f in doc["findings"] if f["code"].startswith(("cert", "key", "load"))]
+
+
+def test_charon6_key_exchanges_are_a_version_warning(ca: CA,
+                                                     gateway: tuple[bytes, bytes]) -> None:
+    text = conf(proposals="aes256-sha384-ecp384-ke1_mlkem768",
+                esp="aes256gcm16-ecp384-ke1_mlkem768")
+    found = checks.check_proposals(make_input(text, gateway, ca))
+    assert codes(found) == {"proposal-charon6": "warning"}
+    assert "charon 6.0" in found[0].message
+    pure = checks.check_proposals(make_input(conf(proposals="aes256-sha384-mlkem768"),
+                                             gateway, ca))
+    assert "proposal-invalid" not in codes(pure)
+    bogus = checks.check_proposals(make_input(conf(proposals="aes256-sha384-ecp384-ke1_foo"),
+                                              gateway, ca))
+    assert codes(bogus)["proposal-invalid"] == "error"
+
+
+GROUPS = """
+connections {
+    %(name)s {
+        pools = rw_pool
+        rekey_time = 0
+        local {
+            certs = gateway.pem
+            id = vpn.example.org
+        }
+        remote {
+            auth = pubkey
+            %(constraint)s
+        }
+    }
+}
+"""
+
+
+def test_remote_id_constraints_and_address_pins_tell_connections_apart(
+    ca: CA, gateway: tuple[bytes, bytes],
+) -> None:
+    a = GROUPS % {"name": "finance", "constraint": "groups = finance"}
+    b = GROUPS % {"name": "sales", "constraint": "groups = sales"}
+    assert checks.check_remote_ids(make_input(a + b, gateway, ca)) == []
+    same = GROUPS % {"name": "sales", "constraint": "groups = finance"}
+    assert codes(checks.check_remote_ids(make_input(a + same, gateway, ca))) == {
+        "remote-id-duplicate": "warning"}  # %any: a warning, not an error
+    # connections bound to a peer address are chosen by address first
+    site = same.replace("pools = rw_pool", "remote_addrs = 203.0.113.7")
+    assert checks.check_remote_ids(make_input(a + site, gateway, ca)) == []
+    pinned = (PINNED % {"name": "carol", "rid": "%any"}).replace(
+        "pools = pin", "pools = pin\n        remote_addrs = carol.example.org")
+    assert checks.check_pools(make_input(pinned, gateway, ca)) == []
+
+
+def test_client_certificate_chain_is_the_peers_business(ca: CA) -> None:
+    """On a client, the local certificate may chain through intermediates the gateway
+    holds: no cert-chain finding (validity and key are still checked)."""
+    other = CA("another CA")
+    cert, key = other.issue("t520", server=False)
+    text = (ROOT / "etc" / "swanctl-client" / "swanctl.conf").read_text().replace(
+        '"C=CH, O=swand lab, CN=t520"', '"C=CH, O=swand test, CN=t520"')
+    inp = CheckInput(tree=settings.parse_text(text, "swanctl.conf"), conf_file="swanctl.conf",
+                     certs=(CredentialFile("x509/t520.pem", cert),),
+                     cas=(CredentialFile("x509ca/ca.pem", ca.pem),),
+                     keys=(CredentialFile("private/t520.pem", key),), now=NOW)
+    assert checks.check_certificates(inp) == []
