@@ -82,3 +82,54 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     for sources in copied:
         for src in sources.split():
             assert src.split("/")[0] not in ignored, src
+
+
+def _healthcheck_argv() -> list[str]:
+    import json
+
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    m = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", joined, re.M)
+    assert m, "HEALTHCHECK CMD [...] not found"
+    return json.loads(m.group(1))
+
+
+def test_healthcheck_command_passes_and_fails_as_it_should() -> None:
+    """Run the image's health command (with this Python) against a metrics endpoint that
+    answers and one that does not."""
+    import http.server
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"swand_charon_up 1\n"
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    argv = _healthcheck_argv()
+    assert argv[0] == "/opt/swand/bin/python"
+    argv[0] = sys.executable
+    try:
+        port = server.server_address[1]
+        ok = subprocess.run(argv, env={"SWAND_HEALTH_URL": f"http://127.0.0.1:{port}/metrics"},
+                            capture_output=True, timeout=30)
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = subprocess.run(argv, env={"SWAND_HEALTH_URL": f"http://127.0.0.1:{closed}/metrics"},
+                          capture_output=True, timeout=30)
+    assert down.returncode != 0
