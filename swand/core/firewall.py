@@ -217,10 +217,11 @@ class FirewallInputs:
 def pools_from_vici(reply: Mapping[str, Mapping[str, object]]) -> tuple[Pool, ...]:
     """Pools from a ``get-pools`` reply ({name: {base, size, ...}}).
 
-    charon reports a CIDR pool ``a/p`` as base = network id and size = 2^h - 2 (network and
-    broadcast addresses are never leased), a range pool as base = first, size = count; so
-    a base aligned on 2^h with size 2^h - 2 is turned back into its CIDR, size 1 into a
-    host route, anything else into the exact CIDRs covering [base, base + size).
+    charon reports a CIDR pool ``a/p`` with size = 2^h - 2 (network and broadcast
+    addresses are never leased) and base = the network id (5.9) or the first leasable
+    address (6.0), a range pool as base = first, size = count; so a base aligned on 2^h
+    (or one past it) with size 2^h - 2 is turned back into its CIDR, size 1 into a host
+    route, anything else into the exact CIDRs covering [base, base + size).
     """
     pools: list[Pool] = []
     for name, info in sorted(reply.items()):
@@ -236,8 +237,10 @@ def pools_from_vici(reply: Mapping[str, Mapping[str, object]]) -> tuple[Pool, ..
             nets = [f"{base}/{bits}"]
         else:
             host_bits = (size + 2).bit_length() - 1
-            if (size + 2) == 1 << host_bits and int(base) % (1 << host_bits) == 0:
-                nets = [f"{base}/{bits - host_bits}"]
+            block = 1 << host_bits
+            if (size + 2) == block and int(base) % block in (0, 1):
+                network = base - int(base) % block
+                nets = [f"{network}/{bits - host_bits}"]
             else:
                 last = base + (size - 1)
                 nets = [str(n) for n in ipaddress.summarize_address_range(base, last)]

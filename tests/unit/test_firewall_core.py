@@ -180,6 +180,18 @@ def test_pools_from_get_pools() -> None:
     assert pools["pool6"] == ("fd00::/120",)
 
 
+def test_pools_from_get_pools_of_charon_6() -> None:
+    """charon 6.0 reports a CIDR pool's base as its first leasable address."""
+    reply = {
+        "pool4": {"base": "10.8.0.129", "size": "126"},
+        "p2": {"base": "10.9.0.1", "size": "254"},
+        "pinned": {"base": "10.8.0.1", "size": "1"},
+    }
+    pools = {p.name: p.networks for p in pools_from_vici(reply)}
+    assert pools == {"pool4": ("10.8.0.128/25",), "p2": ("10.9.0.0/24",),
+                     "pinned": ("10.8.0.1/32",)}
+
+
 def test_child_sas_from_list_sas_events() -> None:
     events = [{
         "rw": {
