@@ -200,6 +200,7 @@ def collect(args: argparse.Namespace) -> list[Finding]:
         tree=tree, conf_file=str(conf), certs=read(CERT_FOLDERS) + outside_files(tree),
         cas=read(CA_FOLDERS),
         keys=read(KEY_FOLDERS), clients=read(CLIENT_FOLDERS), windows=cfg.check.windows,
+        keepalive=cfg.keepalive.conns, swand_toml=cfg.source,
     )
     if unreadable:
         # without the folders the credential checks would only report false problems

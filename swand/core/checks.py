@@ -109,6 +109,9 @@ class CheckInput:
     clients: tuple[CredentialFile, ...] = ()
     #: swand.toml [check] windows
     windows: str = "auto"
+    #: swand.toml [keepalive] conns, and where they were set
+    keepalive: tuple[str, ...] = ()
+    swand_toml: str = "swand.toml"
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
@@ -1029,6 +1032,27 @@ def check_system(inp: CheckInput, facts: SystemFacts, firewall_enabled: bool) ->
     return out
 
 
+# --- swand.toml against swanctl.conf -------------------------------------------------------
+
+def check_keepalive(inp: CheckInput) -> list[Finding]:
+    """[keepalive] conns must name connections (or their children) that exist and can be
+    initiated: a typo would silently keep nothing up."""
+    names = {c.name for c in _connections(inp.tree)}
+    children = {
+        child for c in _connections(inp.tree)
+        for child in (c.sections["children"].sections if "children" in c.sections else ())
+    }
+    out = []
+    for name in inp.keepalive:
+        if name not in names and name not in children:
+            known = ", ".join(sorted(names)) or "none"
+            out.append(Finding(inp.swand_toml, 0, "error", "keepalive-unknown",
+                               f"[keepalive] conns names '{name}', which swanctl.conf does not "
+                               f"define (connections: {known})",
+                               "fix the name in swand.toml"))
+    return out
+
+
 # --- everything ---------------------------------------------------------------------------
 
 def settings_warnings(tree: Section) -> list[Finding]:
@@ -1057,6 +1081,7 @@ def run_checks(
     out += check_client_cert_curves(inp)
     out += check_pools(inp, facts)
     out += check_remote_ids(inp)
+    out += check_keepalive(inp)
     if facts is not None:
         out += check_system(inp, facts, firewall_enabled)
     return sorted(dict.fromkeys(out), key=lambda f: (f.file, f.line, f.severity, f.code))

@@ -736,3 +736,26 @@ def test_client_certificate_chain_is_the_peers_business(ca: CA) -> None:
                      cas=(CredentialFile("x509ca/ca.pem", ca.pem),),
                      keys=(CredentialFile("private/t520.pem", key),), now=NOW)
     assert checks.check_certificates(inp) == []
+
+
+def test_keepalive_names_must_exist(ca: CA) -> None:
+    text = (ROOT / "etc" / "swanctl-client" / "swanctl.conf").read_text()
+    tree = settings.parse_text(text, "swanctl.conf")
+    ok = CheckInput(tree=tree, conf_file="swanctl.conf", keepalive=("home",))
+    assert checks.check_keepalive(ok) == []
+    typo = CheckInput(tree=tree, conf_file="swanctl.conf", keepalive=("hmoe",),
+                      swand_toml="/etc/swand/swand.toml")
+    found = checks.check_keepalive(typo)
+    assert codes(found) == {"keepalive-unknown": "error"}
+    assert found[0].file == "/etc/swand/swand.toml" and "home" in found[0].message
+
+
+def test_shipped_client_pair_is_consistent(tmp_path: Path, ca: CA,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """etc/swand/swand-client.toml keeps up what etc/swanctl-client/swanctl.conf defines."""
+    d = tmp_path / "swanctl"
+    shutil.copytree(ROOT / "etc" / "swanctl-client", d)
+    _, out = _check(capsys, "-c", str(ROOT / "etc" / "swand" / "swand-client.toml"),
+                       "--swanctl-dir", str(d), "--json")
+    doc = json.loads(out)
+    assert "keepalive-unknown" not in {f["code"] for f in doc["findings"]}
