@@ -514,11 +514,12 @@ def translate(tree: Section, src: CredentialSource) -> tuple[DesiredState, list[
     tokens: dict[str, Item] = {}
 
     # files of the folders that could not be read: swanctl skips them with a message
+    named = set(referenced_files(tree, src.swanctl_dir))
     for path, reason in sorted(src.unreadable.items()):
         folder = posixpath.basename(posixpath.dirname(path))
-        if posixpath.dirname(posixpath.dirname(path)) != src.swanctl_dir.rstrip("/") or \
-                folder not in CREDENTIAL_FOLDERS:
-            continue  # a file named by the configuration: reported with its connection
+        if path in named or folder not in CREDENTIAL_FOLDERS or \
+                posixpath.dirname(posixpath.dirname(path)) != src.swanctl_dir.rstrip("/"):
+            continue  # a file named by the configuration: reported with its user
         rel = f"{folder}/{posixpath.basename(path)}"
         errors.append(LoadError(rel, "credential file", f"cannot be read: {reason}"))
         kind = "cert" if any(folder == f for f, _, _ in CERT_FOLDERS) else "key"

@@ -496,7 +496,9 @@ class ConfigLoader:
         assert self.desired is not None
         returned_ids: set[str] = set()
         cred_failed = False
-        authority_failed = False
+        # an authority that could not even be translated (its cacert missing) fails
+        # swanctl's authorities stage just the same
+        authority_failed = any(kind == "authority" for kind, _ in self.desired.broken)
         pool_failed = False
         steps = list(the_plan.steps)
         index = 0

@@ -464,3 +464,36 @@ def test_list_values_split_like_swanctl(tmp_path: Path) -> None:
         check()
     finally:
         fake.close()
+
+
+def test_broken_authority_stops_pools_and_connections_like_swanctl(tmp_path: Path) -> None:
+    """swanctl --load-all stops after a failing authorities stage; so does swand."""
+    from swand.runtime.loader import ConfigLoader
+
+    fake = RecordingVici(tmp_path / "fake.vici")
+    folder = tmp_path / "swanctl"
+    folder.mkdir()
+    (folder / "swanctl.conf").write_text(
+        "authorities { ca { cacert = missing.pem } }\n"
+        "pools { p { addrs = 10.0.0.0/24 } }\nconnections { c { version = 2 } }\n")
+    try:
+        subprocess.run(["swanctl", "--load-all", "--noprompt", "--uri", f"unix://{fake.path}",
+                        "--file", str(folder / "swanctl.conf")], capture_output=True,
+                       timeout=30, check=False)
+        theirs = [c for c, _ in fake.log if c.startswith("load-")]
+        fake.log.clear()
+
+        async def swand() -> Any:
+            from swand.adapters.vici import ViciSession
+
+            async with await ViciSession.connect(f"unix://{fake.path}") as session:
+                return await ConfigLoader(str(folder)).reconcile(session, reread=True)
+
+        report = asyncio.run(swand())
+        mine = [c for c, _ in fake.log if c.startswith("load-")]
+    finally:
+        fake.close()
+    assert theirs == mine == []
+    assert not report.ok
+    assert "authority 'ca'" in report.failure_lines()[0]
+    assert any("connection 'c'" in line for line in report.failure_lines())
