@@ -36,6 +36,7 @@ every rekey and vanish with the SA. swand keeps, per (connection, child):
 from __future__ import annotations
 
 import calendar
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -56,6 +57,15 @@ def _s(value: Any, default: str = "") -> str:
     return str(value)
 
 
+def _own(value: Any) -> str:
+    """A fresh copy of a text value that outlives the decoded VICI message: keeping a
+    reference into the message would pin the allocator arenas of the whole (possibly
+    100k-SA) payload, and resident memory would stay at the poll's peak."""
+    text = _s(value)
+    return text.encode("utf-8", errors="surrogateescape").decode(
+        "utf-8", errors="surrogateescape") if text else ""
+
+
 def _i(value: Any, default: int = 0) -> int:
     try:
         return int(_s(value) or default)
@@ -67,14 +77,14 @@ def _strs(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, list | tuple):
-        return tuple(_s(v) for v in value)
-    return (_s(value),)
+        return tuple(_own(v) for v in value)
+    return (_own(value),)
 
 
 # --- model ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Traffic:
     bytes_in: int = 0
     bytes_out: int = 0
@@ -132,7 +142,7 @@ class ConfiguredConn:
     remote_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSa:
     name: str
     uniqueid: str
@@ -142,7 +152,7 @@ class ChildSa:
     installed_at: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IkeSa:
     connection: str
     uniqueid: str
@@ -161,7 +171,7 @@ class IkeSa:
         return self.remote_eap_id or self.remote_xauth_id or self.remote_id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lease:
     address: str
     identity: str
@@ -178,7 +188,7 @@ class Pool:
     leases: tuple[Lease, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Certificate:
     subject: str
     issuer: str = ""
@@ -203,7 +213,7 @@ class CharonView:
     certs: tuple[Certificate, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerTotals:
     connection: str
     peer: str
@@ -299,10 +309,10 @@ def parse_conns(events: Iterable[Mapping[str, Any]]) -> tuple[ConfiguredConn, ..
 def parse_child(key: str, body: Mapping[str, Any], now: float) -> ChildSa:
     install = body.get("install-time")
     return ChildSa(
-        name=_s(body.get("name")) or key,
-        uniqueid=_s(body.get("uniqueid")),
-        reqid=_s(body.get("reqid")),
-        state=_s(body.get("state")),
+        name=sys.intern(_s(body.get("name")) or key),
+        uniqueid=_own(body.get("uniqueid")),
+        reqid=_own(body.get("reqid")),
+        state=sys.intern(_s(body.get("state"))),
         traffic=Traffic(
             _i(body.get("bytes-in")), _i(body.get("bytes-out")),
             _i(body.get("packets-in")), _i(body.get("packets-out")),
@@ -315,13 +325,13 @@ def parse_ike(name: str, body: Mapping[str, Any], now: float) -> IkeSa:
     established = body.get("established")
     children = body.get("child-sas") or {}
     return IkeSa(
-        connection=name,
-        uniqueid=_s(body.get("uniqueid")),
-        state=_s(body.get("state")),
-        remote_host=_s(body.get("remote-host")),
-        remote_id=_s(body.get("remote-id")),
-        remote_eap_id=_s(body.get("remote-eap-id")),
-        remote_xauth_id=_s(body.get("remote-xauth-id")),
+        connection=sys.intern(name),
+        uniqueid=_own(body.get("uniqueid")),
+        state=sys.intern(_s(body.get("state"))),
+        remote_host=_own(body.get("remote-host")),
+        remote_id=_own(body.get("remote-id")),
+        remote_eap_id=_own(body.get("remote-eap-id")),
+        remote_xauth_id=_own(body.get("remote-xauth-id")),
         remote_vips=_strs(body.get("remote-vips")),
         established_at=now - _i(established) if established is not None else None,
         children=tuple(
@@ -397,7 +407,7 @@ def parse_certs(events: Iterable[Mapping[str, Any]]) -> tuple[Certificate, ...]:
 # --- traffic accumulator ----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     connection: str
     child: str

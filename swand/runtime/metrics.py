@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import threading
@@ -52,6 +53,24 @@ log = get_logger("swand.metrics")
 
 #: events the poller's own stream follows (final counters and liveness)
 POLLER_EVENTS = ("child-updown", "child-rekey", "ike-updown")
+
+
+def _release_memory() -> None:
+    """Give the decoded list-sas payload's memory back to the OS after a poll.
+
+    A poll of N SAs briefly holds N decoded event dicts; glibc keeps freed heap pages
+    unless asked, so resident memory would stay at the peak of the largest poll."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 class MetricsRegistry:
@@ -234,6 +253,8 @@ class MetricsPoller:
             polled_at=now,
         )
         self._publish(snap)
+        del view, snap
+        _release_memory()
         return True
 
     async def _read_view(self) -> core.CharonView:
