@@ -2,7 +2,8 @@
 charon has), reconcile the firewall once, exit.
 
 Exit status: 0 when everything loaded; 1 with one line per failure on stderr (each naming
-file:line or the item); 2 when swand.toml is unusable or charon cannot be reached.
+file:line or the item; a swanctl.conf that does not parse changes nothing); 2 when
+swand.toml is unusable or charon cannot be reached.
 """
 
 from __future__ import annotations
@@ -50,23 +51,31 @@ async def _firewall(cfg: SwandConfig, session: Any) -> list[str]:
 
 async def apply_once(cfg: SwandConfig, *, firewall: FirewallHook | None = _firewall,
                      timeout: float = 30.0) -> tuple[LoadReport | None, list[str]]:
-    """Load once (and run the firewall hook unless None). Returns the load report and the
-    failure lines (empty: success)."""
+    """Load once (and run the firewall hook unless None). Returns the load report (None
+    when nothing was loaded) and the failure lines (empty: success).
+
+    The folder is read before charon is contacted: a file that does not parse is
+    reported (and nothing changed) even when charon is down."""
     from swand.adapters.vici import ViciError, ViciSession
 
     loader = ConfigLoader(cfg.swanctl.dir, terminate_removed=cfg.swanctl.terminate_removed)
+    parsed, config_errors = loader.reread()
+    config_lines = [str(e) for e in config_errors]
+    if not parsed:
+        return None, config_lines
     try:
         session = await ViciSession.connect(cfg.charon.vici, timeout=min(timeout, 10.0))
     except ViciError as exc:
-        return None, [f"charon: {exc}"]
+        return None, [*config_lines, f"charon: {exc}"]
     try:
         try:
             async with asyncio.timeout(timeout):
-                report = await loader.reconcile(session, reread=True)
+                report = await loader.reconcile(session)  # the folder was just read
         except (ViciError, TimeoutError) as exc:
-            return None, [f"charon: {exc or 'no answer within the timeout'}"]
+            return None, [*config_lines, f"charon: {exc or 'no answer within the timeout'}"]
+        report.config_errors = list(config_errors)
         failures = report.failure_lines()
-        if firewall is not None and report.parsed:
+        if firewall is not None:
             failures += await firewall(cfg, session)
         return report, failures
     finally:
@@ -87,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     for line in failures:
         print(line, file=sys.stderr)
     if report is None:
-        return 2
+        return 2 if failures and failures[-1].startswith("charon: ") else 1
     counts = report.counts()
     done = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to change"
     print(f"swand apply: {done} ({report.duration * 1000:.0f} ms)")
