@@ -78,9 +78,11 @@ SECRET_TYPES: tuple[str, ...] = (
 )
 SHARED_TYPES = frozenset({"eap", "xauth", "ntlm", "ike", "ppk"})
 
-#: keyed digests: stable within one process (swand's record lives in memory), but a digest
-#: of a short PSK cannot be brute-forced from a log line
+#: the digests of secret-bearing items (keys, shared secrets, tokens) are keyed with this:
+#: stable within one process (swand's record lives in memory), and a digest of a short
+#: PSK cannot be brute-forced from a log line. Other items' digests are stable everywhere.
 _DIGEST_KEY = _secrets.token_bytes(32)
+SECRET_KINDS = frozenset({"key", "shared", "token"})
 
 
 # --- inputs -----------------------------------------------------------------------------
@@ -213,18 +215,21 @@ def split_list(value: str) -> list[str]:
     return out
 
 
-def digest(command: str, message: Mapping[str, Any]) -> str:
-    """A keyed content hash of one command: equal iff the bytes sent would be equal.
+def digest(command: str, message: Mapping[str, Any], *, secret: bool = False) -> str:
+    """A content hash of one command: equal iff the bytes sent would be equal (keyed per
+    process when the message holds a secret).
 
     repr() of the plain dicts/lists/str/bytes the translation builds is exact (types and
     order show) and runs in C: hashing 1,000 connections costs milliseconds."""
     text = repr((command, message)).encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(text, key=_DIGEST_KEY, digest_size=12).hexdigest()
+    return hashlib.blake2b(text, key=_DIGEST_KEY if secret else b"",
+                           digest_size=12).hexdigest()
 
 
 def _item(kind: str, name: str, command: str, message: dict[str, Any],
           origin: Origin | None) -> Item:
-    return Item(kind, name, command, message, origin, digest(command, message))
+    return Item(kind, name, command, message, origin,
+                digest(command, message, secret=kind in SECRET_KINDS))
 
 
 def _resolve(swanctl_dir: str, folder: str, token: str) -> str:

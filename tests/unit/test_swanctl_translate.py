@@ -4,6 +4,7 @@ them (the corpus-wide check against swanctl itself is tests/integration/test_con
 from __future__ import annotations
 
 import datetime
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,11 @@ def test_digests_follow_content_only() -> None:
     assert a.pools["p"].digest != c.pools["p"].digest
     assert a.conns["c"].digest == c.conns["c"].digest
     assert digest("load-conn", {"c": {"x": ["1"]}}) != digest("load-conn", {"c": {"x": "1"}})
+    # public items hash the same in every process; secret-bearing ones are keyed
+    assert a.conns["c"].digest == hashlib.blake2b(
+        repr(("load-conn", a.conns["c"].message)).encode(), digest_size=12).hexdigest()
+    psk = {"id": "ike", "type": "ike", "data": b"pw", "owners": []}
+    assert digest("load-shared", psk, secret=True) != digest("load-shared", psk)
     assert "message" not in repr(a.conns["c"])
 
 
