@@ -52,6 +52,10 @@ from swand.core.swanctl import (
     translate,
 )
 
+CREDENTIAL_KINDS = frozenset({"cert", "key", "token", "shared"})
+CREDENTIAL_REMOVALS = frozenset({"clear-creds", "reload-creds", "unload-key",
+                                 "unload-shared"})
+
 #: largest credential file read (a certificate chain or PKCS#12 is far smaller)
 MAX_CREDENTIAL_FILE = 4 * 1024 * 1024
 
@@ -486,6 +490,9 @@ class ConfigLoader:
                     report.refused.append(step.item.label())
                 else:
                     kept.append(step)
+            if any(kind in CREDENTIAL_KINDS for kind, _ in self._failed):
+                # a refused credential still means: no removal may cost the last good one
+                kept = [s for s in kept if s.action not in CREDENTIAL_REMOVALS]
             the_plan = LoadPlan(tuple(kept))
         await self.execute(session, the_plan, report)
         report.duration = time.monotonic() - started
@@ -517,8 +524,7 @@ class ConfigLoader:
             if kind == "conn" and (authority_failed or pool_failed):
                 report.skipped.append(f"{step} (an authority or pool failed to load)")
                 continue
-            if step.action in ("clear-creds", "reload-creds", "unload-key",
-                               "unload-shared") and cred_failed:
+            if step.action in CREDENTIAL_REMOVALS and cred_failed:
                 report.skipped.append(f"{step} (a credential failed to load: the last "
                                       "good credentials stay)")
                 continue
@@ -528,7 +534,7 @@ class ConfigLoader:
             if not ok and step.action == "load" and step.item is not None:
                 self._failed[(kind, step.name)] = step.item.digest
             if not ok and step.action == "load":
-                if kind in ("cert", "key", "token", "shared"):
+                if kind in CREDENTIAL_KINDS:
                     cred_failed = True
                 elif kind == "authority":
                     authority_failed = True

@@ -204,6 +204,12 @@ def test_a_credential_that_fails_keeps_the_last_good_state(make_lab: Any) -> Non
             assert "clear-creds" in text  # skipped: the old certificate stays
             assert (await session.request("get-keys"))["keys"] == keys
             assert (await session.request("get-conns"))["conns"] == ["rw"]
+            # the periodic check neither retries nor clears: the old certificate stays
+            again = await loader.reconcile(session)
+            assert again.results == [] and again.failure_lines() == [], again
+            assert not again.ok and "x509/gateway.pem" in again.refused
+            certs, _ = await session.streamed("list-certs", "list-cert", {"type": "X509"})
+            assert len(certs) == 2  # gateway + CA, as loaded the first time
 
     asyncio.run(scenario())
     assert lab.connect(c1)
