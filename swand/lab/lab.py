@@ -767,7 +767,13 @@ def _install_exit_hooks() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
+    owner = os.getpid()
+
     def _exit(signum: int, _frame: Any) -> None:
+        if os.getpid() != owner:
+            # a forked child (pyroute2 forks to open sockets in a namespace, and stops
+            # the child with SIGTERM) must not unwind the parent's test run in its copy
+            os._exit(128 + signum)
         raise SystemExit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
