@@ -603,9 +603,13 @@ class ConfigLoader:
                 self._children.pop(step.name, None)
             elif step.action == "terminate":
                 key = "ike" if step.kind == "conn" else "child"
+                # force: no waiting for the peer's answer to DELETE, so the SA (and its
+                # pool lease: a pool removed too is unloaded next) is gone on return;
+                # VICI's timeout bounds the wait inside charon
                 with contextlib.suppress(ViciCommandError):  # no SA: nothing to end
                     await session.request(
-                        "terminate", {key: step.target, "force": "yes", "timeout": "-1"})
+                        "terminate", {key: step.target, "force": "yes", "timeout": "5000"},
+                        timeout=15.0)
             elif step.action == "unload-key":
                 await session.request("unload-key", {"id": step.target})
             elif step.action == "unload-shared":

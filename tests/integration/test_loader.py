@@ -123,17 +123,20 @@ def test_edit_and_reapply_adds_changes_removes_while_an_unrelated_sa_stays(
             report = await loader.reconcile(session, reread=True)
             assert report.ok and report.results == [], report.results
 
-            # change `other`, add `added`, remove `c2` (its SA must go), keep `rw`
+            # change `other`, add `added`, remove `c2` (its SA must go) and its pool,
+            # keep `rw`
             gw.write_swanctl_conf(gateway(
                 conn("rw"), conn("other", remote_id="nobody@lab.test", extra="mobike = no"),
-                conn("added", remote_id="new@lab.test")))
+                conn("added", remote_id="new@lab.test")).replace(
+                    "    pinned { addrs = 10.8.0.1/32 }\n", ""))
             report = await loader.reconcile(session, reread=True)
             assert report.ok, report.failure_lines()
             done = [(r.action, r.label, r.ok) for r in report.results]
             assert done == [("load", "connection 'other'", True),
                             ("load", "connection 'added'", True),
                             ("unload", "conn 'c2'", True),
-                            ("terminate", "conn 'c2'", True)], done
+                            ("terminate", "conn 'c2'", True),
+                            ("unload", "pool 'pinned'", True)], done
             conns = (await session.request("get-conns"))["conns"]
             assert sorted(conns) == ["added", "other", "rw"]
             after = sas(gw)
