@@ -52,6 +52,8 @@ from swand.core.swanctl import (
     translate,
 )
 
+#: marks a refused unload in ConfigLoader._failed (digests are hex)
+_UNLOAD = "unload"
 CREDENTIAL_KINDS = frozenset({"cert", "key", "token", "shared"})
 CREDENTIAL_REMOVALS = frozenset({"clear-creds", "reload-creds", "unload-key",
                                  "unload-shared"})
@@ -367,8 +369,8 @@ class ConfigLoader:
         self._digests: dict[tuple[str, str], str] = {}
         self._key_ids: dict[str, str] = {}
         self._children: dict[str, tuple[str, ...]] = {}
-        #: (kind, name) -> digest of loads charon refused: not retried by the periodic
-        #: check until the file changes (a reread clears this), so no log spam
+        #: (kind, name) -> digest of loads (or _UNLOAD for unloads) charon refused: not
+        #: retried by the periodic check until a reread or full pass, so no log spam
         self._failed: dict[tuple[str, str], str] = {}
         self._generation: int | None = None
         #: the last reread's parse error, while the last good state is in use
@@ -488,6 +490,9 @@ class ConfigLoader:
                 if step.action == "load" and step.item is not None and \
                         self._failed.get((step.kind, step.name)) == step.item.digest:
                     report.refused.append(step.item.label())
+                elif step.action == "unload" and \
+                        self._failed.get((step.kind, step.name)) == _UNLOAD:
+                    report.refused.append(f"unload {step.kind} '{step.name}'")
                 else:
                     kept.append(step)
             if any(kind in CREDENTIAL_KINDS for kind, _ in self._failed):
@@ -533,6 +538,8 @@ class ConfigLoader:
             ok = await self._run_step(session, step, report, returned_ids)
             if not ok and step.action == "load" and step.item is not None:
                 self._failed[(kind, step.name)] = step.item.digest
+            elif not ok and step.action == "unload":  # e.g. a pool with online leases
+                self._failed[(kind, step.name)] = _UNLOAD
             if not ok and step.action == "load":
                 if kind in CREDENTIAL_KINDS:
                     cred_failed = True

@@ -375,5 +375,14 @@ def test_pool_with_online_leases_is_reported_and_the_rest_still_loads(make_lab: 
             again = await loader.reconcile(session)
             assert again.results == [] and again.failure_lines() == []
             assert not again.ok and again.refused == ["pool 'pool4'"]
+            # removing the pool while the lease is online: refused once, not every pass
+            gw.write_swanctl_conf(text.replace("    pool4 { addrs = 10.8.0.128/25 }\n", "")
+                                  .replace("pools = pool4", "pools = pinned"))
+            report = await loader.reconcile(session, reread=True)
+            lines = report.failure_lines()
+            assert len(lines) == 1 and "unload pool 'pool4'" in lines[0], lines
+            assert "online leases" in lines[0], lines
+            again = await loader.reconcile(session)
+            assert again.failure_lines() == [] and again.refused == ["unload pool 'pool4'"]
 
     asyncio.run(scenario())
