@@ -200,7 +200,7 @@ class MetricsPoller:
         self._certs_at = 0.0
         self._wake = asyncio.Event()
         self._events_task: asyncio.Task[None] | None = None
-        self._last_good: core.MetricsSnapshot | None = None
+        self._gone_since_last_poll = False
 
     @property
     def snapshot(self) -> core.MetricsSnapshot:
@@ -215,7 +215,12 @@ class MetricsPoller:
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
 
     def charon_lost(self) -> None:
-        """charon went away: publish `up 0` now (the next poll reconnects)."""
+        """charon went away (its socket closed or refuses): publish `up 0` now; the next
+        poll reconnects and counts a restart."""
+        self._gone_since_last_poll = True
+        self._publish_down()
+
+    def _publish_down(self) -> None:
         snap = self.current[0]
         if snap.charon_up:
             self._publish(core.MetricsSnapshot(
@@ -237,9 +242,12 @@ class MetricsPoller:
         try:
             view = await self._read_view()
         except (ViciConnectionError, OSError) as exc:
+            text = str(exc)
+            if "cannot connect" in text or "closed the connection" in text:
+                self._gone_since_last_poll = True  # not merely slow: charon went away
             if self.current[0].charon_up:
-                log.warning("charon_poll_failed", vici=self.uri, error=str(exc))
-            self.charon_lost()
+                log.warning("charon_poll_failed", vici=self.uri, error=text)
+            self._publish_down()
             return False
         now = view.taken_at
         self.accumulator.observe(view.sas, now)
@@ -261,16 +269,23 @@ class MetricsPoller:
         s = self._session
         stats_reply = await s.request("stats", timeout=self.timeout)
         stats = core.parse_stats(stats_reply)
-        if s.generation != self._generation:
-            if self._generation:
+        reconnected = s.generation != self._generation
+        if reconnected:
+            if self._generation and self.own_events:
+                # in the daemon the EventWatcher owns the stream and counts reconnects
                 self.registry.record_vici_reconnect()
             self._generation = s.generation
             self._info = core.parse_version(await s.request("version", timeout=self.timeout))
             self._counters_supported = True
             self._certs_at = 0.0
             await self._ensure_events()
-        if self._start_time is None or is_restart(self._start_time, stats.start_time):
-            if self._start_time is not None:
+        # a restart: another start time (beyond charon's one-second jitter), or charon
+        # seen gone before this reconnect (a restart within the same second)
+        gone, self._gone_since_last_poll = self._gone_since_last_poll, False
+        restarted = self._start_time is not None and (
+            is_restart(self._start_time, stats.start_time) or (reconnected and gone))
+        if self._start_time is None or restarted:
+            if restarted:
                 log.warning("charon_restarted", vici=self.uri)
                 self.registry.record_charon_restart()
                 self.accumulator.charon_restarted()
