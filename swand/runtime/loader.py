@@ -369,8 +369,9 @@ class ConfigLoader:
         self._digests: dict[tuple[str, str], str] = {}
         self._key_ids: dict[str, str] = {}
         self._children: dict[str, tuple[str, ...]] = {}
-        #: (kind, name) -> digest of loads (or _UNLOAD for unloads) charon refused: not
-        #: retried by the periodic check until a reread or full pass, so no log spam
+        #: (kind, name) -> digest of loads (or _UNLOAD for unloads) charon refused: the
+        #: periodic check retries them quietly (report.refused), a reread or full pass
+        #: reports them again
         self._failed: dict[tuple[str, str], str] = {}
         self._generation: int | None = None
         #: the last reread's parse error, while the last good state is in use
@@ -484,70 +485,117 @@ class ConfigLoader:
             self._failed.clear()
         the_plan = loadplan.plan(self.desired, observed, self.record,
                                  terminate_removed=self.terminate_removed, full=full)
-        if self._failed:
-            kept: list[Step] = []
-            for step in the_plan.steps:
-                if step.action == "load" and step.item is not None and \
-                        self._failed.get((step.kind, step.name)) == step.item.digest:
-                    report.refused.append(step.item.label())
-                elif step.action == "unload" and \
-                        self._failed.get((step.kind, step.name)) == _UNLOAD:
-                    report.refused.append(f"unload {step.kind} '{step.name}'")
-                else:
-                    kept.append(step)
-            if any(kind in CREDENTIAL_KINDS for kind, _ in self._failed):
-                # a refused credential still means: no removal may cost the last good one
-                kept = [s for s in kept if s.action not in CREDENTIAL_REMOVALS]
-            the_plan = LoadPlan(tuple(kept))
-        await self.execute(session, the_plan, report)
+        # loads/unloads charon refused before are retried quietly: a repeated refusal
+        # goes to report.refused (not ok, but not a new failure line every check), a
+        # success converges (a pool's leases went offline, a pool a connection needed
+        # came back)
+        quiet = {
+            (s.kind, s.name) for s in the_plan.steps
+            if (s.action == "load" and s.item is not None
+                and self._failed.get((s.kind, s.name)) == s.item.digest)
+            or (s.action == "unload" and self._failed.get((s.kind, s.name)) == _UNLOAD)
+        }
+        await self.execute(session, the_plan, report, quiet=quiet, reread=reread)
         report.duration = time.monotonic() - started
         return report
 
-    async def execute(self, session: Session, the_plan: LoadPlan, report: LoadReport) -> None:
-        """Run a plan: per-item results into `report`; gating as swanctl --load-all."""
+    async def execute(self, session: Session, the_plan: LoadPlan, report: LoadReport, *,
+                      quiet: set[tuple[str, str]] | None = None, reread: bool = True
+                      ) -> None:
+        """Run a plan: per-item results into `report`; gating as swanctl --load-all.
+
+        `quiet`: (kind, name) of steps charon refused before; refused again, they are
+        listed in `report.refused` instead of as failures (and so is what they gate)."""
         assert self.desired is not None
+        quiet = quiet or set()
         returned_ids: set[str] = set()
-        cred_failed = False
+        # gate -> None (open) or whether what closed it was quiet
+        gates: dict[str, bool | None] = {"cred": None, "authority": None, "pool": None}
         # an authority that could not even be translated (its cacert missing) fails
         # swanctl's authorities stage just the same
-        authority_failed = any(kind == "authority" for kind, _ in self.desired.broken)
-        pool_failed = False
+        if any(kind == "authority" for kind, _ in self.desired.broken):
+            gates["authority"] = not reread
+
+        def gated(step: Step, gate: str, why: str) -> bool:
+            if gates[gate] is None:
+                return False
+            if gates[gate]:
+                report.refused.append(f"{step} (skipped: {why})")
+            else:
+                report.skipped.append(f"{step} ({why})")
+            return True
+
         steps = list(the_plan.steps)
+        terminated = False
         index = 0
         while index < len(steps):
             step = steps[index]
             index += 1
             kind = step.kind
             batch = self._pipeline_batch(session, steps, index - 1)
-            if batch and not (authority_failed or pool_failed):
+            if batch and gates["authority"] is None and gates["pool"] is None:
                 index += len(batch) - 1
-                await self._run_batch(session, batch, report)
+                await self._run_batch(session, batch, report, quiet)
                 continue
-            if kind == "pool" and authority_failed:
-                report.skipped.append(f"{step} (an authority failed to load)")
+            if kind == "pool" and gated(step, "authority", "an authority failed to load"):
                 continue
-            if kind == "conn" and (authority_failed or pool_failed):
-                report.skipped.append(f"{step} (an authority or pool failed to load)")
+            if kind == "conn" and (
+                    gated(step, "authority", "an authority failed to load")
+                    or gated(step, "pool", "a pool failed to load")):
                 continue
-            if step.action in CREDENTIAL_REMOVALS and cred_failed:
-                report.skipped.append(f"{step} (a credential failed to load: the last "
-                                      "good credentials stay)")
+            if step.action in CREDENTIAL_REMOVALS and gated(
+                    step, "cred", "a credential failed to load: the last good credentials "
+                    "stay"):
                 continue
             if step.action == "unload-key" and step.target in returned_ids:
                 continue
             ok = await self._run_step(session, step, report, returned_ids)
-            if not ok and step.action == "load" and step.item is not None:
+            if step.action == "terminate":
+                terminated = True
+            elif not ok and step.action == "unload" and kind == "pool" and terminated:
+                ok = await self._unload_pool_after_terminate(session, step, report)
+            was_quiet = (kind, step.name) in quiet
+            if ok:
+                self._failed.pop((kind, step.name), None)
+                continue
+            if step.action == "load" and step.item is not None:
                 self._failed[(kind, step.name)] = step.item.digest
-            elif not ok and step.action == "unload":  # e.g. a pool with online leases
+            elif step.action == "unload":  # e.g. a pool with online leases
                 self._failed[(kind, step.name)] = _UNLOAD
-            if not ok and step.action == "load":
-                if kind in CREDENTIAL_KINDS:
-                    cred_failed = True
-                elif kind == "authority":
-                    authority_failed = True
-                elif kind == "pool" and "lease" not in report.results[-1].error:
+            error = report.results[-1].error if report.results else ""
+            if was_quiet and report.results and not report.results[-1].ok:
+                failed = report.results.pop()
+                report.refused.append(f"{failed.action} {failed.label}")
+            if step.action != "load":
+                continue
+            gate = ("cred" if kind in CREDENTIAL_KINDS else
+                    "authority" if kind == "authority" else
                     # "online leases": charon keeps the old pool; the rest goes on
-                    pool_failed = True
+                    "pool" if kind == "pool" and "lease" not in error else None)
+            if gate is not None and gates[gate] is None:
+                gates[gate] = was_quiet
+            elif gate is not None and not was_quiet:
+                gates[gate] = False
+
+    async def _unload_pool_after_terminate(self, session: Session, step: Step,
+                                           report: LoadReport) -> bool:
+        """A pool whose connection was just removed: the terminated SAs release their
+        leases as charon destroys them, a moment after `terminate` returns. Retry for up
+        to 2 s before calling the unload refused."""
+        from swand.adapters.vici import ViciCommandError
+
+        if not report.results or "lease" not in report.results[-1].error:
+            return False
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            try:
+                await session.request("unload-pool", {"name": step.name})
+            except ViciCommandError:
+                continue
+            report.results[-1] = ItemResult("unload", report.results[-1].label, True)
+            self._digests.pop(("pool", step.name), None)
+            return True
+        return False
 
     @staticmethod
     def _pipeline_batch(session: Session, steps: list[Step], start: int) -> list[Step]:
@@ -559,8 +607,8 @@ class ConfigLoader:
             end += 1
         return steps[start:end] if end - start >= PIPELINE_MIN else []
 
-    async def _run_batch(self, session: Session, batch: list[Step], report: LoadReport
-                         ) -> None:
+    async def _run_batch(self, session: Session, batch: list[Step], report: LoadReport,
+                         quiet: set[tuple[str, str]]) -> None:
         """Pipelined connection loads; per-item results as for single steps."""
         from swand.adapters.vici import ViciLimitError, encode_request
 
@@ -581,11 +629,15 @@ class ConfigLoader:
         for step, reply in zip(sendable, replies, strict=True):
             assert step.item is not None
             if reply.get("success") == "no":
+                self._failed[(step.kind, step.name)] = step.item.digest
+                if (step.kind, step.name) in quiet:
+                    report.refused.append(f"load {step.item.label()}")
+                    continue
                 report.results.append(ItemResult("load", step.item.label(), False,
                                                  str(reply.get("errmsg", "failed")),
                                                  _where(step.item)))
-                self._failed[(step.kind, step.name)] = step.item.digest
             else:
+                self._failed.pop((step.kind, step.name), None)
                 self._remember(step.item, reply, set())
                 report.results.append(ItemResult("load", step.item.label(), True,
                                                  where=_where(step.item)))

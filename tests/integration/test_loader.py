@@ -210,7 +210,7 @@ def test_a_credential_that_fails_keeps_the_last_good_state(make_lab: Any) -> Non
             # the periodic check neither retries nor clears: the old certificate stays
             again = await loader.reconcile(session)
             assert again.results == [] and again.failure_lines() == [], again
-            assert not again.ok and "x509/gateway.pem" in again.refused
+            assert not again.ok and "load x509/gateway.pem" in again.refused, again.refused
             certs, _ = await session.streamed("list-certs", "list-cert", {"type": "X509"})
             assert len(certs) == 2  # gateway + CA, as loaded the first time
 
@@ -374,7 +374,7 @@ def test_pool_with_online_leases_is_reported_and_the_rest_still_loads(make_lab: 
             # the periodic check does not retry (and log) it every interval
             again = await loader.reconcile(session)
             assert again.results == [] and again.failure_lines() == []
-            assert not again.ok and again.refused == ["pool 'pool4'"]
+            assert not again.ok and again.refused == ["load pool 'pool4'"]
             # removing the pool while the lease is online: refused once, not every pass
             gw.write_swanctl_conf(text.replace("    pool4 { addrs = 10.8.0.128/25 }\n", "")
                                   .replace("pools = pool4", "pools = pinned"))
