@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from swand.adapters.vici import ViciSession
-from swand.lab import configs
+from swand.lab import configs, wait_for
 from swand.runtime.loader import PIPELINE_MIN, ConfigLoader, config_fingerprint
 
 in_lab = pytest.mark.lab
@@ -384,5 +384,12 @@ def test_pool_with_online_leases_is_reported_and_the_rest_still_loads(make_lab: 
             assert "online leases" in lines[0], lines
             again = await loader.reconcile(session)
             assert again.failure_lines() == [] and again.refused == ["unload pool 'pool4'"]
+            # once the client is gone, the periodic check converges
+            c1.swanctl("--terminate", "--ike", "rw")
+            wait_for(lambda: not gw.list_sas(), 10, message="the SA to go")
+            done = await loader.reconcile(session)
+            assert done.ok and [(r.action, r.label) for r in done.results] == [
+                ("unload", "pool 'pool4'")], done
+            assert "pool4" not in await session.request("get-pools")
 
     asyncio.run(scenario())
