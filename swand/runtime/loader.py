@@ -701,7 +701,7 @@ class ConfigLoader:
                                   returned_ids: set[str]) -> bool:
         """Every credential, then every connection with certificate blobs and every
         authority (clear-creds dropped the certificates they brought along)."""
-        from swand.adapters.vici import ViciCommandError
+        from swand.adapters.vici import ViciCommandError, ViciLimitError
 
         assert self.desired is not None
         ok = True
@@ -710,9 +710,10 @@ class ConfigLoader:
             try:
                 reply = await session.request(item.command, item.message)
                 self._remember(item, reply, returned_ids)
-            except ViciCommandError as exc:
+            except (ViciCommandError, ViciLimitError) as exc:
                 ok = False
-                report.results.append(ItemResult("load", item.label(), False, exc.errmsg,
+                why = exc.errmsg if isinstance(exc, ViciCommandError) else str(exc)
+                report.results.append(ItemResult("load", item.label(), False, why,
                                                  _where(item)))
         return ok
 
