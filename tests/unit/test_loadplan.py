@@ -1,10 +1,17 @@
-"""The load plan: desired state vs charon's names and swand's record -> ordered steps."""
+"""The load plan: desired state vs charon's names and swand's record -> ordered steps;
+and the executor's rules (gating, quiet retries) against a fake charon."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from swand.adapters.vici import ViciCommandError
 from swand.core.loadplan import LoadRecord, Observed, plan
 from swand.core.settings import parse_text
 from swand.core.swanctl import CredentialSource, DesiredState, conn_children, translate
+from swand.runtime.loader import ConfigLoader
 
 DIR = "/etc/swanctl"
 BASE = """
@@ -185,3 +192,134 @@ def test_a_broken_key_keeps_its_last_good_id() -> None:
                           shared=broken.shared,
                           broken=frozenset({("key", "private/gw.pem")}))
     assert not plan(broken, observed, record)
+
+
+# --- the executor, against a fake charon (no root) --------------------------------------
+
+
+class FakeCharon:
+    """Enough of charon's VICI for the loader: names in, names out; `refuse` maps a
+    (command, name) to the errmsg charon would answer."""
+
+    def __init__(self) -> None:
+        self.generation = 1
+        self.conns: list[str] = []
+        self.pools: set[str] = set()
+        self.authorities: set[str] = set()
+        self.certs: list[bytes] = []
+        self.keys: set[str] = set()
+        self.shared: set[str] = set()
+        self.refuse: dict[tuple[str, str], str] = {}
+        self.sent: list[str] = []
+
+    async def request(self, command: str, message: Any = None, **_: Any) -> dict:
+        message = message or {}
+        name = (next(iter(message)) if command in ("load-conn", "load-pool", "load-authority")
+                else str(message.get("name", message.get("id", ""))))
+        self.sent.append(command)
+        if (command, name) in self.refuse:
+            raise ViciCommandError(command, self.refuse[(command, name)])
+        if command == "stats":
+            return {"uptime": {"since": "Nov 26 10:00:00 2026"}}
+        if command == "get-conns":
+            return {"conns": list(self.conns)}
+        if command == "get-pools":
+            return {p: {} for p in self.pools}
+        if command == "get-authorities":
+            return {"authorities": sorted(self.authorities)}
+        if command == "get-keys":
+            return {"keys": sorted(self.keys)}
+        if command == "get-shared":
+            return {"keys": sorted(self.shared)}
+        if command == "load-conn" and name not in self.conns:
+            self.conns.append(name)
+        elif command == "load-pool":
+            self.pools.add(name)
+        elif command == "load-authority":
+            self.authorities.add(name)
+        elif command == "load-cert":
+            self.certs.append(message["data"])
+        elif command == "load-key":
+            key_id = f"id-{len(message['data'])}"
+            self.keys.add(key_id)
+            return {"success": "yes", "id": key_id}
+        elif command == "clear-creds":
+            self.certs.clear()
+            self.keys.clear()
+            self.shared.clear()
+        elif command == "unload-conn":
+            self.conns.remove(name)
+        elif command == "unload-pool":
+            self.pools.discard(name)
+        return {"success": "yes"}
+
+
+def folder(tmp_path: Path, conf: str, ca: bytes = b"CA") -> str:
+    d = tmp_path / "swanctl"
+    (d / "x509ca").mkdir(parents=True, exist_ok=True)
+    (d / "x509ca" / "ca.pem").write_bytes(ca)
+    (d / "swanctl.conf").write_text(conf)
+    return str(d)
+
+
+CONF = """
+authorities { ca { cacert = ca.pem } }
+pools { p { addrs = 10.0.0.0/24 } }
+connections { c { pools = p } }
+"""
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_failing_authority_stops_pools_and_connections(tmp_path: Path) -> None:
+    charon = FakeCharon()
+    charon.refuse[("load-authority", "ca")] = "bad CA"
+    report = run(ConfigLoader(folder(tmp_path, CONF)).reconcile(charon, reread=True))
+    assert "load-pool" not in charon.sent and "load-conn" not in charon.sent
+    lines = report.failure_lines()
+    assert "authority 'ca': bad CA" in lines[0]
+    assert len(lines) == 3
+    assert all(line.endswith("(an authority failed to load)") for line in lines[1:]), lines
+
+
+def test_pool_with_leases_does_not_stop_connections(tmp_path: Path) -> None:
+    charon = FakeCharon()
+    charon.refuse[("load-pool", "p")] = "pool p has online leases, unable to replace"
+    report = run(ConfigLoader(folder(tmp_path, CONF)).reconcile(charon, reread=True))
+    assert charon.conns == ["c"]
+    assert len(report.failure_lines()) == 1
+
+
+def test_refusals_are_retried_quietly_and_converge(tmp_path: Path) -> None:
+    charon = FakeCharon()
+    charon.refuse[("load-conn", "c")] = "invalid proposal"
+    loader = ConfigLoader(folder(tmp_path, CONF))
+    first = run(loader.reconcile(charon, reread=True))
+    assert [line.split(": ", 1)[1] for line in first.failure_lines()] == [
+        "load connection 'c': invalid proposal"]
+    second = run(loader.reconcile(charon))
+    assert second.failure_lines() == [] and second.refused == ["load connection 'c'"]
+    assert not second.ok
+    del charon.refuse[("load-conn", "c")]
+    third = run(loader.reconcile(charon))
+    assert third.ok and charon.conns == ["c"]
+    assert run(loader.reconcile(charon)).results == []  # converged: nothing more
+
+
+def test_refused_certificate_forbids_clear_creds(tmp_path: Path) -> None:
+    charon = FakeCharon()
+    path = folder(tmp_path, CONF)
+    loader = ConfigLoader(path)
+    assert run(loader.reconcile(charon, reread=True)).ok
+    (Path(path) / "x509ca" / "ca.pem").write_bytes(b"GARBAGE")
+    charon.refuse[("load-cert", "")] = "parsing certificate failed"
+    charon.refuse[("load-authority", "ca")] = "parsing certificate failed"
+    charon.sent.clear()
+    report = run(loader.reconcile(charon, reread=True))
+    assert "clear-creds" not in charon.sent and charon.certs == [b"CA"]
+    assert not report.ok
+    charon.sent.clear()
+    again = run(loader.reconcile(charon))
+    assert "clear-creds" not in charon.sent and again.failure_lines() == []
