@@ -277,10 +277,13 @@ def parse_stats(reply: Mapping[str, Any]) -> CharonStats:
 
 
 def parse_counters(reply: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
-    """get-counters (global): {counters: {name: n}} -> sorted pairs."""
+    """get-counters (global) -> sorted pairs. charon 5.9 nests the global set in a
+    section with an empty name: {counters: {"": {name: n}}}; a flat set is taken too."""
     counters = reply.get("counters") or {}
     if not isinstance(counters, Mapping):
         return ()
+    if isinstance(counters.get(""), Mapping):
+        counters = counters[""]
     return tuple(sorted((str(k), _i(v)) for k, v in counters.items()
                         if not isinstance(v, Mapping)))
 

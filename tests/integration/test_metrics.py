@@ -4,9 +4,11 @@ connection shows configured-but-down, and a killed charon reads `up 0` at once."
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -139,3 +141,42 @@ def test_live_exposition_is_promtool_clean(lab: Lab):
         assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout
         assert "swand_certificate_not_after_timestamp_seconds{" in text
         assert 'swand_pool_leases{pool="pool4",state="online"} 1.0' in text
+        assert 'swand_charon_ike_events_total{counter="ike-auth-in-req"}' in text  # counters
+
+
+def test_status_reads_charon_without_the_daemon(lab: Lab):
+    """`swand status` against the gateway's charon with no swand running: the client's
+    SA with its virtual IP, and a configured connection without SAs shown as down."""
+    gw, client = lab.gateway, lab.client(1)
+    gw.write_swanctl_conf(configs.gateway_conf() + """
+connections {
+    site {
+        remote_addrs = 198.51.100.99
+        local {
+            auth = psk
+        }
+        remote {
+            auth = psk
+        }
+        children {
+            lan {
+                remote_ts = 10.99.0.0/24
+            }
+        }
+    }
+}
+""")
+    gw.swanctl("--load-all")
+    lab.configure_clients([client])
+    vip = lab.connect(client)
+    argv = [sys.executable, "-m", "swand", "status", "--vici", gw.vici_uri,
+            "--state", "/nonexistent/last-downs.json"]
+    table = gw.run(argv).stdout
+    assert all(len(line) <= 80 for line in table.splitlines()), table
+    rw_line = next(line for line in table.splitlines() if line.startswith("rw "))
+    assert vip in rw_line and client.address in rw_line and " up " in rw_line, table
+    assert any(line.startswith("site ") and " down " in line for line in table.splitlines())
+    doc = json.loads(gw.run([*argv, "--json"]).stdout)
+    conns = {c["name"]: c for c in doc["connections"]}
+    assert conns["rw"]["up"] and conns["rw"]["sas"][0]["virtual_ips"] == [vip]
+    assert conns["site"]["configured"] and not conns["site"]["up"]
