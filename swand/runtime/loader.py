@@ -217,18 +217,29 @@ def _read_named(paths: list[str]) -> dict[str, bytes | None]:
 PIPELINE_MIN = 16
 
 
-async def pipelined_requests(uri: str, requests: list[tuple[str, bytes]],
-                             timeout: float) -> list[dict[str, Any]]:
-    """Send every request at once on a fresh connection, then read the replies in order.
+async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, Any]]],
+                             timeout: float) -> list[dict[str, Any] | Exception]:
+    """Send the requests back to back on a fresh connection while reading the replies.
 
     VICI has no request ids, but charon answers one connection's requests in order, so
-    writing them back to back removes a round trip per request (1,000 load-conn: 0.8 s
-    instead of 1.3 s). Raises ViciError (limits before sending, connection problems).
+    writing them back to back removes a round trip per request (1,000 load-conn: 0.6 s
+    instead of 1.3 s). Each request is encoded just before it is written, so charon starts
+    on the first while Python encodes the rest. A request over VICI's limits is not sent:
+    its slot holds the ViciLimitError. Connection problems raise ViciConnectionError.
     """
     from vici.protocol import Packet
 
-    from swand.adapters.vici import ViciConnectionError, decode_message, parse_uri
+    from swand.adapters.vici import (
+        ViciConnectionError,
+        ViciLimitError,
+        decode_message,
+        encode_request,
+        parse_uri,
+    )
 
+    results: list[dict[str, Any] | Exception] = [
+        ViciConnectionError("not sent")] * len(requests)
+    sent: asyncio.Queue[int | None] = asyncio.Queue()
     scheme, host, port = parse_uri(uri)
     try:
         async with asyncio.timeout(timeout):
@@ -237,27 +248,33 @@ async def pipelined_requests(uri: str, requests: list[tuple[str, bytes]],
             else:
                 reader, writer = await asyncio.open_connection(host, port)
             try:
-                async def read_replies() -> list[dict[str, Any]]:
-                    replies = []
-                    for command, _ in requests:
+                async def read_replies() -> None:
+                    while (index := await sent.get()) is not None:
                         (length,) = struct.unpack("!I", await reader.readexactly(4))
                         parsed = Packet.parse(await reader.readexactly(length))
                         if parsed.response_type == Packet.CMD_RESPONSE:
-                            replies.append(decode_message(parsed.payload, True, uri))
+                            results[index] = decode_message(parsed.payload, True, uri)
                         elif parsed.response_type == Packet.CMD_UNKNOWN:
-                            replies.append({"success": "no", "errmsg": "unknown command"})
+                            results[index] = {"success": "no", "errmsg": "unknown command"}
                         else:
                             raise ViciConnectionError(
                                 f"vici {uri}: unexpected packet type "
-                                f"{parsed.response_type} in reply to {command}")
-                    return replies
+                                f"{parsed.response_type} in reply to {requests[index][0]}")
 
                 reading = asyncio.create_task(read_replies())
                 try:
-                    for _, packet in requests:
+                    for index, (command, message) in enumerate(requests):
+                        try:
+                            packet = encode_request(command, message)
+                        except ViciLimitError as exc:
+                            results[index] = exc
+                            continue
                         writer.write(struct.pack("!I", len(packet)) + packet)
+                        sent.put_nowait(index)
                         await writer.drain()
-                    return await reading
+                    sent.put_nowait(None)
+                    await reading
+                    return results
                 finally:
                     reading.cancel()
             finally:
@@ -609,38 +626,28 @@ class ConfigLoader:
 
     async def _run_batch(self, session: Session, batch: list[Step], report: LoadReport,
                          quiet: set[tuple[str, str]]) -> None:
-        """Pipelined connection loads; per-item results as for single steps."""
-        from swand.adapters.vici import ViciLimitError, encode_request
-
-        sendable: list[Step] = []
-        packets: list[tuple[str, bytes]] = []
-        for step in batch:
-            assert step.item is not None
-            try:  # an item over VICI's limits fails alone, before anything is sent
-                packets.append((step.item.command,
-                                encode_request(step.item.command, step.item.message)))
-                sendable.append(step)
-            except ViciLimitError as exc:
-                report.results.append(ItemResult("load", step.item.label(), False, str(exc),
-                                                 _where(step.item)))
-                self._failed[(step.kind, step.name)] = step.item.digest
-        replies = await pipelined_requests(str(getattr(session, "uri", "")), packets,
-                                           timeout=30.0 + 0.02 * len(sendable))
-        for step, reply in zip(sendable, replies, strict=True):
-            assert step.item is not None
-            if reply.get("success") == "no":
-                self._failed[(step.kind, step.name)] = step.item.digest
-                if (step.kind, step.name) in quiet:
-                    report.refused.append(f"load {step.item.label()}")
+        """Pipelined connection loads; per-item results as for single steps (an item over
+        VICI's limits fails alone, before it would be sent)."""
+        items = [step.item for step in batch if step.item is not None]
+        replies = await pipelined_requests(
+            str(getattr(session, "uri", "")), [(i.command, i.message) for i in items],
+            timeout=30.0 + 0.02 * len(items))
+        for item, reply in zip(items, replies, strict=True):
+            key = (item.kind, item.name)
+            if isinstance(reply, Exception) or reply.get("success") == "no":
+                self._failed[key] = item.digest
+                if key in quiet:
+                    report.refused.append(f"load {item.label()}")
                     continue
-                report.results.append(ItemResult("load", step.item.label(), False,
-                                                 str(reply.get("errmsg", "failed")),
-                                                 _where(step.item)))
+                why = str(reply) if isinstance(reply, Exception) else \
+                    str(reply.get("errmsg", "failed"))
+                report.results.append(ItemResult("load", item.label(), False, why,
+                                                 _where(item)))
             else:
-                self._failed.pop((step.kind, step.name), None)
-                self._remember(step.item, reply, set())
-                report.results.append(ItemResult("load", step.item.label(), True,
-                                                 where=_where(step.item)))
+                self._failed.pop(key, None)
+                self._remember(item, reply, set())
+                report.results.append(ItemResult("load", item.label(), True,
+                                                 where=_where(item)))
 
     async def _run_step(self, session: Session, step: Step, report: LoadReport,
                         returned_ids: set[str]) -> bool:

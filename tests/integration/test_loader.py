@@ -249,16 +249,22 @@ def test_many_connections_are_pipelined_and_failures_still_named(make_lab: Any) 
     lab.configure_clients()
     many = [conn(f"pin{i}", remote_id=f"pin{i}@lab.test") for i in range(PIPELINE_MIN + 4)]
     bad = conn("bad", remote_id="bad@lab.test", extra="proposals = nonsense-alg")
-    text = gateway(*many[:10], bad, *many[10:], conn("rw"))
+    children = "".join(f"c{i} {{ updown = /bin/{'x' * 30000} }}\n" for i in range(20))
+    huge = conn("huge", remote_id="huge@lab.test", extra=f"children {{ {children} }}")
+    text = gateway(*many[:10], bad, *many[10:15], huge, *many[15:], conn("rw"))
     gw.write_swanctl_conf(text)
     bad_line = next(i for i, line in enumerate(text.splitlines(), 1) if line.strip() == "bad {")
+    huge_line = next(i for i, line in enumerate(text.splitlines(), 1)
+                     if line.strip() == "huge {")
 
     async def scenario() -> None:
         async with await ViciSession.connect(gw.vici_uri) as session:
             report = await ConfigLoader(str(gw.swanctl_dir)).reconcile(session, reread=True)
             failed = [r for r in report.results if not r.ok]
             assert [(r.label, r.where.rsplit(":", 1)[-1]) for r in failed] == [
-                ("connection 'bad'", str(bad_line))], report.failure_lines()
+                ("connection 'bad'", str(bad_line)), ("connection 'huge'", str(huge_line))
+            ], report.failure_lines()
+            assert "524288" in failed[1].error
             conns = (await session.request("get-conns"))["conns"]
             # charon keeps the file's order (it matters among equally good matches)
             assert conns == [f"pin{i}" for i in range(10)] + [
