@@ -212,8 +212,8 @@ def _read_named(paths: list[str]) -> dict[str, bytes | None]:
 
 # --- pipelining -------------------------------------------------------------------------
 
-#: at least this many consecutive connection loads are pipelined over one extra VICI
-#: connection (in order, so charon keeps the file's order of connections)
+#: at least this many consecutive connection (or pool) loads are pipelined over one extra
+#: VICI connection (in order, so charon keeps the file's order of connections)
 PIPELINE_MIN = 16
 
 
@@ -550,9 +550,13 @@ class ConfigLoader:
             index += 1
             kind = step.kind
             batch = self._pipeline_batch(session, steps, index - 1)
-            if batch and gates["authority"] is None and gates["pool"] is None:
+            if batch and gates["authority"] is None and (
+                    kind == "pool" or gates["pool"] is None):
                 index += len(batch) - 1
-                await self._run_batch(session, batch, report, quiet)
+                for error, was_quiet in await self._run_batch(session, batch, report, quiet):
+                    if kind == "pool" and "lease" not in error:
+                        gates["pool"] = was_quiet if gates["pool"] is None else \
+                            gates["pool"] and was_quiet
                 continue
             if kind == "pool" and gated(step, "authority", "an authority failed to load"):
                 continue
@@ -619,15 +623,20 @@ class ConfigLoader:
         """The run of connection loads starting at `start`, if long enough to pipeline."""
         if not isinstance(getattr(session, "uri", None), str):
             return []
+        kind = steps[start].kind
+        if kind not in ("conn", "pool"):
+            return []
         end = start
-        while end < len(steps) and steps[end].action == "load" and steps[end].kind == "conn":
+        while end < len(steps) and steps[end].action == "load" and steps[end].kind == kind:
             end += 1
         return steps[start:end] if end - start >= PIPELINE_MIN else []
 
     async def _run_batch(self, session: Session, batch: list[Step], report: LoadReport,
-                         quiet: set[tuple[str, str]]) -> None:
-        """Pipelined connection loads; per-item results as for single steps (an item over
-        VICI's limits fails alone, before it would be sent)."""
+                         quiet: set[tuple[str, str]]) -> list[tuple[str, bool]]:
+        """Pipelined loads of one kind; per-item results as for single steps (an item over
+        VICI's limits fails alone, before it would be sent). Returns (error, was quiet)
+        of each failure, for the gates."""
+        failures: list[tuple[str, bool]] = []
         items = [step.item for step in batch if step.item is not None]
         replies = await pipelined_requests(
             str(getattr(session, "uri", "")), [(i.command, i.message) for i in items],
@@ -636,11 +645,12 @@ class ConfigLoader:
             key = (item.kind, item.name)
             if isinstance(reply, Exception) or reply.get("success") == "no":
                 self._failed[key] = item.digest
+                why = str(reply) if isinstance(reply, Exception) else \
+                    str(reply.get("errmsg", "failed"))
+                failures.append((why, key in quiet))
                 if key in quiet:
                     report.refused.append(f"load {item.label()}")
                     continue
-                why = str(reply) if isinstance(reply, Exception) else \
-                    str(reply.get("errmsg", "failed"))
                 report.results.append(ItemResult("load", item.label(), False, why,
                                                  _where(item)))
             else:
@@ -648,6 +658,7 @@ class ConfigLoader:
                 self._remember(item, reply, set())
                 report.results.append(ItemResult("load", item.label(), True,
                                                  where=_where(item)))
+        return failures
 
     async def _run_step(self, session: Session, step: Step, report: LoadReport,
                         returned_ids: set[str]) -> bool:

@@ -399,3 +399,25 @@ def test_pool_with_online_leases_is_reported_and_the_rest_still_loads(make_lab: 
             assert "pool4" not in await session.request("get-pools")
 
     asyncio.run(scenario())
+
+
+@in_lab
+def test_a_failing_pool_in_a_pipelined_run_stops_connections_like_swanctl(
+        make_lab: Any) -> None:
+    lab = make_lab(clients=0)
+    gw = lab.gateway
+    pools = "".join(f"    p{i} {{ addrs = 10.20.{i}.0/24 }}\n" for i in range(PIPELINE_MIN))
+    gw.write_swanctl_conf(gateway(conn("rw")).replace(
+        "pools {\n", "pools {\n" + pools + "    broken { addrs = not-an-address }\n"))
+
+    async def scenario() -> None:
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            report = await ConfigLoader(str(gw.swanctl_dir)).reconcile(session, reread=True)
+            lines = report.failure_lines()
+            assert "pool 'broken'" in lines[0], lines
+            assert lines[1:] == ["skipped: load connection 'rw' (missing in charon) "
+                                 "(a pool failed to load)"], lines
+            assert (await session.request("get-conns"))["conns"] == []
+            assert len(await session.request("get-pools")) == PIPELINE_MIN + 2
+
+    asyncio.run(scenario())
