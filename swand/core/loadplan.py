@@ -19,11 +19,15 @@ Order, and why:
    cacerts or pubkeys and every authority, since clear-creds also drops the certificates
    they brought). The executor runs step 4 only when every credential addition
    succeeded: a credential that does not load never costs the last good one.
+
+Credentials swand loaded that charon no longer has (someone's `clear-creds`, e.g. a
+`swanctl --load-all --clear`) show as recorded key or shared ids missing: then the plan is
+a single `reload-creds` up front instead of steps 1 and 4.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from swand.core.swanctl import DesiredState, Item, conn_children
@@ -34,7 +38,7 @@ NAMED_KINDS = ("authority", "pool", "conn")
 
 @dataclass(frozen=True)
 class Observed:
-    """What charon reports. `None` for a list means "not asked" (assume nothing)."""
+    """The names charon reports (cheap to ask: a few hundred bytes each)."""
 
     conns: frozenset[str] = frozenset()
     pools: frozenset[str] = frozenset()
@@ -199,16 +203,3 @@ def plan(
 
 def _why(rec: LoadRecord, item: Item) -> str:
     return "new" if rec.digest_of(item.kind, item.name) is None else "changed"
-
-
-def credential_reload_items(desired: DesiredState) -> list[Item]:
-    """Everything `reload-creds` loads, in swanctl's order."""
-    return list(desired.credentials())
-
-
-def summarize(steps: Iterable[Step]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for s in steps:
-        key = f"{s.action}-{s.kind}"
-        counts[key] = counts.get(key, 0) + 1
-    return counts
