@@ -51,6 +51,97 @@ PLUGINS = ("random nonce kdf openssl pem pkcs1 x509 pubkey sha1 sha2 hmac aes gc
 PSK = "bench-only-psk-not-secret-0123456789"  # throw-away lab secret, never logged
 
 
+GATEWAY_CONF = f"""connections {{
+    rw {{
+        version = 2
+        encap = yes
+        unique = never
+        pools = pool4
+        proposals = aes128-sha256-x25519
+        dpd_delay = 30s
+        local {{
+            auth = psk
+            id = gw.bench.test
+        }}
+        remote {{
+            auth = psk
+        }}
+        children {{
+            net {{
+                local_ts = 10.10.0.0/16
+                esp_proposals = aes128gcm16
+            }}
+        }}
+    }}
+}}
+pools {{
+    pool4 {{
+        addrs = 10.9.0.0/16
+    }}
+}}
+secrets {{
+    ike-bench {{
+        secret = "{PSK}"
+    }}
+}}
+"""
+
+SCRAPER = """
+import statistics, sys, time, urllib.request
+url, n = sys.argv[1], int(sys.argv[2])
+times = []
+for _ in range(n):
+    t = time.perf_counter()
+    body = urllib.request.urlopen(url, timeout=30).read().decode()
+    times.append(time.perf_counter() - t)
+rss = [l for l in body.splitlines() if l.startswith("process_resident_memory_bytes")]
+est = sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines()
+          if l.startswith("swand_ike_sas{") and 'state="ESTABLISHED"' in l)
+print(statistics.median(times), rss[0].rsplit(" ", 1)[1] if rss else 0, est)
+"""
+
+
+def measure_daemon(lab: MiniLab, scrapes: int, target: int) -> dict[str, float]:
+    """The real `swand run` (loader, events, metrics; firewall off) on the gateway: its
+    /metrics scrape from inside the namespace and its resident memory."""
+    assert lab.gateway
+    gw = lab.gateway
+    toml = gw.dir / "swand.toml"
+    toml.write_text(f'[charon]\nvici = "{gw.uri}"\n[swanctl]\ndir = "{gw.dir / "swanctl"}"\n'
+                    '[firewall]\nenabled = false\n[metrics]\nlisten = "127.0.0.1:9817"\n'
+                    '[log]\nformat = "json"\n')
+    root = str(Path(__file__).resolve().parent.parent)
+    log = open(gw.dir / "swand.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(["ip", "netns", "exec", gw.ns, sys.executable, "-m", "swand",
+                             "run", "-c", str(toml)], cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = "http://127.0.0.1:9817/metrics"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            out = subprocess.run(["ip", "netns", "exec", gw.ns, sys.executable, "-c", SCRAPER,
+                                  url, "1"], capture_output=True, text=True)
+            if out.returncode == 0 and float(out.stdout.split()[2]) >= target * 0.99:
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("swand run did not report the SAs: "
+                                   + (gw.dir / "swand.log").read_text()[-2000:])
+            time.sleep(1)
+        time.sleep(3)  # let start-up garbage settle
+        out = sh(sys.executable, "-c", SCRAPER, url, str(scrapes), ns=gw.ns).split()
+        swanctl_time = median_time(lambda: gw.swanctl("--list-sas", "--raw"), 5)
+        return {"daemon_scrape_s": float(out[0]), "daemon_rss_mb": float(out[1]) / 2**20,
+                "daemon_established": float(out[2]), "swanctl_again_s": swanctl_time}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
 def sh(*argv: str, check: bool = True, ns: str | None = None, **kw: Any) -> str:
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
     out = subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
@@ -197,17 +288,9 @@ class MiniLab:
 
     def configure(self, per_client: int) -> None:
         assert self.gateway
-        with self.gateway.session() as s:
-            s.load_conn({"rw": {
-                "version": "2", "encap": "yes", "unique": "never", "pools": ["pool4"],
-                "proposals": ["aes128-sha256-x25519"], "dpd_delay": "30s",
-                "local-1": {"auth": "psk", "id": "gw.bench.test"},
-                "remote-1": {"auth": "psk"},
-                "children": {"net": {"local_ts": ["10.10.0.0/16"],
-                                     "esp_proposals": ["aes128gcm16"]}},
-            }})
-            s.load_shared({"type": "IKE", "data": PSK})
-            s.load_pool({"pool4": {"addrs": "10.9.0.0/16"}})
+        # the gateway from a swanctl.conf, so `swand run` can own it unchanged later
+        (self.gateway.dir / "swanctl" / "swanctl.conf").write_text(GATEWAY_CONF)
+        self.gateway.swanctl("--load-all")
         for ci, client in enumerate(self.clients):
             with client.session() as s:
                 s.load_shared({"type": "IKE", "data": PSK})
@@ -358,9 +441,13 @@ def main() -> int:
             record(lab, args.record)
         result = asyncio.run(measure(lab, args.scrapes))
         result["setup_s"] = time.monotonic() - t0
+        result.update(measure_daemon(lab, args.scrapes, established))
         print(json.dumps(result, indent=1))
         ratio = result["scrape_s"] / result["swanctl_list_sas_raw_s"]
         print(f"scrape / swanctl --list-sas --raw = {ratio:.2f}")
+        ratio = result["daemon_scrape_s"] / result["swanctl_again_s"]
+        print(f"swand run: scrape / swanctl --list-sas --raw = {ratio:.2f}, "
+              f"RSS {result['daemon_rss_mb']:.1f} MB")
     finally:
         lab.down()
     return 0
