@@ -14,7 +14,7 @@ import time
 import pytest
 
 from swand.lab import INTERNET_HOST, Lab, configs, wait_for
-from swand.lab.daemon import start_swand
+from swand.lab.daemon import SwandProcess, start_swand, swand_toml
 
 pytestmark = pytest.mark.lab
 
@@ -180,3 +180,38 @@ connections {
     conns = {c["name"]: c for c in doc["connections"]}
     assert conns["rw"]["up"] and conns["rw"]["sas"][0]["virtual_ips"] == [vip]
     assert conns["site"]["configured"] and not conns["site"]["up"]
+
+
+def test_per_peer_series_only_when_asked(lab: Lab):
+    gw, client = lab.gateway, lab.client(1)
+    gw.write_swanctl_conf(configs.gateway_conf())
+    toml = swand_toml(gw, metrics=LISTEN).replace(
+        f'listen = "{LISTEN}"', f'listen = "{LISTEN}"\nper_peer = true')
+    with SwandProcess(gw, toml) as swand:
+        swand.wait_for_event("config_reconciled", timeout=15)
+        lab.configure_clients([client])
+        vip = lab.connect(client)
+        peer = f'connection="rw",remote_id="{client.ike_id}"'
+        wait_for(lambda: scrape(lab).get(f"swand_peer_up{{{peer}}}") == 1.0, 15,
+                 message="swand_peer_up 1")
+        text = gw.http_get(URL)
+        info = next(line for line in text.splitlines() if line.startswith("swand_peer_info{"))
+        assert f'virtual_ip="{vip}"' in info and f'remote_host="{client.address}"' in info
+        client.swanctl("--terminate", "--ike", "rw")
+        # gone, but kept (at 0) until pruned: a scrape in between still sees its last totals
+        wait_for(lambda: scrape(lab).get(f"swand_peer_up{{{peer}}}") == 0.0, 15,
+                 message="swand_peer_up 0 after the terminate")
+        assert not any(line.startswith("swand_peer_info{") for line in
+                       gw.http_get(URL).splitlines())
+
+
+def test_no_per_peer_series_by_default(lab: Lab):
+    gw, client = lab.gateway, lab.client(1)
+    gw.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(gw, metrics=LISTEN):
+        lab.configure_clients([client])
+        lab.connect(client)
+        wait_for(lambda: scrape(lab).get('swand_connection_up{connection="rw"}') == 1.0, 15,
+                 message="swand_connection_up{rw} 1")
+        text = gw.http_get(URL)
+        assert "swand_peer_" not in text and client.ike_id not in text
