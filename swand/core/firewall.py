@@ -281,6 +281,40 @@ def child_sas_from_vici(ike_sas: Iterable[Mapping[str, object]]) -> tuple[ChildS
     return tuple(out)
 
 
+#: IKE_SA states in which ``list-sas`` may show the SA without the CHILD_SAs that still
+#: forward traffic: during an IKE rekey the old SA is listed DELETING (or REKEYED) with no
+#: children for a few ms, while the new one that adopted them is not yet listed (seen
+#: on charon 5.9.8 and 6.0.1 alike)
+SETTLING_IKE_STATES = frozenset({"REKEYING", "REKEYED", "DELETING"})
+
+
+def ike_sas_settling(ike_sas: Iterable[Mapping[str, object]]) -> bool:
+    """True when some IKE_SA of these ``list-sa`` events is in a `SETTLING_IKE_STATES`
+    state: a CHILD_SA missing from this snapshot may only be moving to a new IKE_SA."""
+    return any(
+        isinstance(ike, Mapping) and _text(ike.get("state")) in SETTLING_IKE_STATES
+        for event in ike_sas for ike in event.values()
+    )
+
+
+def held_child_sas(
+    current: Iterable[ChildSA], last_seen: Mapping[ChildSA, float], now: float, *,
+    settling: bool, hold: float,
+) -> dict[ChildSA, float]:
+    """The CHILD_SAs to keep forward rules for, each with when it was last listed.
+
+    Those listed now are kept. One missing now is kept only while the snapshot is
+    `settling` and for at most `hold` seconds since it was last listed: long enough to
+    bridge an IKE rekey, short enough that a deleted SA's rules still go within 2 s.
+    The caller re-reads after `hold` whenever it keeps one that is not listed."""
+    seen = {sa: now for sa in current}
+    if settling:
+        for sa, when in last_seen.items():
+            if sa not in seen and now - when < hold:
+                seen[sa] = when
+    return seen
+
+
 def resolve_mode(setting: str, plugins: Iterable[str]) -> Mode:
     """``auto``: interface mode when charon runs kernel-libipsec (it owns the TUN device and
     no kernel policy marks the packets), policy mode otherwise."""

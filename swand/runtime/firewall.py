@@ -51,6 +51,8 @@ from swand.core.firewall import (
     child_sas_from_vici,
     choose_backend,
     desired_firewall,
+    held_child_sas,
+    ike_sas_settling,
     pools_from_vici,
     resolve_mode,
     validate,
@@ -61,6 +63,10 @@ from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
 
 log = get_logger("swand.firewall")
 
+#: how long a CHILD_SA missing from `list-sas` keeps its forward rules while an IKE_SA
+#: settles (see `swand.core.firewall.held_child_sas`)
+SETTLE_HOLD = 0.5
+
 
 @dataclass(frozen=True)
 class FirewallSnapshot:
@@ -69,6 +75,9 @@ class FirewallSnapshot:
     pools: tuple[Pool, ...] = ()
     child_sas: tuple[ChildSA, ...] = ()
     plugins: tuple[str, ...] = ()
+    #: an IKE_SA is mid-rekey or deleting: a CHILD_SA missing now may be moving
+    #: (`swand.core.firewall.ike_sas_settling`)
+    settling: bool = False
 
 
 SnapshotFn = Callable[[], Awaitable[FirewallSnapshot]]
@@ -87,7 +96,11 @@ def vici_snapshot(
 
     async def snapshot() -> FirewallSnapshot:
         pools = await session.request("get-pools")
-        events, _ = await session.streamed("list-sas", "list-sa", {"noblock": "yes"})
+        # blocking on purpose: with `noblock` charon skips every IKE_SA that is checked
+        # out (in an exchange: a rekey, DPD, MOBIKE), and exactly the pass a rekey event
+        # pokes would then drop that SA's forward rules until the next pass. A wedged
+        # SA costs the session's timeout, and a failed pass keeps the rules (fail static).
+        events, _ = await session.streamed("list-sas", "list-sa")
         stats = await session.request("stats")
         plugins = stats.get("plugins") or []
         charon_pools = pools_from_vici(pools)
@@ -98,6 +111,7 @@ def vici_snapshot(
             pools=charon_pools,
             child_sas=child_sas_from_vici(events),
             plugins=tuple(str(p) for p in plugins),
+            settling=ike_sas_settling(events),
         )
 
     return snapshot
@@ -215,6 +229,9 @@ class FirewallReconciler:
         self.last_report: FirewallReport | None = None
         self.last_good: FirewallReport | None = None
         self.last_desired: DesiredFirewall | None = None
+        #: CHILD_SAs with forward rules, and when `list-sas` last listed each
+        self._child_seen: dict[ChildSA, float] = {}
+        self._settle_timer: asyncio.TimerHandle | None = None
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -241,6 +258,8 @@ class FirewallReconciler:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._task = self._egress.task = None
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
         if self._backend is not None:
             await self._backend.close()
 
@@ -305,6 +324,12 @@ class FirewallReconciler:
         else:
             log.debug("firewall unchanged", rules=report.rules, seconds=report.seconds)
 
+    def _poke_later(self, delay: float, reason: str) -> None:
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        self._settle_timer = asyncio.get_running_loop().call_later(
+            delay, self.poke, reason)
+
     async def _reconcile(self) -> FirewallReport:
         started = time.perf_counter()
         fw = self.cfg.firewall
@@ -322,7 +347,16 @@ class FirewallReconciler:
                 "firewall not changed, last good rules stay: " + "; ".join(map(str, problems))
             )
         mode = resolve_mode(fw.mode, snap.plugins)
-        inputs = FirewallInputs(fw, mode, egress, snap.pools, snap.child_sas)
+        now = time.monotonic()
+        child_seen = held_child_sas(snap.child_sas, self._child_seen, now,
+                                    settling=snap.settling, hold=SETTLE_HOLD)
+        listed = set(snap.child_sas)
+        held = [sa for sa in child_seen if sa not in listed]
+        if held:
+            log.debug("keeping forward rules of CHILD_SAs missing while an IKE_SA settles",
+                      sas=[f"{sa.ike}/{sa.child} reqid {sa.reqid}" for sa in held])
+            self._poke_later(SETTLE_HOLD, "settling")
+        inputs = FirewallInputs(fw, mode, egress, snap.pools, tuple(child_seen))
         try:
             desired = desired_firewall(inputs)
         except FirewallInputError as exc:
@@ -337,6 +371,7 @@ class FirewallReconciler:
             log.info("sysctl set", key=change.key.replace("/", "."), old=change.old,
                      new=change.new)
         self.last_desired = desired
+        self._child_seen = child_seen
         return FirewallReport(
             ok=True, mode=mode, egress=egress, backend=applied.backend,
             rules=desired.rule_count, sas=len(snap.child_sas),

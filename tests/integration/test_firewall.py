@@ -445,6 +445,36 @@ def test_forward_rules_follow_child_sas(versioned_gw_lab: Lab, mode: str, backen
         agent.stop()
 
 
+def test_forward_rules_survive_rekeys(versioned_gw_lab: Lab) -> None:
+    """CHILD_SA and IKE_SA rekeys keep the reqid: the forward rules must never blink.
+    (`list-sas` with `noblock` skips an IKE_SA that is checked out — in an exchange —
+    so a pass poked by a rekey event would see the SA missing and drop its rules.)"""
+    lab = versioned_gw_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    kernel = Kernel(gw, "legacy")
+    agent = Agent(lab, write_config(lab, backend="legacy", interval=30.0))
+    vip = lab.connect(c1)
+    watcher: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: len(kernel.fwd_rules_for(vip)) == 2, 5, message="first pass")
+        probe = f"iptables-legacy -w -S {CHAIN_FWD} | grep -c -- '-[sd] {vip}/32'"
+        watcher = subprocess.Popen(
+            ["ip", "netns", "exec", gw.netns, "sh", "-c", f"while :; do {probe}; done"],
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        for i in range(30):
+            gw.swanctl("--rekey", "--child" if i % 2 == 0 else "--ike", "rw")
+            time.sleep(0.02)
+        time.sleep(1.0)
+        log = agent.log()
+        assert log.count('"firewall reconciled"') + log.count('"firewall unchanged"') >= 3, log
+    finally:
+        agent.stop()
+        if watcher is not None:
+            watcher.terminate()
+    samples = watcher.communicate(timeout=10)[0].split()
+    assert len(samples) > 10 and set(samples) == {"2"}, samples
+
+
 def test_drift_is_repaired_within_one_interval(gw_lab: Lab, backend: str) -> None:
     lab = gw_lab
     gw = lab.gateway
