@@ -266,16 +266,32 @@ def _as_bytes(value: Any) -> Any:
     return value
 
 
+def _public_key(data: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a private key in any encoding (or the bytes as they
+    are when they are no key): swanctl re-encodes the keys it can parse (PKCS#1/SEC1 DER
+    with the specific type), swand sends the file (type `any` for private/ and pkcs8/),
+    and charon ends up with the same key either way."""
+    from cryptography.hazmat.primitives import serialization
+
+    loader = (serialization.load_pem_private_key if b"-----BEGIN" in data
+              else serialization.load_der_private_key)
+    try:
+        key = loader(data, None, unsafe_skip_rsa_key_validation=True)
+    except (TypeError, ValueError):
+        return data
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def comparable(commands: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """load-* commands only; credentials sorted (swanctl uses readdir order); private keys
-    compared by command only (swanctl re-encodes what it can parse, swand sends the file,
-    charon ends up with the same key either way: the lab test compares key ids)."""
+    compared by their public key (see `_public_key`)."""
     out: list[tuple[str, Any]] = []
     for command, msg in commands:
         if command.startswith("get-"):
             continue
-        out.append((command, {"key": b"..."} if command == "load-key"
-                    else _as_bytes(dict(msg))))
+        out.append((command, {"key": _public_key(bytes(msg["data"]))}
+                    if command == "load-key" else _as_bytes(dict(msg))))
     creds = sorted((c for c in out if c[0] in ("load-cert", "load-key")), key=repr)
     return creds + [c for c in out if c[0] not in ("load-cert", "load-key")]
 
