@@ -7,10 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from swand.adapters.vici import ViciCommandError
 from swand.core.loadplan import LoadRecord, Observed, plan
 from swand.core.settings import parse_text
-from swand.core.swanctl import CredentialSource, DesiredState, conn_children, translate
+from swand.core.swanctl import CredentialSource, DesiredState, Item, conn_children, translate
 from swand.runtime.loader import ConfigLoader
 
 DIR = "/etc/swanctl"
@@ -323,3 +326,46 @@ def test_refused_certificate_forbids_clear_creds(tmp_path: Path) -> None:
     charon.sent.clear()
     again = run(loader.reconcile(charon))
     assert "clear-creds" not in charon.sent and again.failure_lines() == []
+
+
+# --- properties -------------------------------------------------------------------------
+
+NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
+
+
+def _items(kind: str, contents: dict[str, int]) -> dict[str, Item]:
+    command = {"conn": "load-conn", "pool": "load-pool"}[kind]
+    return {n: Item(kind, n, command, {n: {"v": str(v)}}, None, f"{kind}{n}{v}")
+            for n, v in contents.items()}
+
+
+@given(desired_conns=st.dictionaries(NAMES, st.integers(0, 2)),
+       desired_pools=st.dictionaries(NAMES, st.integers(0, 2)),
+       observed_conns=st.sets(NAMES), observed_pools=st.sets(NAMES),
+       recorded=st.dictionaries(st.tuples(st.sampled_from(["conn", "pool"]), NAMES),
+                                st.integers(0, 2)))
+def test_plan_converges_and_sends_only_what_differs(
+        desired_conns: dict[str, int], desired_pools: dict[str, int],
+        observed_conns: set[str], observed_pools: set[str],
+        recorded: dict[tuple[str, str], int]) -> None:
+    state = DesiredState(conns=_items("conn", desired_conns),
+                         pools=_items("pool", desired_pools))
+    record = LoadRecord({(k, n): f"{k}{n}{v}" for (k, n), v in recorded.items()})
+    observed = Observed(conns=frozenset(observed_conns), pools=frozenset(observed_pools))
+    steps = plan(state, observed, record, terminate_removed=False).steps
+    charon = {"conn": set(observed_conns), "pool": set(observed_pools)}
+    for step in steps:
+        if step.action == "load":
+            charon[step.kind].add(step.name)
+        elif step.action == "unload":
+            charon[step.kind].discard(step.name)
+    # converges: charon has exactly the configured names
+    assert charon == {"conn": set(desired_conns), "pool": set(desired_pools)}
+    # minimal: a load only for what is missing in charon or differs from the record
+    for step in steps:
+        if step.action == "load":
+            present = step.name in (observed_conns if step.kind == "conn" else observed_pools)
+            assert not present or record.digest_of(step.kind, step.name) != \
+                (step.item.digest if step.item else None)
+    # and nothing twice
+    assert len({(s.action, s.kind, s.name) for s in steps}) == len(steps)
