@@ -89,7 +89,8 @@ class Daemon:
         self.registry = MetricsRegistry()
         # the poller is fed by the one event stream below rather than opening its own
         self.poller = MetricsPoller(cfg.charon.vici, self.registry,
-                                    per_peer=cfg.metrics.per_peer, own_events=False)
+                                    per_peer=cfg.metrics.per_peer, own_events=False,
+                                    state_path=cfg.metrics.state_file or None)
         self.events = EventWatcher(cfg.charon.vici, on_action=self._on_sa_action,
                                    on_raw_event=self.poller.on_event, metrics=self.registry)
         self.firewall: Any = None
@@ -98,7 +99,8 @@ class Daemon:
 
             self.firewall = FirewallReconciler(
                 cfg, snapshot=vici_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0),
-                                            config_pools=self._config_pools))
+                                            config_pools=self._config_pools),
+                on_report=self._firewall_report)
         self.keepalive: Any = None
         if cfg.keepalive.conns:
             from swand.runtime.keepalive import Keepalive
@@ -147,6 +149,18 @@ class Daemon:
             except ValueError:
                 continue  # dhcp/radius pools have no addresses of their own
         return tuple(pools)
+
+    def _firewall_report(self, report: Any, request: PassRequest) -> None:
+        """Count firewall passes; a periodic pass that had to change something found
+        drift (nothing swand was told about explains the difference)."""
+        changed = bool(report.changed_tables or report.sysctls_changed)
+        drift = report.ok and changed and request.reasons <= {"periodic", "retry"}
+        if drift:
+            log.warning("firewall_drift_repaired", tables=list(report.changed_tables),
+                        inserted=report.inserted, deleted=report.deleted,
+                        sysctls=list(report.sysctls_changed))
+        self.registry.record_firewall("success" if report.ok else "failure",
+                                      drift_repaired=drift)
 
     def _on_sa_action(self, action: Any) -> None:
         """An SA came up, went down, rekeyed or moved: the per-SA rules follow."""

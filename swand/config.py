@@ -58,6 +58,8 @@ class SysctlSettings:
 class MetricsSettings:
     listen: str = DEFAULT_METRICS_LISTEN
     per_peer: bool = False
+    #: the last SA down per connection, kept for `swand status` ("" = not kept)
+    state_file: str = "/run/swand/last-downs.json"
 
 
 @dataclass(frozen=True)

@@ -431,6 +431,10 @@ class ViciSession:
             if kind == Packet.EVENT:
                 if parsed.event_type == wanted:
                     events.append(decode_message(parsed.payload, decode, self.uri))
+                    if len(events) % 256 == 0:
+                        # buffered events are read without suspending: let the loop run
+                        # (a 100,000-SA list-sas would otherwise block it for seconds)
+                        await asyncio.sleep(0)
                 continue
             await self._poison()
             raise ViciConnectionError(

@@ -29,8 +29,9 @@ HEADER = ("CONNECTION", "REMOTE ID", "ADDRESS", "VIRTUAL IP", "STATE", "SINCE")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--state", default=str(DEFAULT_STATE), metavar="FILE",
-                        help=f"the daemon's last-downs file (default {DEFAULT_STATE})")
+    parser.add_argument("--state", default=None, metavar="FILE",
+                        help="the daemon's last-downs file (default [metrics] state_file, "
+                        f"{DEFAULT_STATE})")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds to wait for charon (default 10)")
 
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     except ViciError as exc:
         print(f"swand status: charon is not reachable: {exc}", file=sys.stderr)
         return 1
-    model = status_model(view, read_last_downs(args.state))
+    state = args.state if args.state is not None else cfg.metrics.state_file
+    model = status_model(view, read_last_downs(state) if state else {})
     if args.json:
         json.dump(model, sys.stdout, indent=2)
         print()

@@ -30,6 +30,7 @@ def swand_toml(host: Host, *, firewall: bool = False, metrics: str = "",
         f'[swanctl]\ndir = "{host.swanctl_dir}"\n'
         f'[firewall]\nenabled = {"true" if firewall else "false"}\ninterval = {interval}\n'
         f'[metrics]\nlisten = "{metrics}"\n'
+        f'state_file = "{host.workdir}/last-downs.json"\n'
         f'[log]\nformat = "json"\nlevel = "debug"\n'
         f"{extra}"
     )

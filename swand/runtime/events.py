@@ -89,7 +89,7 @@ ActionCallback = Callable[[Action], Awaitable[None] | None]
 class EventMetrics(Protocol):
     """What the watcher reports to (swand.runtime.metrics.MetricsRegistry fits)."""
 
-    def record_down(self, reason: str) -> None: ...
+    def record_down(self, reason: str, connection: str = "", peer: str = "") -> None: ...
     def record_event(self, name: str) -> None: ...
     def record_vici_reconnect(self) -> None: ...
     def set_queue_depth(self, depth: Callable[[], int] | int) -> None: ...
@@ -488,7 +488,8 @@ class EventWatcher:
         elif isinstance(action, SaDown):
             self.stats.downs[action.reason.value] += 1
             if self._metrics is not None:
-                self._metrics.record_down(action.reason.value)
+                self._metrics.record_down(action.reason.value, connection=action.sa.conn,
+                                          peer=action.sa.remote_id)
             log.info("sa_down", reason=action.reason.value, confirmed=action.confirmed,
                      detail=action.detail, peer_gone=action.peer_gone, resync=action.resync,
                      **action.sa.log_fields())

@@ -209,8 +209,10 @@ class FirewallReconciler:
         min_interval: float = 0.2,
         interval: float | None = None,
         net_state: Callable[[], Awaitable[Any]] | None = None,
+        on_report: Callable[[FirewallReport, PassRequest], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_report = on_report
         self._snapshot = snapshot
         self._backend = backend
         if sysctl is None:
@@ -316,8 +318,12 @@ class FirewallReconciler:
             report = FirewallReport(ok=False, error=str(exc),
                                     seconds=time.perf_counter() - started)
             self.last_report = report
+            if self._on_report is not None:
+                self._on_report(report, request)
             raise
         self.last_report = self.last_good = report
+        if self._on_report is not None:
+            self._on_report(report, request)
         if report.changed_tables or report.sysctls_changed:
             log.info("firewall reconciled", reasons=sorted(request.reasons),
                      **{k: v for k, v in report.as_dict().items() if k not in ("ok", "error")})

@@ -4,6 +4,7 @@ charon restarts. The daemon is the real command line in the gateway's namespace.
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -212,3 +213,22 @@ def test_dpd_clear_is_classified_counted_and_its_forward_rules_removed(versioned
         assert "ip saddr 10.8.0.128/25 oifname \"eth0\" masquerade" in swand_rules(lab, "nat")
         metrics = gw.http_get("http://127.0.0.1:9817/metrics")
         assert 'swand_sa_downs_total{reason="dpd"} 1.0' in metrics
+
+
+def test_firewall_drift_is_repaired_logged_and_counted(lab: Lab):
+    """Someone deletes swand's table: the next periodic pass puts it back, says so in the
+    log and counts it in /metrics; `swand status` shows the gateway meanwhile."""
+    gw = lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(gw, firewall=True, metrics="127.0.0.1:9817", interval=1.0) as swand:
+        swand.wait_for_event("firewall unchanged")  # settled: start-up passes are done
+        assert "masquerade" in swand_rules(lab, "nat")
+        gw.run(["nft", "delete", "table", "inet", "swand"])
+        swand.wait_for_event("firewall_drift_repaired", timeout=5)
+        assert "masquerade" in swand_rules(lab, "nat")
+        metrics = gw.http_get("http://127.0.0.1:9817/metrics")
+        assert "swand_firewall_drift_repairs_total 1.0" in metrics
+        assert 'swand_firewall_reconciles_total{result="success"}' in metrics
+        status = gw.run([sys.executable, "-m", "swand", "status", "--vici", gw.vici_uri,
+                         "-c", str(swand.config_path)]).stdout
+        assert "rw" in status
