@@ -1,5 +1,10 @@
-"""`swand apply`: load the swanctl folder into charon once (only what differs from what
-charon has), reconcile the firewall once, exit.
+"""`swand apply`: load the swanctl folder into charon once, reconcile the firewall once,
+exit.
+
+A one-shot process has no record of what it loaded before, so every configured object is
+sent (as `swanctl --load-all` does; charon replaces them without touching SAs); what left
+the folder is unloaded and its SAs terminated. The daemon (`swand run`) keeps that record
+and sends only what changed.
 
 Exit status: 0 when everything loaded; 1 with one line per failure on stderr (each naming
 file:line or the item; a swanctl.conf that does not parse changes nothing); 2 when
