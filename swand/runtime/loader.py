@@ -570,6 +570,11 @@ class ConfigLoader:
                 continue
             if step.action == "unload-key" and step.target in returned_ids:
                 continue
+            if step.action == "clear-creds" and index < len(steps) and \
+                    steps[index].action == "reload-creds":
+                index += 1
+                await self._replace_credentials(session, report, returned_ids)
+                continue
             ok = await self._run_step(session, step, report, returned_ids)
             if step.action == "terminate":
                 terminated = True
@@ -693,10 +698,7 @@ class ConfigLoader:
                 await session.request("unload-shared", {"id": step.target})
             elif step.action == "clear-creds":
                 await session.request("clear-creds")
-                self._key_ids.clear()
-                for key in [k for k in self._digests if k[0] in ("cert", "key", "token",
-                                                                 "shared")]:
-                    del self._digests[key]
+                self._forget_credentials()
             elif step.action == "reload-creds":
                 if not await self._reload_credentials(session, report, returned_ids):
                     return False
@@ -714,6 +716,61 @@ class ConfigLoader:
             raise
         report.results.append(ItemResult(step.action, label, True, where=where))
         return True
+
+    async def _replace_credentials(self, session: Session, report: LoadReport,
+                                   returned_ids: set[str]) -> None:
+        """`clear-creds` and the reload of everything, written to charon in one go.
+
+        VICI cannot unload a certificate, so a removed one means clearing all
+        credentials: in the moment between `clear-creds` and the reload an IKE_SA being
+        authenticated would miss its key. Pipelined on one connection, charon runs the
+        whole sequence without waiting for swand: the window is charon's own processing
+        time (keys come first after the clear, the signing key is what a client waits
+        for), not a round trip per credential."""
+        from swand.adapters.vici import ViciError
+
+        assert self.desired is not None
+        items = [*self.desired.keys.values(), *self.desired.tokens.values(),
+                 *self.desired.shared.values(), *self.desired.certs.values(),
+                 *self.desired.authorities.values(),
+                 *(c for c in self.desired.conns.values() if _has_blobs(c))]
+        uri = getattr(session, "uri", None)
+        if not isinstance(uri, str):
+            await self._run_step(session, Step("clear-creds", "cred", "*"), report,
+                                 returned_ids)
+            await self._run_step(session, Step("reload-creds", "cred", "*"), report,
+                                 returned_ids)
+            return
+        try:
+            replies = await pipelined_requests(
+                uri, [("clear-creds", {}), *((i.command, i.message) for i in items)],
+                timeout=30.0 + 0.05 * len(items))
+        except ViciError as exc:
+            report.results.append(ItemResult("clear-creds", "cred '*'", False, str(exc)))
+            raise
+        self._forget_credentials()
+        clear = replies[0]
+        report.results.append(ItemResult(
+            "clear-creds", "cred '*'", not isinstance(clear, Exception)
+            and clear.get("success") != "no", "" if not isinstance(clear, dict)
+            else str(clear.get("errmsg", ""))))
+        ok = True
+        for item, reply in zip(items, replies[1:], strict=True):
+            if isinstance(reply, Exception) or reply.get("success") == "no":
+                ok = False
+                why = str(reply) if isinstance(reply, Exception) else \
+                    str(reply.get("errmsg", "failed"))
+                report.results.append(ItemResult("load", item.label(), False, why,
+                                                 _where(item)))
+            else:
+                self._remember(item, reply, returned_ids)
+        report.results.append(ItemResult("reload-creds", "cred '*'", ok,
+                                         "" if ok else "see the failures above"))
+
+    def _forget_credentials(self) -> None:
+        self._key_ids.clear()
+        for key in [k for k in self._digests if k[0] in CREDENTIAL_KINDS]:
+            del self._digests[key]
 
     async def _reload_credentials(self, session: Session, report: LoadReport,
                                   returned_ids: set[str]) -> bool:

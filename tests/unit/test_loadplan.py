@@ -369,3 +369,22 @@ def test_plan_converges_and_sends_only_what_differs(
                 (step.item.digest if step.item else None)
     # and nothing twice
     assert len({(s.action, s.kind, s.name) for s in steps}) == len(steps)
+
+
+def test_removed_certificate_clears_and_reloads_back_to_back(tmp_path: Path) -> None:
+    charon = FakeCharon()
+    path = folder(tmp_path, CONF.replace("connections { c { pools = p } }",
+                                         "connections { c {\n pools = p\n"
+                                         " local { cacerts = ca.pem }\n } }"))
+    (Path(path) / "x509ca" / "old.pem").write_bytes(b"OLD")
+    loader = ConfigLoader(path)
+    assert run(loader.reconcile(charon, reread=True)).ok
+    (Path(path) / "x509ca" / "old.pem").unlink()
+    charon.sent.clear()
+    report = run(loader.reconcile(charon, reread=True))
+    assert report.ok, report.failure_lines()
+    # nothing between the clear and the reload; the connection that brought a
+    # certificate of its own and the authority are sent again
+    assert charon.sent[charon.sent.index("clear-creds"):] == [
+        "clear-creds", "load-cert", "load-authority", "load-conn"]
+    assert charon.certs == [b"CA"]
