@@ -430,3 +430,35 @@ def test_a_failing_pool_in_a_pipelined_run_stops_connections_like_swanctl(
             assert len(await session.request("get-pools")) == PIPELINE_MIN + 2
 
     asyncio.run(scenario())
+
+
+@in_lab
+def test_swanctl_load_all_beside_swand_leaves_nothing_to_repair(
+        make_lab: Any, charon_version: str) -> None:
+    """Debian's strongswan.service runs `swanctl --load-all` on start and reload, reading
+    the same folder: swand's next check finds nothing to do, and what a different file
+    unloaded is back after one check."""
+    lab = make_lab(clients=1, charon=charon_version)
+    gw, c1 = lab.gateway, lab.client(1)
+    lab.configure_clients()
+    gw.write_swanctl_conf(gateway(conn("rw"), conn("other", remote_id="x@lab.test")))
+
+    async def scenario() -> None:
+        loader = ConfigLoader(str(gw.swanctl_dir))
+        async with await ViciSession.connect(gw.vici_uri) as session:
+            assert (await loader.reconcile(session, reread=True)).ok
+            lab.connect(c1)
+            up = sas(gw)
+            gw.swanctl("--load-all", "--noprompt")
+            report = await loader.reconcile(session)
+            assert report.ok and report.results == [], report.results
+            # an older copy of the file, loaded by swanctl, unloads `other`
+            old = gw.write_swanctl_conf(gateway(conn("rw")), name="old.conf")
+            gw.swanctl("--load-conns", "--file", str(old))
+            assert (await session.request("get-conns"))["conns"] == ["rw"]
+            report = await loader.reconcile(session)
+            assert [(r.action, r.label) for r in report.results] == [
+                ("load", "connection 'other'")], report.results
+            assert sas(gw) == up
+
+    asyncio.run(scenario())
