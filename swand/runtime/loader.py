@@ -368,6 +368,12 @@ def _has_blobs(item: Item) -> bool:
     return walk(item.message)
 
 
+def _step_label(step: Step) -> str:
+    """`load connection 'rw'`, `unload pool 'p'`: what a skipped step would have done."""
+    label = step.item.label() if step.item else f"{step.kind} '{step.name}'"
+    return f"{step.action} {label}"
+
+
 def _where(item: Item | None) -> str:
     if item is None:
         return ""
@@ -537,9 +543,9 @@ class ConfigLoader:
             if gates[gate] is None:
                 return False
             if gates[gate]:
-                report.refused.append(f"{step} (skipped: {why})")
+                report.refused.append(f"{_step_label(step)} (skipped: {why})")
             else:
-                report.skipped.append(f"{step} ({why})")
+                report.skipped.append(f"{_step_label(step)} ({why})")
             return True
 
         steps = list(the_plan.steps)
