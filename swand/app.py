@@ -232,7 +232,7 @@ class Daemon:
             await asyncio.wait_for(self.firewall.wait_idle(), 10.0)
 
     def _status_line(self, report: LoadReport) -> str:
-        errors = len(report.failure_lines())
+        errors = report.error_count
         state = "ok" if report.ok else f"{errors} error(s), last good state kept"
         return f"config {state}; charon {'up' if self.watch.up else 'down'}"
 
