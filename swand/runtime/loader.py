@@ -31,12 +31,12 @@ import os
 import posixpath
 import re
 import stat
-import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from swand.adapters.vici import pipelined_requests
 from swand.core import loadplan
 from swand.core.charon import charon_start_time, is_restart
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
@@ -215,75 +215,6 @@ def _read_named(paths: list[str]) -> dict[str, bytes | None]:
 #: at least this many consecutive connection (or pool) loads are pipelined over one extra
 #: VICI connection (in order, so charon keeps the file's order of connections)
 PIPELINE_MIN = 16
-
-
-async def pipelined_requests(uri: str, requests: list[tuple[str, Mapping[str, Any]]],
-                             timeout: float) -> list[dict[str, Any] | Exception]:
-    """Send the requests back to back on a fresh connection while reading the replies.
-
-    VICI has no request ids, but charon answers one connection's requests in order, so
-    writing them back to back removes a round trip per request (1,000 load-conn: 0.6 s
-    instead of 1.3 s). Each request is encoded just before it is written, so charon starts
-    on the first while Python encodes the rest. A request over VICI's limits is not sent:
-    its slot holds the ViciLimitError. Connection problems raise ViciConnectionError.
-    """
-    from vici.protocol import Packet
-
-    from swand.adapters.vici import (
-        ViciConnectionError,
-        ViciLimitError,
-        decode_message,
-        encode_request,
-        parse_uri,
-    )
-
-    results: list[dict[str, Any] | Exception] = [
-        ViciConnectionError("not sent")] * len(requests)
-    sent: asyncio.Queue[int | None] = asyncio.Queue()
-    scheme, host, port = parse_uri(uri)
-    try:
-        async with asyncio.timeout(timeout):
-            if scheme == "unix":
-                reader, writer = await asyncio.open_unix_connection(host)
-            else:
-                reader, writer = await asyncio.open_connection(host, port)
-            try:
-                async def read_replies() -> None:
-                    while (index := await sent.get()) is not None:
-                        (length,) = struct.unpack("!I", await reader.readexactly(4))
-                        parsed = Packet.parse(await reader.readexactly(length))
-                        if parsed.response_type == Packet.CMD_RESPONSE:
-                            results[index] = decode_message(parsed.payload, True, uri)
-                        elif parsed.response_type == Packet.CMD_UNKNOWN:
-                            results[index] = {"success": "no", "errmsg": "unknown command"}
-                        else:
-                            raise ViciConnectionError(
-                                f"vici {uri}: unexpected packet type "
-                                f"{parsed.response_type} in reply to {requests[index][0]}")
-
-                reading = asyncio.create_task(read_replies())
-                try:
-                    for index, (command, message) in enumerate(requests):
-                        try:
-                            packet = encode_request(command, message)
-                        except ViciLimitError as exc:
-                            results[index] = exc
-                            continue
-                        writer.write(struct.pack("!I", len(packet)) + packet)
-                        sent.put_nowait(index)
-                        await writer.drain()
-                    sent.put_nowait(None)
-                    await reading
-                    return results
-                finally:
-                    reading.cancel()
-            finally:
-                writer.close()
-    except TimeoutError:
-        raise ViciConnectionError(f"vici {uri}: {len(requests)} pipelined requests got no "
-                                  f"complete answer within {timeout:g} s") from None
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        raise ViciConnectionError(f"vici {uri}: pipelined requests failed: {exc}") from exc
 
 
 # --- the report -------------------------------------------------------------------------
