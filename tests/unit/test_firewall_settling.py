@@ -30,3 +30,39 @@ def test_a_missing_child_sa_is_held_only_while_settling_and_within_hold() -> Non
     # really gone: dropped as soon as nothing settles, or after `hold` even if something does
     assert held_child_sas([SA2], seen, 10.2, settling=False, hold=0.5) == {SA2: 10.2}
     assert held_child_sas([SA2], seen, 10.6, settling=True, hold=0.5) == {SA2: 10.6}
+
+
+def test_the_reconciler_keeps_a_moving_sa_and_drops_it_after_the_hold() -> None:
+    """Pass 1 lists SA1; pass 2 (poked by a rekey) sees SA1's IKE_SA settling without
+    SA1: rules kept, and the reconciler re-reads by itself after SETTLE_HOLD; SA1 still
+    missing and nothing settling then: its rules go."""
+    import asyncio
+    from typing import Any
+
+    from swand.runtime.firewall import SETTLE_HOLD, FirewallSnapshot
+    from tests.unit.test_firewall_runtime import POOLS, make
+
+    snapshots: list[Any] = [FirewallSnapshot(POOLS, (SA1,))]
+    fw, backend, _, _ = make(snapshots, interval=60.0)
+
+    def forward_rules() -> str:
+        return str(backend.applied[-1].tables[("ipv4", "filter")].chains)
+
+    async def scenario() -> None:
+        await fw.start()
+        await asyncio.wait_for(fw.wait_idle(), 5)
+        assert "10.8.0.129" in forward_rules()
+        snapshots[0] = FirewallSnapshot(POOLS, (), settling=True)
+        fw.poke("ike-rekey")
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(fw.wait_idle(), 5)
+        assert "10.8.0.129" in forward_rules()  # held
+        passes = len(backend.applied)
+        snapshots[0] = FirewallSnapshot(POOLS, ())
+        await asyncio.sleep(SETTLE_HOLD + 0.2)  # no poke: the reconciler's own re-read
+        await asyncio.wait_for(fw.wait_idle(), 5)
+        assert len(backend.applied) > passes
+        assert "10.8.0.129" not in forward_rules()
+        await fw.stop()
+
+    asyncio.run(scenario())
