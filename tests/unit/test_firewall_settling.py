@@ -5,10 +5,23 @@ the old IKE_SA DELETING without children, the new one not yet listed."""
 
 from __future__ import annotations
 
-from swand.core.firewall import ChildSA, held_child_sas, ike_sas_settling
+import asyncio
+
+from swand.adapters.iptables_legacy import ApplyReport
+from swand.adapters.netlink import NetState
+from swand.config import SwandConfig
+from swand.core.firewall import (
+    ChildSA,
+    DesiredFirewall,
+    Pool,
+    held_child_sas,
+    ike_sas_settling,
+)
+from swand.runtime.firewall import SETTLE_HOLD, FirewallReconciler, FirewallSnapshot
 
 SA1 = ChildSA("rw", "rw", 1, ("0.0.0.0/0",), ("10.8.0.129/32",))
 SA2 = ChildSA("rw", "rw", 2, ("0.0.0.0/0",), ("10.8.0.130/32",))
+POOLS = (Pool.from_addrs("pool4", "10.8.0.128/25"),)
 
 
 def test_an_ike_sa_mid_rekey_or_deleting_is_settling() -> None:
@@ -32,18 +45,43 @@ def test_a_missing_child_sa_is_held_only_while_settling_and_within_hold() -> Non
     assert held_child_sas([SA2], seen, 10.6, settling=True, hold=0.5) == {SA2: 10.6}
 
 
+
+class _Backend:
+    """Records what each pass asked for (a stand-in for iptables/nftables)."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.applied: list[DesiredFirewall] = []
+
+    async def apply(self, desired: DesiredFirewall) -> ApplyReport:
+        self.applied.append(desired)
+        return ApplyReport("fake")
+
+    async def close(self) -> None:
+        pass
+
+
+class _Sysctl:
+    def apply(self, want: dict[str, str]) -> list[object]:
+        return []
+
+
 def test_the_reconciler_keeps_a_moving_sa_and_drops_it_after_the_hold() -> None:
     """Pass 1 lists SA1; pass 2 (poked by a rekey) sees SA1's IKE_SA settling without
     SA1: rules kept, and the reconciler re-reads by itself after SETTLE_HOLD; SA1 still
     missing and nothing settling then: its rules go."""
-    import asyncio
-    from typing import Any
+    snapshots = [FirewallSnapshot(POOLS, (SA1,))]
+    backend = _Backend()
 
-    from swand.runtime.firewall import SETTLE_HOLD, FirewallSnapshot
-    from tests.unit.test_firewall_runtime import POOLS, make
+    async def snapshot() -> FirewallSnapshot:
+        return snapshots[0]
 
-    snapshots: list[Any] = [FirewallSnapshot(POOLS, (SA1,))]
-    fw, backend, _, _ = make(snapshots, interval=60.0)
+    async def net_state() -> NetState:
+        return NetState("eth0", {"eth0": ("192.0.2.1/24",)})
+
+    fw = FirewallReconciler(SwandConfig(), snapshot, backend=backend, sysctl=_Sysctl(),
+                            net_state=net_state, min_interval=0.01, interval=60.0)
 
     def forward_rules() -> str:
         return str(backend.applied[-1].tables[("ipv4", "filter")].chains)
