@@ -276,7 +276,8 @@ async def _revoke_live(uri: str, crl_der: bytes, identities: set[str]) -> list[s
     session = await ViciSession.connect(uri)
     try:
         await session.request("load-cert", {"type": "x509crl", "flag": "none", "data": crl_der})
-        events, _ = await session.streamed("list-sas", "list-sa", {"noblock": "yes"})
+        # blocking: a revoked client's SA that is mid-rekey must not be skipped
+        events, _ = await session.streamed("list-sas", "list-sa")
         for event in events:
             for conn, sa in event.items():
                 if not isinstance(sa, dict):

@@ -432,8 +432,10 @@ class EventWatcher:
             try:
                 # a session left from before charon restarted fails once, then reconnects
                 stats = await self._session.request("stats", timeout=self._command_timeout)
+                # blocking: `noblock` skips IKE_SAs that are mid-exchange, and the resync
+                # would then report them down
                 sa_events, _ = await self._session.streamed(
-                    "list-sas", "list-sa", {"noblock": "yes"}, timeout=self._command_timeout)
+                    "list-sas", "list-sa", timeout=self._command_timeout)
                 break
             except ViciError as exc:
                 if attempt == 2:

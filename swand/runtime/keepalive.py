@@ -226,8 +226,10 @@ class Keepalive:
         return woken_by
 
     async def _charon_sas(self, conn: str) -> list[dict[str, Any]]:
+        # blocking: `noblock` skips an IKE_SA that is mid-exchange (a rekey), which would
+        # look down and make keepalive initiate a second one
         events, _ = await self._session.streamed(
-            "list-sas", "list-sa", {"ike": conn, "noblock": "yes"}, timeout=10.0)
+            "list-sas", "list-sa", {"ike": conn}, timeout=10.0)
         return [body for e in events for name, body in e.items()
                 if name == conn and isinstance(body, dict)]
 
