@@ -24,7 +24,6 @@ Why this shape (measured, see bench/README.md "Firewall"):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
@@ -37,10 +36,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from swand.adapters.worker import ThreadedBackend
 from swand.core.firewall import (
     HOOKS,
     OWNED_PREFIX,
@@ -547,37 +546,26 @@ class _Worker:
     factories: dict[Family, _EntryFactory] = field(default_factory=dict)
 
 
-class LegacyIptablesBackend:
+class LegacyIptablesBackend(ThreadedBackend):
     """Programs swand's chains in the legacy iptables tables (see the module docstring).
 
     All methods are coroutines that hand the work to one dedicated thread.
     """
 
     name = "legacy"
+    thread_name = "swand-iptc"
 
     def __init__(self, *, lock_path: str = XTABLES_LOCK, lock_timeout: float = 5.0,
                  max_attempts: int = 5) -> None:
+        super().__init__()
         self.lock_path = lock_path
         self.lock_timeout = lock_timeout
         self.max_attempts = max_attempts
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swand-iptc")
         self._w = _Worker()
         self._thread: int | None = None
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def apply(self, desired: DesiredFirewall) -> ApplyReport:
-        return await self._run(self.apply_sync, desired)
-
-    async def flush(self) -> ApplyReport:
-        return await self._run(self.apply_sync, DesiredFirewall({}))
-
     async def observe(self) -> dict[tuple[Family, str], ObservedTable]:
         return await self._run(self._observe_locked)
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=True)
 
     # -- worker thread --------------------------------------------------------------
 

@@ -17,18 +17,17 @@ Everything runs on one worker thread that owns the libnftables context.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
 import socket
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from swand.adapters.iptables_legacy import ApplyReport, FirewallBackendError
+from swand.adapters.worker import ThreadedBackend
 from swand.core.firewall import DeleteRule, DesiredFirewall, InsertRule, Rule, diff_chain
 from swand.core.nftables import (
     CHAINS_BY_NAME,
@@ -190,24 +189,16 @@ class _Observed:
         self.other: list[dict[str, Any]] = []  # sets, maps, ... someone added
 
 
-class NftablesBackend:
+class NftablesBackend(ThreadedBackend):
     """Programs ``table inet swand`` (see the module docstring)."""
 
     name = "nftables"
+    thread_name = "swand-nft"
 
     def __init__(self, max_attempts: int = 3) -> None:
+        super().__init__()
         self.max_attempts = max_attempts
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swand-nft")
         self._nft: Any = None
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def apply(self, desired: DesiredFirewall) -> ApplyReport:
-        return await self._run(self.apply_sync, desired)
-
-    async def flush(self) -> ApplyReport:
-        return await self._run(self.apply_sync, DesiredFirewall({}))
 
     async def observe(self) -> dict[str, list[str | None]]:
         def observe() -> dict[str, list[str | None]]:
@@ -215,9 +206,6 @@ class NftablesBackend:
             return {c: [t for _, t in rules] for c, rules in obs.rules.items()}
 
         return await self._run(observe)
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=True)
 
     # -- worker thread --------------------------------------------------------------
 
