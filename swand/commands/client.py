@@ -247,8 +247,8 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
             write_new(path, data, mode)
             done.append(path)
     except (OSError, PkiError) as exc:
-        for path in [*done, pki.client_cert(name)]:
-            path.unlink(missing_ok=True)
+        for written_path in [*done, pki.client_cert(name)]:
+            written_path.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ClientError(f"writing {path}: {reason}; nothing was kept") from None
     written = [f"{path}{note}" for path, _, _, note in files]

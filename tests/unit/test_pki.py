@@ -346,3 +346,15 @@ def test_failed_write_keeps_nothing(
     assert "nothing was kept" in capsys.readouterr().err
     assert not ca.client_cert("frank").exists()
     assert add_client(ca.root, tmp_path / "out", "frank") == 0  # the name is free again
+
+
+def test_failed_write_names_the_file_that_failed(
+    ca: SwanctlPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert add_client(ca.root, blocker / "out", "frank") == 1
+    err = capsys.readouterr().err
+    # the p12 is written first: the error names it, not a file the clean-up removed
+    assert f"writing {blocker / 'out' / 'frank.p12'}:" in err
+    assert str(ca.client_cert("frank")) not in err
