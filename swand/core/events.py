@@ -76,7 +76,7 @@ class ChildSa:
     @classmethod
     def from_vici(cls, key: str, body: Mapping[str, Any]) -> ChildSa:
         return cls(
-            name=str(body.get("name", key)),
+            name=str(body.get("name") or key),
             uniqueid=str(body.get("uniqueid", "")),
             state=str(body.get("state", "")),
             reqid=str(body.get("reqid", "")),

@@ -43,6 +43,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swand.core.events import ChildDown, ChildRekey, ChildUp, parse_event
+from swand.core.events import ChildSa as EventChildSa
+from swand.core.events import IkeSa as EventIkeSa
+
 PRIORITIES = ("critical", "high", "medium", "low")
 
 
@@ -451,34 +455,30 @@ class TrafficAccumulator:
             self._retire(uid)
 
     def apply_event(self, name: str, payload: Mapping[str, Any], now: float) -> None:
-        """child-updown / child-rekey payloads (others are ignored)."""
-        if name == "child-updown":
-            up = _s(payload.get("up")) == "yes"
-            for conn, body in payload.items():
-                if not isinstance(body, Mapping):
-                    continue
-                ike = parse_ike(conn, body, now)
-                for child in ike.children:
-                    if not child.uniqueid:
-                        continue
-                    self._alive(child.uniqueid, conn, child.name, ike.peer, child.traffic, now)
-                    if not up:
-                        self._retire(child.uniqueid)
-        elif name == "child-rekey":
-            for conn, body in payload.items():
-                if not isinstance(body, Mapping):
-                    continue
-                ike = parse_ike(conn, {k: v for k, v in body.items() if k != "child-sas"}, now)
-                for key, pair in (body.get("child-sas") or {}).items():
-                    if not isinstance(pair, Mapping):
-                        continue
-                    for part in ("old", "new"):
-                        section = pair.get(part)
-                        if isinstance(section, Mapping):
-                            child = parse_child(key, section, now)
-                            if child.uniqueid:
-                                self._alive(child.uniqueid, conn, child.name, ike.peer,
-                                            child.traffic, now)
+        """child-updown / child-rekey payloads (others are ignored), decoded by the one
+        SA-event decoder, `swand.core.events.parse_event`."""
+        if name not in ("child-updown", "child-rekey"):
+            return
+        for event in parse_event(name, payload):
+            if isinstance(event, ChildUp | ChildDown):
+                uid = self._child_alive(event.sa, event.child, now)
+                if uid and isinstance(event, ChildDown):
+                    self._retire(uid)
+            elif isinstance(event, ChildRekey):
+                self._child_alive(event.sa, event.old, now)
+                self._child_alive(event.sa, event.new, now)
+
+    def _child_alive(self, sa: EventIkeSa, child: EventChildSa, now: float) -> str:
+        """An event's CHILD_SA is (or was, up to now) alive with these counters; its
+        unique id ("" when it has none: ignored)."""
+        if not child.uniqueid:
+            return ""
+        # own copies, as parse_ike makes: an entry must not pin the event's payload
+        uid = _own(child.uniqueid)
+        self._alive(uid, sys.intern(sa.conn), sys.intern(child.name), _own(sa.identity),
+                    Traffic(child.bytes_in, child.bytes_out,
+                            child.packets_in, child.packets_out), now)
+        return uid
 
     def charon_restarted(self) -> None:
         """charon lost its SAs without events: retire all at their last seen values; its
