@@ -1,15 +1,24 @@
-"""The egress interface from RTNL, followed as routes and links change (pyroute2 0.9).
+"""The way out of a network namespace from RTNL, read once or followed (pyroute2 0.9).
 
-`EgressWatcher` subscribes to link, address and route multicast groups *first*, then dumps
-the current state, then follows events, so no change between the dump and the first event
-is lost. Any event (except charon's routing table 220: every tunnel adds a route there)
-re-derives the state from a fresh dump and calls `on_change` only when the result differs.
+`NetlinkWatcher` subscribes to the link, address and route multicast groups *first*, then
+dumps the current state, then follows events, so no change between the dump and the first
+event is lost. Any event (except a route in charon's table 220: every tunnel adds one)
+re-derives the state from a fresh dump; the callbacks see the state only when it differs.
 On ENOBUFS (the kernel dropped events because we read too slowly) the socket is reopened
-and everything re-read.
+and everything re-read; any other failure is logged and retried with a backoff, so
+netlink trouble never ends what follows it. pyroute2's `AsyncIPRoute` runs in the loop
+(the sync `IPRoute` refuses a running loop).
 
-The state is a `NetState`: the interface of the IPv4 default route in the main table with
-the lowest metric, and every interface's addresses (for `swand check`'s "pool overlaps the
-egress subnet"). `read_net_state()` does one read without following.
+One `NetState` serves every user, each reading its part:
+
+- the firewall: `egress`, the interface of the IPv4 default route in the main table with
+  the lowest metric (NAT), and `interfaces`, every interface's addresses (for "pool
+  overlaps the egress subnet");
+- keepalive: `way_out`, the global addresses on real interfaces (not `lo`, not
+  libipsec's `ipsec0` where virtual IPs live) and the default routes (IPv4 and IPv6) of
+  the main table through them.
+
+`read_net_state()` does one read without following.
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +37,8 @@ log = get_logger("swand.netlink")
 
 CHARON_ROUTING_TABLE = 220
 MAIN_TABLE = 254
+#: not a way out: loopback, and libipsec's TUN where the virtual IPs live
+IGNORED_IFACES = frozenset({"lo", "ipsec0"})
 _RELEVANT = frozenset({
     "RTM_NEWROUTE", "RTM_DELROUTE", "RTM_NEWLINK", "RTM_DELLINK", "RTM_NEWADDR",
     "RTM_DELADDR",
@@ -40,33 +50,65 @@ class NetState:
     egress: str | None
     #: interface name -> its addresses as CIDRs ("192.0.2.1/24")
     interfaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: global addresses on real interfaces (not `IGNORED_IFACES`)
+    global_addresses: frozenset[str] = frozenset()
+    #: the main table's default routes (both families) through real interfaces:
+    #: (interface name, or "" for a multipath route; gateway, or "")
+    default_routes: frozenset[tuple[str, str]] = frozenset()
 
     def __hash__(self) -> int:  # dict field: hash the frozen view
-        return hash((self.egress, tuple(sorted(self.interfaces.items()))))
+        return hash((self.egress, tuple(sorted(self.interfaces.items())),
+                     self.global_addresses, self.default_routes))
+
+    @property
+    def way_out(self) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """What says "the way out changed" to a client: its addresses and default routes."""
+        return self.global_addresses, self.default_routes
 
 
-async def _open() -> Any:
+async def _open(netns: str | None) -> Any:
     from pyroute2 import AsyncIPRoute  # lazily: `swand check` need not import pyroute2
+    from pyroute2.netlink.rtnl import (
+        RTMGRP_IPV4_IFADDR,
+        RTMGRP_IPV4_ROUTE,
+        RTMGRP_IPV6_IFADDR,
+        RTMGRP_IPV6_ROUTE,
+        RTMGRP_LINK,
+    )
 
-    ipr = AsyncIPRoute()
+    ipr = AsyncIPRoute(netns=netns) if netns else AsyncIPRoute()
     await ipr.setup_endpoint()
-    await ipr.bind()  # default groups: links, addresses, IPv4/IPv6 routes
+    # only these: pyroute2's default groups add neighbours (every ARP update) and tc
+    await ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+                   | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
     return ipr
 
 
 async def _dump(ipr: Any) -> NetState:
     links = {msg["index"]: msg.get("ifname") async for msg in await ipr.link("dump")}
     addrs: dict[str, list[str]] = {name: [] for name in links.values() if name}
+    global_addresses: set[str] = set()
     async for msg in await ipr.addr("dump"):
         name = links.get(msg["index"])
+        if not name:
+            continue
         addr = msg.get("address")
-        if name and addr:
+        if addr:
             addrs.setdefault(name, []).append(f"{addr}/{msg['prefixlen']}")
+        local = addr or msg.get("local")
+        if local and msg.get("scope", 0) == 0 and name not in IGNORED_IFACES:
+            global_addresses.add(str(local))
     best: tuple[int, int] | None = None
-    async for r in await ipr.route("dump", family=socket.AF_INET):
+    default_routes: set[tuple[str, str]] = set()
+    async for r in await ipr.route("dump"):  # both families
         if r["dst_len"] != 0 or r.get("table") != MAIN_TABLE or r["type"] != 1:
             continue
         oif = r.get("oif")
+        name = links.get(oif, "") if oif is not None else ""
+        if name not in IGNORED_IFACES:
+            default_routes.add((name, str(r.get("gateway") or "")))
+        if r["family"] != socket.AF_INET:
+            continue
         if oif is None:
             multipath = r.get("multipath") or []
             oif = multipath[0]["oif"] if multipath else None
@@ -76,12 +118,13 @@ async def _dump(ipr: Any) -> NetState:
         if best is None or metric < best[0]:
             best = (metric, oif)
     egress = links.get(best[1]) if best else None
-    return NetState(egress, {k: tuple(v) for k, v in sorted(addrs.items())})
+    return NetState(egress, {k: tuple(v) for k, v in sorted(addrs.items())},
+                    frozenset(global_addresses), frozenset(default_routes))
 
 
-async def read_net_state() -> NetState:
-    """One look at the default route and the interfaces of this namespace."""
-    ipr = await _open()
+async def read_net_state(netns: str | None = None) -> NetState:
+    """One look at the default routes and the interfaces of this namespace."""
+    ipr = await _open(netns)
     try:
         return await _dump(ipr)
     finally:
@@ -95,33 +138,55 @@ def _relevant(msg: Any) -> bool:
     return not (event.endswith("ROUTE") and msg.get("table") == CHARON_ROUTING_TABLE)
 
 
-class EgressWatcher:
-    """Follows `NetState`; `on_change(state)` is called with the first state and on every
-    change. Run `run()` as a task; cancel it to stop."""
+class NetlinkWatcher:
+    """Follows `NetState`; each callback is called with the first state and on every
+    change. Run `run()` as a task; cancel it to stop.
 
-    def __init__(self, on_change: Callable[[NetState], None] | None = None,
-                 settle: float = 0.05) -> None:
-        self.on_change = on_change
+    `netns=None` means the namespace swand runs in (tests pass a lab namespace).
+    """
+
+    def __init__(self, netns: str | None = None, settle: float = 0.05,
+                 backoff_max: float = 30.0) -> None:
+        self.netns = netns
         self.settle = settle
+        self.backoff_max = backoff_max
         self.state: NetState | None = None
         self.ready = asyncio.Event()
         self.resyncs = 0
+        self._callbacks: list[Callable[[NetState], None]] = []
+
+    def add_callback(self, on_change: Callable[[NetState], None]) -> None:
+        self._callbacks.append(on_change)
 
     async def run(self) -> None:
+        backoff = 1.0
         while True:
-            ipr = await _open()
+            ipr = None
             try:
-                await self._publish(await _dump(ipr))
+                ipr = await _open(self.netns)
+                self._publish(await _dump(ipr))
                 self.ready.set()
+                backoff = 1.0
                 await self._follow(ipr)
+            except asyncio.CancelledError:
+                raise
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
-                    raise
+                    backoff = await self._failed(exc, backoff)
+                    continue
                 self.resyncs += 1
                 log.warning("netlink events overflowed, re-reading", resyncs=self.resyncs)
+            except Exception as exc:
+                backoff = await self._failed(exc, backoff)
             finally:
-                with contextlib.suppress(Exception):
-                    ipr.close()
+                if ipr is not None:
+                    with contextlib.suppress(Exception):
+                        ipr.close()
+
+    async def _failed(self, exc: Exception, backoff: float) -> float:
+        log.warning("netlink failed, retrying", error=repr(exc), retry_in=backoff)
+        await asyncio.sleep(backoff)
+        return min(backoff * 2, self.backoff_max)
 
     async def _follow(self, ipr: Any) -> None:
         while True:
@@ -130,19 +195,15 @@ class EgressWatcher:
                 dirty = dirty or _relevant(msg)
             if dirty:
                 await asyncio.sleep(self.settle)  # a burst (link up + routes) -> one read
-                await self._publish(await _dump(ipr))
+                self._publish(await _dump(ipr))
 
-    async def _publish(self, state: NetState) -> None:
+    def _publish(self, state: NetState) -> None:
         if state == self.state:
             return
         old, self.state = self.state, state
         if old is None or old.egress != state.egress:
             log.info("egress interface", egress=state.egress,
                      previous=old.egress if old else None)
-        if self.on_change is not None:
-            self.on_change(state)
+        for on_change in self._callbacks:
+            on_change(state)
 
-
-def interface_networks(state: NetState, name: str) -> list[ipaddress.IPv4Network
-                                                          | ipaddress.IPv6Network]:
-    return [ipaddress.ip_interface(a).network for a in state.interfaces.get(name, ())]

@@ -191,7 +191,9 @@ class _Egress:
 
     name: str | None = None
     interfaces: dict[str, tuple[str, ...]] | None = None
-    watcher: Any = None
+    #: the watcher's egress and interfaces last acted on (the rest of its state is
+    #: keepalive's)
+    seen: tuple[Any, ...] | None = None
     task: asyncio.Task | None = None
     fixed: bool = False
 
@@ -285,7 +287,7 @@ class FirewallReconciler:
         egress = self.cfg.firewall.egress
         if self._net_state is not None:
             return
-        from swand.adapters.netlink import EgressWatcher, read_net_state
+        from swand.adapters.netlink import NetlinkWatcher, read_net_state
 
         if not follow:
             state = await read_net_state()
@@ -293,8 +295,8 @@ class FirewallReconciler:
             return
         if egress != "auto":
             self._egress.fixed = True
-        watcher = EgressWatcher(on_change=lambda s: self._on_net(s))
-        self._egress.watcher = watcher
+        watcher = NetlinkWatcher()
+        watcher.add_callback(self._on_net)
         self._egress.task = asyncio.create_task(watcher.run(), name="egress-watcher")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.ready.wait(), 5.0)
@@ -304,6 +306,10 @@ class FirewallReconciler:
         self._egress.interfaces = dict(state.interfaces)
 
     def _on_net(self, state: Any) -> None:
+        seen = (state.egress, state.interfaces)
+        if seen == self._egress.seen:
+            return
+        self._egress.seen = seen
         egress = self.cfg.firewall.egress
         self._set_net(state, None if egress == "auto" else egress)
         self.poke("netlink")

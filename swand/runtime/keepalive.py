@@ -25,8 +25,8 @@ for it. A peer's delete (the gateway terminating us) has the task passive; a DPD
 is ESTABLISHED. A held connection stays down until it comes up by other means (charon,
 `swanctl --initiate`) or `resume()` is called; swand restarts forget holds.
 
-Network changes (pyroute2 `NetlinkWatcher`, by default in the namespace swand runs in:
-global addresses, default routes in the main table): each
+Network changes (`NetlinkWatcher.way_out`, by default in the namespace swand runs in:
+global addresses, default routes in the main table), once a burst has settled: each
 kept connection without an SA is initiated at once; one whose SA's local address is no
 longer ours gets `mobike_grace` seconds for MOBIKE to move it (an `ike-update`), and is
 otherwise terminated (by swand, so not a hold) and initiated anew.
@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from swand.adapters.netlink_watch import NetlinkWatcher
+from swand.adapters.netlink import NetlinkWatcher, NetState
 from swand.adapters.vici import ViciCommandError, ViciError, ViciSession
 from swand.core.events import Action, SaDown, SaMoved, SaUp, locally_deleted
 from swand.log import get_logger
@@ -110,6 +110,12 @@ class Keepalive:
         self._own_terminates: set[str] = set()
         self._session = ViciSession(uri)
         self._fresh_start = dict.fromkeys(self.conns, False)
+        #: the way out last seen (None: not yet read) and the pending re-check of a change
+        self._way_out: tuple[Any, ...] | None = None
+        self._net_check: asyncio.TimerHandle | None = None
+        self._replacing: set[asyncio.Task[None]] = set()
+        if self.netlink is not None:
+            self.netlink.add_callback(self._on_net)
         watcher.add_callback(self.on_action)
         watcher.add_resync_callback(self.on_resync)
 
@@ -165,10 +171,13 @@ class Keepalive:
         tasks = [asyncio.create_task(self._keeper(c), name=f"keepalive-{c}")
                  for c in self.conns]
         if self.netlink is not None:
-            tasks.append(asyncio.create_task(self._follow_network(), name="keepalive-net"))
+            tasks.append(asyncio.create_task(self.netlink.run(), name="keepalive-net"))
         try:
             await asyncio.gather(*tasks)
         finally:
+            if self._net_check is not None:
+                self._net_check.cancel()
+            tasks += self._replacing
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -263,25 +272,25 @@ class Keepalive:
         log.info("keepalive_up", conn=conn)
         return True
 
-    async def _follow_network(self) -> None:
-        assert self.netlink is not None
-        backoff = 1.0
-        while True:
-            try:
-                async for change in self.netlink.changes():
-                    log.debug("keepalive_net_change", kind=change.kind, action=change.action)
-                    await asyncio.sleep(self.settle)  # let a burst (del, add, route) settle
-                    await self._network_changed()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # netlink trouble must not end keepalive
-                log.warning("keepalive_netlink_failed", error=repr(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+    def _on_net(self, state: NetState) -> None:
+        """NetlinkWatcher callback: when the way out changed (the first state is only
+        noted), re-check once the burst (del, add, route) has been quiet for `settle`."""
+        previous, self._way_out = self._way_out, state.way_out
+        if previous is None or previous == state.way_out:
+            return
+        log.debug("keepalive_net_change", addresses=sorted(state.global_addresses))
+        if self._net_check is not None:
+            self._net_check.cancel()
+        self._net_check = asyncio.get_running_loop().call_later(
+            self.settle, self._network_changed)
 
-    async def _network_changed(self) -> None:
-        assert self.netlink is not None
-        addresses = await self.netlink.addresses()
+    def _addresses(self) -> frozenset[str]:
+        assert self.netlink is not None and self.netlink.state is not None
+        return self.netlink.state.global_addresses
+
+    def _network_changed(self) -> None:
+        self._net_check = None
+        addresses = self._addresses()
         for conn in self.conns:
             if conn in self.held:
                 continue
@@ -293,13 +302,14 @@ class Keepalive:
             stale = [sa for sa in live if sa.local_host and sa.local_host not in addresses]
             if not stale:
                 continue
-            asyncio.get_running_loop().create_task(self._replace_stale(conn))
+            task = asyncio.get_running_loop().create_task(self._replace_stale(conn))
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
 
     async def _replace_stale(self, conn: str) -> None:
         """Give MOBIKE `mobike_grace` seconds; then replace SAs whose address is gone."""
-        assert self.netlink is not None
         await asyncio.sleep(self.mobike_grace)
-        addresses = await self.netlink.addresses()
+        addresses = self._addresses()
         stale = [sa for sa in self.watcher.table.live_for_conn(conn)
                  if sa.local_host and sa.local_host not in addresses]
         if not stale:
