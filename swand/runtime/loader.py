@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import glob
 import hashlib
 import os
@@ -82,17 +83,34 @@ def parse_swanctl_conf(swanctl_dir: str) -> Section:
     return parse_file(os.path.join(swanctl_dir, "swanctl.conf"))
 
 
+class _NotRegular(OSError):
+    """A FIFO, socket or device where a file was expected."""
+
+
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
+    """A regular file's bytes. Opened without blocking and checked before reading: open()
+    of a FIFO would wait for a writer and hang the pass."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise _NotRegular(errno.EINVAL, "not a regular file", path)
         data = f.read(MAX_CREDENTIAL_FILE + 1)
     if len(data) > MAX_CREDENTIAL_FILE:
         raise OSError(f"larger than {MAX_CREDENTIAL_FILE} bytes")
     return data
 
 
-def read_credentials(swanctl_dir: str, tree: Section) -> CredentialSource:
-    """Snapshot every file the translation may need: the credential folders' regular
-    files (as swanctl enumerates them) and the files the configuration names."""
+#: credential folder -> ((file name, bytes), ...), and path -> why it could not be read
+CredentialFolders = tuple[dict[str, tuple[tuple[str, bytes], ...]], dict[str, str]]
+
+
+def read_credential_folders(swanctl_dir: str) -> CredentialFolders:
+    """The credential folders' regular files as swanctl enumerates them (sorted by name,
+    other entries skipped; a missing folder is absent), and the reason for each file that
+    could not be read. One read serves both the fingerprint and the translation."""
     folders: dict[str, tuple[tuple[str, bytes], ...]] = {}
     unreadable: dict[str, str] = {}
     for folder in CREDENTIAL_FOLDERS:
@@ -105,19 +123,28 @@ def read_credentials(swanctl_dir: str, tree: Section) -> CredentialSource:
         for name in names:
             full = os.path.join(path, name)
             try:
-                if not stat.S_ISREG(os.stat(full).st_mode):
-                    continue
                 entries.append((name, _read(full)))
+            except (_NotRegular, IsADirectoryError):
+                continue
             except OSError as exc:
                 unreadable[full] = exc.strerror or str(exc)
         folders[folder] = tuple(entries)
+    return folders, unreadable
+
+
+def read_credentials(swanctl_dir: str, tree: Section,
+                     folders: CredentialFolders | None = None) -> CredentialSource:
+    """Snapshot every file the translation may need: the credential folders' regular
+    files (`folders`, when already read) and the files the configuration names."""
+    found, folder_unreadable = folders or read_credential_folders(swanctl_dir)
+    unreadable = dict(folder_unreadable)
     files: dict[str, bytes] = {}
     for path in referenced_files(tree, swanctl_dir):
         try:
             files[path] = _read(path)
         except OSError as exc:
             unreadable[path] = exc.strerror or str(exc)
-    return CredentialSource(swanctl_dir, folders, files, unreadable)
+    return CredentialSource(swanctl_dir, found, files, unreadable)
 
 
 def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadError]]:
@@ -140,13 +167,14 @@ _INCLUDE = re.compile(rb"^[ \t]*include[ \t]+(\"[^\"]*\"|[^#\r\n]*)", re.MULTILI
 _MAX_FINGERPRINT_FILES = 10_000
 
 
-def config_fingerprint(swanctl_dir: str) -> str:
+def config_fingerprint(swanctl_dir: str, folders: CredentialFolders | None = None) -> str:
     """A hash of the configuration's files and credential folders: swanctl.conf and the
     files its `include` lines match (found by a line scan, recursively; the directories'
     mtimes too, so a file added where a glob looks is noticed) and every file of the
-    credential folders. Together with `files_fingerprint` of the files the configuration
-    names, equal values mean parsing and translating again would give the same desired
-    state: an unchanged SIGHUP costs reading files, not parsing 1,000 connections."""
+    credential folders (`folders`, when already read). Together with `files_fingerprint`
+    of the files the configuration names, equal values mean parsing and translating
+    again would give the same desired state: an unchanged SIGHUP costs reading files,
+    not parsing 1,000 connections."""
     h = hashlib.blake2b(digest_size=16)
 
     def add(path: str) -> bytes | None:
@@ -179,14 +207,13 @@ def config_fingerprint(swanctl_dir: str) -> str:
                 parent = os.path.dirname(full)
                 h.update(f"{parent}\0{os.stat(parent).st_mtime_ns}\0".encode())
             pending.extend(sorted(glob.glob(full)))
-    for folder in CREDENTIAL_FOLDERS:
-        path = os.path.join(swanctl_dir, folder)
-        try:
-            names = sorted(os.listdir(path))
-        except OSError:
-            continue
-        for name in names:
-            add(os.path.join(path, name))
+    found, unreadable = folders or read_credential_folders(swanctl_dir)
+    for folder, entries in found.items():
+        for name, data in entries:
+            h.update(f"{folder}/{name}\0{len(data)}\0".encode())
+            h.update(data)
+    for path, reason in sorted(unreadable.items()):
+        h.update(f"{path}\0!{reason}\0".encode())
     return h.hexdigest()
 
 
@@ -348,7 +375,8 @@ class ConfigLoader:
     def reread(self) -> tuple[bool, list[LoadError]]:
         """Parse and translate the folder, unless no input byte changed since the last
         good parse. On a parse error the previous desired state stays (returns False)."""
-        fingerprint = config_fingerprint(self.swanctl_dir)
+        folders = read_credential_folders(self.swanctl_dir)
+        fingerprint = config_fingerprint(self.swanctl_dir, folders)
         if self.desired is not None and fingerprint == self._fingerprint and \
                 files_fingerprint(_read_named(self._referenced)) == self._named_fingerprint:
             return True, list(self.desired_errors)
@@ -359,7 +387,7 @@ class ConfigLoader:
         except OSError as exc:
             path = posixpath.join(self.swanctl_dir, "swanctl.conf")
             return False, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
-        source = read_credentials(self.swanctl_dir, tree)
+        source = read_credentials(self.swanctl_dir, tree, folders)
         state, errors = translate(tree, source)
         self._referenced = referenced_files(tree, self.swanctl_dir)
         # what was read *before* parsing, and the very bytes translated: a file changed

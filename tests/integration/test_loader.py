@@ -295,6 +295,52 @@ def test_fingerprint_follows_every_input_byte(tmp_path: Any) -> None:
     assert config_fingerprint(str(d)) != third
 
 
+def test_a_fifo_among_the_inputs_is_refused_not_waited_on(tmp_path: Any) -> None:
+    """open() of a FIFO waits for a writer: a FIFO in a credential folder, named by a
+    connection or matched by an include must be an unreadable file, not a hung reread."""
+    import os
+    import signal
+
+    d = tmp_path / "swanctl"
+    (d / "x509").mkdir(parents=True)
+    (d / "conf.d").mkdir()
+    (d / "swanctl.conf").write_text(
+        "connections { a { local { certs = named.pem } } }\ninclude conf.d/*.conf\n")
+    (d / "x509" / "real.pem").write_bytes(b"CERT")
+    os.mkfifo(d / "x509" / "fifo.pem")
+    os.mkfifo(d / "x509" / "named.pem")
+    os.mkfifo(d / "conf.d" / "fifo.conf")
+
+    class Hung(Exception):  # not an OSError: the code under test must not swallow it
+        pass
+
+    def hung(*_: Any) -> None:
+        raise Hung("blocked opening a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    pytest_timeout = signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        config_fingerprint(str(d))
+        loader = ConfigLoader(str(d))
+        ok, errors = loader.reread()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if pytest_timeout[0]:
+            signal.setitimer(signal.ITIMER_REAL, *pytest_timeout)
+    # the include is the parser's business (its own error); the files are reported
+    assert not ok, errors
+    assert "fifo.conf" in str(errors[0]) and "not a regular file" in str(errors[0])
+    (d / "conf.d" / "fifo.conf").unlink()
+    ok, errors = loader.reread()
+    assert ok
+    assert loader.desired is not None
+    assert list(loader.desired.certs) == ["x509/real.pem"]
+    assert [str(e) for e in errors] == [
+        f"{d}/swanctl.conf:1: connection 'a': loading certs certificate "
+        f"'{d}/x509/named.pem' failed: not a regular file"], errors
+
+
 @in_lab
 def test_an_item_over_vici_limits_fails_alone_with_a_clear_error(
         make_lab: Any, charon_version: str) -> None:
