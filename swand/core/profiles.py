@@ -75,6 +75,8 @@ _DH_NAMES = {
 }
 _DH_ALIASES = {name: name for name in _DH_NAMES} | {"x25519": "curve25519", "x448": "curve448"}
 _ESN = {"esn", "noesn"}
+#: ESP without PFS, spelled out (charon 5.9 takes both)
+_NO_PFS = {"none", "modpnone"}
 
 #: strongSwan 5.9's built-in proposals, used where swanctl.conf says `default` (or nothing)
 DEFAULT_IKE = (
@@ -132,6 +134,8 @@ def parse_proposal(text: str, ike: bool) -> Proposal:
             dh.append(_DH_ALIASES[token])
         elif token in _ESN and not ike:
             esn.append(token)
+        elif token in _NO_PFS and not ike:
+            continue  # the same as naming no group
         else:
             kind = "IKE" if ike else "ESP"
             raise ProfileError(f"{kind} proposal {text!r}: unknown algorithm keyword {token!r}")
@@ -415,6 +419,31 @@ class WindowsParams:
         }
 
 
+def windows_ike_suite(proposals: Sequence[Proposal]) -> IkeSuite | None:
+    """The first of these IKE suites Windows can offer, else None (`swand check` asks
+    the same question)."""
+    for s in _ike_suites(proposals):
+        if s.encryption not in _WIN_IKE_ENCR or s.dh not in _WIN_DH or s.prf not in _WIN_HASH:
+            continue
+        if s.integrity is not None and s.integrity != s.prf:
+            continue  # Windows derives the PRF from its one hash setting
+        return s
+    return None
+
+
+def windows_esp_suite(proposals: Sequence[Proposal]) -> EspSuite | None:
+    """The first of these ESP suites Windows can offer, else None."""
+    for e in _esp_suites(proposals):
+        if e.encryption not in _WIN_ESP_ENCR:
+            continue
+        if e.integrity is not None and e.integrity not in _WIN_ESP_INTEG:
+            continue
+        if e.dh is not None and e.dh not in _WIN_PFS:
+            continue
+        return e
+    return None
+
+
 def windows_params(gw: GatewayInfo) -> WindowsParams:
     """The first IKE and ESP suite of the gateway's that Windows can offer.
 
@@ -422,14 +451,7 @@ def windows_params(gw: GatewayInfo) -> WindowsParams:
     DH groups 1, 2, 14, 24, ECP256 and ECP384, and for ESP only HMAC-MD5/SHA1/SHA256-128
     or AES-GCM as both cipher and integrity.
     """
-    ike = None
-    for s in _ike_suites(gw.ike):
-        if s.encryption not in _WIN_IKE_ENCR or s.dh not in _WIN_DH or s.prf not in _WIN_HASH:
-            continue
-        if s.integrity is not None and s.integrity != s.prf:
-            continue  # Windows derives the PRF from its one hash setting
-        ike = s
-        break
+    ike = windows_ike_suite(gw.ike)
     if ike is None:
         raise ProfileError(
             f"Windows cannot match the gateway's IKE proposals "
@@ -437,16 +459,7 @@ def windows_params(gw: GatewayInfo) -> WindowsParams:
             "AES-CBC/AES-GCM with SHA1/SHA256/SHA384 and DH groups 2, 14, 24, ECP256, ECP384; "
             "add e.g. aes256gcm16-prfsha384-ecp384 or aes256-sha256-modp2048"
         )
-    esp = None
-    for e in _esp_suites(gw.esp):
-        if e.encryption not in _WIN_ESP_ENCR:
-            continue
-        if e.integrity is not None and e.integrity not in _WIN_ESP_INTEG:
-            continue
-        if e.dh is not None and e.dh not in _WIN_PFS:
-            continue
-        esp = e
-        break
+    esp = windows_esp_suite(gw.esp)
     if esp is None:
         raise ProfileError(
             f"Windows cannot match the gateway's ESP proposals "

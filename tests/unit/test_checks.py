@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from swand.cli import main
-from swand.core import checks
+from swand.core import checks, profiles
 from swand.core.checks import CheckInput, CredentialFile, SystemFacts
 
 settings = pytest.importorskip("swand.core.settings")
@@ -759,3 +760,53 @@ def test_shipped_client_pair_is_consistent(tmp_path: Path, ca: CA,
                        "--swanctl-dir", str(d), "--json")
     doc = json.loads(out)
     assert "keepalive-unknown" not in {f["code"] for f in doc["findings"]}
+
+
+@pytest.mark.parametrize("proposals", [
+    "aes256-sha1-prfsha384-ecp384",  # Windows uses one hash for integrity and PRF
+    "aes256gcm16-sha256-prfsha512-ecp384",  # AEAD: charon takes the explicit PRF only
+])
+def test_windows_ike_verdict_is_the_one_client_add_acts_on(
+    ca: CA, gateway: tuple[bytes, bytes], proposals: str,
+) -> None:
+    found = checks.check_proposals(make_input(conf(proposals=proposals), gateway, ca))
+    assert codes(found) == {"windows-ike": "warning"}
+    with pytest.raises(profiles.ProfileError, match="Windows cannot match"):
+        profiles.windows_params(profiles.GatewayInfo("gw", "gw", ike_proposals=(proposals,)))
+
+
+def test_windows_esp_without_pfs(ca: CA, gateway: tuple[bytes, bytes]) -> None:
+    """`modpnone`/`none` (no PFS) is valid and Windows' PfsGroup None: check and client
+    add agree."""
+    for esp in ("aes256gcm16-modpnone", "aes256-sha256-none"):
+        assert checks.check_proposals(make_input(conf(esp=esp), gateway, ca)) == []
+        params = profiles.windows_params(profiles.GatewayInfo("gw", "gw", esp_proposals=(esp,)))
+        assert params.pfs_group == "None"
+
+
+def test_windows_verdicts_agree_everywhere() -> None:
+    """`swand check` warns exactly when `swand client add` cannot make a Windows profile."""
+    for kind, parts in (
+        ("ike", (["aes128", "aes256", "aes192gcm16", "aes256gcm16", "3des", "des",
+                  "camellia256"],
+                 ["", "sha1", "sha256", "sha384", "sha512", "md5", "sha256_96"],
+                 ["", "prfsha256", "prfsha384", "prfsha512"],
+                 ["ecp384", "modp2048", "curve25519", "ecp521"])),
+        ("esp", (["aes128", "aes256gcm16", "aes192gcm16", "chacha20poly1305", "null"],
+                 ["", "sha1", "sha256", "sha384", "md5"],
+                 ["", "ecp384", "modp2048", "curve25519", "modpnone", "none"],
+                 ["", "esn", "noesn"])),
+    ):
+        for combo in itertools.product(*parts):
+            text = "-".join(t for t in combo if t)
+            (p,) = checks.parse_proposals(text)
+            if checks.proposal_problem(p, kind) is not None:
+                continue
+            gw = (profiles.GatewayInfo("gw", "gw", ike_proposals=(text,)) if kind == "ike"
+                  else profiles.GatewayInfo("gw", "gw", esp_proposals=(text,)))
+            try:
+                profiles.windows_params(gw)
+                client_add = True
+            except profiles.ProfileError:
+                client_add = False
+            assert checks.windows_can_negotiate(p, kind) == client_add, (kind, text)
