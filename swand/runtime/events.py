@@ -491,7 +491,7 @@ class EventWatcher:
             self.stats.downs[action.reason.value] += 1
             if self._metrics is not None:
                 self._metrics.record_down(action.reason.value, connection=action.sa.conn,
-                                          peer=action.sa.remote_id)
+                                          peer=action.sa.identity)
             log.info("sa_down", reason=action.reason.value, confirmed=action.confirmed,
                      detail=action.detail, peer_gone=action.peer_gone, resync=action.resync,
                      **action.sa.log_fields())

@@ -403,3 +403,31 @@ def test_resync_leaves_leaving_sas_to_their_own_down_event() -> None:
     assert summary(actions) == [("up", "5", True)]  # 1 is still listed: no guess
     (down, _) = table.apply(IkeDown(deleting))
     assert down.reason is DownReason.DELETED  # the real event classifies it
+
+
+def test_last_down_names_the_peer_by_its_identity() -> None:
+    """`swand status` shows the peer of the last down as every log line and metric label
+    does: its EAP/XAuth identity when it has one, not the IKE id."""
+    import asyncio
+
+    from swand.runtime.events import EventWatcher
+
+    downs: list[dict[str, str]] = []
+
+    class Metrics:
+        def record_down(self, reason: str, connection: str = "", peer: str = "") -> None:
+            downs.append({"reason": reason, "connection": connection, "peer": peer})
+
+        def record_event(self, name: str) -> None: ...
+        def record_vici_reconnect(self) -> None: ...
+        def set_queue_depth(self, depth: object) -> None: ...
+
+    async def main() -> None:
+        watcher = EventWatcher("unix:///nonexistent", metrics=Metrics())
+        sa = IkeSa("rw", "7", state="ESTABLISHED", remote_id="192.0.2.50",
+                   remote_eap_id="carol@example.org", tasks_active=("IKE_DPD",))
+        await watcher._apply(IkeUp(sa))
+        await watcher._apply(IkeDown(sa))
+
+    asyncio.run(main())
+    assert downs == [{"reason": "dpd", "connection": "rw", "peer": "carol@example.org"}]
