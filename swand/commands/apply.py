@@ -20,9 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from swand.config import ConfigError, SwandConfig, load_config
-from swand.core.swanctl import DesiredState, LoadError
 from swand.runtime.loader import ConfigLoader, LoadReport
-from swand.runtime.loader import load_swanctl_dir as _load_swanctl_dir
 
 #: the firewall step of `swand apply`: (config, VICI session) -> failure lines. Resolved
 #: lazily so `swand apply --no-firewall` never imports iptables or netlink bindings.
@@ -34,11 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="load into charon only; leave sysctls and firewall alone")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="give up on a charon that does not answer (default 30)")
-
-
-def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadError]]:
-    """Parse and translate DIR without touching charon (for `swand check`)."""
-    return _load_swanctl_dir(swanctl_dir)
 
 
 async def _firewall(cfg: SwandConfig, session: Any) -> list[str]:

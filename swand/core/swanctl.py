@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import posixpath
 import secrets as _secrets
 from collections.abc import Iterator, Mapping
@@ -586,7 +585,3 @@ def conn_children(item: Item) -> tuple[str, ...]:
     body = next(iter(item.message.values()), {})
     children = body.get("children", {}) if isinstance(body, Mapping) else {}
     return tuple(children) if isinstance(children, Mapping) else ()
-
-
-def file_name(path: str) -> str:
-    return os.path.basename(path)
