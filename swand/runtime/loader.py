@@ -41,7 +41,7 @@ from swand.adapters.vici import pipelined_requests
 from swand.core import loadplan
 from swand.core.charon import charon_start_time, is_restart
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
-from swand.core.settings import Section, SettingsError
+from swand.core.settings import Section, SettingsError, parse_file
 from swand.core.swanctl import (
     CREDENTIAL_FOLDERS,
     CredentialSource,
@@ -76,11 +76,15 @@ class Session(Protocol):
 # --- the edge: reading the folder -------------------------------------------------------
 
 
-def parse_swanctl_conf(swanctl_dir: str) -> Section:
-    """Parse DIR/swanctl.conf (raises SettingsError naming file:line)."""
-    from swand.core.settings import parse_file  # the parser helper's function
-
-    return parse_file(os.path.join(swanctl_dir, "swanctl.conf"))
+def parse_swanctl_conf(swanctl_dir: str) -> tuple[Section | None, list[LoadError]]:
+    """Parse DIR/swanctl.conf: (tree, []) or (None, [the error naming file:line])."""
+    try:
+        return parse_file(os.path.join(swanctl_dir, "swanctl.conf")), []
+    except SettingsError as exc:
+        return None, [LoadError(str(exc.origin), "swanctl.conf", exc.message)]
+    except OSError as exc:
+        path = posixpath.join(swanctl_dir, "swanctl.conf")
+        return None, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
 
 
 class _NotRegular(OSError):
@@ -150,15 +154,10 @@ def read_credentials(swanctl_dir: str, tree: Section,
 def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadError]]:
     """Parse and translate a swanctl folder without touching charon (`swand check`,
     `swand apply`). Returns (None, [error]) when swanctl.conf does not parse."""
-    try:
-        tree = parse_swanctl_conf(swanctl_dir)
-    except SettingsError as exc:
-        return None, [LoadError(str(exc.origin), "swanctl.conf", exc.message)]
-    except OSError as exc:
-        path = posixpath.join(swanctl_dir, "swanctl.conf")
-        return None, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
-    source = read_credentials(swanctl_dir, tree)
-    return translate(tree, source)
+    tree, errors = parse_swanctl_conf(swanctl_dir)
+    if tree is None:
+        return None, errors
+    return translate(tree, read_credentials(swanctl_dir, tree))
 
 
 # --- fingerprint: is a reread needed at all? -------------------------------------------
@@ -332,6 +331,22 @@ def _step_label(step: Step) -> str:
     return f"{step.action} {label}"
 
 
+def _reply_error(reply: Mapping[str, Any] | Exception) -> str | None:
+    """Why one pipelined request failed (None: it succeeded)."""
+    if isinstance(reply, Exception):
+        return str(reply)
+    if reply.get("success") == "no":
+        return str(reply.get("errmsg", "failed"))
+    return None
+
+
+def _pipeline_uri(session: Session) -> str | None:
+    """The URI to open extra connections to, when the session is a real VICI one (test
+    fakes have none: their steps run one by one)."""
+    uri = getattr(session, "uri", None)
+    return uri if isinstance(uri, str) else None
+
+
 def _where(item: Item | None) -> str:
     if item is None:
         return ""
@@ -380,13 +395,9 @@ class ConfigLoader:
         if self.desired is not None and fingerprint == self._fingerprint and \
                 files_fingerprint(_read_named(self._referenced)) == self._named_fingerprint:
             return True, list(self.desired_errors)
-        try:
-            tree = parse_swanctl_conf(self.swanctl_dir)
-        except SettingsError as exc:
-            return False, [LoadError(str(exc.origin), "swanctl.conf", exc.message)]
-        except OSError as exc:
-            path = posixpath.join(self.swanctl_dir, "swanctl.conf")
-            return False, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
+        tree, parse_errors = parse_swanctl_conf(self.swanctl_dir)
+        if tree is None:
+            return False, parse_errors
         source = read_credentials(self.swanctl_dir, tree, folders)
         state, errors = translate(tree, source)
         self._referenced = referenced_files(tree, self.swanctl_dir)
@@ -591,7 +602,7 @@ class ConfigLoader:
     @staticmethod
     def _pipeline_batch(session: Session, steps: list[Step], start: int) -> list[Step]:
         """The run of connection loads starting at `start`, if long enough to pipeline."""
-        if not isinstance(getattr(session, "uri", None), str):
+        if _pipeline_uri(session) is None:
             return []
         kind = steps[start].kind
         if kind not in ("conn", "pool"):
@@ -609,14 +620,13 @@ class ConfigLoader:
         failures: list[tuple[str, bool]] = []
         items = [step.item for step in batch if step.item is not None]
         replies = await pipelined_requests(
-            str(getattr(session, "uri", "")), [(i.command, i.message) for i in items],
+            str(_pipeline_uri(session)), [(i.command, i.message) for i in items],
             timeout=30.0 + 0.02 * len(items))
         for item, reply in zip(items, replies, strict=True):
             key = (item.kind, item.name)
-            if isinstance(reply, Exception) or reply.get("success") == "no":
+            why = _reply_error(reply)
+            if why is not None:
                 self._failed[key] = item.digest
-                why = str(reply) if isinstance(reply, Exception) else \
-                    str(reply.get("errmsg", "failed"))
                 failures.append((why, key in quiet))
                 if key in quiet:
                     report.refused.append(f"load {item.label()}")
@@ -624,6 +634,7 @@ class ConfigLoader:
                 report.results.append(ItemResult("load", item.label(), False, why,
                                                  _where(item)))
             else:
+                assert isinstance(reply, Mapping)
                 self._failed.pop(key, None)
                 self._remember(item, reply, set())
                 report.results.append(ItemResult("load", item.label(), True,
@@ -694,13 +705,9 @@ class ConfigLoader:
         for), not a round trip per credential."""
         from swand.adapters.vici import ViciError
 
-        assert self.desired is not None
-        items = [*self.desired.keys.values(), *self.desired.tokens.values(),
-                 *self.desired.shared.values(), *self.desired.certs.values(),
-                 *self.desired.authorities.values(),
-                 *(c for c in self.desired.conns.values() if _has_blobs(c))]
-        uri = getattr(session, "uri", None)
-        if not isinstance(uri, str):
+        items = self._reload_items()
+        uri = _pipeline_uri(session)
+        if uri is None:
             await self._run_step(session, Step("clear-creds", "cred", "*"), report,
                                  returned_ids)
             await self._run_step(session, Step("reload-creds", "cred", "*"), report,
@@ -714,23 +721,30 @@ class ConfigLoader:
             report.results.append(ItemResult("clear-creds", "cred '*'", False, str(exc)))
             raise
         self._forget_credentials()
-        clear = replies[0]
-        report.results.append(ItemResult(
-            "clear-creds", "cred '*'", not isinstance(clear, Exception)
-            and clear.get("success") != "no", "" if not isinstance(clear, dict)
-            else str(clear.get("errmsg", ""))))
+        why = _reply_error(replies[0])
+        report.results.append(ItemResult("clear-creds", "cred '*'", why is None, why or ""))
         ok = True
         for item, reply in zip(items, replies[1:], strict=True):
-            if isinstance(reply, Exception) or reply.get("success") == "no":
+            why = _reply_error(reply)
+            if why is not None:
                 ok = False
-                why = str(reply) if isinstance(reply, Exception) else \
-                    str(reply.get("errmsg", "failed"))
                 report.results.append(ItemResult("load", item.label(), False, why,
                                                  _where(item)))
             else:
+                assert isinstance(reply, Mapping)
                 self._remember(item, reply, returned_ids)
         report.results.append(ItemResult("reload-creds", "cred '*'", ok,
                                          "" if ok else "see the failures above"))
+
+    def _reload_items(self) -> list[Item]:
+        """What a clear-creds drops, in the order to send it again: keys first (the
+        signing key is what a client waits for), then tokens, shared keys, certificates,
+        authorities and the connections that brought certificates along."""
+        assert self.desired is not None
+        return [*self.desired.keys.values(), *self.desired.tokens.values(),
+                *self.desired.shared.values(), *self.desired.certs.values(),
+                *self.desired.authorities.values(),
+                *(c for c in self.desired.conns.values() if _has_blobs(c))]
 
     def _forget_credentials(self) -> None:
         self._key_ids.clear()
@@ -739,14 +753,11 @@ class ConfigLoader:
 
     async def _reload_credentials(self, session: Session, report: LoadReport,
                                   returned_ids: set[str]) -> bool:
-        """Every credential, then every connection with certificate blobs and every
-        authority (clear-creds dropped the certificates they brought along)."""
+        """`_reload_items` one by one (charon lost them, or a session without pipelining)."""
         from swand.adapters.vici import ViciCommandError, ViciLimitError
 
-        assert self.desired is not None
         ok = True
-        again = [c for c in self.desired.conns.values() if _has_blobs(c)]
-        for item in [*self.desired.credentials(), *self.desired.authorities.values(), *again]:
+        for item in self._reload_items():
             try:
                 reply = await session.request(item.command, item.message)
                 self._remember(item, reply, returned_ids)
