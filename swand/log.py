@@ -2,25 +2,67 @@
 
 Library loggers (stdlib `logging`) are routed through the same renderer so one stream
 carries everything. A `redact` processor is the last line of defence for secrets: any
-event key that names a secret is replaced before rendering.
+event key that names a secret, at any depth of a logged dict or list and in any case, has
+its value replaced before rendering. A process that never calls `configure_logging`
+(every command but `swand run`) gets the same processors on stderr, so a log line never
+mixes into a command's own output on stdout (`swand flush --json`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-#: event keys whose values must never reach a log line
+#: event keys whose values must never reach a log line (compared in lower case)
 SECRET_KEYS = frozenset({"secret", "data", "password", "passphrase", "psk", "key_data", "pin"})
+REDACTED = "<redacted>"
+
+
+def _redact(value: Any) -> Any:
+    """A copy of `value` with the values of secret keys replaced (the caller's dicts,
+    maybe a VICI message about to be sent, are left as they are)."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS
+                else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_redact(v) for v in value)
+    return value  # a set cannot hold a dict
 
 
 def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key in SECRET_KEYS & event.keys():
-        event[key] = "<redacted>"
+    for key, value in event.items():
+        if key.lower() in SECRET_KEYS:
+            event[key] = REDACTED
+        elif isinstance(value, Mapping | list | tuple):
+            event[key] = _redact(value)
     return event
+
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact_secrets,
+]
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr looked up per logger, not once: it follows redirections (tests)
+    return structlog.PrintLogger(sys.stderr)
+
+
+# until configure_logging runs (only `swand run` calls it): redacted, on stderr
+structlog.configure(
+    processors=[*_SHARED, structlog.processors.format_exc_info,
+                structlog.dev.ConsoleRenderer(colors=False)],
+    logger_factory=_stderr_logger,
+)
 
 
 def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
@@ -34,21 +76,15 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     numeric = logging.getLevelName(level.upper())
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
-    ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*_SHARED, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_SHARED, processor=renderer)
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
