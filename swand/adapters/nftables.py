@@ -66,7 +66,7 @@ def nftables_available() -> bool:
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
-NFT_MSG_GETCHAIN, NFT_MSG_GETRULE = 4, 7
+NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE = 1, 4, 7
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NFPROTO_INET = 1
@@ -147,7 +147,10 @@ def _comment(userdata: bytes | None) -> str | None:
 
 
 def read_table_netlink(table: str = NFT_TABLE) -> _Observed:
-    """swand's table straight from two netlink dumps (chains, then rules)."""
+    """swand's table straight from three netlink dumps (the table, its chains, its rules).
+
+    Sets, maps, stateful objects and flowtables are not dumped (swand has none): the
+    table's use count says whether someone added any (`_Observed.has_foreign_objects`)."""
     for _ in range(5):
         try:
             return _read_table_netlink(table)
@@ -158,6 +161,11 @@ def read_table_netlink(table: str = NFT_TABLE) -> _Observed:
 
 def _read_table_netlink(table: str) -> _Observed:
     obs = _Observed()
+    for found in _dump(NFT_MSG_GETTABLE, table):
+        obs.exists = True
+        obs.table_use = struct.unpack(">I", found[3])[0] if 3 in found else 0  # _USE
+    if not obs.exists:
+        return obs
     for chain in _dump(NFT_MSG_GETCHAIN, table):
         name = _cstr(chain.get(3))
         info: dict[str, Any] = {"name": name}
@@ -170,7 +178,6 @@ def _read_table_netlink(table: str) -> _Observed:
                 info["policy"] = _VERDICTS.get(struct.unpack(">I", chain[5])[0], "?")
         obs.chains[name] = info
         obs.rules[name] = []
-    obs.exists = bool(obs.chains)
     for rule in _dump(NFT_MSG_GETRULE, table, _RULE_ATTRS):
         comment = _comment(rule.get(7))
         tag = comment if comment and comment.startswith("swand:") else None
@@ -187,6 +194,12 @@ class _Observed:
         self.chains: dict[str, dict[str, Any]] = {}
         self.rules: dict[str, list[tuple[int, str | None]]] = {}
         self.other: list[dict[str, Any]] = []  # sets, maps, ... someone added
+        #: the kernel's count of chains, named sets, objects and flowtables in the table
+        self.table_use = 0
+
+    @property
+    def has_foreign_objects(self) -> bool:
+        return self.table_use > len(self.chains)
 
 
 class NftablesBackend(ThreadedBackend):
@@ -249,15 +262,13 @@ class NftablesBackend(ThreadedBackend):
                 obs.other.append(item)
         return obs
 
-    def _table_exists(self) -> bool:
-        rc, _, _ = self._ctx().json_cmd({"nftables": [{"list": {"table": _TABLE}}]})
-        return rc == 0
-
     def apply_sync(self, desired: DesiredFirewall) -> ApplyReport:
         started = time.perf_counter()
         want = nft_chains(desired)
         for attempt in range(1, self.max_attempts + 1):
             obs = read_table_netlink()
+            if obs.has_foreign_objects:  # rare: let libnftables name them, with handles
+                obs.other = self._list().other
             batch, counts = self._plan(want, obs)
             report = ApplyReport(self.name, rules_desired=sum(len(r) for r in want.values()))
             if not batch:
@@ -281,7 +292,7 @@ class NftablesBackend(ThreadedBackend):
         counts = {"ins": 0, "del": 0, "cc": 0, "dc": 0}
         batch: list[dict[str, Any]] = []
         if not want:
-            if obs.exists or self._table_exists():
+            if obs.exists:
                 batch.append({"delete": {"table": _TABLE}})
                 counts["dc"] = len(obs.chains)
             return batch, counts

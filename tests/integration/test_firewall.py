@@ -244,6 +244,7 @@ class Kernel:
             ["nft", "insert", "rule", "inet", "swand", "forward", "ip", "saddr",
              "10.99.0.0/16", "accept"],
             ["nft", "add", "chain", "inet", "swand", "junk"],
+            ["nft", "add", "set", "inet", "swand", "junkset", "{ type ipv4_addr; }"],
         ]
 
 
