@@ -99,13 +99,25 @@ class SettingsError(Exception):
         self.message = message
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether swanctl.conf keeps a secret under this key: `secret*` (PSKs, EAP and XAuth
+    passwords, passphrases of keys and PKCS#12 containers) or a token's `pin`."""
+    lower = key.lower()
+    return lower.startswith("secret") or lower == "pin"
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One `key = value`, with where its (last) value was written."""
+    """One `key = value`, with where its (last) value was written. The repr of a secret
+    (`is_secret_key`) does not show its value: trees end up in tracebacks and asserts."""
 
     key: str
     value: str
     origin: Origin
+
+    def __repr__(self) -> str:
+        value = "<secret>" if is_secret_key(self.key) else repr(self.value)
+        return f"Setting(key={self.key!r}, value={value}, origin={self.origin!r})"
 
     @property
     def value_bytes(self) -> bytes:
@@ -713,9 +725,11 @@ class _Parser:
                     if token.origin.file == name.origin.file
                     else f" ({name.origin})"
                 )
+            got = ("a word (not shown: it may be a secret)"
+                   if token.kind == _T_NAME and is_secret_key(name.text) else _describe(token))
             raise SettingsError(
                 token.origin if token.kind != _T_EOF else name.origin,
-                f"expected '=' or '{{' after '{name.text}'{where}, got {_describe(token)}",
+                f"expected '=' or '{{' after '{name.text}'{where}, got {got}",
             )
         if depth + 1 > MAX_DEPTH:
             raise SettingsError(name.origin, f"sections nested deeper than {MAX_DEPTH} levels")

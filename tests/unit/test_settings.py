@@ -502,3 +502,30 @@ def test_names_libstrongswan_cannot_look_up() -> None:
     deep = " {\n".join(["s" * 100] * 6) + " { k = v " + "}" * 6 + "\n"
     with pytest.raises(SettingsError, match="path longer than 511"):
         parse_text(deep)
+
+
+# --- secrets never in a repr or an error -------------------------------------------------
+
+PSK = "Sup3r-s3cret-PSK"
+
+
+def test_the_repr_of_a_tree_does_not_show_secret_values() -> None:
+    """A Section or Setting shown in a traceback, a debugger or a failed assertion must
+    not print a PSK, an EAP password, a key's passphrase or a token's PIN."""
+    tree = parse_text(f"secrets {{\n ike-1 {{ id = gw\n secret = {PSK} }}\n"
+                      f" eap-a {{ Secret1 = {PSK} }}\n token-t {{ handle = 01\n pin = {PSK} }}\n"
+                      "}\nconnections { rw { version = 2 } }\n")
+    text = repr(tree)
+    assert PSK not in text, text
+    assert "'gw'" in text and "'2'" in text  # the other values still show
+    assert tree.get("secrets.ike-1.secret") == PSK  # the value itself is untouched
+
+
+def test_a_secret_written_without_equals_is_not_repeated_in_the_error() -> None:
+    with pytest.raises(SettingsError) as err:
+        parse_text(f"secrets {{\n ike-1 {{\n secret {PSK}\n }}\n}}\n")
+    assert PSK not in str(err.value)
+    assert str(err.value).startswith("<string>:3: expected '=' or '{' after 'secret'")
+    with pytest.raises(SettingsError) as err:  # other keys keep naming what they got
+        parse_text("a {\n id gw\n}\n")
+    assert "got 'gw'" in str(err.value)
