@@ -18,7 +18,6 @@ Everything runs on one worker thread that owns the libnftables context.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import struct
@@ -361,8 +360,3 @@ def _placed_inserts(chain: str, rules: tuple[Rule, ...], kept: dict[str | None, 
         run.clear()
     out += [{"add": {"rule": rule_json(x, chain)}} for x in run]
     return out
-
-
-def dumps(batch: list[dict[str, Any]]) -> str:
-    """A batch as text, for debugging and the benchmark."""
-    return json.dumps({"nftables": batch})

@@ -736,12 +736,6 @@ def plan(
     return plans
 
 
-def tables_to_read(desired: DesiredFirewall) -> set[tuple[Family, str]]:
-    """The tables a pass must observe: the desired ones (others only if they exist, which
-    the adapter knows; reading a missing table would load its kernel module)."""
-    return set(desired.tables)
-
-
 # --- backend choice -------------------------------------------------------------------
 
 

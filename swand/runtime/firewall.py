@@ -407,21 +407,3 @@ async def apply_firewall_once(cfg: SwandConfig, session: Any) -> FirewallReport:
         return await fw.run_once()
     finally:
         await fw.stop()
-
-
-def check_firewall(cfg: SwandConfig, pools: dict[str, str]) -> list[Any]:
-    """For ``swand check`` (synchronous, outside an event loop): the firewall problems of
-    this machine for these pools ({name: swanctl ``addrs``}): an egress interface that
-    does not exist (or no default route for ``auto``), a pool overlapping the egress
-    subnet, an MSS out of 536..1460. Returns `swand.core.firewall.Problem`s (``key``,
-    ``message``; ``str()`` is one line)."""
-    from swand.adapters.netlink import read_net_state
-
-    fw = cfg.firewall
-    if not fw.enabled:
-        return []
-    state = asyncio.run(read_net_state())
-    egress = state.egress if fw.egress == "auto" else fw.egress
-    parsed = tuple(Pool.from_addrs(name, *addrs.split(",")) for name, addrs in pools.items())
-    return validate(fw, pools=parsed, egress=egress, interfaces=state.interfaces,
-                    source=cfg.source)
