@@ -87,13 +87,13 @@ class BoundedFrequencyRunner:
     async def run(self) -> None:
         """Loop forever; cancel the task to stop (a running pass is cancelled too)."""
         while True:
-            delay = self._backoff_delay() if self._failures else self._periodic_delay()
+            # after a failure the retry is already pending: only success waits here
             if self._pending is None:
                 self._idle.set()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._periodic_delay())
                 except TimeoutError:
-                    self.poke("periodic", full=self._failures > 0)
+                    self.poke("periodic")
             self._wake.clear()
             wait = self._last_start + self.min_interval - time.monotonic()
             if wait > 0:
@@ -108,16 +108,17 @@ class BoundedFrequencyRunner:
             except Exception as exc:  # one failed pass must never kill the daemon
                 self._failures += 1
                 self.failed_passes += 1
+                retry_in = self._backoff_delay()
                 log.error(
                     "pass failed", runner=self.name, reasons=sorted(request.reasons),
                     error=str(exc), error_type=type(exc).__name__,
-                    retry_in=round(self._backoff_delay(), 2),
+                    retry_in=round(retry_in, 2),
                 )
                 # the next pass re-reads everything: a failure may have left us unsure
                 if self._pending is None:
                     self._pending = PassRequest()
                 self._pending.merge("retry", True)
-                await asyncio.sleep(self._backoff_delay())
+                await asyncio.sleep(retry_in)
             else:
                 self._failures = 0
                 self.last_success = time.time()

@@ -96,3 +96,32 @@ def test_failure_retries_with_backoff_and_full_pass():
     run(scenario())
     assert len(seen) == 3
     assert seen[1].full and "retry" in seen[1].reasons
+
+
+def test_the_retry_delay_logged_is_the_one_waited():
+    """`retry_in` in the 'pass failed' line is what an operator reads: the retry must
+    come after that delay, not after a second, differently jittered one."""
+    from structlog.testing import capture_logs
+
+    starts: list[float] = []
+    delays = iter([0.05, 0.6, 0.6, 0.6])
+
+    async def scenario():
+        async def pass_fn(_req):
+            starts.append(time.monotonic())
+            if len(starts) == 1:
+                raise RuntimeError("charon said no")
+
+        r = BoundedFrequencyRunner("t", pass_fn, min_interval=0.0, max_interval=60)
+        r._backoff_delay = lambda: next(delays)  # type: ignore[method-assign]
+        r.poke("start")
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep(0.02)
+        await r.wait_idle()
+        task.cancel()
+
+    with capture_logs() as logs:
+        run(scenario())
+    (failed,) = [e for e in logs if e["event"] == "pass failed"]
+    assert failed["retry_in"] == 0.05
+    assert len(starts) == 2 and 0.04 <= starts[1] - starts[0] < 0.5, starts
