@@ -187,7 +187,8 @@ async def remove_other_backend(backend_name: str) -> None:
 
 @dataclass
 class _Egress:
-    """The egress source: fixed (a name in swand.toml) or followed from RTNL."""
+    """The egress interface (named in swand.toml, or the default route's) and the
+    interfaces, as last read from RTNL."""
 
     name: str | None = None
     interfaces: dict[str, tuple[str, ...]] | None = None
@@ -195,7 +196,6 @@ class _Egress:
     #: keepalive's)
     seen: tuple[Any, ...] | None = None
     task: asyncio.Task | None = None
-    fixed: bool = False
 
 
 class FirewallReconciler:
@@ -276,7 +276,7 @@ class FirewallReconciler:
 
     async def run_once(self) -> FirewallReport:
         """One pass now (``swand apply``); raises on failure, leaving the rules as they were."""
-        if self._egress.task is None and not self._egress.fixed:
+        if self._egress.task is None:
             await self._start_egress(follow=False)
         await remove_other_backend(self.backend.name)
         await self._pass(PassRequest({"once"}, True))
@@ -284,25 +284,22 @@ class FirewallReconciler:
         return self.last_report
 
     async def _start_egress(self, follow: bool = True) -> None:
-        egress = self.cfg.firewall.egress
         if self._net_state is not None:
             return
         from swand.adapters.netlink import NetlinkWatcher, read_net_state
 
         if not follow:
-            state = await read_net_state()
-            self._set_net(state, fixed_name=None if egress == "auto" else egress)
+            self._set_net(await read_net_state())
             return
-        if egress != "auto":
-            self._egress.fixed = True
         watcher = NetlinkWatcher()
         watcher.add_callback(self._on_net)
         self._egress.task = asyncio.create_task(watcher.run(), name="egress-watcher")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.ready.wait(), 5.0)
 
-    def _set_net(self, state: Any, fixed_name: str | None) -> None:
-        self._egress.name = fixed_name if fixed_name is not None else state.egress
+    def _set_net(self, state: Any) -> None:
+        egress = self.cfg.firewall.egress
+        self._egress.name = state.egress if egress == "auto" else egress
         self._egress.interfaces = dict(state.interfaces)
 
     def _on_net(self, state: Any) -> None:
@@ -310,8 +307,7 @@ class FirewallReconciler:
         if seen == self._egress.seen:
             return
         self._egress.seen = seen
-        egress = self.cfg.firewall.egress
-        self._set_net(state, None if egress == "auto" else egress)
+        self._set_net(state)
         self.poke("netlink")
 
     # --- one pass -----------------------------------------------------------------
@@ -350,7 +346,7 @@ class FirewallReconciler:
         snap = await self._snapshot()
         if self._net_state is not None:
             state = await self._net_state()
-            self._set_net(state, None if fw.egress == "auto" else fw.egress)
+            self._set_net(state)
         egress = self._egress.name
         problems = validate(fw, pools=snap.pools, egress=egress,
                             interfaces=self._egress.interfaces, source=self.cfg.source)
