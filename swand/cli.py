@@ -43,20 +43,26 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; only `command`'s module is imported (None: every one's).
+    The overview needs none: COMMANDS holds each command's help."""
     parser = argparse.ArgumentParser(prog="swand", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_common_arguments(p)
-        module = importlib.import_module(f"swand.commands.{name}")
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+        if command is None or name == command:
+            module = importlib.import_module(f"swand.commands.{name}")
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # the command comes first (the common options belong to the subcommands)
+    command = argv[0] if argv and argv[0] in COMMANDS else ""
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
