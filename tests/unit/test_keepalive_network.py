@@ -1,0 +1,102 @@
+"""Keepalive's reaction to the way out changing (NetlinkWatcher states), without charon."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import Any
+
+from swand.adapters.netlink import NetState
+from swand.runtime.keepalive import Keepalive
+
+
+class FakeWatcher:
+    """The EventWatcher surface keepalive uses: callbacks and the live SA table."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, list[Any]] = {}
+        self.table = SimpleNamespace(live_for_conn=lambda conn: self.live.get(conn, []))
+
+    def add_callback(self, _callback: Any) -> None:
+        pass
+
+    def add_resync_callback(self, _callback: Any) -> None:
+        pass
+
+
+class FakeNetlink:
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+        self.state: NetState | None = None
+
+    def add_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def publish(self, addresses: set[str], routes: Iterable[tuple[str, str]] = (),
+                interfaces: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.state = NetState("up0", interfaces or {}, frozenset(addresses),
+                              frozenset(routes))
+        for callback in self.callbacks:
+            callback(self.state)
+
+
+def make(settle: float = 0.05) -> tuple[Keepalive, FakeWatcher, FakeNetlink, list[str]]:
+    watcher, netlink = FakeWatcher(), FakeNetlink()
+    keepalive = Keepalive("unix:///nonexistent", ["home"], watcher,  # type: ignore[arg-type]
+                          netlink=netlink, settle=settle)  # type: ignore[arg-type]
+    kicks: list[str] = []
+    keepalive.kick = lambda conn, network=False: kicks.append(conn)  # type: ignore[method-assign]
+    return keepalive, watcher, netlink, kicks
+
+
+def test_first_state_is_only_noted_and_a_burst_is_checked_once() -> None:
+    async def main() -> list[str]:
+        _, _, netlink, kicks = make()
+        netlink.publish({"192.0.2.5"})  # the state at start: not a change
+        await asyncio.sleep(0.1)
+        assert kicks == []
+        netlink.publish(set())  # old address gone ...
+        netlink.publish({"198.51.100.30"})  # ... new one, then its route: one burst
+        netlink.publish({"198.51.100.30"}, {("up0", "198.51.100.1")})
+        await asyncio.sleep(0.02)
+        assert kicks == []  # still settling
+        await asyncio.sleep(0.1)
+        return kicks
+
+    assert asyncio.run(main()) == ["home"]  # no SA: initiated at once, once
+
+
+def test_a_change_elsewhere_than_the_way_out_is_ignored() -> None:
+    async def main() -> list[str]:
+        _, _, netlink, kicks = make()
+        netlink.publish({"192.0.2.5"})
+        # a virtual IP on ipsec0, a link-local address: other parts of the state
+        netlink.publish({"192.0.2.5"}, interfaces={"ipsec0": ("10.8.0.1/32",)})
+        await asyncio.sleep(0.1)
+        return kicks
+
+    assert asyncio.run(main()) == []
+
+
+def test_an_sa_whose_address_is_gone_is_replaced_after_the_mobike_grace() -> None:
+    async def main() -> tuple[list[str], list[Any]]:
+        keepalive, watcher, netlink, kicks = make()
+        keepalive.mobike_grace = 0.05
+        sa = SimpleNamespace(conn="home", uniqueid="7", local_host="192.0.2.5")
+        watcher.live["home"] = [sa]
+        sent: list[Any] = []
+
+        async def request(cmd: str, msg: dict[str, Any], **_kw: Any) -> dict[str, Any]:
+            sent.append((cmd, msg["ike-id"]))
+            return {}
+
+        keepalive._session.request = request  # type: ignore[method-assign]
+        netlink.publish({"192.0.2.5"})
+        netlink.publish({"198.51.100.30"})
+        await asyncio.sleep(0.2)
+        assert "7" in keepalive._own_terminates
+        return kicks, sent
+
+    kicks, sent = asyncio.run(main())
+    assert sent == [("terminate", "7")] and kicks == ["home"]
