@@ -168,8 +168,6 @@ class NetlinkWatcher:
                 self.ready.set()
                 backoff = 1.0
                 await self._follow(ipr)
-            except asyncio.CancelledError:
-                raise
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     backoff = await self._failed(exc, backoff)

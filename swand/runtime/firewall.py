@@ -246,7 +246,7 @@ class FirewallReconciler:
         return self._backend
 
     async def start(self) -> None:
-        """Pick the backend (raises FirewallBackendError when it must refuse), start
+        """Pick the backend (raises BackendChoiceError when it must refuse), start
         following the egress interface, start the runner and ask for a first pass."""
         await remove_other_backend(self.backend.name)
         await self._start_egress()
