@@ -145,3 +145,16 @@ def test_runner_follows_pokes_and_repeats_periodically() -> None:
 
     asyncio.run(scenario())
     assert journal[-1] == "closed"
+
+
+def test_a_netlink_state_pokes_only_when_egress_or_interfaces_change() -> None:
+    """The watcher's state also carries keepalive's part (global addresses, default
+    routes): a change there alone is no reason for a firewall pass."""
+    fw, *_ = make([FirewallSnapshot(POOLS, (SA,), ())])
+    pokes: list[str] = []
+    fw.poke = lambda reason="poke", *, full=False: pokes.append(reason)  # type: ignore[method-assign]
+    fw._on_net(NET)
+    fw._on_net(dataclasses.replace(NET, default_routes=frozenset({("eth0", "192.0.2.254")})))
+    assert pokes == ["netlink"]
+    fw._on_net(NetState("eth1", {**NET.interfaces, "eth1": ("198.51.100.2/24",)}))
+    assert pokes == ["netlink", "netlink"] and fw._egress.name == "eth1"
