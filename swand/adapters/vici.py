@@ -451,6 +451,7 @@ class ViciSession:
         return events, self._checked(command, reply, check)
 
     async def _event_op(self, conn: _Connection, packet: bytes, event: str) -> None:
+        # like _read_reply: a failure raises, and the caller poisons the connection
         await conn.send(packet)
         while True:
             parsed = _parse(await conn.receive(None), self.uri)
@@ -460,7 +461,6 @@ class ViciSession:
                 return
             if parsed.response_type == Packet.EVENT_UNKNOWN:
                 raise ViciCommandError(f"register {event}", "unknown event")
-            await self._poison()
             raise ViciConnectionError(
                 f"vici {self.uri}: unexpected packet type {parsed.response_type} "
                 f"registering {event}"
@@ -486,7 +486,6 @@ class ViciSession:
                         # (a 100,000-SA list-sas would otherwise block it for seconds)
                         await asyncio.sleep(0)
                 continue
-            await self._poison()
             raise ViciConnectionError(
                 f"vici {self.uri}: unexpected packet type {kind} in reply to {command}"
             )

@@ -283,3 +283,37 @@ def test_close_does_not_wait_for_a_command_in_flight() -> None:
             assert loop.time() - start < 1.0
 
     run(main())
+
+
+def test_an_unexpected_packet_closes_the_connection_and_the_next_request_reconnects(
+        ) -> None:
+    """A reply of the wrong type means the stream is out of step: the connection is
+    dropped (one place does that: the request's failure path) and replaced."""
+    connections = 0
+
+    async def handler(reader, writer):
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                packet = await read_packet(reader)
+            except asyncio.IncompleteReadError:
+                return
+            _, name = named(packet)
+            if name == "odd":  # an event confirmation where a reply belongs
+                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+            else:
+                writer.write(response({"answer": name, "conn": str(connections)}))
+            await writer.drain()
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(fake.path)
+            with pytest.raises(ViciConnectionError, match="unexpected packet type"):
+                await s.request("odd")
+            assert not s.connected
+            assert await s.request("fast") == {"answer": "fast", "conn": "2"}
+            assert s.generation == 2
+            await s.close()
+
+    run(main())
