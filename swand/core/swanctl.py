@@ -271,15 +271,27 @@ def _is_inline_blob(token: str) -> bool:
     return token[:2].lower() in ("0x", "0s")
 
 
-def _inline_blob(token: str) -> bytes | None:
-    """`0x<hex>` / `0s<base64>` literal, as swanctl decodes it (None if malformed)."""
+def _inline_blob(token: str) -> bytes:
+    """`0x<hex>` / `0s<base64>` literal, as swanctl decodes it (empty if malformed)."""
     body = token[2:]
     try:
         if token[:2].lower() == "0x":
             return binascii.unhexlify(body.replace(":", ""))
         return base64.b64decode(body, validate=False)
     except (binascii.Error, ValueError):
-        return None
+        return b""
+
+
+def _named_file(src: CredentialSource, folder: str, token: str, origin: Origin | None,
+                what: str) -> bytes:
+    """The bytes of a file the configuration names (relative to `folder`); a missing or
+    unreadable one fails the object that names it."""
+    path = _resolve(src.swanctl_dir, folder, token)
+    data = src.files.get(path)
+    if data is None:
+        reason = src.unreadable.get(path, "No such file or directory")
+        raise _Fail(origin, f"loading {what} '{path}' failed: {reason}")
+    return data
 
 
 # --- connections, pools, authorities ----------------------------------------------------
@@ -299,20 +311,11 @@ def _conn_section(sec: Section, src: CredentialSource) -> dict[str, Any]:
         if lower in CONN_LIST_KEYS:
             msg[key] = split_list(setting.value)
         elif lower in CONN_FILE_KEYS:
-            blobs: list[bytes] = []
-            for token in split_list(setting.value):
-                if _is_inline_blob(token):
-                    blob = _inline_blob(token)
-                    blobs.append(blob if blob is not None else b"")
-                    continue
-                path = _resolve(src.swanctl_dir, CONN_FILE_KEYS[lower], token)
-                data = src.files.get(path)
-                if data is None:
-                    reason = src.unreadable.get(path, "No such file or directory")
-                    raise _Fail(setting.origin, f"loading {key} certificate '{path}' "
-                                f"failed: {reason}")
-                blobs.append(data)
-            msg[key] = blobs
+            msg[key] = [
+                _inline_blob(token) if _is_inline_blob(token) else
+                _named_file(src, CONN_FILE_KEYS[lower], token, setting.origin,
+                            f"{key} certificate")
+                for token in split_list(setting.value)]
         else:
             msg[key] = setting.value
     for name, sub in sec.sections.items():
@@ -331,12 +334,7 @@ def _authority_message(sec: Section, src: CredentialSource) -> dict[str, Any]:
     msg: dict[str, Any] = {}
     for key, s in sec.settings.items():
         if key == "cacert":
-            path = _resolve(src.swanctl_dir, "x509ca", s.value)
-            data = src.files.get(path)
-            if data is None:
-                reason = src.unreadable.get(path, "No such file or directory")
-                raise _Fail(s.origin, f"loading ca certificate '{path}' failed: {reason}")
-            msg[key] = data
+            msg[key] = _named_file(src, "x509ca", s.value, s.origin, "ca certificate")
         elif key in ("crl_uris", "ocsp_uris"):
             msg[key] = split_list(s.value)
         else:
@@ -464,9 +462,8 @@ def _translate_pkcs12(tree: Section, name: str, data: bytes, certs: dict[str, It
 
 
 def _shared_data(value: str) -> bytes:
-    if value[:2].lower() in ("0x", "0s"):
-        blob = _inline_blob(value)
-        return blob if blob is not None else b""
+    if _is_inline_blob(value):
+        return _inline_blob(value)
     return value.encode("utf-8", "surrogateescape")
 
 
