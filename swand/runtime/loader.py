@@ -331,6 +331,12 @@ def _step_label(step: Step) -> str:
     return f"{step.action} {label}"
 
 
+def _online_leases(error: str) -> bool:
+    """Whether charon refused a pool because it has online leases (it keeps the old
+    version: not a failure that stops the connections)."""
+    return "lease" in error
+
+
 def _reply_error(reply: Mapping[str, Any] | Exception) -> str | None:
     """Why one pipelined request failed (None: it succeeded)."""
     if isinstance(reply, Exception):
@@ -509,6 +515,11 @@ class ConfigLoader:
         if any(kind == "authority" for kind, _ in self.desired.broken):
             gates["authority"] = not reread
 
+        def close(gate: str, was_quiet: bool) -> None:
+            """A failed load closes its gate: quietly only while every failure was."""
+            gates[gate] = was_quiet if gates[gate] is None else \
+                bool(gates[gate]) and was_quiet
+
         def gated(step: Step, gate: str, why: str) -> bool:
             if gates[gate] is None:
                 return False
@@ -530,9 +541,8 @@ class ConfigLoader:
                     kind == "pool" or gates["pool"] is None):
                 index += len(batch) - 1
                 for error, was_quiet in await self._run_batch(session, batch, report, quiet):
-                    if kind == "pool" and "lease" not in error:
-                        gates["pool"] = was_quiet if gates["pool"] is None else \
-                            gates["pool"] and was_quiet
+                    if kind == "pool" and not _online_leases(error):
+                        close("pool", was_quiet)
                 continue
             if kind == "pool" and gated(step, "authority", "an authority failed to load"):
                 continue
@@ -573,11 +583,9 @@ class ConfigLoader:
             gate = ("cred" if kind in CREDENTIAL_KINDS else
                     "authority" if kind == "authority" else
                     # "online leases": charon keeps the old pool; the rest goes on
-                    "pool" if kind == "pool" and "lease" not in error else None)
-            if gate is not None and gates[gate] is None:
-                gates[gate] = was_quiet
-            elif gate is not None and not was_quiet:
-                gates[gate] = False
+                    "pool" if kind == "pool" and not _online_leases(error) else None)
+            if gate is not None:
+                close(gate, was_quiet)
 
     async def _unload_pool_after_terminate(self, session: Session, step: Step,
                                            report: LoadReport) -> bool:
@@ -586,7 +594,7 @@ class ConfigLoader:
         to 2 s before calling the unload refused."""
         from swand.adapters.vici import ViciCommandError
 
-        if not report.results or "lease" not in report.results[-1].error:
+        if not report.results or not _online_leases(report.results[-1].error):
             return False
         for _ in range(20):
             await asyncio.sleep(0.1)
