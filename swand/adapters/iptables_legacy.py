@@ -129,21 +129,6 @@ def iptables_variant(iptables: str = "iptables") -> str | None:
     return "legacy" if "legacy" in out or out else None
 
 
-def nftables_has_rules(ignore: str = "inet swand") -> bool:
-    """True when nftables holds a table other than swand's own (``nft list tables``)."""
-    nft = shutil.which("nft")
-    if not nft:
-        return False
-    try:
-        out = subprocess.run(
-            [nft, "list", "tables"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return any(line.strip().startswith("table ") and line.strip() != f"table {ignore}"
-               for line in out.splitlines())
-
-
 # --- xtables lock ---------------------------------------------------------------------
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import time
 from dataclasses import replace
 from typing import Any
@@ -57,6 +59,21 @@ def nftables_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def nftables_has_rules(ignore: str = f"{NFT_FAMILY} {NFT_TABLE}") -> bool:
+    """True when nftables holds a table other than swand's own (``nft list tables``)."""
+    nft = shutil.which("nft")
+    if not nft:
+        return False
+    try:
+        out = subprocess.run(
+            [nft, "list", "tables"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(line.strip().startswith("table ") and line.strip() != f"table {ignore}"
+               for line in out.splitlines())
 
 
 # --- reading: a raw netlink dump of swand's table ------------------------------------
@@ -214,7 +231,7 @@ class NftablesBackend(ThreadedBackend):
 
     async def observe(self) -> dict[str, list[str | None]]:
         def observe() -> dict[str, list[str | None]]:
-            obs = self._list()
+            obs = read_table_netlink()
             return {c: [t for _, t in rules] for c, rules in obs.rules.items()}
 
         return await self._run(observe)

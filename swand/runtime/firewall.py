@@ -153,7 +153,7 @@ def make_backend(cfg: SwandConfig) -> Any:
 
     name, why = choose_backend(
         cfg.firewall.backend, iptables_variant=legacy.iptables_variant(),
-        nft_has_rules=legacy.nftables_has_rules(), nft_available=nft.nftables_available(),
+        nft_has_rules=nft.nftables_has_rules(), nft_available=nft.nftables_available(),
         source=cfg.source,
     )
     log.info("firewall backend", backend=name, why=why)
