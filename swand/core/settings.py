@@ -55,6 +55,7 @@ Bytes: files are decoded as UTF-8 with `surrogateescape`, so bytes that are not 
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -190,6 +191,25 @@ class Section:
         """Where the value at a dotted path was written."""
         found = self.setting(path)
         return None if found is None else found.origin
+
+
+class NotRegularFileError(OSError):
+    """A FIFO, socket or device where a file was expected."""
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """Up to `limit + 1` bytes of a regular file (so the caller can tell "too large").
+    Opened without blocking and checked before reading: open() of a FIFO would wait for
+    a writer. Raises IsADirectoryError, NotRegularFileError or the OSError of the open.
+    The one reader of swanctl's files: settings and credentials alike."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
+        return handle.read(limit + 1)
 
 
 def parse_file(path: str | Path) -> Section:
@@ -636,17 +656,11 @@ class _Parser:
         """Read and decode one file; every failure is a SettingsError at `origin` (the
         include statement, or the file itself for the top file)."""
         try:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat rejects it)
-            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            with open(fd, "rb") as handle:
-                mode = os.fstat(handle.fileno()).st_mode
-                if stat.S_ISDIR(mode):
-                    raise IsADirectoryError
-                if not stat.S_ISREG(mode):
-                    raise SettingsError(origin, f"'{name}' is not a regular file")
-                raw = handle.read(MAX_FILE_BYTES + 1)
+            raw = read_regular_file(name, MAX_FILE_BYTES)
         except IsADirectoryError:
             raise SettingsError(origin, f"'{name}' is a directory") from None
+        except NotRegularFileError:
+            raise SettingsError(origin, f"'{name}' is not a regular file") from None
         except OSError as err:
             raise SettingsError(origin, f"cannot read '{name}': {err.strerror}") from None
         return self.decode(raw, name)

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import glob
 import hashlib
 import os
 import posixpath
 import re
-import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +39,13 @@ from swand.adapters.vici import pipelined_requests
 from swand.core import loadplan
 from swand.core.charon import charon_start_time, is_restart
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
-from swand.core.settings import Section, SettingsError, parse_file
+from swand.core.settings import (
+    NotRegularFileError,
+    Section,
+    SettingsError,
+    parse_file,
+    read_regular_file,
+)
 from swand.core.swanctl import (
     CREDENTIAL_FOLDERS,
     CredentialSource,
@@ -87,21 +91,9 @@ def parse_swanctl_conf(swanctl_dir: str) -> tuple[Section | None, list[LoadError
         return None, [LoadError(path, "swanctl.conf", exc.strerror or str(exc))]
 
 
-class _NotRegular(OSError):
-    """A FIFO, socket or device where a file was expected."""
-
-
 def _read(path: str) -> bytes:
-    """A regular file's bytes. Opened without blocking and checked before reading: open()
-    of a FIFO would wait for a writer and hang the pass."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise _NotRegular(errno.EINVAL, "not a regular file", path)
-        data = f.read(MAX_CREDENTIAL_FILE + 1)
+    """A regular file's bytes (a FIFO is refused, not waited on: it would hang the pass)."""
+    data = read_regular_file(path, MAX_CREDENTIAL_FILE)
     if len(data) > MAX_CREDENTIAL_FILE:
         raise OSError(f"larger than {MAX_CREDENTIAL_FILE} bytes")
     return data
@@ -128,7 +120,7 @@ def read_credential_folders(swanctl_dir: str) -> CredentialFolders:
             full = os.path.join(path, name)
             try:
                 entries.append((name, _read(full)))
-            except (_NotRegular, IsADirectoryError):
+            except (NotRegularFileError, IsADirectoryError):
                 continue
             except OSError as exc:
                 unreadable[full] = exc.strerror or str(exc)
