@@ -57,10 +57,12 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
-# until configure_logging runs (only `swand run` calls it): redacted, on stderr
+# until configure_logging runs (only `swand run` calls it): redacted, on stderr, at
+# configure_logging's default level
 structlog.configure(
     processors=[*_SHARED, structlog.processors.format_exc_info,
                 structlog.dev.ConsoleRenderer(colors=False)],
+    wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     logger_factory=_stderr_logger,
 )
 

@@ -82,9 +82,11 @@ def test_every_process_that_logs_redacts_and_keeps_stdout_for_its_output() -> No
     (firewall backend choice, retries) must still be redacted and must not land in
     stdout, where `swand flush --json` prints its report."""
     code = ("from swand.log import get_logger; "
+            "get_logger('t').debug('chatter'); "
             f"get_logger('t').warning('probe', psk={SECRET!r}, conn='rw')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=30)
     assert proc.stdout == ""
     assert "probe" in proc.stderr and "<redacted>" in proc.stderr
     assert SECRET not in proc.stderr
+    assert "chatter" not in proc.stderr  # the default level, as configure_logging's
