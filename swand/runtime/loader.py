@@ -40,6 +40,7 @@ from swand.core import loadplan
 from swand.core.charon import charon_start_time, is_restart
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
 from swand.core.settings import (
+    MAX_FILE_BYTES,
     NotRegularFileError,
     Section,
     SettingsError,
@@ -169,8 +170,8 @@ def config_fingerprint(swanctl_dir: str, folders: CredentialFolders | None = Non
     h = hashlib.blake2b(digest_size=16)
 
     def add(path: str) -> bytes | None:
-        try:
-            data = _read(path)
+        try:  # every byte the parser may read (its limit is not the credentials')
+            data = read_regular_file(path, MAX_FILE_BYTES)
         except OSError as exc:
             h.update(f"{path}\0!{exc.errno}\0".encode())
             return None

@@ -295,6 +295,25 @@ def test_fingerprint_follows_every_input_byte(tmp_path: Any) -> None:
     assert config_fingerprint(str(d)) != third
 
 
+def test_an_edit_to_a_large_swanctl_conf_is_not_missed(tmp_path: Any) -> None:
+    """The parser takes files up to 8 MiB; the fingerprint must see every byte of such a
+    file too, or a SIGHUP after an edit would keep the old state."""
+    from swand.core.settings import MAX_FILE_BYTES
+    from swand.runtime.loader import MAX_CREDENTIAL_FILE
+
+    d = tmp_path / "swanctl"
+    d.mkdir()
+    padding = "# padding\n" * ((MAX_CREDENTIAL_FILE + 1024) // 10)
+    assert MAX_CREDENTIAL_FILE < len(padding) < MAX_FILE_BYTES - 1024
+    (d / "swanctl.conf").write_text(padding + "connections { first { } }\n")
+    loader = ConfigLoader(str(d))
+    assert loader.reread()[0]
+    assert loader.desired is not None and list(loader.desired.conns) == ["first"]
+    (d / "swanctl.conf").write_text(padding + "connections { other { } }\n")
+    assert loader.reread()[0]
+    assert list(loader.desired.conns) == ["other"]
+
+
 def test_a_fifo_among_the_inputs_is_refused_not_waited_on(tmp_path: Any) -> None:
     """open() of a FIFO waits for a writer: a FIFO in a credential folder, named by a
     connection or matched by an include must be an unreadable file, not a hung reread."""
