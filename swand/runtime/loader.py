@@ -155,7 +155,12 @@ def load_swanctl_dir(swanctl_dir: str) -> tuple[DesiredState | None, list[LoadEr
 
 # --- fingerprint: is a reread needed at all? -------------------------------------------
 
-_INCLUDE = re.compile(rb"^[ \t]*include[ \t]+(\"[^\"]*\"|[^#\r\n]*)", re.MULTILINE)
+#: `include PATTERN` wherever the parser takes it: at a line's start or after a blank or a
+#: brace (`connections { include conns.conf }`); an unquoted pattern ends at a blank, `#`
+#: or `}` unless escaped. A match elsewhere (in a value) only adds a file to the hash.
+_INCLUDE = re.compile(rb'(?:^|(?<=[\s{}]))include[ \t]+("[^"]*"|(?:\\.|[^"#}\s\\])+)',
+                      re.MULTILINE)
+_INCLUDE_ESCAPE = re.compile(rb'\\(["#} ])')
 _MAX_FINGERPRINT_FILES = 10_000
 
 
@@ -191,7 +196,9 @@ def config_fingerprint(swanctl_dir: str, folders: CredentialFolders | None = Non
         with contextlib.suppress(OSError):
             h.update(f"{base}\0{os.stat(base).st_mtime_ns}\0".encode())
         for match in _INCLUDE.finditer(data or b""):
-            pattern = match.group(1).strip().strip(b'"').decode("utf-8", "surrogateescape")
+            raw = match.group(1)
+            raw = raw[1:-1] if raw.startswith(b'"') else _INCLUDE_ESCAPE.sub(rb"\1", raw)
+            pattern = raw.decode("utf-8", "surrogateescape")
             if not pattern:
                 continue
             full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)

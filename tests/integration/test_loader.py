@@ -314,6 +314,25 @@ def test_an_edit_to_a_large_swanctl_conf_is_not_missed(tmp_path: Any) -> None:
     assert list(loader.desired.conns) == ["other"]
 
 
+@pytest.mark.parametrize("text", [
+    "connections { include conns.conf }\n",
+    "connections {\n  include conns.conf # comment\n}\n",
+    'connections {include "conns.conf"}\n',
+])
+def test_an_edit_to_an_included_file_is_noticed_wherever_the_include_stands(
+        tmp_path: Any, text: str) -> None:
+    d = tmp_path / "swanctl"
+    d.mkdir()
+    (d / "swanctl.conf").write_text(text)
+    (d / "conns.conf").write_text("first { }\n")
+    loader = ConfigLoader(str(d))
+    assert loader.reread()[0]
+    assert loader.desired is not None and list(loader.desired.conns) == ["first"]
+    (d / "conns.conf").write_text("other { }\n")
+    assert loader.reread()[0]
+    assert list(loader.desired.conns) == ["other"]
+
+
 def test_a_fifo_among_the_inputs_is_refused_not_waited_on(tmp_path: Any) -> None:
     """open() of a FIFO waits for a writer: a FIFO in a credential folder, named by a
     connection or matched by an include must be an unreadable file, not a hung reread."""
