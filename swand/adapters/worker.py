@@ -40,4 +40,6 @@ class ThreadedBackend:
         return await self._run(self.apply_sync, DesiredFirewall({}))
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Wait for the call in progress (a commit runs to its end) without blocking the
+        loop: it may wait on the xtables lock for seconds."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
