@@ -17,17 +17,24 @@ from typing import Any
 
 import structlog
 
-#: event keys whose values must never reach a log line (compared in lower case)
+#: event keys whose values must never reach a log line (compared in lower case; any key
+#: starting with "secret" too, as swanctl.conf's `secret1`: settings.is_secret_key)
 SECRET_KEYS = frozenset({"secret", "data", "password", "passphrase", "psk", "key_data", "pin"})
 REDACTED = "<redacted>"
+
+
+def _is_secret(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    lower = key.lower()
+    return lower in SECRET_KEYS or lower.startswith("secret")
 
 
 def _redact(value: Any) -> Any:
     """A copy of `value` with the values of secret keys replaced (the caller's dicts,
     maybe a VICI message about to be sent, are left as they are)."""
     if isinstance(value, Mapping):
-        return {k: REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS
-                else _redact(v) for k, v in value.items()}
+        return {k: REDACTED if _is_secret(k) else _redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     if type(value) is tuple:
@@ -37,7 +44,7 @@ def _redact(value: Any) -> Any:
 
 def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
-        if key.lower() in SECRET_KEYS:
+        if _is_secret(key):
             event[key] = REDACTED
         elif isinstance(value, Mapping | list | tuple):
             event[key] = _redact(value)

@@ -68,6 +68,15 @@ def test_key_names_are_matched_whatever_their_case(json_lines: io.StringIO) -> N
     assert SECRET not in json_lines.getvalue()
 
 
+def test_swanctl_conf_secret_keys_are_matched(json_lines: io.StringIO) -> None:
+    """swanctl.conf takes `secret`, `secret1`, `secret-old`... (settings.is_secret_key):
+    a secrets section logged as a dict must not show any of them."""
+    get_logger("t").info("x", section={"id": "gw", "secret1": SECRET, "Secret-2": SECRET})
+    assert SECRET not in json_lines.getvalue()
+    (event,) = events(json_lines)
+    assert event["section"]["id"] == "gw"
+
+
 def test_redaction_leaves_the_callers_dict_alone() -> None:
     """Processors get the caller's values: a nested dict must not be edited in place
     (it may be the very VICI message about to be sent)."""
