@@ -8,12 +8,24 @@ restart is still noticed because it breaks every VICI connection.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from swand.core.metrics import parse_charon_time
-
 START_TIME_TOLERANCE = 2.0
+
+
+def parse_charon_time(text: str) -> float | None:
+    """charon's `%T` time ("Nov 26 17:27:21 2026", local time) as a Unix timestamp."""
+    text = " ".join(text.split())
+    if not text:
+        return None
+    for fmt in ("%b %d %H:%M:%S %Y", "%b %d %H:%M:%S %Y %Z"):
+        try:
+            return float(time.mktime(time.strptime(text, fmt)))
+        except ValueError:
+            continue
+    return None
 
 
 def charon_start_time(stats: Mapping[str, Any]) -> float | None:

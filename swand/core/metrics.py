@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import calendar
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swand.core.charon import parse_charon_time
 from swand.core.events import ChildDown, ChildRekey, ChildUp, parse_event
 from swand.core.events import ChildSa as EventChildSa
 from swand.core.events import IkeSa as EventIkeSa
@@ -247,19 +247,6 @@ def parse_version(reply: Mapping[str, Any]) -> CharonInfo:
         sysname=_s(reply.get("sysname")), release=_s(reply.get("release")),
         machine=_s(reply.get("machine")),
     )
-
-
-def parse_charon_time(text: str) -> float | None:
-    """charon's `%T` time ("Nov 26 17:27:21 2026", local time) as a Unix timestamp."""
-    text = " ".join(text.split())
-    if not text:
-        return None
-    for fmt in ("%b %d %H:%M:%S %Y", "%b %d %H:%M:%S %Y %Z"):
-        try:
-            return float(time.mktime(time.strptime(text, fmt)))
-        except ValueError:
-            continue
-    return None
 
 
 def parse_stats(reply: Mapping[str, Any]) -> CharonStats:
