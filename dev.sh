@@ -12,7 +12,7 @@ APT_PACKAGES=(
   charon-systemd strongswan-swanctl strongswan-pki libcharon-extra-plugins
   libstrongswan-extra-plugins
   iptables nftables python3-nftables
-  iproute2 iputils-ping tcpdump procps util-linux
+  iproute2 iputils-ping tcpdump procps util-linux curl
   python3 python3-venv python3-dev gcc
   debootstrap
   prometheus systemd openssl
