@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 # a Python that can build python-iptables' extension, promtool and systemd-analyze.
 APT_PACKAGES=(
   charon-systemd strongswan-swanctl strongswan-pki libcharon-extra-plugins
+  libstrongswan-standard-plugins
   libstrongswan-extra-plugins
   iptables nftables python3-nftables
   iproute2 iputils-ping tcpdump procps util-linux curl
