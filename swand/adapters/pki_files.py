@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from swand.adapters import files
+
 #: RFC 4945's id-kp-ipsecIKE is 1.3.6.1.5.5.7.3.17; strongSwan's "ikeIntermediate"
 #: (1.3.6.1.5.5.8.2.2) is what older macOS/iOS want on the gateway certificate
 IKE_INTERMEDIATE = ObjectIdentifier("1.3.6.1.5.5.8.2.2")
@@ -55,22 +57,12 @@ class PkiError(Exception):
 
 
 def write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` with `mode` from the first byte on; an existing file is an error.
-
-    O_EXCL makes "refuses to overwrite" race-free, and passing the mode to open() means
-    there is no window in which a key is readable by others (umask can only narrow it).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create `path` with `mode` from the first byte on (`swand.adapters.files`); an
+    existing file is a PkiError naming it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        files.write_new(path, data, mode)
     except FileExistsError:
         raise PkiError(f"{path}: exists; refusing to overwrite it") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -80,10 +72,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 def replace_public(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Atomically replace a public file (the CRL): readers see the old or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    write_new(tmp, data, mode)
-    os.replace(tmp, path)
+    files.replace_file(path, data, mode)
 
 
 # --- names -------------------------------------------------------------------------------

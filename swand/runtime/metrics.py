@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from swand.adapters.files import replace_file
 from swand.adapters.vici import (
     ViciCommandError,
     ViciConnectionError,
@@ -326,18 +327,17 @@ class MetricsPoller:
         self._write_state()
 
     def _write_state(self) -> None:
-        """The last down per connection, for `swand status` (atomic replace; only when
-        changed; a failure is logged, never raised)."""
+        """The last down per connection, for `swand status` (only when changed; a
+        failure is logged, never raised). Written like the PKI files: a random temporary
+        name, O_EXCL|O_NOFOLLOW, 0600, then rename, so a link planted in the folder
+        never makes root write elsewhere."""
         if self.state_path is None:
             return
         downs = self.registry.last_downs()
         if downs == self._state_written:
             return
         try:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(downs, sort_keys=True))
-            tmp.replace(self.state_path)
+            replace_file(self.state_path, json.dumps(downs, sort_keys=True).encode(), 0o600)
             self._state_written = downs
         except OSError as exc:
             log.warning("status_state_write_failed", path=str(self.state_path), error=str(exc))
