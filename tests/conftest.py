@@ -12,17 +12,27 @@
   `configs.gateway_conf()`, clients configured, gateway NAT on (nothing connected yet).
 - Every test marked `lab` is checked afterwards: each lab it brought up (directly or via
   a fixture) must have left no namespace, process, folder or mount.
+- `corpus`: the folder of strongSwan's test scenarios (`$SWAND_CORPUS`, default
+  `<repo>/../shared/corpus/strongswan-testing`). A clone without it skips the tests that
+  need it, with that reason; `SWAND_REQUIRE_CORPUS=1` (set by .ci/run) or an explicit
+  `SWAND_CORPUS` that names nothing makes them fail instead, so CI cannot go green
+  without them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from swand.lab import VERSIONS, Lab
 from swand.lab import lab as lab_module
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = REPO.parent / "shared/corpus/strongswan-testing"
+REQUIRE_CORPUS = "SWAND_REQUIRE_CORPUS"
 
 CHARON_VERSIONS = [
     v.strip() for v in os.environ.get("SWAND_LAB_VERSIONS", ",".join(VERSIONS)).split(",")
@@ -84,3 +94,17 @@ def _lab_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
     left = [f"lab {lab_id}: {item}" for lab_id in lab_module.created_lab_ids[before:]
             for item in lab_module.leftovers_of(lab_id)]
     assert not left, "lab test left things behind: " + "; ".join(left)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The conformance corpus; skips (or fails, when it is required) without it."""
+    named = os.environ.get("SWAND_CORPUS", "")
+    path = Path(named) if named else DEFAULT_CORPUS
+    if path.is_dir():
+        return path
+    if os.environ.get(REQUIRE_CORPUS, "") not in ("", "0"):
+        pytest.fail(f"conformance corpus not found at {path} ({REQUIRE_CORPUS} is set)")
+    if named:
+        pytest.fail(f"conformance corpus not found at {path} (SWAND_CORPUS names it)")
+    pytest.skip(f"conformance corpus not found at {path} (set SWAND_CORPUS to run it)")

@@ -1,6 +1,7 @@
 """Conformance of swand's loader with `swanctl --load-all` (strongSwan 5.9.8) over the
-strongSwan test-scenario corpus (`$SWAND_CORPUS`, default `<repo>/../shared/corpus/
-strongswan-testing`): 465 swanctl folders.
+strongSwan test-scenario corpus (the `corpus` fixture: `$SWAND_CORPUS`, default
+`<repo>/../shared/corpus/strongswan-testing`; skipped without it unless
+`SWAND_REQUIRE_CORPUS=1`, as in CI): 465 swanctl folders.
 
 Two levels:
 - `test_messages_match_swanctl` (no root): swanctl talks to a recording fake VICI socket;
@@ -38,19 +39,15 @@ from swand.core.settings import Section, SettingsError, parse_file
 from swand.core.swanctl import CONN_FILE_KEYS, split_list, translate
 from swand.runtime.loader import read_credentials
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("SWAND_CORPUS", REPO.parent / "shared/corpus/strongswan-testing"))
 #: raise as disagreements get fixed; the aim is every folder
 MESSAGE_THRESHOLD = 465
 #: per charon version (swanctl of the same version as the reference)
 CHARON_THRESHOLD = {"5.9": 465, "6.0": 465}
 
 
-def corpus_folders() -> list[Path]:
-    if not CORPUS.is_dir():
-        pytest.fail(f"conformance corpus not found at {CORPUS} (set SWAND_CORPUS)")
+def corpus_folders(corpus: Path) -> list[Path]:
     only = os.environ.get("SWAND_CORPUS_FILTER", "")  # substring, to debug a few folders
-    return sorted(p.parent for p in CORPUS.rglob("swanctl.conf")
+    return sorted(p.parent for p in corpus.rglob("swanctl.conf")
                   if p.parent.name == "swanctl" and only in str(p))
 
 
@@ -303,13 +300,13 @@ def swand_commands(swanctl_dir: Path, tree: Section) -> list[tuple[str, Any]]:
 
 
 @pytest.mark.timeout(600)
-def test_messages_match_swanctl(tmp_path: Path) -> None:
+def test_messages_match_swanctl(tmp_path: Path, corpus: Path) -> None:
     if shutil.which("swanctl") is None:
         pytest.fail("swanctl is not installed (dev.sh installs strongswan-swanctl)")
     fake = RecordingVici(tmp_path / "fake.vici")
     agree, disagree = 0, []
     try:
-        for i, folder in enumerate(corpus_folders()):
+        for i, folder in enumerate(corpus_folders(corpus)):
             work = tmp_path / f"f{i}"
             work.mkdir()
             swanctl_dir, tree = prepared(folder, work)
@@ -323,7 +320,7 @@ def test_messages_match_swanctl(tmp_path: Path) -> None:
             if mine == theirs:
                 agree += 1
             else:
-                disagree.append(str(folder.relative_to(CORPUS)))
+                disagree.append(str(folder.relative_to(corpus)))
             shutil.rmtree(work)
     finally:
         fake.close()
@@ -404,7 +401,7 @@ def _iter_diff(a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
 
 @pytest.mark.lab
 @pytest.mark.timeout(900)
-def test_conformance(make_lab: Any, charon_version: str) -> None:
+def test_conformance(make_lab: Any, charon_version: str, corpus: Path) -> None:
     """Per charon version, with swanctl of that version as the reference (6.0: the
     trixie tree's, chrooted like its charon)."""
     from swand.commands.apply import apply_once
@@ -415,7 +412,7 @@ def test_conformance(make_lab: Any, charon_version: str) -> None:
     scratch.mkdir()
     agree, disagree = 0, []
     started = time.monotonic()
-    for i, folder in enumerate(corpus_folders()):
+    for i, folder in enumerate(corpus_folders(corpus)):
         work = scratch / f"f{i}"
         work.mkdir()
         swanctl_dir, _ = prepared(folder, work)
@@ -428,7 +425,7 @@ def test_conformance(make_lab: Any, charon_version: str) -> None:
         _, failures = asyncio.run(apply_once(cfg, firewall=None))
         theirs_ok, mine_ok = proc.returncode == 0, not failures
         a, b = observe(ref.vici_socket), observe(mine.vici_socket)
-        name = str(folder.relative_to(CORPUS))
+        name = str(folder.relative_to(corpus))
         if a == b and theirs_ok == mine_ok:
             agree += 1
         else:

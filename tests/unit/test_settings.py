@@ -20,9 +20,6 @@ from swand.core.settings import (
     parse_text,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("SWAND_CORPUS", REPO.parent / "shared/corpus/strongswan-testing"))
-
 
 def flat(section: Section, prefix: str = "") -> list[tuple[str, str]]:
     """All settings as (dotted path, value), depth first in order."""
@@ -422,8 +419,8 @@ def test_include_same_as_libstrongswan(
 # --------------------------------------------------------------------------- corpus
 
 
-def corpus_files() -> list[Path]:
-    return sorted(CORPUS.glob("**/swanctl.conf")) if CORPUS.is_dir() else []
+def corpus_files(corpus: Path) -> list[Path]:
+    return sorted(corpus.glob("**/swanctl.conf"))
 
 
 # Files of the corpus that strongSwan itself rejects: none (checked against
@@ -431,13 +428,12 @@ def corpus_files() -> list[Path]:
 CORPUS_REJECTED: dict[str, str] = {}
 
 
-@pytest.mark.skipif(not corpus_files(), reason=f"corpus not found at {CORPUS}")
-def test_corpus_parses() -> None:
-    files = corpus_files()
+def test_corpus_parses(corpus: Path) -> None:
+    files = corpus_files(corpus)
     assert len(files) >= 400
     failures = []
     for path in files:
-        relative = str(path.relative_to(CORPUS))
+        relative = str(path.relative_to(corpus))
         try:
             parse_file(path)
         except SettingsError as err:
@@ -446,10 +442,10 @@ def test_corpus_parses() -> None:
     assert failures == []
 
 
-@pytest.mark.skipif(not corpus_files(), reason=f"corpus not found at {CORPUS}")
-def test_corpus_same_as_libstrongswan(strongswan_settings: Any, section_as_tree: Any) -> None:
+def test_corpus_same_as_libstrongswan(strongswan_settings: Any, section_as_tree: Any,
+                                      corpus: Path) -> None:
     differences = []
-    for path in corpus_files():
+    for path in corpus_files(corpus):
         theirs = strongswan_settings.parse(path)
         if not theirs.get("ok"):
             differences.append(f"{path}: libstrongswan rejects it")
