@@ -26,43 +26,79 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """-c / --swanctl-dir / --vici: the options every subcommand shares."""
+#: the shared options that take a value (to find the command behind them)
+COMMON_VALUE_OPTIONS = ("-c", "--config", "--swanctl-dir", "--vici")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """-c / --swanctl-dir / --vici: the options every subcommand shares.
+
+    They are added to the top parser (default None) and again to every subcommand and
+    action parser with `argparse.SUPPRESS` as default, so they are accepted before and
+    after the subcommand (`swand -c F pki init` and `swand pki init -c F`) and a level
+    where they are not given never resets what another level set.
+    """
     parser.add_argument(
-        "-c", "--config", default=None, metavar="FILE",
+        "-c", "--config", default=default, metavar="FILE",
         help=f"swand.toml (default {DEFAULT_CONFIG_PATH}; a missing default file means "
         "all defaults)",
     )
     parser.add_argument(
-        "--swanctl-dir", default=None, metavar="DIR",
+        "--swanctl-dir", default=default, metavar="DIR",
         help="swanctl configuration folder (overrides [swanctl] dir)",
     )
     parser.add_argument(
-        "--vici", default=None, metavar="URI",
+        "--vici", default=default, metavar="URI",
         help="charon's VICI socket, e.g. unix:///var/run/charon.vici (overrides [charon] vici)",
     )
+
+
+def _add_common_to_actions(parser: argparse.ArgumentParser) -> None:
+    """The shared options on every nested action parser (`pki init`, `client add`...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_common_arguments(sub, default=argparse.SUPPRESS)
+                _add_common_to_actions(sub)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; only `command`'s module is imported (None: every one's).
     The overview needs none: COMMANDS holds each command's help."""
     parser = argparse.ArgumentParser(prog="swand", description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_common_arguments(p)
+        add_common_arguments(p, default=argparse.SUPPRESS)
         if command is None or name == command:
             module = importlib.import_module(f"swand.commands.{name}")
             module.add_arguments(p)
+            _add_common_to_actions(p)
             p.set_defaults(_module=module)
     return parser
 
 
+def command_of(argv: list[str]) -> str:
+    """The subcommand named in `argv`, past any shared options before it ("" if none)."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in COMMON_VALUE_OPTIONS:
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else ""
+    return ""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser(command_of(argv)).parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # the command comes first (the common options belong to the subcommands)
-    command = argv[0] if argv and argv[0] in COMMANDS else ""
-    args = build_parser(command).parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
