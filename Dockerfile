@@ -20,6 +20,14 @@
 # python3 in a venv with --system-site-packages (python3-nftables is a Debian package),
 # pip upgraded, then the package installed. tests/unit/test_dockerfile.py keeps the two
 # in step.
+#
+# charon is not in this image: it runs on the host, installed with its plugins as
+# docs/service.md says (tests/unit/test_dockerfile.py checks this list matches dev.sh's):
+#   charon-packages: charon-systemd strongswan-swanctl libstrongswan strongswan-libcharon
+#     libstrongswan-standard-plugins libstrongswan-extra-plugins libcharon-extra-plugins
+#     libcharon-extauth-plugins
+# `swand check` in the container asks that charon (over the mounted VICI socket) which
+# plugins it loaded and names the host package of any the configuration needs.
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 

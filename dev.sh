@@ -8,10 +8,13 @@ cd "$(dirname "$0")"
 
 # Debian packages: charon and its tools, both firewall back ends, namespaces and probes,
 # a Python that can build python-iptables' extension, promtool and systemd-analyze.
+# charon's plugins are spread over several packages, some only Recommends (skipped by
+# --no-install-recommends): every package the lab's charon loads a plugin from is listed
+# (tests/unit/test_plugins.py checks this against swand/lab/charon.py's DEFAULT_PLUGINS).
 APT_PACKAGES=(
-  charon-systemd strongswan-swanctl strongswan-pki libcharon-extra-plugins
-  libstrongswan-standard-plugins
-  libstrongswan-extra-plugins
+  charon-systemd strongswan-swanctl strongswan-pki
+  libstrongswan strongswan-libcharon libstrongswan-standard-plugins
+  libstrongswan-extra-plugins libcharon-extra-plugins libcharon-extauth-plugins
   iptables nftables python3-nftables
   iproute2 iputils-ping tcpdump procps util-linux curl
   python3 python3-venv python3-dev gcc

@@ -133,3 +133,20 @@ def test_healthcheck_command_passes_and_fails_as_it_should() -> None:
     down = subprocess.run(argv, env={"SWAND_HEALTH_URL": f"http://127.0.0.1:{closed}/metrics"},
                           capture_output=True, timeout=30)
     assert down.returncode != 0
+
+
+def test_the_hosts_charon_packages_named_here_are_dev_sh_and_docs_ones() -> None:
+    """charon runs on the host, not in the image: the Dockerfile names the packages the
+    host needs (charon and every package its plugins come from), the same as dev.sh
+    installs and docs/service.md's install step lists."""
+    m = re.search(r"^#\s+charon-packages:(.*\n(?:#\s{3,}.*\n)*)", DOCKERFILE, re.M)
+    assert m, "Dockerfile: '# charon-packages: ...' comment not found"
+    named = set(m.group(1).replace("#", " ").split())
+    dev = _dev_sh_packages()
+    charon_like = {p for p in dev if "strongswan" in p or "charon" in p} - {"strongswan-pki"}
+    assert named == charon_like
+    docs = (ROOT / "docs/service.md").read_text()
+    step = re.search(r"```sh\napt-get install --no-install-recommends (.*?)\n(?!\s)", docs,
+                     re.S)
+    assert step, "docs/service.md: apt-get install step not found"
+    assert named <= set(step.group(1).replace("\\", " ").split())
