@@ -17,7 +17,7 @@ from swand.config import DEFAULT_CONFIG_PATH
 COMMANDS: dict[str, str] = {
     "run": "run the daemon in the foreground (systemd starts this)",
     "apply": "load swanctl.conf into charon and reconcile the firewall once, then exit",
-    "check": "validate swand.toml and swanctl.conf without touching charon",
+    "check": "validate swand.toml and swanctl.conf (and charon's plugins) without changes",
     "status": "show connections and SAs as charon reports them",
     "flush": "remove every firewall rule swand owns",
     "demo": "build a lab of namespaces and charons and run swand as its gateway",

@@ -1,9 +1,10 @@
-"""`swand check`: validate swand.toml and swanctl.conf without touching charon.
+"""`swand check`: validate swand.toml and swanctl.conf without changing anything.
 
 Reads the files, probes the running system read-only (its addresses; with swand's
 firewall off also `ip_forward` and the firewall rules, via `iptables-save` /
-`nft list ruleset`), and prints the findings of `swand.core.checks`. Exit status: 0 with no
-errors (warnings are printed either way), 1 with errors.
+`nft list ruleset`; which plugins charon loaded, via VICI `stats`), and prints the
+findings of `swand.core.checks` and `swand.core.plugins`. Exit status: 0 with no errors
+(warnings are printed either way), 1 with errors.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from swand.config import ConfigError, SwandConfig, load_config
-from swand.core import checks
+from swand.core import checks, plugins
 from swand.core.checks import CheckInput, CredentialFile, Finding, SystemFacts
 from swand.core.settings import Section, SettingsError, parse_file
 
@@ -29,7 +30,10 @@ CA_FOLDERS = ("x509ca",)
 KEY_FOLDERS = ("private", "rsa", "ecdsa", "pkcs8", "pkcs12")
 #: where `swand client add` keeps the client certificates it issued
 CLIENT_FOLDERS = ("swand-clients",)
+CRL_FOLDERS = ("x509crl",)
 PROBE_TIMEOUT = 10.0
+#: seconds to wait for charon's `stats` (a charon that does not answer is reported)
+CHARON_TIMEOUT = 3.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +141,64 @@ def probe_rulesets() -> tuple[str, ...] | None:
     return tuple(texts) if texts else None
 
 
+def probe_charon_plugins(uri: str) -> tuple[list[str] | None, str]:
+    """The plugins charon reports as loaded (VICI `stats`), or None and why not."""
+    import asyncio
+
+    from swand.adapters.vici import ViciError, ViciSession
+
+    async def ask() -> list[str]:
+        session = await ViciSession.connect(uri, timeout=CHARON_TIMEOUT)
+        try:
+            stats = await session.request("stats", timeout=CHARON_TIMEOUT)
+        finally:
+            await session.close()
+        plugins = stats.get("plugins", [])
+        return [p.decode(errors="replace") if isinstance(p, bytes) else str(p)
+                for p in plugins] if isinstance(plugins, list) else []
+
+    try:
+        return asyncio.run(ask()), ""
+    except (ViciError, OSError, TimeoutError) as exc:
+        return None, str(exc) or type(exc).__name__
+
+
+def installed_plugins(folder: str = plugins.PLUGIN_DIR) -> set[str] | None:
+    """Plugins whose file is in charon's plugin folder (None: folder unreadable)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    return {n[len("libstrongswan-"):-3] for n in names
+            if n.startswith("libstrongswan-") and n.endswith(".so")}
+
+
+def debian_release(os_release: str = "/etc/os-release") -> str:
+    """VERSION_CODENAME of this machine (bookworm when unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path(os_release).read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "VERSION_CODENAME" and value.strip('"') in plugins.DEBIAN_PACKAGES:
+                return value.strip('"')
+    return plugins.DEFAULT_RELEASE
+
+
+def plugin_findings(cfg: SwandConfig, tree: Section, conf: Path,
+                    files: tuple[CredentialFile, ...]) -> list[Finding]:
+    """What the configuration needs that charon has not loaded; a charon that does not
+    answer is said in one warning and the check skipped (the rest of `check` runs)."""
+    loaded, why = probe_charon_plugins(cfg.charon.vici)
+    if loaded is None:
+        return [Finding(cfg.charon.vici, 0, "warning", "charon-unreachable",
+                        f"charon does not answer ({why}): its plugins were not checked",
+                        "start charon (systemctl start strongswan) or pass --vici URI; "
+                        "--no-system skips this probe")]
+    required = plugins.needs_of(tree, files, metrics=bool(cfg.metrics.listen))
+    return plugins.missing_plugin_findings(
+        required, loaded, conf_file=str(conf), installed=installed_plugins(),
+        release=debian_release())
+
+
 def probe_system(firewall_enabled: bool) -> SystemFacts:
     if firewall_enabled:
         return SystemFacts(addresses=probe_addresses())
@@ -212,6 +274,9 @@ def collect(args: argparse.Namespace) -> list[Finding]:
     loaded = translation_findings(tree, swanctl_dir)
     facts = None if args.no_system else probe_system(cfg.firewall.enabled)
     found = checks.run_checks(inp, facts, cfg.firewall.enabled)
+    if not args.no_system:
+        found += plugin_findings(cfg, tree, conf, inp.certs + inp.cas + inp.keys +
+                                 read(CRL_FOLDERS))
     # the loader already names a certificate that is missing: do not say it twice
     loader_spots = {(f.file, f.line) for f in loaded}
     found = [f for f in found if not (f.code == "cert-missing" and (f.file, f.line)
@@ -220,7 +285,8 @@ def collect(args: argparse.Namespace) -> list[Finding]:
     # key paths are relative to the swanctl folder: make them absolute for the reader
     return [
         Finding(str(swanctl_dir / f.file), f.line, f.severity, f.code, f.message, f.fix)
-        if f.code == "key-mode" else f
+        if f.code in ("key-mode", "plugin-missing") and not Path(f.file).is_absolute()
+        else f
         for f in findings
     ]
 

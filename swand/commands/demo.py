@@ -74,6 +74,17 @@ def connected_table(sas: list[dict]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; a lab that cannot be built (a charon plugin missing, ...) is one line."""
+    from swand.lab import LabError
+
+    try:
+        return _demo(args)
+    except LabError as exc:
+        print(f"swand demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("swand demo: needs root (network namespaces, charon)", file=sys.stderr)
         return 2

@@ -8,6 +8,10 @@ Why these settings:
   share a path; charon-systemd writes no pid file, and its journal logger is off so the
   machine's journal is not flooded.
 - Fast retransmits so DPD and dead-peer tests take seconds, not minutes.
+- A plugin named in `load` but missing (its package not installed) does not stop charon:
+  it starts and fails much later, on a certificate or a proposal. So the plugin files are
+  checked before charon starts and its VICI `stats` plugin list once it answers, and a
+  missing one is a LabError naming the plugin and its Debian package in one line.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from pathlib import Path
 
 import vici
 
+from swand.core import plugins as charon_plugins
 from swand.lab import trixie
 from swand.lab.util import LabError, decode, die_with_parent
 
 VERSIONS = ("5.9", "6.0")
+#: the Debian release each lab charon comes from (for the package of a missing plugin)
+RELEASES = {"5.9": "bookworm", "6.0": "trixie"}
 
 #: plugins present in both 5.9.8 (bookworm) and 6.0.1 (trixie)
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -118,6 +125,7 @@ class Charon:
         self.vici_uri = f"unix://{self.socket_path}"
         self.swanctl_dir = workdir / "swanctl"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.plugins = tuple(plugins)
         self.conf_path.write_text(render_strongswan_conf(
             vici_uri=self.vici_uri, log_path=self.log_path, plugins=plugins,
             extra=extra_conf,
@@ -144,10 +152,47 @@ class Charon:
         env["SWANCTL_DIR"] = str(self.swanctl_dir)
         return env
 
+    def missing_plugins_error(self, missing: list[str], how: str) -> LabError:
+        """One line: which plugins, why, and the package that ships them."""
+        release = RELEASES[self.version]
+        packages = sorted({pkg for name in missing
+                           if (pkg := charon_plugins.package_of(name, release))})
+        if self.version == "6.0" and packages:
+            fix = (f"the trixie tree {self.tree} lacks them: add {' '.join(packages)} to "
+                   "swand/lab/trixie.py PACKAGES (the cached tree is rebuilt)")
+        else:
+            fix = charon_plugins.install_hint(missing, release)
+            if packages:
+                fix += " (./dev.sh setup installs them)"
+        return LabError(f"charon {self.version} in {self.netns} lacks plugin "
+                        f"{', '.join(missing)} ({how}): {fix}")
+
+    def check_plugin_files(self) -> None:
+        """Every plugin of `load` has its file (charon would start without it)."""
+        root = self.tree if self.version == "6.0" and self.tree is not None else Path("/")
+        folder = root / charon_plugins.PLUGIN_DIR.lstrip("/")
+        missing = [p for p in self.plugins
+                   if not (folder / charon_plugins.plugin_file(p)).exists()]
+        if missing:
+            raise self.missing_plugins_error(missing, f"no file in {folder}")
+
+    def check_plugins_loaded(self) -> None:
+        """Every plugin of `load` is in charon's `stats` list (a file that exists can
+        still fail to load, e.g. a library it links to is missing)."""
+        with self.session(timeout=5.0) as s:
+            loaded = set(decode(s.stats()).get("plugins", []))
+        missing = [p for p in self.plugins if p not in loaded]
+        if missing:
+            raise LabError(
+                f"charon {self.version} in {self.netns} did not load plugin "
+                f"{', '.join(missing)} although named in `load` (a plugin it needs, e.g. "
+                f"openssl, missing or not loaded?): the reason is in {self.log_path}")
+
     def spawn(self) -> None:
         """Start charon without waiting (the lab starts many, then waits for all)."""
         if self.pid is not None:
             raise LabError(f"charon in {self.netns} already runs (pid {self.pid})")
+        self.check_plugin_files()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # a stale socket would look alive to a poller
         out = open(self.stdout_path, "ab")  # noqa: SIM115 - handed to the child
@@ -170,9 +215,12 @@ class Charon:
                                f" {self.tail()}")
             try:
                 with self.session(timeout=1.0) as s:
-                    return decode(s.version())
+                    version = decode(s.version())
             except OSError:
                 pass
+            else:
+                self.check_plugins_loaded()
+                return version
             if time.monotonic() > deadline:
                 raise LabError(f"charon in {self.netns}: VICI {self.vici_uri} not answering "
                                f"after {timeout:g} s; {self.tail()}")
