@@ -29,6 +29,18 @@ from swand.core.checks import (
 )
 from swand.core.settings import Origin, Section
 
+#: charon's own plugins: packaged the same way in bookworm and trixie
+_CHARON_PLUGIN_PACKAGES: dict[str, str] = {
+    **dict.fromkeys(("bypass-lan", "counters", "socket-default", "updown"),
+                    "strongswan-libcharon"),
+    "vici": "strongswan-swanctl",
+    **dict.fromkeys(("eap-mschapv2", "xauth-generic"), "libcharon-extauth-plugins"),
+    **dict.fromkeys((
+        "addrblock", "certexpire", "dhcp", "eap-aka", "eap-gtc", "eap-identity", "eap-md5",
+        "eap-radius", "eap-tls", "eap-tnc", "eap-ttls", "error-notify", "farp", "forecast",
+        "ha", "kernel-libipsec", "led", "lookip", "tnc-tnccs", "unity", "xauth-eap",
+        "xauth-pam"), "libcharon-extra-plugins"),
+}
 #: charon plugin -> the Debian package that ships it, per release. Verified against
 #: `dpkg -S` of the plugin files by tests/unit/test_plugins.py (bookworm on the host,
 #: trixie in the lab's cached tree). Packages listed here that dev.sh does not install
@@ -45,15 +57,7 @@ DEBIAN_PACKAGES: dict[str, dict[str, str]] = {
         **dict.fromkeys((
             "af-alg", "ccm", "chapoly", "cmac", "ctr", "curl", "curve25519", "gcrypt",
             "ldap", "pkcs11", "rdrand", "test-vectors", "tpm"), "libstrongswan-extra-plugins"),
-        **dict.fromkeys(("bypass-lan", "counters", "socket-default", "updown"),
-                        "strongswan-libcharon"),
-        "vici": "strongswan-swanctl",
-        **dict.fromkeys(("eap-mschapv2", "xauth-generic"), "libcharon-extauth-plugins"),
-        **dict.fromkeys((
-            "addrblock", "certexpire", "dhcp", "eap-aka", "eap-gtc", "eap-identity", "eap-md5",
-            "eap-radius", "eap-tls", "eap-tnc", "eap-ttls", "error-notify", "farp", "forecast",
-            "ha", "kernel-libipsec", "led", "lookip", "tnc-tnccs", "unity", "xauth-eap",
-            "xauth-pam"), "libcharon-extra-plugins"),
+        **_CHARON_PLUGIN_PACKAGES,
     },
     "trixie": {
         **dict.fromkeys((
@@ -67,15 +71,7 @@ DEBIAN_PACKAGES: dict[str, dict[str, str]] = {
             "gcrypt", "gmp", "hmac", "kdf", "ldap", "md5", "mgf1", "pgp", "pkcs11", "pkcs12",
             "rc2", "rdrand", "sha1", "sha2", "test-vectors", "tpm", "xcbc"),
             "libstrongswan-extra-plugins"),
-        **dict.fromkeys(("bypass-lan", "counters", "socket-default", "updown"),
-                        "strongswan-libcharon"),
-        "vici": "strongswan-swanctl",
-        **dict.fromkeys(("eap-mschapv2", "xauth-generic"), "libcharon-extauth-plugins"),
-        **dict.fromkeys((
-            "addrblock", "certexpire", "dhcp", "eap-aka", "eap-gtc", "eap-identity", "eap-md5",
-            "eap-radius", "eap-tls", "eap-tnc", "eap-ttls", "error-notify", "farp", "forecast",
-            "ha", "kernel-libipsec", "led", "lookip", "tnc-tnccs", "unity", "xauth-eap",
-            "xauth-pam"), "libcharon-extra-plugins"),
+        **_CHARON_PLUGIN_PACKAGES,
     },
 }
 DEFAULT_RELEASE = "bookworm"
