@@ -1,0 +1,72 @@
+"""Gateway side of `--static-ip`: the pinned connection and its one-address pool (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from swand.core.profiles.common import GatewayInfo, ProfileError, swanctl_quote
+
+
+@dataclass(frozen=True)
+class StaticLease:
+    """A client pinned to one address: one connection matching one identity, one pool."""
+
+    name: str
+    address: str
+    #: the identity the client sends: its subject DN (Windows, strongSwan clients told
+    #: so) or its subjectAltName (Apple cannot send a DN)
+    identity: str
+
+
+def check_static_ip(gw: GatewayInfo, address: str) -> str:
+    """The static address, validated: an address outside the dynamic pools."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ProfileError(f"--static-ip {address!r} is not an IP address") from None
+    for pool in gw.pool_addrs:
+        try:
+            if "-" in pool:
+                lo, hi = (ipaddress.ip_address(x.strip()) for x in pool.split("-", 1))
+                inside = type(lo) is type(ip) and lo <= ip <= hi  # type: ignore[operator]
+            else:
+                inside = ip in ipaddress.ip_network(pool, strict=False)
+        except ValueError:
+            continue
+        if inside:
+            raise ProfileError(
+                f"--static-ip {address} lies inside the dynamic pool {pool} of connection "
+                f"{gw.conn_name}: charon could lease it to someone else"
+            )
+    return str(ip)
+
+
+def gateway_static_conf(gw: GatewayInfo, lease: StaticLease) -> str:
+    """`conf.d/NAME.conf` on the gateway: the road-warrior connection, pinned.
+
+    The connection inherits everything from the road-warrior connection by a section
+    reference and only overrides the expected remote identity and the pool, so a change to
+    the road-warrior connection (proposals, certificates) applies here too. A connection
+    with a specific remote id wins over the road-warrior's `%any` when charon picks a
+    config. One connection per one-address pool: two would compete for the address.
+    """
+    lines = [
+        f"# swand client add {lease.name} --static-ip {lease.address}: pins the client "
+        f"({lease.identity}) to {lease.address}",
+        "connections {",
+        f"    {lease.name} : connections.{gw.conn_name} {{",
+        f"        pools = {lease.name}",
+        f"        {gw.remote_section} {{",
+        f"            id = {swanctl_quote(lease.identity)}",
+        "        }",
+        "    }",
+        "}",
+        "pools {",
+        f"    {lease.name} {{",
+        f"        addrs = {lease.address}",
+    ]
+    if gw.dns:
+        lines.append(f"        dns = {', '.join(gw.dns)}")
+    lines += ["    }", "}", ""]
+    return "\n".join(lines)
