@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from swand.core import profiles
+from swand.core.proposals import KE, Proposal, is_charon6_keyword, tokenize
 from swand.core.settings import Origin, Section
 
 Severity = Literal["error", "warning"]
@@ -165,120 +166,18 @@ def _serves_windows(conn: Section, mode: str) -> Severity | None:
 
 # --- proposals --------------------------------------------------------------------------
 
-ENCR, INTEG, PRF, KE, ESN = "encr", "integ", "prf", "ke", "esn"
-
-
-def _keyword_table() -> dict[str, tuple[str, bool]]:
-    """strongSwan 5.9's proposal keywords -> (transform type, is AEAD)."""
-    table: dict[str, tuple[str, bool]] = {}
-    for k in ("null", "des", "3des", "aes", "otpcbc", "cast128", "chacha20poly1305compat"):
-        table[k] = (ENCR, k.startswith("chacha"))
-    table["chacha20poly1305"] = (ENCR, True)
-    for bits in ("128", "192", "256"):
-        table[f"aes{bits}"] = (ENCR, False)
-        table[f"aes{bits}ctr"] = (ENCR, False)
-        table[f"aes{bits}gmac"] = (ENCR, False)
-        for mode in ("ccm", "gcm"):
-            table[f"aes{bits}{mode}"] = (ENCR, True)
-            for icv in ("8", "64", "12", "96", "16", "128"):
-                table[f"aes{bits}{mode}{icv}"] = (ENCR, True)
-        for family in ("blowfish", "camellia", "serpent", "twofish"):
-            table[f"{family}{bits}"] = (ENCR, False)
-        table[f"camellia{bits}ctr"] = (ENCR, False)
-        for icv in ("8", "64", "12", "96", "16", "128"):
-            table[f"camellia{bits}ccm{icv}"] = (ENCR, True)
-    for family in ("blowfish", "camellia", "serpent", "twofish"):
-        table[family] = (ENCR, False)
-    for k in ("sha", "sha1", "sha1_160", "sha256", "sha2_256", "sha256_96", "sha2_256_96",
-              "sha384", "sha2_384", "sha512", "sha2_512", "md5", "md5_128", "aesxcbc",
-              "camelliaxcbc", "aescmac"):
-        table[k] = (INTEG, False)
-    for k in ("prfsha1", "prfsha256", "prfsha384", "prfsha512", "prfmd5", "prfaesxcbc",
-              "prfcamelliaxcbc", "prfaescmac"):
-        table[k] = (PRF, False)
-    for k in ("none", "modpnone", "modpnull", "modp768", "modp1024", "modp1536", "modp2048",
-              "modp3072", "modp4096", "modp6144", "modp8192", "ecp192", "ecp224", "ecp256",
-              "ecp384", "ecp521", "modp1024s160", "modp2048s224", "modp2048s256",
-              "ecp224bp", "ecp256bp", "ecp384bp", "ecp512bp", "curve25519", "x25519",
-              "curve448", "x448", "ntru112", "ntru128", "ntru192", "ntru256", "newhope128"):
-        table[k] = (KE, False)
-    table["esn"] = (ESN, False)
-    table["noesn"] = (ESN, False)
-    return table
-
-
-KEYWORDS = _keyword_table()
-_NO_KE = {"none", "modpnone"}
-
 #: the curve of an ECDSA certificate -> the DH group Windows couples it with
 CURVE_GROUP = {"secp256r1": "ecp256", "secp384r1": "ecp384", "secp521r1": "ecp521"}
 
 
-@dataclass(frozen=True)
-class Proposal:
-    text: str
-    tokens: tuple[str, ...]
-
-    def of(self, kind: str) -> list[str]:
-        return [t for t in self.tokens if KEYWORDS.get(t, ("", False))[0] == kind]
-
-    @property
-    def aead(self) -> bool:
-        return any(KEYWORDS[t][1] for t in self.of(ENCR))
-
-    @property
-    def is_default(self) -> bool:
-        return self.tokens == ("default",)
-
-
 def parse_proposals(value: str) -> list[Proposal]:
-    out = []
-    for text in _list(value):
-        tokens = tuple(t.lower() for t in text.split("-") if t)
-        out.append(Proposal(text, tokens))
-    return out
+    """A proposal list as written, each unvalidated (findings name what is wrong)."""
+    return [tokenize(text) for text in _list(value)]
 
 
 def proposal_problem(p: Proposal, kind: str) -> str | None:
-    """Why charon would reject this proposal ("invalid value for: proposals"), or None.
-    `kind` is "ike", "esp" or "ah". Rules checked against charon 5.9.8."""
-    if p.is_default:
-        return None
-    unknown = [t for t in p.tokens if t not in KEYWORDS and not is_charon6_keyword(t)]
-    if unknown:
-        return f"unknown algorithm keyword{'s' if len(unknown) > 1 else ''} " + \
-            ", ".join(repr(t) for t in unknown)
-    encr = p.of(ENCR)
-    if kind == "ah":
-        return None if p.of(INTEG) else "an AH proposal needs an integrity algorithm"
-    if not encr:
-        return "no encryption algorithm"
-    aead = [t for t in encr if KEYWORDS[t][1]]
-    if aead and len(aead) != len(encr):
-        return "mixes AEAD (GCM/CCM/ChaCha20) and non-AEAD encryption in one proposal"
-    if kind == "ike":
-        if not [t for t in p.of(KE) if t not in _NO_KE] and not any(
-                t.startswith("mlkem") for t in p.tokens):
-            return "an IKE proposal needs a key exchange (DH) group, e.g. ecp384"
-        if aead and not (p.of(PRF) or p.of(INTEG)):
-            return "an AEAD IKE proposal needs a PRF, e.g. prfsha384"
-        if not aead and not p.of(INTEG):
-            return "a non-AEAD IKE proposal needs an integrity algorithm, e.g. sha384"
-    return None
-
-
-#: strongSwan 6.0's additional key exchanges (RFC 9370) and ML-KEM
-_CHARON6_KE = re.compile(r"^(?:ke[1-7]_)?(?:mlkem(?:512|768|1024))$|^ke[1-7]_(?P<group>\w+)$")
-
-
-def is_charon6_keyword(token: str) -> bool:
-    """`ke1_ecp384`, `mlkem768`, `ke2_mlkem1024`: valid for charon 6.0, unknown to 5.9."""
-    m = _CHARON6_KE.match(token)
-    if not m:
-        return False
-    group = m.group("group")
-    return group is None or (group in KEYWORDS and KEYWORDS[group][0] == KE) or \
-        group.startswith("mlkem")
+    """Why charon would reject this proposal, or None (see `Proposal.problem`)."""
+    return p.problem(kind)
 
 
 def windows_can_negotiate(p: Proposal, kind: str) -> bool:
@@ -288,14 +187,12 @@ def windows_can_negotiate(p: Proposal, kind: str) -> bool:
     if p.is_default:
         return True
     # charon 6.0's additional key exchanges have their own finding (proposal-charon6)
-    text = "-".join(t for t in p.tokens if not is_charon6_keyword(t))
-    try:
-        parsed = (profiles.parse_proposal(text, ike=kind == "ike"),)
-    except profiles.ProfileError:
-        return False  # a keyword outside what Windows (and its profile) can name
+    q = p.without_charon6()
+    if q.problem(kind) is not None:
+        return False
     if kind == "ike":
-        return profiles.windows_ike_suite(parsed) is not None
-    return profiles.windows_esp_suite(parsed) is not None
+        return profiles.windows_ike_suite((q,)) is not None
+    return profiles.windows_esp_suite((q,)) is not None
 
 
 def _proposal_settings(conn: Section) -> Iterator[tuple[str, Section, str]]:

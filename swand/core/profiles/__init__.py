@@ -37,8 +37,6 @@ from swand.core.profiles.apple import (
     mobileconfig,
 )
 from swand.core.profiles.common import (
-    DEFAULT_ESP,
-    DEFAULT_IKE,
     ClientInfo,
     EspSuite,
     GatewayInfo,
@@ -63,6 +61,7 @@ from swand.core.profiles.windows import (
     windows_script,
     windows_suites_from_params,
 )
+from swand.core.proposals import DEFAULT_ESP, DEFAULT_IKE
 
 __all__ = [
     "DEFAULT_ESP", "DEFAULT_IKE", "SSWAN_KEYS", "SSWAN_LOCAL_KEYS", "SSWAN_REMOTE_KEYS",

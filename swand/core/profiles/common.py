@@ -12,6 +12,8 @@ import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from swand.core import proposals
+from swand.core.proposals import Proposal, is_aead
 from swand.core.settings import Section, Setting
 
 # --- errors -----------------------------------------------------------------------------
@@ -21,120 +23,24 @@ class ProfileError(Exception):
     """A profile that cannot be made; the message names the proposal, file or setting."""
 
 
-# --- strongSwan proposal keywords ----------------------------------------------------------
-
-#: encryption keywords -> canonical name; AEAD ones end in "gcm16"/"poly1305"/"ccm16"
-_ENCR_ALIASES: dict[str, str] = {
-    "des": "des", "3des": "3des",
-    "aes128": "aes128", "aes192": "aes192", "aes256": "aes256", "aes": "aes128",
-    "aes128ctr": "aes128ctr", "aes192ctr": "aes192ctr", "aes256ctr": "aes256ctr",
-    "camellia128": "camellia128", "camellia192": "camellia192",
-    "camellia256": "camellia256",
-    "chacha20poly1305": "chacha20poly1305",
-}
-for _bits in (128, 192, 256):
-    for _icv, _canon in (("8", "8"), ("64", "8"), ("12", "12"), ("96", "12"),
-                         ("16", "16"), ("128", "16"), ("", "16")):
-        _ENCR_ALIASES[f"aes{_bits}gcm{_icv}"] = f"aes{_bits}gcm{_canon}"
-        _ENCR_ALIASES[f"aes{_bits}ccm{_icv}"] = f"aes{_bits}ccm{_canon}"
-
-_INTEG_ALIASES: dict[str, str] = {
-    "md5": "md5", "md5_128": "md5_128", "sha1": "sha1", "sha": "sha1", "sha1_160": "sha1_160",
-    "sha256": "sha256", "sha2_256": "sha256", "sha256_96": "sha256_96",
-    "sha2_256_96": "sha256_96", "sha384": "sha384", "sha2_384": "sha384",
-    "sha512": "sha512", "sha2_512": "sha512", "aesxcbc": "aesxcbc", "aescmac": "aescmac",
-    "aes128gmac": "aes128gmac", "aes192gmac": "aes192gmac", "aes256gmac": "aes256gmac",
-}
-_PRF_ALIASES: dict[str, str] = {
-    "prfmd5": "md5", "prfsha1": "sha1", "prfsha256": "sha256", "prfsha384": "sha384",
-    "prfsha512": "sha512", "prfaesxcbc": "aesxcbc", "prfaescmac": "aescmac",
-}
-_DH_NAMES = {
-    "modp768", "modp1024", "modp1536", "modp2048", "modp3072", "modp4096", "modp6144",
-    "modp8192", "modp1024s160", "modp2048s224", "modp2048s256", "ecp192", "ecp224",
-    "ecp256", "ecp384", "ecp521", "ecp224bp", "ecp256bp", "ecp384bp", "ecp512bp",
-    "curve25519", "curve448",
-}
-_DH_ALIASES = {name: name for name in _DH_NAMES} | {"x25519": "curve25519", "x448": "curve448"}
-_ESN = {"esn", "noesn"}
-#: ESP without PFS, spelled out (charon 5.9 takes both)
-_NO_PFS = {"none", "modpnone"}
-
-#: strongSwan 5.9's built-in proposals, used where swanctl.conf says `default` (or nothing)
-DEFAULT_IKE = (
-    "aes128-aes192-aes256-sha256-sha384-sha512-sha1-prfsha256-prfsha384-prfsha512-prfsha1-"
-    "curve25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp6144-modp8192-modp2048",
-    "aes128gcm16-aes192gcm16-aes256gcm16-chacha20poly1305-prfsha256-prfsha384-prfsha512-"
-    "prfsha1-curve25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp6144-modp8192-modp2048",
-)
-DEFAULT_ESP = ("aes128gcm16-aes256gcm16-chacha20poly1305", "aes128-aes256-sha256-sha1")
-
-
-def is_aead(encr: str) -> bool:
-    return "gcm" in encr or "ccm" in encr or encr == "chacha20poly1305"
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """One parsed proposal: each algorithm kind in the order written."""
-
-    text: str
-    encryption: tuple[str, ...]
-    integrity: tuple[str, ...] = ()
-    prf: tuple[str, ...] = ()
-    dh: tuple[str, ...] = ()
-    esn: tuple[str, ...] = ()
-
-    @property
-    def prfs(self) -> tuple[str, ...]:
-        """The PRFs charon uses: explicit ones, else one per integrity algorithm."""
-        if self.prf:
-            return self.prf
-        return tuple(dict.fromkeys(i.split("_")[0] for i in self.integrity))
+# --- proposals: core.proposals, with profile errors ------------------------------------
 
 
 def parse_proposal(text: str, ike: bool) -> Proposal:
-    """Split one strongSwan proposal (``aes256gcm16-prfsha384-ecp384``) into its kinds.
-
-    A trailing ``!`` (strict, strongSwan 5.x ipsec.conf) is ignored. Unknown keywords raise
-    ProfileError naming the keyword, because a profile built on a guess would fail late.
-    """
-    encr: list[str] = []
-    integ: list[str] = []
-    prf: list[str] = []
-    dh: list[str] = []
-    esn: list[str] = []
-    for raw in text.strip().rstrip("!").lower().split("-"):
-        token = raw.strip()
-        if token in _ENCR_ALIASES:
-            encr.append(_ENCR_ALIASES[token])
-        elif token in _INTEG_ALIASES:
-            integ.append(_INTEG_ALIASES[token])
-        elif token in _PRF_ALIASES and ike:
-            prf.append(_PRF_ALIASES[token])
-        elif token in _DH_ALIASES:
-            dh.append(_DH_ALIASES[token])
-        elif token in _ESN and not ike:
-            esn.append(token)
-        elif token in _NO_PFS and not ike:
-            continue  # the same as naming no group
-        else:
-            kind = "IKE" if ike else "ESP"
-            raise ProfileError(f"{kind} proposal {text!r}: unknown algorithm keyword {token!r}")
-    if not encr:
-        raise ProfileError(f"proposal {text!r} has no encryption algorithm")
-    return Proposal(text, tuple(encr), tuple(integ), tuple(prf), tuple(dh), tuple(esn))
+    """One proposal charon accepts (`core.proposals`), else ProfileError naming it: a
+    profile built on a guess would fail late."""
+    try:
+        return proposals.parse_proposal(text, "ike" if ike else "esp")
+    except proposals.ProposalError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def parse_proposals(values: Iterable[str], ike: bool) -> tuple[Proposal, ...]:
     """A swanctl `proposals` / `esp_proposals` list; ``default`` expands to charon's."""
-    out: list[Proposal] = []
-    for value in values:
-        if value.strip().lower() == "default":
-            out.extend(parse_proposal(p, ike) for p in (DEFAULT_IKE if ike else DEFAULT_ESP))
-        else:
-            out.append(parse_proposal(value, ike))
-    return tuple(out)
+    try:
+        return proposals.parse_proposals(values, "ike" if ike else "esp")
+    except proposals.ProposalError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def split_list(value: str) -> tuple[str, ...]:
