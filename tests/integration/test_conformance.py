@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import os
 import shutil
 import socket
-import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +34,7 @@ import pytest
 from swand.config import SwandConfig
 from swand.core.settings import Section, SettingsError, parse_file
 from swand.core.swanctl import CONN_FILE_KEYS, split_list, translate
+from swand.lab.fake_vici import RecordingVici
 from swand.runtime.loader import read_credentials
 
 #: raise as disagreements get fixed; the aim is every folder
@@ -185,73 +183,6 @@ def prepared(folder: Path, into: Path) -> tuple[Path, Section | None]:
 
 
 # --- level 1: messages, against swanctl on a recording socket ---------------------------
-
-
-class RecordingVici:
-    """A fake charon: answers every command with success and records what it got."""
-
-    def __init__(self, path: Path) -> None:
-        from vici.protocol import FiniteStream, Message, Packet
-
-        self._codec = (FiniteStream, Message, Packet)
-        self.path = path
-        self.log: list[tuple[str, dict]] = []
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self._serve(conn)
-
-    def _serve(self, conn: socket.socket) -> None:
-        finite_stream, message, packet = self._codec
-
-        def read(n: int) -> bytes:
-            data = b""
-            while len(data) < n:
-                chunk = conn.recv(n - len(data))
-                if not chunk:
-                    raise EOFError
-                data += chunk
-            return data
-
-        try:
-            while True:
-                (length,) = struct.unpack("!I", read(4))
-                raw = read(length)
-                if raw[0] != packet.CMD_REQUEST:
-                    out = bytes([packet.EVENT_CONFIRM])
-                else:
-                    command = raw[2:2 + raw[1]].decode()
-                    body = raw[2 + raw[1]:]
-                    msg = message.deserialize(finite_stream(body)) if body else {}
-                    self.log.append((command, msg))
-                    reply: dict[str, Any] = {"success": "yes"}
-                    if command == "get-conns":
-                        reply = {"conns": []}
-                    elif command in ("get-keys", "get-shared"):
-                        reply = {"keys": []}
-                    elif command == "get-authorities":
-                        reply = {"authorities": []}
-                    elif command == "get-pools":
-                        reply = {}
-                    elif command == "load-key":
-                        reply["id"] = hashlib.sha1(msg.get("data", b"")).hexdigest()
-                    out = bytes([packet.CMD_RESPONSE]) + message.serialize(reply)
-                conn.sendall(struct.pack("!I", len(out)) + out)
-        except (EOFError, OSError):
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _as_bytes(value: Any) -> Any:
