@@ -191,6 +191,7 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
     static_ip = None
     if args.static_ip:
         static_ip = profiles.check_static_ip(gw, args.static_ip)
+        profiles.static_section(gw, name)  # a name the gateway already uses is refused
         if static_path.exists():
             raise ClientError(f"{static_path}: exists; refusing to overwrite it")
         if not includes_conf_d(swanctl_dir):

@@ -358,3 +358,49 @@ def test_failed_write_names_the_file_that_failed(
     # the p12 is written first: the error names it, not a file the clean-up removed
     assert f"writing {blocker / 'out' / 'frank.p12'}:" in err
     assert str(ca.client_cert("frank")) not in err
+
+
+LONGEST_NAME = "n" * 30 + "." + "x" * 28 + "@b.c"  # 63 characters, the most allowed
+
+
+@pytest.mark.parametrize("name", ["home.t520", "a@b.c", LONGEST_NAME])
+def test_client_names_with_dots_and_at_keep_every_file_parsing(
+    ca: SwanctlPki, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 12 item 11: a dot in a section name is a syntax error since strongSwan 5.7;
+    `client add home.t520 --static-ip` broke the gateway's whole swanctl.conf (it includes
+    conf.d/*.conf) and the Linux profile. Section names are derived, files keep the name."""
+    assert len(LONGEST_NAME) == 63
+    assert add_client(ca.root, tmp_path, name, "--static-ip", "10.8.0.2",
+                      "--pin-by", "san") == 0
+    section = name.replace(".", "_")
+    root = parse_file(ca.root / "swanctl.conf")  # the gateway's file, with conf.d/
+    assert root.get(f"connections.{section}.remote.id") == name
+    assert root.get(f"connections.{section}.pools") == section
+    assert root.get(f"pools.{section}.addrs") == "10.8.0.2"
+    assert (ca.root / "conf.d" / f"{name}.conf").exists()
+    linux = parse_file(tmp_path / f"{name}.swanctl.conf")
+    assert linux.get(f"secrets.pkcs12-{section}.file") == f"{name}.p12"
+    assert profiles.validate_sswan(json.loads((tmp_path / f"{name}.sswan").read_text())) == []
+    mc = plistlib.loads((tmp_path / f"{name}.mobileconfig").read_bytes())
+    assert mc["PayloadContent"][0]["PayloadDisplayName"] == f"{name}.p12"
+    # the next client still works: the gateway's config still parses
+    assert add_client(ca.root, tmp_path / "next", "next", "--static-ip", "10.8.0.3") == 0
+    assert parse_file(ca.root / "swanctl.conf").get("pools.next.addrs") == "10.8.0.3"
+    capsys.readouterr()
+
+
+def test_static_client_named_like_a_gateway_section_is_refused(
+    ca: SwanctlPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A pinned client's sections would merge into an existing connection or pool (a
+    client `roadwarriors` would rewrite the road-warrior connection): refused, nothing
+    written."""
+    for name in ("roadwarriors", "rw_pool"):
+        assert add_client(ca.root, tmp_path / name, name, "--static-ip", "10.8.0.2") == 1
+        assert "already has a connection or pool named" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+    assert add_client(ca.root, tmp_path, "home.t520", "--static-ip", "10.8.0.2") == 0
+    assert add_client(ca.root, tmp_path / "x", "home_t520", "--static-ip", "10.8.0.3") == 1
+    assert "'home_t520'" in capsys.readouterr().err
+    assert list(ca.root.glob("swand-clients/home_t520*")) == []

@@ -317,3 +317,25 @@ def test_linux_profile_refuses_a_wildcard_gateway_id() -> None:
     gw = GatewayInfo("192.0.2.1", "*.example.org")
     with pytest.raises(ProfileError, match="INITIAL_CONTACT"):
         profiles.linux_swanctl_conf(gw, CLIENT, p12_password="x")
+
+
+@pytest.mark.parametrize("name", ["home.t520", "a@b.c", "n" * 30 + "." + "x" * 28 + "@b.c"])
+def test_every_artifact_of_a_dotted_name_parses(name: str) -> None:
+    """Issue 12 item 11, at the renderers: swanctl section names lose the dot, file
+    names keep it."""
+    gw = gw_from(GATEWAY)
+    client = dataclasses.replace(CLIENT, name=name, san=name)
+    section = name.replace(".", "_")
+    assert profiles.section_name(name) == section
+    ps1 = profiles.windows_script(gw, client)
+    assert f"Join-Path $PSScriptRoot '{name}.p12'" in ps1
+    assert profiles.parse_windows_script(ps1)["DHGroup"] == "ECP384"
+    assert profiles.validate_sswan(profiles.sswan_profile(gw, client)) == []
+    linux = parse_text(profiles.linux_swanctl_conf(gw, client, p12_password="pw"))
+    assert linux.get(f"secrets.pkcs12-{section}.file") == f"{name}.p12"
+    lease = profiles.StaticLease(name, "10.8.0.2", name)
+    both = parse_text(GATEWAY + profiles.gateway_static_conf(gw, lease))
+    assert both.get(f"connections.{section}.pools") == section
+    assert both.get(f"pools.{section}.addrs") == "10.8.0.2"
+    with pytest.raises(ProfileError, match="already has a connection or pool named 'rw'"):
+        profiles.gateway_static_conf(gw, profiles.StaticLease("rw", "10.8.0.2", "x"))

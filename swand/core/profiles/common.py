@@ -72,6 +72,9 @@ class GatewayInfo:
     cert_file: str | None = None
     #: the name of the connection's (first) remote auth section: remote, remote-1, ...
     remote_section: str = "remote"
+    #: connection and pool names the gateway's config already has (with conf.d/), so a
+    #: pinned client's sections never merge into someone else's
+    taken_sections: frozenset[str] = frozenset()
 
     @property
     def ike(self) -> tuple[Proposal, ...]:
@@ -175,6 +178,10 @@ def gateway_from_settings(
         conn_name=conn.name, child_name=child.name, local_ts=local_ts,
         pool_addrs=tuple(pool_addrs), dns=tuple(dict.fromkeys(dns)),
         cert_file=cert_files[0] if cert_files else None,
+        taken_sections=frozenset(
+            name for top in ("connections", "pools")
+            for name in (root.sections[top].sections if top in root.sections else ())
+        ),
     )
     gw.ike  # noqa: B018 - validate the keywords now, naming the connection
     gw.esp  # noqa: B018
@@ -262,6 +269,17 @@ def esp_suites(proposals: Sequence[Proposal]) -> Iterable[EspSuite]:
             for integ in integs:
                 for dh in dhs:
                     yield EspSuite(encr, integ, dh)
+
+
+#: characters a swanctl.conf section name cannot hold ('.' separates the parts of a path
+#: since strongSwan 5.7; the others end a name)
+_NOT_IN_SECTION_NAME = re.compile(r'[#{}:.,="\s]')
+
+
+def section_name(name: str) -> str:
+    """A client name as a swanctl.conf section name: `home.t520` -> `home_t520`. Client
+    names keep their dots for files and certificates; only section names change."""
+    return _NOT_IN_SECTION_NAME.sub("_", name) or "_"
 
 
 def swanctl_quote(value: str) -> str:

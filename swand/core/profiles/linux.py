@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 import re
 
-from swand.core.profiles.common import ClientInfo, GatewayInfo, ProfileError, swanctl_quote
+from swand.core.profiles.common import (
+    ClientInfo,
+    GatewayInfo,
+    ProfileError,
+    section_name,
+    swanctl_quote,
+)
 
 
 def linux_swanctl_conf(
@@ -62,8 +68,8 @@ def linux_swanctl_conf(
         "    }",
         "}",
         "secrets {",
-        f"    pkcs12-{client.name} {{",
-        f"        file = {client.name}.p12",
+        f"    pkcs12-{section_name(client.name)} {{",
+        f"        file = {swanctl_quote(client.name + '.p12')}",
         f"        secret = {swanctl_quote(p12_password)}",
         "    }",
         "}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from swand.core.profiles.common import GatewayInfo, ProfileError, swanctl_quote
+from swand.core.profiles.common import GatewayInfo, ProfileError, section_name, swanctl_quote
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,20 @@ class StaticLease:
     #: the identity the client sends: its subject DN (Windows, strongSwan clients told
     #: so) or its subjectAltName (Apple cannot send a DN)
     identity: str
+
+
+def static_section(gw: GatewayInfo, name: str) -> str:
+    """The pinned client's connection and pool name; refused when the gateway's config
+    already has a connection or pool of that name (the sections would merge: a client
+    called like the road-warrior connection would rewrite it)."""
+    section = section_name(name)
+    if section in gw.taken_sections:
+        renamed = f" (the section name of {name!r})" if section != name else ""
+        raise ProfileError(
+            f"client name {name!r}: the gateway already has a connection or pool named "
+            f"{section!r}{renamed}; --static-ip needs its own; choose another client name"
+        )
+    return section
 
 
 def check_static_ip(gw: GatewayInfo, address: str) -> str:
@@ -50,20 +64,22 @@ def gateway_static_conf(gw: GatewayInfo, lease: StaticLease) -> str:
     the road-warrior connection (proposals, certificates) applies here too. A connection
     with a specific remote id wins over the road-warrior's `%any` when charon picks a
     config. One connection per one-address pool: two would compete for the address.
+    Both sections are named `static_section` (the client name, valid as a section name).
     """
+    section = static_section(gw, lease.name)
     lines = [
         f"# swand client add {lease.name} --static-ip {lease.address}: pins the client "
         f"({lease.identity}) to {lease.address}",
         "connections {",
-        f"    {lease.name} : connections.{gw.conn_name} {{",
-        f"        pools = {lease.name}",
+        f"    {section} : connections.{gw.conn_name} {{",
+        f"        pools = {section}",
         f"        {gw.remote_section} {{",
         f"            id = {swanctl_quote(lease.identity)}",
         "        }",
         "    }",
         "}",
         "pools {",
-        f"    {lease.name} {{",
+        f"    {section} {{",
         f"        addrs = {lease.address}",
     ]
     if gw.dns:
