@@ -253,12 +253,28 @@ def test_sswan_has_only_keys_the_android_app_reads() -> None:
         (lambda d: d.update(ike_proposal="x"), "ike_proposal: not read by the app"),
         (lambda d: d["local"].pop("p12"), "local.p12: an ikev2-cert profile needs"),
         (lambda d: d.update({"esp-proposal": "aes256-foo"}), "unknown algorithm keyword"),
+        (lambda d: d.update({"split-tunneling": {"block-ip6": True}}),
+         "split-tunneling.block-ip6: not read by the app"),
+        (lambda d: d.update(proxy={"port": 8080}), "proxy.host: required"),
+        (lambda d: d.update(proxy="proxy:8080"), "proxy: must be an object"),
     ],
 )
 def test_sswan_validator_catches_what_the_app_would_reject(mutate, problem) -> None:  # type: ignore[no-untyped-def]
     doc = profiles.sswan_profile(gw_from(GATEWAY), CLIENT)
     mutate(doc)
     assert any(problem in p for p in profiles.validate_sswan(doc)), profiles.validate_sswan(doc)
+
+
+def test_sswan_validator_knows_every_key_the_importer_reads() -> None:
+    """Issue 12 item 15: `ipv6-transport`, `local.shared_secret` and `proxy` are read by
+    the app's importer today; a profile using them is valid."""
+    doc = profiles.sswan_profile(gw_from(GATEWAY), CLIENT)
+    doc["ipv6-transport"] = True
+    doc["local"]["shared_secret"] = "not-a-real-secret"
+    doc["proxy"] = {"host": "proxy.example.org", "port": 3128, "exclusions": ["10.0.0.0/8"]}
+    doc["split-tunneling"] = {"subnets": ["10.0.0.0/8"], "excluded": ["10.1.0.0/16"],
+                              "block-ipv4": False, "block-ipv6": True}
+    assert profiles.validate_sswan(doc) == []
 
 
 def test_linux_profile_parses_and_carries_the_suites() -> None:

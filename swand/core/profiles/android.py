@@ -9,17 +9,25 @@ import uuid as uuidlib
 
 from swand.core.profiles.common import ClientInfo, GatewayInfo, ProfileError, parse_proposal
 
-#: the keys the app's VpnProfileImportActivity reads (required ones marked True)
+#: the keys the app's VpnProfileImportActivity reads (required ones marked True); from
+#: strongSwan's "Android VPN client profiles" page and the importer of app 2.5
 SSWAN_KEYS: dict[str, bool] = {
     "uuid": True, "name": True, "type": True, "remote": True, "local": False,
     "ike-proposal": False, "esp-proposal": False, "dns-servers": False, "mtu": False,
     "nat-keepalive": False, "split-tunneling": False, "apps": False, "excluded-apps": False,
+    "ipv6-transport": False, "proxy": False,
 }
 SSWAN_REMOTE_KEYS: dict[str, bool] = {
     "addr": True, "port": False, "id": False, "cert": False, "certreq": False,
     "revocation": False,
 }
-SSWAN_LOCAL_KEYS: dict[str, bool] = {"eap_id": False, "id": False, "p12": False, "rsa-pss": False}
+SSWAN_LOCAL_KEYS: dict[str, bool] = {
+    "eap_id": False, "id": False, "p12": False, "rsa-pss": False, "shared_secret": False,
+}
+SSWAN_SPLIT_KEYS: dict[str, bool] = {
+    "subnets": False, "excluded": False, "block-ipv4": False, "block-ipv6": False,
+}
+SSWAN_PROXY_KEYS: dict[str, bool] = {"host": True, "port": False, "exclusions": False}
 SSWAN_TYPES = ("ikev2-eap", "ikev2-cert", "ikev2-cert-eap", "ikev2-eap-tls", "ikev2-byod-eap")
 
 
@@ -70,6 +78,13 @@ def validate_sswan(profile: dict) -> list[str]:
         problems.append("uuid: not an RFC 4122 UUID")
     if profile.get("type") not in SSWAN_TYPES:
         problems.append(f"type: {profile.get('type')!r} not one of {', '.join(SSWAN_TYPES)}")
+    for key, known in (("split-tunneling", SSWAN_SPLIT_KEYS), ("proxy", SSWAN_PROXY_KEYS)):
+        if key not in profile:
+            continue
+        if isinstance(profile[key], dict):
+            check(profile[key], known, f"{key}.")
+        else:
+            problems.append(f"{key}: must be an object")
     remote = profile.get("remote")
     if isinstance(remote, dict):
         check(remote, SSWAN_REMOTE_KEYS, "remote.")
