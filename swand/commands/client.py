@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="p12 password from this file's first line (default: generate one "
                      "and print it once)")
     add.add_argument("--modern", action="store_true",
-                     help="PKCS#12 with AES-256/PBKDF2-SHA256 instead of legacy 3DES/SHA-1")
+                     help="PKCS#12 with AES-256/PBKDF2-SHA256 instead of legacy 3DES/SHA-1 "
+                     "(not for Apple: its profile keeps a legacy one)")
     add.add_argument("--curve", default=None, choices=("secp256r1", "secp384r1", "secp521r1"),
                      help="ECDSA curve (default: the one of the IKE DH group Windows uses)")
     add.add_argument("--rsa", action="store_true",
@@ -173,6 +174,9 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
         profiles.windows_params(gw)
     if "apple" in platforms:
         profiles.apple_params(gw)
+    if args.modern and "apple" in platforms:
+        notes.append(f"warning: --modern: Apple devices import only legacy (3DES/SHA-1) "
+                     f"PKCS#12; {name}.mobileconfig embeds a legacy one, {name}.p12 is modern")
     curve = args.curve or profiles.windows_curve_for(gw)
     out = Path(args.out)
     outputs = {
@@ -207,6 +211,9 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
     issued = issue_client(pki, name, dn=args.dn, san=args.san, curve=curve, days=args.days,
                           use_rsa=args.rsa)
     p12 = pkcs12_bytes(issued, password, modern=args.modern)
+    # Apple devices import only the legacy (3DES/SHA-1) PKCS#12 (strongSwan's Apple
+    # interoperability notes): the mobileconfig embeds that one whatever --modern says.
+    apple_p12 = pkcs12_bytes(issued, password, modern=False) if args.modern else p12
     from cryptography.hazmat.primitives.serialization import Encoding
 
     client = profiles.ClientInfo(
@@ -229,8 +236,9 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
         files.append((outputs["android"], profiles.sswan_text(doc).encode(), 0o600,
                       " (0600, holds the p12)"))
     if "apple" in platforms:
-        files.append((outputs["apple"], profiles.mobileconfig(gw, client), 0o600,
-                      " (0600, holds the p12)"))
+        apple_client = dataclasses.replace(client, p12=apple_p12)
+        files.append((outputs["apple"], profiles.mobileconfig(gw, apple_client), 0o600,
+                      " (0600, holds a legacy p12)" if args.modern else " (0600, holds the p12)"))
     if "linux" in platforms:
         text = profiles.linux_swanctl_conf(
             gw, client, p12_password=password, encap=args.encap, local_id=strongswan_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import plistlib
@@ -190,6 +191,28 @@ def test_modern_p12_opens_with_openssl(ca: SwanctlPki, tmp_path: Path) -> None:
     text = info.stdout + info.stderr
     assert "MAC: sha256" in text
     assert algorithms(text) == MODERN_ALGORITHMS
+
+
+def test_modern_p12_is_never_embedded_for_apple(
+    ca: SwanctlPki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 12 item 13: Apple devices import only the legacy PKCS#12; `--modern` with the
+    Apple profile warns and embeds a legacy one (NAME.p12 stays modern)."""
+    pw = tmp_path / "pw"
+    pw.write_text("correct horse\n")
+    assert add_client(ca.root, tmp_path, "erin", "--password-file", str(pw), "--modern",
+                      "--platform", "apple,android") == 0
+    assert "Apple devices import only legacy" in capsys.readouterr().err
+    doc = plistlib.loads((tmp_path / "erin.mobileconfig").read_bytes())
+    embedded = tmp_path / "embedded.p12"
+    embedded.write_bytes(doc["PayloadContent"][0]["PayloadContent"])
+    for p12, expected in ((embedded, LEGACY_ALGORITHMS), (tmp_path / "erin.p12",
+                                                           MODERN_ALGORITHMS)):
+        info = openssl_info(p12, pw)
+        assert info.returncode == 0, info.stderr
+        assert algorithms(info.stdout + info.stderr) == expected, p12
+    sswan = json.loads((tmp_path / "erin.sswan").read_text())
+    assert base64.b64decode(sswan["local"]["p12"]) == (tmp_path / "erin.p12").read_bytes()
 
 
 def test_platform_selection_and_curve(ca: SwanctlPki, tmp_path: Path) -> None:
