@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import json
 import plistlib
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,24 @@ def test_reference_gateway_config() -> None:
         "DHGroup": "ECP384",
         "PfsGroup": "ECP384",
     }
+
+
+def test_reference_config_windows_comment_is_what_client_add_writes() -> None:
+    """Issue 12 item 14: the comment told Windows users `-EncryptionMethod GCMAES256`,
+    which offers IKE aes256gcm16-prfsha384-ecp384, not in the gateway's proposals
+    (NO_PROPOSAL_CHOSEN). It must say what `client add` puts in NAME.ps1."""
+    lines = ETC_SWANCTL.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith("#   Set-VpnConnectionIPsecConfiguration"))
+    comment = lines[start].removeprefix("#   Set-VpnConnectionIPsecConfiguration")
+    for line in lines[start + 1:]:
+        if not line.startswith("#     -"):
+            break
+        comment += " " + line.removeprefix("#")
+    in_comment = dict(re.findall(r"-(\w+) (\w+)", comment))
+    gw = profiles.gateway_from_settings(parse_file(ETC_SWANCTL))
+    in_script = profiles.parse_windows_script(profiles.windows_script(gw, CLIENT))
+    assert in_comment == in_script == profiles.windows_params(gw).as_ps_args()
 
 
 def test_overrides_and_errors_name_the_connection() -> None:
