@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from swand.cli import main
+from swand.core.profiles.linux import BLOCK_IPV6_UPDOWN
 from swand.lab.fake_vici import RecordingVici
 
 ETC_SWANCTL = Path(__file__).resolve().parents[2] / "etc" / "swanctl" / "swanctl.conf"
@@ -58,5 +59,9 @@ def test_swanctl_parses_the_gateway_and_linux_files_of_dotted_names(tmp_path: Pa
         for name in NAMES:
             assert swanctl_load(fake, out / f"{name}.swanctl.conf", "--load-conns") == \
                 ["vpn-example-org"]
+        # the IPv6 block of an IPv4-only gateway's profile reaches charon verbatim
+        (msg,) = [m for c, m in fake.log if c == "load-conn"]
+        child = msg["vpn-example-org"]["children"]["vpn-example-org"]
+        assert child["updown"] == BLOCK_IPV6_UPDOWN.encode()
     finally:
         fake.close()

@@ -374,3 +374,76 @@ def test_every_artifact_of_a_dotted_name_parses(name: str) -> None:
     assert both.get(f"pools.{section}.addrs") == "10.8.0.2"
     with pytest.raises(ProfileError, match="already has a connection or pool named 'rw'"):
         profiles.gateway_static_conf(gw, profiles.StaticLease("rw", "10.8.0.2", "x"))
+
+
+# --- IPv6: tunnelled when the gateway carries it, blocked when it does not -------------
+
+GATEWAY6 = GATEWAY.replace(
+    "local_ts = 0.0.0.0/0", "local_ts = 0.0.0.0/0, ::/0",
+).replace("rw_pool { addrs = 10.8.0.128/25", "rw_pool { addrs = 10.8.0.128/25, fd00:8::/112")
+
+
+@pytest.mark.parametrize("dual_stack", [False, True], ids=["ipv4-only", "dual-stack"])
+def test_every_profile_keeps_ipv6_off_the_bare_network(dual_stack: bool) -> None:
+    """Issue 12 item 12 / issue 13: a dual-stack client of an IPv4-only gateway sent all
+    IPv6 around the tunnel. Each profile now tunnels IPv6 when the gateway does and
+    blocks it while connected when it does not."""
+    gw = gw_from(GATEWAY6 if dual_stack else GATEWAY)
+    assert gw.tunnels_ipv6 is dual_stack
+    # Android: the app lets IPv6 bypass a VPN without IPv6 unless told to block it
+    doc = profiles.sswan_profile(gw, CLIENT)
+    assert profiles.validate_sswan(doc) == []
+    assert doc.get("split-tunneling") == (None if dual_stack else {"block-ipv6": True})
+    # Windows: both halves of IPv6 into the tunnel either way (Algo's routes)
+    ps1 = profiles.windows_script(gw, CLIENT)
+    routes = [line for line in ps1.splitlines() if line.startswith("Add-VpnConnectionRoute")]
+    assert routes == [
+        f"Add-VpnConnectionRoute -ConnectionName 'vpn.example.org' -DestinationPrefix "
+        f"'{prefix}' -AllUserConnection" for prefix in ("::/1", "8000::/1")
+    ]
+    assert ps1.index("Add-VpnConnection ") < ps1.index(routes[0])
+    # Apple: all traffic through the tunnel when it has no IPv6, the LAN excepted
+    vpn = plistlib.loads(profiles.mobileconfig(gw, CLIENT))["PayloadContent"][2]["IKEv2"]
+    if dual_stack:
+        assert "IncludeAllNetworks" not in vpn and "ExcludeLocalNetworks" not in vpn
+    else:
+        assert (vpn["IncludeAllNetworks"], vpn["ExcludeLocalNetworks"]) == (1, 1)
+    # Linux: both families requested and routed, or IPv6 blocked by the child's updown
+    root = parse_text(profiles.linux_swanctl_conf(gw, CLIENT, p12_password="pw"))
+    conn = root.section("connections.vpn-example-org")
+    assert conn is not None
+    child = conn.section("children.vpn-example-org")
+    assert child is not None
+    if dual_stack:
+        assert conn.get("vips") == "0.0.0.0, ::"
+        assert child.get("remote_ts") == "0.0.0.0/0,::/0"
+        assert child.get("updown") is None
+    else:
+        assert conn.get("vips") == "0.0.0.0"
+        assert child.get("remote_ts") == "0.0.0.0/0"
+        updown = child.get("updown") or ""
+        assert "up-*) ip -6 route replace unreachable ::/1; " \
+            "ip -6 route replace unreachable 8000::/1;;" in updown
+        assert "down-*) ip -6 route del unreachable ::/1; " \
+            "ip -6 route del unreachable 8000::/1;;" in updown
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    (GATEWAY.replace("local_ts = 0.0.0.0/0", "local_ts = 0.0.0.0/0, ::/0"),
+     r"local_ts has IPv6 \(0\.0\.0\.0/0, ::/0\) but the connection's pools have no IPv6"),
+    (GATEWAY.replace("addrs = 10.8.0.128/25", "addrs = 10.8.0.128/25, fd00:8::/112"),
+     "pools hand out IPv6 addresses but connections.rw.children.rw.local_ts"),
+])
+def test_half_an_ipv6_setup_is_refused_naming_the_file(text: str, why: str) -> None:
+    """A ::/0 selector without a v6 pool gives clients no IPv6 address (they would leak
+    it); a v6 pool without a v6 selector hands out addresses nothing can use."""
+    with pytest.raises(ProfileError, match=why) as err:
+        gw_from(text)
+    assert str(err.value).startswith("<string>:")
+
+
+def test_ipv6_selector_without_a_readable_pool_follows_the_selector() -> None:
+    """A pool another plugin provides (attr-sql, dhcp) cannot be read: the selector
+    decides."""
+    text = GATEWAY6.replace("pools = rw_pool", "pools = sql_pool")
+    assert gw_from(text).tunnels_ipv6

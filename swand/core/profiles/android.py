@@ -35,9 +35,12 @@ def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None =
     """The strongSwan Android app's profile (`NAME.sswan`), p12 and CA embedded.
 
     The app accepts the full strongSwan proposal syntax, so the gateway's first proposals
-    are passed through unchanged (its own parser validates them on import).
+    are passed through unchanged (its own parser validates them on import). Without
+    IPv6 in the tunnel the app lets IPv6 bypass the VPN unless told to block it
+    (`split-tunneling.block-ipv6`, CharonVpnService); a gateway that tunnels IPv6 hands
+    out an IPv6 address and ::/0, which the app routes into the tunnel by itself.
     """
-    return {
+    profile: dict = {
         "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"swand:{gw.address}:{client.name}")),
         "name": f"VPN {gw.address}",
         "type": "ikev2-cert",
@@ -53,6 +56,9 @@ def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None =
         "ike-proposal": gw.ike_proposals[0],
         "esp-proposal": gw.esp_proposals[0],
     }
+    if not gw.tunnels_ipv6:
+        profile["split-tunneling"] = {"block-ipv6": True}
+    return profile
 
 
 def sswan_text(profile: dict) -> str:

@@ -115,6 +115,11 @@ def mobileconfig(
         "UseConfigurationAttributeInternalIPSubnet": 0,
         "OnDemandEnabled": 1 if on_demand else 0,
     }
+    if not gw.tunnels_ipv6:
+        # The tunnel has no IPv6: all traffic must use it (iOS 14+, macOS 11+), so IPv6
+        # has no way out while connected; the LAN stays reachable.
+        ikev2["IncludeAllNetworks"] = 1
+        ikev2["ExcludeLocalNetworks"] = 1
     profile = {
         "PayloadType": "Configuration",
         "PayloadVersion": 1,

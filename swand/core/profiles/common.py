@@ -77,12 +77,31 @@ class GatewayInfo:
     taken_sections: frozenset[str] = frozenset()
 
     @property
+    def tunnels_ipv6(self) -> bool:
+        """Whether the gateway carries IPv6 for its clients (an IPv6 selector in the
+        child's local_ts; `gateway_from_settings` makes sure a v6 pool comes with it).
+        Without it every profile blocks IPv6 while connected, so it cannot leak."""
+        return any(is_ipv6_selector(ts) for ts in self.local_ts)
+
+    @property
     def ike(self) -> tuple[Proposal, ...]:
         return parse_proposals(self.ike_proposals, ike=True)
 
     @property
     def esp(self) -> tuple[Proposal, ...]:
         return parse_proposals(self.esp_proposals, ike=False)
+
+
+#: the two halves of the IPv6 space: routes for them win over any native default route
+#: (`::/0`), so while the tunnel is up IPv6 goes where the profile says (into the tunnel,
+#: or nowhere), never around it. Algo's Windows script routes the same two.
+IPV6_HALVES = ("::/1", "8000::/1")
+
+
+def is_ipv6_selector(text: str) -> bool:
+    """`::/0`, `2001:db8::/32[tcp]`, `fd00::1-fd00::9`: an IPv6 traffic selector or pool
+    range (every IPv6 address holds a colon; IPv4 and `dynamic[proto/port]` never do)."""
+    return ":" in text.split("[", 1)[0]
 
 
 def _setting(section: Section | None, key: str) -> Setting | None:
@@ -165,12 +184,15 @@ def gateway_from_settings(
     pool_addrs: list[str] = []
     dns: list[str] = []
     pools = root.sections.get("pools")
+    unknown_pools = False
     for pool_name in split_list(_value(conn, "pools", "") or ""):
         pool = pools.sections.get(pool_name) if pools else None
         if pool is None:
-            continue  # a pool provided by another plugin (attr-sql, dhcp): nothing to read
+            unknown_pools = True  # provided by another plugin (attr-sql, dhcp): unread
+            continue
         pool_addrs.extend(split_list(_value(pool, "addrs", "") or ""))
         dns.extend(split_list(_value(pool, "dns", "") or ""))
+    _check_ipv6_consistent(child, local_ts, pool_addrs, unknown_pools, where)
     remotes = _auth_rounds(conn, "remote")
     gw = GatewayInfo(
         remote_section=remotes[0].name if remotes else "remote",
@@ -186,6 +208,34 @@ def gateway_from_settings(
     gw.ike  # noqa: B018 - validate the keywords now, naming the connection
     gw.esp  # noqa: B018
     return gw
+
+
+def _check_ipv6_consistent(
+    child: Section, local_ts: Sequence[str], pool_addrs: Sequence[str], unknown_pools: bool,
+    where: str,
+) -> None:
+    """Profiles tunnel IPv6 exactly when the gateway does; half a setup would leak.
+
+    An IPv6 selector without an IPv6 pool gives clients no IPv6 address: they would send
+    IPv6 around the tunnel. An IPv6 pool without an IPv6 selector hands out addresses no
+    traffic can use. Pools another plugin provides cannot be read: then only the
+    selector decides."""
+    ts6 = any(is_ipv6_selector(ts) for ts in local_ts)
+    pool6 = any(is_ipv6_selector(a) for a in pool_addrs)
+    setting = _setting(child, "local_ts")
+    at = str(setting.origin) if setting else where
+    if ts6 and not pool6 and not unknown_pools:
+        raise ProfileError(
+            f"{at}: {child.path}.local_ts has IPv6 ({', '.join(local_ts)}) but the "
+            f"connection's pools have no IPv6 range, so clients get no IPv6 address; add "
+            "one (e.g. fd00:8::/112) to a pool, or drop the IPv6 selector"
+        )
+    if pool6 and not ts6:
+        raise ProfileError(
+            f"{at}: the connection's pools hand out IPv6 addresses but {child.path}.local_ts "
+            f"({', '.join(local_ts)}) has no IPv6 selector; add ::/0 to local_ts, or drop "
+            "the IPv6 range"
+        )
 
 
 # --- client facts ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import re
 
 from swand.core.profiles.common import (
+    IPV6_HALVES,
     ClientInfo,
     GatewayInfo,
     ProfileError,
@@ -14,12 +15,33 @@ from swand.core.profiles.common import (
     swanctl_quote,
 )
 
+#: `unreachable` routes for both halves of IPv6 while the tunnel is up: answered locally,
+#: so no IPv6 packet reaches the bare network. Loopback, the client's own addresses,
+#: link-local and on-link prefixes stay reachable (the local table and longer prefixes
+#: come first). charon's updown runs `2>&1 <value>` through /bin/sh, hence `sh -c`.
+BLOCK_IPV6_UPDOWN = (
+    "/bin/sh -c 'case $PLUTO_VERB in "
+    f"up-*) {'; '.join(f'ip -6 route replace unreachable {r}' for r in IPV6_HALVES)};; "
+    f"down-*) {'; '.join(f'ip -6 route del unreachable {r}' for r in IPV6_HALVES)};; "
+    "esac'"
+)
+
+BLOCK_IPV6_LINES = [
+    "                # The gateway tunnels no IPv6: block it while the tunnel is up, so it",
+    "                # never leaks around the tunnel (needs charon's updown plugin).",
+    f"                updown = {swanctl_quote(BLOCK_IPV6_UPDOWN)}",
+]
+
 
 def linux_swanctl_conf(
     gw: GatewayInfo, client: ClientInfo, *, p12_password: str, encap: bool = False,
     local_id: str | None = None, conn_name: str | None = None, dpd_delay: str = "30s",
 ) -> str:
     """`NAME.swanctl.conf` for charon on a Linux client.
+
+    IPv6 follows the gateway: a gateway that tunnels IPv6 gets `vips = 0.0.0.0, ::` (its
+    local_ts, ::/0 included, is the remote_ts here); one that does not gets an updown
+    command that blocks IPv6 while the tunnel is up (`BLOCK_IPV6_UPDOWN`).
 
     The remote id is the gateway's exact id (no wildcards) so charon sends INITIAL_CONTACT
     and the gateway drops the client's stale SAs after a reboot. The p12 password sits in
@@ -42,7 +64,7 @@ def linux_swanctl_conf(
         f"    {name} {{",
         "        version = 2",
         f"        remote_addrs = {swanctl_quote(gw.address)}",
-        "        vips = 0.0.0.0",
+        f"        vips = {'0.0.0.0, ::' if gw.tunnels_ipv6 else '0.0.0.0'}",
         f"        proposals = {ike}",
         "        mobike = yes",
         f"        encap = {'yes' if encap else 'no'}",
@@ -63,6 +85,7 @@ def linux_swanctl_conf(
         "                start_action = start",
         "                dpd_action = restart",
         "                close_action = start",
+        *([] if gw.tunnels_ipv6 else BLOCK_IPV6_LINES),
         "            }",
         "        }",
         "    }",

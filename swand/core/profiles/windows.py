@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swand.core.profiles.common import (
+    IPV6_HALVES,
     ClientInfo,
     EspSuite,
     GatewayInfo,
@@ -135,6 +136,18 @@ def _ps_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _ipv6_route_lines(gw: GatewayInfo, vpn: str) -> list[str]:
+    """Both halves of IPv6 into the tunnel: carried by a gateway that tunnels IPv6,
+    dropped (the VPN interface has no IPv6 address) by one that does not."""
+    why = ("the gateway tunnels IPv6" if gw.tunnels_ipv6 else
+           "the gateway has no IPv6: this blocks it while connected")
+    return [
+        f"# IPv6 through the tunnel, never around it ({why}):",
+        *(f"Add-VpnConnectionRoute -ConnectionName {_ps_quote(vpn)} -DestinationPrefix "
+          f"{_ps_quote(prefix)} -AllUserConnection" for prefix in IPV6_HALVES),
+    ]
+
+
 def windows_script(gw: GatewayInfo, client: ClientInfo, connection_name: str | None = None) -> str:
     """`NAME.ps1`: import the p12, add the IKEv2 connection, pin its IPsec parameters."""
     params = windows_params(gw)
@@ -169,6 +182,7 @@ def windows_script(gw: GatewayInfo, client: ClientInfo, connection_name: str | N
         "-AllUserConnection -Force",
         f"Set-VpnConnectionIPsecConfiguration -ConnectionName {_ps_quote(vpn)} {args} "
         "-AllUserConnection -Force",
+        *_ipv6_route_lines(gw, vpn),
         "# With several machine certificates, Windows may pick the wrong one; pin the CA:",
         f"#   Set-VpnConnection -Name {_ps_quote(vpn)} -AllUserConnection "
         "-MachineCertificateIssuerFilter $ca",
