@@ -244,3 +244,55 @@ def test_each_platform_profile_offers_what_the_gateway_accepts(
         host.write_swanctl_conf("")  # unload, so the next load starts it afresh
         host.swanctl("--load-all")
         wait_for(lambda: not gw.list_sas(), 10, message=f"{platform} SA gone")
+
+
+def test_dual_stack_client_of_an_ipv4_only_gateway_sends_no_ipv6_around_the_tunnel(
+    make_lab, charon_version: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 13's leak test: the client has IPv6 on its uplink, the gateway tunnels IPv4
+    only. Configured from nothing but its generated Linux profile, the client sends no
+    IPv6 packet to the v6 web host on its uplink while connected (tcpdump: 0 packets);
+    IPv4 goes through the tunnel; IPv6 comes back when the tunnel is taken down."""
+    from swand.lab.charon import DEFAULT_PLUGINS
+    from swand.lab.lab import INTERNET_HOST, INTERNET_HOST6
+
+    lab = make_lab(clients=1, charon=charon_version, ipv6=True,
+                   plugins=(*DEFAULT_PLUGINS, "updown"))  # Debian's charon loads updown
+    gw, host = lab.gateway, lab.client(1)
+    wipe_lab_credentials(gw.swanctl_dir)
+    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id))  # IPv4 only
+    gwdir = str(gw.swanctl_dir)
+    assert main(["pki", "--swanctl-dir", gwdir, "init", "--dn", CA_DN]) == 0
+    assert main(["pki", "--swanctl-dir", gwdir, "gateway", "--id", lab.gateway_id,
+                 "--san", GATEWAY_ADDRESS]) == 0
+    load_gateway(lab, tmp_path)
+    lab.gateway_nat()
+    add_linux_client(lab, "dana", tmp_path)
+    conn = "192-0-2-1"
+
+    def ipv6_routes() -> str:
+        return str(host.run(["ip", "-6", "route", "show", "table", "main"]).stdout)
+
+    # without the tunnel the v6 web host is reachable on the bare uplink: what would leak
+    assert host.ping(INTERNET_HOST6)
+    install_linux_client(host, "dana", tmp_path)
+    host.wait_for_sa(conn, timeout=20)
+    wait_for(lambda: "unreachable 8000::/1" in ipv6_routes(), 10,
+             message=lambda: f"IPv6 blocked by the profile's updown; {host.log_tail()}")
+    with host.tcpdump("eth0", f"ip6 and host {INTERNET_HOST6}") as capture:
+        assert not host.ping(INTERNET_HOST6)
+        tcp = host.run([sys.executable, "-c",
+                        "import socket, sys; socket.create_connection((sys.argv[1], 80), 2)",
+                        INTERNET_HOST6], check=False)
+        assert tcp.returncode != 0 and "No route to host" in tcp.stderr, tcp.stderr
+        assert host.ping(INTERNET_HOST)  # IPv4 through the tunnel still works
+    leaked = capture.stop()
+    print(f"IPv6 packets to {INTERNET_HOST6} on the client's uplink while connected: "
+          f"{len(leaked)}")
+    assert leaked == []
+
+    # the tunnel goes down (a local terminate: no restart): the block goes with it
+    host.swanctl("--terminate", "--ike", conn)
+    wait_for(lambda: "unreachable" not in ipv6_routes(), 10,
+             message=lambda: f"IPv6 unblocked after the tunnel; {ipv6_routes()}")
+    assert host.ping(INTERNET_HOST6)
