@@ -296,3 +296,34 @@ def test_dual_stack_client_of_an_ipv4_only_gateway_sends_no_ipv6_around_the_tunn
     wait_for(lambda: "unreachable" not in ipv6_routes(), 10,
              message=lambda: f"IPv6 unblocked after the tunnel; {ipv6_routes()}")
     assert host.ping(INTERNET_HOST6)
+
+
+def test_client_of_a_dual_stack_gateway_tunnels_ipv6_from_its_profile(
+    make_lab, charon_version: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The other kind of gateway: it tunnels ::/0 and hands out IPv6 addresses. The
+    client's generated Linux profile asks for both families and reaches the v6 web host
+    through the tunnel (NAT66 on the gateway): nothing in the clear on its uplink."""
+    from swand.lab.lab import INTERNET_HOST6
+
+    lab = make_lab(clients=1, charon=charon_version, ipv6=True)
+    gw, host = lab.gateway, lab.client(1)
+    wipe_lab_credentials(gw.swanctl_dir)
+    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id,
+                                               pool6="fd00:8::1000/116"))
+    gwdir = str(gw.swanctl_dir)
+    assert main(["pki", "--swanctl-dir", gwdir, "init", "--dn", CA_DN]) == 0
+    assert main(["pki", "--swanctl-dir", gwdir, "gateway", "--id", lab.gateway_id,
+                 "--san", GATEWAY_ADDRESS]) == 0
+    load_gateway(lab, tmp_path)
+    lab.gateway_nat(source6="fd00:8::/64")
+    add_linux_client(lab, "erin", tmp_path)
+    assert "vips = 0.0.0.0, ::" in (tmp_path / "erin.swanctl.conf").read_text()
+    install_linux_client(host, "erin", tmp_path)
+    host.wait_for_sa("192-0-2-1", timeout=20)
+    wait_for(lambda: len(host.virtual_ips()) == 2, 10, message="both virtual IPs")
+    vip6 = next(ip for ip in host.virtual_ips() if ":" in ip)
+    assert vip6.startswith("fd00:8::")
+    with host.tcpdump("eth0", f"ip6 and host {INTERNET_HOST6}") as capture:
+        assert host.ping(INTERNET_HOST6)  # from the virtual IP: table 220 says so
+    assert capture.stop() == []  # it went through the tunnel, not the bare uplink
