@@ -284,6 +284,15 @@ def test_sswan_validator_catches_what_the_app_would_reject(mutate, problem) -> N
     assert any(problem in p for p in profiles.validate_sswan(doc)), profiles.validate_sswan(doc)
 
 
+def test_sswan_leaves_charons_default_proposals_to_the_app() -> None:
+    """`proposals = default` (or none) is a list charon expands, not a proposal the app's
+    parser accepts: the keys are left out and the app uses its own defaults."""
+    gw = GatewayInfo("gw", "gw", ike_proposals=("default",), esp_proposals=("default",))
+    doc = profiles.sswan_profile(gw, CLIENT)
+    assert "ike-proposal" not in doc and "esp-proposal" not in doc
+    assert profiles.validate_sswan(doc) == []
+
+
 def test_sswan_validator_knows_every_key_the_importer_reads() -> None:
     """Issue 12 item 15: `ipv6-transport`, `local.shared_secret` and `proxy` are read by
     the app's importer today; a profile using them is valid."""

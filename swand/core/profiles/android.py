@@ -53,9 +53,12 @@ def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None =
             "id": local_id or client.san,
             "p12": base64.b64encode(client.p12).decode(),
         },
-        "ike-proposal": gw.ike_proposals[0],
-        "esp-proposal": gw.esp_proposals[0],
     }
+    # `default` is charon's list, not a proposal the app parses; left out, the app offers
+    # strongSwan's built-in proposals itself
+    for key, values in (("ike-proposal", gw.ike_proposals), ("esp-proposal", gw.esp_proposals)):
+        if values[0].strip().lower() != "default":
+            profile[key] = values[0]
     if not gw.tunnels_ipv6:
         profile["split-tunneling"] = {"block-ipv6": True}
     return profile
