@@ -303,14 +303,16 @@ def test_client_of_a_dual_stack_gateway_tunnels_ipv6_from_its_profile(
 ) -> None:
     """The other kind of gateway: it tunnels ::/0 and hands out IPv6 addresses. The
     client's generated Linux profile asks for both families and reaches the v6 web host
-    through the tunnel (NAT66 on the gateway): nothing in the clear on its uplink."""
+    through the tunnel (NAT66 on the gateway): nothing in the clear on its uplink. A
+    client pinned with --static-ip keeps drawing its IPv6 address from the pool."""
     from swand.lab.lab import INTERNET_HOST6
 
-    lab = make_lab(clients=1, charon=charon_version, ipv6=True)
+    lab = make_lab(clients=2, charon=charon_version, ipv6=True)
     gw, host = lab.gateway, lab.client(1)
     wipe_lab_credentials(gw.swanctl_dir)
     gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id,
-                                               pool6="fd00:8::1000/116"))
+                                               pool6="fd00:8::1000/116")
+                          + "include conf.d/*.conf\n")
     gwdir = str(gw.swanctl_dir)
     assert main(["pki", "--swanctl-dir", gwdir, "init", "--dn", CA_DN]) == 0
     assert main(["pki", "--swanctl-dir", gwdir, "gateway", "--id", lab.gateway_id,
@@ -327,3 +329,18 @@ def test_client_of_a_dual_stack_gateway_tunnels_ipv6_from_its_profile(
     with host.tcpdump("eth0", f"ip6 and host {INTERNET_HOST6}") as capture:
         assert host.ping(INTERNET_HOST6)  # from the virtual IP: table 220 says so
     assert capture.stop() == []  # it went through the tunnel, not the bare uplink
+
+    pinned = lab.client(2)
+    pw = tmp_path / "frank.pw"
+    pw.write_text("frank-secret-password\n")
+    assert main(["client", "--swanctl-dir", gwdir, "add", "frank", "--static-ip", "10.8.0.2",
+                 "--platform", "linux", "--out", str(tmp_path), "--gateway", GATEWAY_ADDRESS,
+                 "--encap", "--password-file", str(pw)]) == 0
+    load_gateway(lab, tmp_path)
+    install_linux_client(pinned, "frank", tmp_path)
+    pinned.wait_for_sa("192-0-2-1", timeout=20)
+    wait_for(lambda: len(pinned.virtual_ips()) == 2, 10, message="the pinned client's VIPs")
+    assert "10.8.0.2" in pinned.virtual_ips()
+    assert any(ip.startswith("fd00:8::") for ip in pinned.virtual_ips())
+    assert gw.wait_for_sa("frank", timeout=10)["remote-id"] == \
+        "C=CH, O=swand clients test, CN=frank"

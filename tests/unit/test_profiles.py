@@ -456,3 +456,29 @@ def test_ipv6_selector_without_a_readable_pool_follows_the_selector() -> None:
     decides."""
     text = GATEWAY6.replace("pools = rw_pool", "pools = sql_pool")
     assert gw_from(text).tunnels_ipv6
+
+
+def test_a_pinned_client_of_a_dual_stack_gateway_keeps_its_ipv6_address() -> None:
+    """The pinned connection overrides `pools`; with only the one-address IPv4 pool the
+    client would get no IPv6 address and (the gateway tunnelling IPv6, its profiles not
+    blocking it) send IPv6 around the tunnel. It keeps the road warriors' IPv6 pool."""
+    gw = gw_from(GATEWAY6)
+    assert (gw.ipv4_pools, gw.ipv6_pools) == (("rw_pool",), ("rw_pool",))
+    text = GATEWAY6.replace("rw_pool { addrs = 10.8.0.128/25, fd00:8::/112",
+                            "rw_pool { addrs = 10.8.0.128/25 }\n    rw6 { addrs = fd00:8::/112")
+    text = text.replace("pools = rw_pool", "pools = rw_pool, rw6")
+    gw = gw_from(text)
+    assert (gw.ipv4_pools, gw.ipv6_pools) == (("rw_pool",), ("rw6",))
+    root = parse_text(text + profiles.gateway_static_conf(
+        gw, profiles.StaticLease("alice", "10.8.0.2", "alice")))
+    assert root.get("connections.alice.pools") == "alice, rw6"
+    root = parse_text(text + profiles.gateway_static_conf(
+        gw, profiles.StaticLease("bob", "fd00:9::2", "bob")))
+    assert root.get("connections.bob.pools") == "bob, rw_pool"
+    # an IPv4-only gateway: the pinned pool alone, and no IPv6 address to pin
+    v4 = gw_from(GATEWAY)
+    root = parse_text(GATEWAY + profiles.gateway_static_conf(
+        v4, profiles.StaticLease("carol", "10.8.0.3", "carol")))
+    assert root.get("connections.carol.pools") == "carol"
+    with pytest.raises(ProfileError, match="tunnels no IPv6"):
+        profiles.check_static_ip(v4, "fd00:9::2")

@@ -75,6 +75,10 @@ class GatewayInfo:
     #: connection and pool names the gateway's config already has (with conf.d/), so a
     #: pinned client's sections never merge into someone else's
     taken_sections: frozenset[str] = frozenset()
+    #: the road-warrior connection's pools that hand out IPv4 / IPv6 addresses: a client
+    #: pinned to an address of one family still draws the other family's from these
+    ipv4_pools: tuple[str, ...] = ()
+    ipv6_pools: tuple[str, ...] = ()
 
     @property
     def tunnels_ipv6(self) -> bool:
@@ -185,13 +189,17 @@ def gateway_from_settings(
     dns: list[str] = []
     pools = root.sections.get("pools")
     unknown_pools = False
+    by_family: dict[bool, list[str]] = {False: [], True: []}
     for pool_name in split_list(_value(conn, "pools", "") or ""):
         pool = pools.sections.get(pool_name) if pools else None
         if pool is None:
             unknown_pools = True  # provided by another plugin (attr-sql, dhcp): unread
             continue
-        pool_addrs.extend(split_list(_value(pool, "addrs", "") or ""))
+        addrs = split_list(_value(pool, "addrs", "") or "")
+        pool_addrs.extend(addrs)
         dns.extend(split_list(_value(pool, "dns", "") or ""))
+        for v6 in {is_ipv6_selector(a) for a in addrs}:
+            by_family[v6].append(pool_name)
     _check_ipv6_consistent(child, local_ts, pool_addrs, unknown_pools, where)
     remotes = _auth_rounds(conn, "remote")
     gw = GatewayInfo(
@@ -200,6 +208,7 @@ def gateway_from_settings(
         conn_name=conn.name, child_name=child.name, local_ts=local_ts,
         pool_addrs=tuple(pool_addrs), dns=tuple(dict.fromkeys(dns)),
         cert_file=cert_files[0] if cert_files else None,
+        ipv4_pools=tuple(by_family[False]), ipv6_pools=tuple(by_family[True]),
         taken_sections=frozenset(
             name for top in ("connections", "pools")
             for name in (root.sections[top].sections if top in root.sections else ())

@@ -34,11 +34,17 @@ def static_section(gw: GatewayInfo, name: str) -> str:
 
 
 def check_static_ip(gw: GatewayInfo, address: str) -> str:
-    """The static address, validated: an address outside the dynamic pools."""
+    """The static address, validated: an address outside the dynamic pools, of a family
+    the gateway tunnels."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise ProfileError(f"--static-ip {address!r} is not an IP address") from None
+    if ip.version == 6 and not gw.tunnels_ipv6:
+        raise ProfileError(
+            f"--static-ip {address}: connection {gw.conn_name} tunnels no IPv6 (no IPv6 "
+            "selector in its child's local_ts); pin an IPv4 address"
+        )
     for pool in gw.pool_addrs:
         try:
             if "-" in pool:
@@ -65,14 +71,18 @@ def gateway_static_conf(gw: GatewayInfo, lease: StaticLease) -> str:
     with a specific remote id wins over the road-warrior's `%any` when charon picks a
     config. One connection per one-address pool: two would compete for the address.
     Both sections are named `static_section` (the client name, valid as a section name).
+    On a dual-stack gateway the client keeps drawing the other family's address from the
+    road-warrior pools (a pinned client without its IPv6 address would leak IPv6).
     """
     section = static_section(gw, lease.name)
+    v6 = ipaddress.ip_address(lease.address).version == 6
+    other = gw.ipv4_pools if v6 else (gw.ipv6_pools if gw.tunnels_ipv6 else ())
     lines = [
         f"# swand client add {lease.name} --static-ip {lease.address}: pins the client "
         f"({lease.identity}) to {lease.address}",
         "connections {",
         f"    {section} : connections.{gw.conn_name} {{",
-        f"        pools = {section}",
+        f"        pools = {', '.join((section, *other))}",
         f"        {gw.remote_section} {{",
         f"            id = {swanctl_quote(lease.identity)}",
         "        }",
