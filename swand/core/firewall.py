@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Literal
 
 from swand.config import FirewallSettings
+from swand.core.services import port_range, protocol_name, system_services
+from swand.core.untrusted import SkipFn, ignore_skip, shown, unparsable
 
 Family = Literal["ipv4", "ipv6"]
 Mode = Literal["policy", "interface"]
@@ -214,7 +215,9 @@ class FirewallInputs:
     tunnel_iface: str = DEFAULT_TUNNEL_INTERFACE
 
 
-def pools_from_vici(reply: Mapping[str, Mapping[str, object]]) -> tuple[Pool, ...]:
+def pools_from_vici(
+    reply: Mapping[str, Mapping[str, object]], on_skip: SkipFn = ignore_skip,
+) -> tuple[Pool, ...]:
     """Pools from a ``get-pools`` reply ({name: {base, size, ...}}).
 
     charon reports a CIDR pool ``a/p`` with size = 2^h - 2 (network and broadcast
@@ -225,34 +228,50 @@ def pools_from_vici(reply: Mapping[str, Mapping[str, object]]) -> tuple[Pool, ..
     """
     pools: list[Pool] = []
     for name, info in sorted(reply.items()):
-        base_text = _text(info.get("base"))
-        size_text = _text(info.get("size"))
-        if not base_text or not size_text:
+        if not isinstance(info, Mapping):
             continue
-        base = ipaddress.ip_address(base_text)
-        size = int(size_text)
-        bits = base.max_prefixlen
-        nets: list[str] = []
-        if size <= 1:
-            nets = [f"{base}/{bits}"]
-        else:
-            host_bits = (size + 2).bit_length() - 1
-            block = 1 << host_bits
-            if (size + 2) == block and int(base) % block in (0, 1):
-                network = base - int(base) % block
-                nets = [f"{network}/{bits - host_bits}"]
-            else:
-                last = base + (size - 1)
-                nets = [str(n) for n in ipaddress.summarize_address_range(base, last)]
-        pools.append(Pool(name, tuple(nets)))
+        try:
+            pool = _pool(str(name), info)
+        except ValueError as exc:
+            on_skip(unparsable("firewall", f"pool {shown(name)}", {}, "base/size", exc))
+            continue
+        if pool is not None:
+            pools.append(pool)
     return tuple(pools)
 
 
-def child_sas_from_vici(ike_sas: Iterable[Mapping[str, object]]) -> tuple[ChildSA, ...]:
+def _pool(name: str, info: Mapping[str, object]) -> Pool | None:
+    base_text = _text(info.get("base"))
+    size_text = _text(info.get("size"))
+    if not base_text or not size_text:
+        return None
+    base = ipaddress.ip_address(base_text)
+    size = int(size_text)
+    bits = base.max_prefixlen
+    nets: list[str] = []
+    if size <= 1:
+        nets = [f"{base}/{bits}"]
+    else:
+        host_bits = (size + 2).bit_length() - 1
+        block = 1 << host_bits
+        if (size + 2) == block and int(base) % block in (0, 1):
+            network = base - int(base) % block
+            nets = [f"{network}/{bits - host_bits}"]
+        else:
+            last = base + (size - 1)
+            nets = [str(n) for n in ipaddress.summarize_address_range(base, last)]
+    return Pool(name, tuple(nets))
+
+
+def child_sas_from_vici(
+    ike_sas: Iterable[Mapping[str, object]], on_skip: SkipFn = ignore_skip,
+) -> tuple[ChildSA, ...]:
     """CHILD_SAs from ``list-sas`` ``list-sa`` events (each {ike_name: {..., child-sas}}).
 
     Only SAs whose policies are installed count; DELETING/DESTROYING ones are gone already
-    as far as forwarding is concerned, so their rules vanish on the next pass.
+    as far as forwarding is concerned, so their rules vanish on the next pass. A CHILD_SA
+    that cannot be read (its traffic selectors are the client's choice) is left out and
+    passed to `on_skip`: its rules are missing, every other SA's are there.
     """
     out: list[ChildSA] = []
     for event in ike_sas:
@@ -265,20 +284,43 @@ def child_sas_from_vici(ike_sas: Iterable[Mapping[str, object]]) -> tuple[ChildS
             for key, child in children.items():
                 if not isinstance(child, Mapping):
                     continue
-                if _text(child.get("state")) not in ACTIVE_CHILD_STATES:
+                try:
+                    sa = _child_sa(str(ike_name), str(key), child)
+                except ValueError as exc:
+                    on_skip(unparsable("firewall", ike_name, ike, f"child-sas.{shown(key)}",
+                                       exc))
                     continue
-                reqid = _text(child.get("reqid"))
-                if not reqid:
-                    continue
-                out.append(ChildSA(
-                    ike=str(ike_name),
-                    child=_text(child.get("name")) or str(key),
-                    reqid=int(reqid),
-                    local_ts=tuple(_text(t) for t in _list(child.get("local-ts"))),
-                    remote_ts=tuple(_text(t) for t in _list(child.get("remote-ts"))),
-                    protocol=(_text(child.get("protocol")) or "esp").lower(),
-                ))
+                if sa is not None:
+                    out.append(sa)
     return tuple(out)
+
+
+def _reqid(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 1 << 32:
+        raise ValueError(f"reqid {shown(text)} is not 1..2^32-1")
+    return int(text)
+
+
+def _child_sa(ike_name: str, key: str, child: Mapping[str, object]) -> ChildSA | None:
+    """One CHILD_SA with installed policies, its selectors checked (ValueError if not)."""
+    if _text(child.get("state")) not in ACTIVE_CHILD_STATES:
+        return None
+    reqid = _text(child.get("reqid"))
+    if not reqid:
+        return None
+    sa = ChildSA(
+        ike=ike_name,
+        child=_text(child.get("name")) or key,
+        reqid=_reqid(reqid),
+        local_ts=tuple(_text(t) for t in _list(child.get("local-ts"))),
+        remote_ts=tuple(_text(t) for t in _list(child.get("remote-ts"))),
+        protocol=(_text(child.get("protocol")) or "esp").lower(),
+    )
+    if sa.protocol not in ("esp", "ah"):
+        raise ValueError(f"protocol {shown(sa.protocol)} is neither esp nor ah")
+    for raw in (*sa.local_ts, *sa.remote_ts):
+        _parse_ts(raw)
+    return sa
 
 
 #: IKE_SA states in which ``list-sas`` may show the SA without the CHILD_SAs that still
@@ -432,7 +474,10 @@ def _forward_rules(inputs: FirewallInputs) -> list[Rule]:
     out, for every same-family pair of traffic selectors."""
     rules: list[Rule] = []
     for sa in sorted(inputs.child_sas, key=lambda c: (c.reqid, c.ike, c.child)):
-        rules += _sa_rules(sa, inputs.mode, inputs.tunnel_iface)
+        try:
+            rules += _sa_rules(sa, inputs.mode, inputs.tunnel_iface)
+        except TrafficSelectorError:
+            continue  # `read_child_sas` reported it; never fail the others' rules
     return rules
 
 
@@ -488,35 +533,37 @@ def _forward_rule(
     )
 
 
-def _parse_ts(raw: str) -> list[_TS]:
+class TrafficSelectorError(ValueError):
+    """A traffic selector as charon printed it that swand cannot turn into rules."""
+
+
+@lru_cache(maxsize=65536)
+def _parse_ts(raw: str) -> tuple[_TS, ...]:
     """``10.1.0.0/16``, ``10.0.0.1..10.0.0.9``, ``0.0.0.0/0[tcp/80]``, ``::/0[udp/1-9]``,
-    ``10.0.0.0/8[tcp/http]`` (strongSwan prints service names when it knows them)."""
+    ``10.0.0.0/8[tcp/http-alt]``, ``10.8.0.2/32[253]``: protocol and a single port are
+    printed by name when charon's host knows one (`swand.core.services`).
+
+    Raises TrafficSelectorError naming the selector."""
+    try:
+        return tuple(_parse_ts_text(raw))
+    except ValueError as exc:  # ipaddress, services, int(): all ValueErrors
+        raise TrafficSelectorError(f"traffic selector {shown(raw)}: {exc}") from None
+
+
+def _parse_ts_text(raw: str) -> list[_TS]:
     raw = raw.strip()
     proto = port = None
     if raw.endswith("]") and "[" in raw:
         raw, _, sel = raw[:-1].partition("[")
-        p, _, ports = sel.partition("/")
-        proto = _protocol_name(p) if p else None
+        printed_proto, _, ports = sel.partition("/")
+        proto = protocol_name(printed_proto) if printed_proto else None
         if ports and ports not in ("0-65535", "OPAQUE"):
             if proto not in _PORT_PROTOCOLS:
                 return []  # ICMP type/code etc.: not expressible here; accept nothing
-            port = ":".join(str(_port_number(x, proto)) for x in ports.split("-"))
+            # getservbyport(port, NULL) when charon printed the protocol as a number
+            lookup = None if printed_proto.isdigit() else printed_proto
+            port = port_range(ports, lookup, system_services())
     return [_TS(net, proto, port) for net in _networks_of(raw)]
-
-
-def _protocol_name(p: str) -> str:
-    if p.isdigit():
-        try:
-            return socket.getprotobynumber(int(p))
-        except OSError:
-            return p
-    return p.lower()
-
-
-def _port_number(p: str, proto: str | None) -> int:
-    if p.isdigit():
-        return int(p)
-    return socket.getservbyname(p, proto or "tcp")
 
 
 def _networks_of(text: str) -> list[str]:
@@ -537,7 +584,7 @@ def _family(net: str) -> Family:
 
 def _text(v: object) -> str:
     if isinstance(v, bytes):
-        return v.decode()
+        return v.decode("utf-8", errors="surrogateescape")
     return "" if v is None else str(v)
 
 

@@ -133,7 +133,9 @@ def _translate(rule: Rule) -> tuple[list[dict[str, Any]], list[str]]:
             text.append(f'{key} "{iface}"')
     implied = any(m.name in ("tcp", "udp", "sctp", "tcpmss") for m in rule.matches)
     if rule.proto and not implied:
-        expr.append(_match({"meta": {"key": "l4proto"}}, rule.proto))
+        # a protocol without a name (``253``) is a number to nft, not a symbol
+        l4proto: str | int = int(rule.proto) if rule.proto.isdigit() else rule.proto
+        expr.append(_match({"meta": {"key": "l4proto"}}, l4proto))
         text.append(f"meta l4proto {rule.proto}")
     for m in rule.matches:
         e, t = _translate_match(m)
