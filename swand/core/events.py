@@ -23,11 +23,14 @@ What charon 5.9.8 actually sends (payloads recorded in `tests/unit/data/events/`
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from swand.core.untrusted import SkipFn, ignore_skip, unparsable
 
 
 class DownReason(StrEnum):
@@ -258,10 +261,14 @@ def _sections(payload: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]
     return [(k, v) for k, v in payload.items() if isinstance(v, Mapping)]
 
 
-def parse_event(name: str, payload: Mapping[str, Any]) -> list[SaEvent]:
+def parse_event(
+    name: str, payload: Mapping[str, Any], on_skip: SkipFn = ignore_skip,
+) -> list[SaEvent]:
     """Decode one VICI event (values already str) into zero or more SA events.
 
-    Unnamed SAs (``(unnamed)``: still in IKE_SA_INIT, no config yet) are skipped.
+    Unnamed SAs (``(unnamed)``: still in IKE_SA_INIT, no config yet) are skipped. An SA
+    whose section cannot be decoded is left out and passed to `on_skip`; the event's
+    other SAs are still decoded.
     """
     out: list[SaEvent] = []
     if name == "log":
@@ -279,66 +286,100 @@ def parse_event(name: str, payload: Mapping[str, Any]) -> list[SaEvent]:
     for conn, body in _sections(payload):
         if conn == "(unnamed)":
             continue
-        if name == "ike-updown":
-            sa = IkeSa.from_vici(conn, body)
-            out.append(IkeUp(sa) if payload.get("up") == "yes" else IkeDown(sa))
-        elif name == "child-updown":
-            sa = IkeSa.from_vici(conn, body)
-            for child in sa.children:
-                out.append(ChildUp(sa, child) if payload.get("up") == "yes"
-                           else ChildDown(sa, child))
-        elif name == "ike-rekey":
-            old, new = body.get("old"), body.get("new")
-            if isinstance(old, Mapping) and isinstance(new, Mapping):
-                out.append(IkeRekey(IkeSa.from_vici(conn, old), IkeSa.from_vici(conn, new)))
-        elif name == "child-rekey":
-            sa = IkeSa.from_vici(conn, {k: v for k, v in body.items() if k != "child-sas"})
-            children = body.get("child-sas")
-            for key, pair in (children.items() if isinstance(children, Mapping) else ()):
-                old, new = pair.get("old"), pair.get("new")
-                if isinstance(old, Mapping) and isinstance(new, Mapping):
-                    out.append(ChildRekey(sa, ChildSa.from_vici(key, old),
-                                          ChildSa.from_vici(key, new)))
-        elif name == "ike-update":
-            out.append(IkeUpdate(IkeSa.from_vici(conn, body),
-                                 local_host=str(payload.get("local-host", "")),
-                                 remote_host=str(payload.get("remote-host", ""))))
+        try:
+            out += _section_events(name, payload, conn, body)
+        except Exception as exc:  # client-controlled values: never fail the others
+            on_skip(unparsable("events", conn, body, name, exc))
     return out
 
 
-def parse_list_sas(events: Iterable[Mapping[str, Any]], instance: str = "") -> Resync:
-    """The `list-sa` events of one `list-sas` call as a Resync."""
-    sas = tuple(
-        IkeSa.from_vici(conn, body)
-        for payload in events for conn, body in _sections(payload)
-    )
-    return Resync(sas=sas, instance=instance)
+def _section_events(
+    name: str, payload: Mapping[str, Any], conn: str, body: Mapping[str, Any],
+) -> list[SaEvent]:
+    """The SA events of one IKE_SA's section of event `name`."""
+    out: list[SaEvent] = []
+    if name == "ike-updown":
+        sa = IkeSa.from_vici(conn, body)
+        out.append(IkeUp(sa) if payload.get("up") == "yes" else IkeDown(sa))
+    elif name == "child-updown":
+        sa = IkeSa.from_vici(conn, body)
+        for child in sa.children:
+            out.append(ChildUp(sa, child) if payload.get("up") == "yes"
+                       else ChildDown(sa, child))
+    elif name == "ike-rekey":
+        old, new = body.get("old"), body.get("new")
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out.append(IkeRekey(IkeSa.from_vici(conn, old), IkeSa.from_vici(conn, new)))
+    elif name == "child-rekey":
+        sa = IkeSa.from_vici(conn, {k: v for k, v in body.items() if k != "child-sas"})
+        children = body.get("child-sas")
+        for key, pair in (children.items() if isinstance(children, Mapping) else ()):
+            old, new = pair.get("old"), pair.get("new")
+            if isinstance(old, Mapping) and isinstance(new, Mapping):
+                out.append(ChildRekey(sa, ChildSa.from_vici(key, old),
+                                      ChildSa.from_vici(key, new)))
+    elif name == "ike-update":
+        out.append(IkeUpdate(IkeSa.from_vici(conn, body),
+                             local_host=str(payload.get("local-host", "")),
+                             remote_host=str(payload.get("remote-host", ""))))
+    return out
+
+
+def parse_list_sas(
+    events: Iterable[Mapping[str, Any]], instance: str = "", on_skip: SkipFn = ignore_skip,
+) -> Resync:
+    """The `list-sa` events of one `list-sas` call as a Resync (an SA that cannot be
+    decoded is passed to `on_skip` and left out)."""
+    sas: list[IkeSa] = []
+    for payload in events:
+        for conn, body in _sections(payload):
+            try:
+                sas.append(IkeSa.from_vici(conn, body))
+            except Exception as exc:  # client-controlled values: never fail the others
+                on_skip(unparsable("events", conn, body, "list-sa", exc))
+    return Resync(sas=tuple(sas), instance=instance)
 
 
 # --- classification -------------------------------------------------------------------
 
-GIVING_UP = "giving up after"
+#: charon's line when it gives up on a peer (task_manager_v2: "giving up after %d
+#: retransmits"), matched whole: a peer can put any text into *other* log lines (its
+#: IDi appears in "looking for peer configs matching ...[ID]")
+GIVING_UP = re.compile(r"giving up after \d+ retransmits\Z")
 DPD_ALERTS = frozenset({"retransmit-send-timeout", "peer-init-unreachable"})
-#: charon's log when a new SA replaces an old one of the same peer: INITIAL_CONTACT
-#: ("destroying duplicate IKE_SA for peer 'ID', received INITIAL_CONTACT": the old SA
-#: goes down while ESTABLISHED, before the new one's up) or `unique = replace`
-REPLACED = "duplicate IKE_SA for peer '"
+#: charon's lines when a new SA replaces an old one of the same peer: INITIAL_CONTACT
+#: (the old SA goes down while ESTABLISHED, before the new one's up) or `unique =
+#: replace`, as (start, end) around the peer's ID. ike_sa_manager's check_uniqueness
+#: logs them with the *old* SA checked out, so the log event's ``ikesa-uniqueid`` names
+#: the SA being replaced: that, never the ID text, is what swand acts on.
+REPLACED_SHAPES = (
+    ("destroying duplicate IKE_SA for peer '", "', received INITIAL_CONTACT"),
+    ("deleting duplicate IKE_SA for peer '", "' due to uniqueness policy"),
+)
 
 
 def dpd_evidence(event: SaEvent) -> str | None:
     """The IKE unique id a log line or alert proves charon gave up on, else None."""
-    if isinstance(event, LogLine) and GIVING_UP in event.msg and event.ike_uniqueid:
+    if isinstance(event, LogLine) and event.ike_uniqueid and GIVING_UP.match(event.msg):
         return event.ike_uniqueid
     if isinstance(event, Alert) and event.alert in DPD_ALERTS and event.sa is not None:
         return event.sa.uniqueid
     return None
 
 
-def replaced_identity(event: SaEvent) -> str | None:
-    """The peer identity a log line says charon replaced an old SA of, else None."""
-    if isinstance(event, LogLine) and REPLACED in event.msg:
-        rest = event.msg.split(REPLACED, 1)[1]
-        return rest.rsplit("'", 1)[0] if "'" in rest else None
+def replaced_sa(event: SaEvent) -> str | None:
+    """The unique id of the IKE_SA a log line says charon replaced by a newer SA of the
+    same peer, else None.
+
+    Only a line that *is* one of charon's `REPLACED_SHAPES` from start to end counts, and
+    it is attributed to the IKE_SA the log event names, never to the ID inside it: an
+    unauthenticated peer can make charon log any ID text inside other lines."""
+    if not isinstance(event, LogLine) or not event.ike_uniqueid:
+        return None
+    msg = event.msg
+    for start, end in REPLACED_SHAPES:
+        if msg.startswith(start) and msg.endswith(end) and len(msg) >= len(start) + len(end):
+            return event.ike_uniqueid
     return None
 
 
@@ -457,7 +498,7 @@ class PeerTable:
     _gave_up: OrderedDict[str, float] = field(default_factory=OrderedDict)
     #: when each live SA was established (in `now` units), for its lifetime at down
     _since: dict[str, float] = field(default_factory=dict)
-    #: identities charon just replaced an SA of (INITIAL_CONTACT, unique = replace)
+    #: unique ids of SAs charon just said it replaced (INITIAL_CONTACT, unique = replace)
     _replaced_ids: OrderedDict[str, float] = field(default_factory=OrderedDict)
     replaced_ttl: float = 10.0
 
@@ -519,10 +560,10 @@ class PeerTable:
         if uid is not None:
             self._note_gave_up(uid, now)
             return []
-        identity = replaced_identity(event)
-        if identity is not None:
-            self._replaced_ids[identity] = now
-            self._replaced_ids.move_to_end(identity)
+        replaced = replaced_sa(event)
+        if replaced is not None:
+            self._replaced_ids[replaced] = now
+            self._replaced_ids.move_to_end(replaced)
             while len(self._replaced_ids) > self.remember:
                 self._replaced_ids.popitem(last=False)
             return []
@@ -574,7 +615,7 @@ class PeerTable:
         since = self._since.pop(uid, None)
         if sa.established is None and since is not None:
             merged = replace(merged, established=max(0, round(now - since)))
-        at = self._replaced_ids.pop(merged.identity, None)
+        at = self._replaced_ids.pop(uid, None)
         said_replaced = at is not None and now - at <= self.replaced_ttl and not gave_up
         cls = classify_down(merged, gave_up=gave_up,
                             replaced=said_replaced or self._replaced(merged))

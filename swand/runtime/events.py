@@ -72,7 +72,7 @@ from swand.core.events import (
     dpd_evidence,
     parse_event,
     parse_list_sas,
-    replaced_identity,
+    replaced_sa,
 )
 from swand.log import get_logger
 
@@ -384,7 +384,7 @@ class EventWatcher:
                     del self._queue[index]
                     self.table.apply(item, now=self._clock())
                     return
-                if isinstance(item, LogLine) and replaced_identity(item) == sa.identity:
+                if isinstance(item, LogLine) and replaced_sa(item) == sa.uniqueid:
                     del self._queue[index]
                     self.table.apply(item, now=self._clock())
                     replaced = True  # keep looking for the new SA's up

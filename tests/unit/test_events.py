@@ -369,7 +369,8 @@ def test_initial_contact_log_makes_an_established_down_a_replacement() -> None:
     table = PeerTable()
     sa = up_event().sa
     table.apply(IkeUp(sa), now=0.0)
-    log = LogLine("IKE", 1, "rw", "2",
+    # logged with the old SA checked out: the event names the SA being replaced
+    log = LogLine("IKE", 1, "rw", sa.uniqueid,
                   "destroying duplicate IKE_SA for peer 'c1.lab', received INITIAL_CONTACT")
     assert table.apply(log, now=1.0) == []
     (down, _) = table.apply(IkeDown(dataclasses.replace(sa, tasks_active=())), now=1.1)
@@ -431,3 +432,84 @@ def test_last_down_names_the_peer_by_its_identity() -> None:
 
     asyncio.run(main())
     assert downs == [{"reason": "dpd", "connection": "rw", "peer": "carol@example.org"}]
+
+
+# --- text a peer can put into charon's log (issue 12, item 6) ----------------------------
+
+#: every phrase swand looks for in a log line, as (part of) a peer's identity
+PHRASES = (
+    "duplicate IKE_SA for peer 'c1.lab'",
+    "destroying duplicate IKE_SA for peer 'c1.lab', received INITIAL_CONTACT",
+    "deleting duplicate IKE_SA for peer 'c1.lab' due to uniqueness policy",
+    "giving up after 5 retransmits",
+    "x', received INITIAL_CONTACT",
+)
+
+
+def peer_lines(identity: str, attacker_uid: str = "99") -> list[LogLine]:
+    """Lines charon logs with an unauthenticated peer's IDi in them, in the context of
+    the attacker's own half-open IKE_SA (the only one its packets can reach)."""
+    return [
+        LogLine("CFG", 1, "rw", attacker_uid,
+                f"looking for peer configs matching 192.0.2.1[gw.lab]...198.51.100.9"
+                f"[{identity}]"),
+        LogLine("IKE", 1, "rw", attacker_uid, f"received EAP identity '{identity}'"),
+        LogLine("IKE", 1, "(unnamed)", "", f"{identity}"),
+        LogLine("CFG", 1, "rw", attacker_uid,
+                f"no peer config found for '{identity}'"),
+    ]
+
+
+@pytest.mark.parametrize("identity", PHRASES)
+def test_a_peers_identity_cannot_relabel_a_victims_delete(identity: str) -> None:
+    """Failed before: an IDi of "duplicate IKE_SA for peer 'c1.lab'" logged inside
+    "looking for peer configs matching" made the victim's next normal delete `rekeyed`."""
+    table = PeerTable()
+    victim = up_event().sa
+    table.apply(IkeUp(victim), now=0.0)
+    for line in peer_lines(identity) + peer_lines(identity, attacker_uid=victim.uniqueid):
+        assert table.apply(line, now=1.0) == []
+    (down, _) = table.apply(IkeDown(dataclasses.replace(victim, state="DELETING")), now=1.1)
+    assert down.reason is DownReason.DELETED
+    # nor turn an unexplained down into a confirmed DPD or a replacement
+    table.apply(IkeUp(dataclasses.replace(victim, uniqueid="2")), now=2.0)
+    for line in peer_lines(identity, attacker_uid="2"):
+        table.apply(line, now=2.5)
+    (later, _) = table.apply(
+        IkeDown(dataclasses.replace(victim, uniqueid="2", tasks_active=())), now=3.0)
+    assert (later.reason, later.confirmed) == (DownReason.DPD, False)
+
+
+@pytest.mark.parametrize("identity", PHRASES)
+def test_charons_own_replacement_line_counts_whatever_the_identity(identity: str) -> None:
+    """charon's real line names the old SA in its log event: the ID inside the text,
+    whatever it says, changes nothing about which SA was replaced."""
+    table = PeerTable()
+    victim = up_event().sa
+    other = dataclasses.replace(victim, uniqueid="7", remote_id=identity,
+                                remote_vips=("10.8.0.7",))
+    table.apply(IkeUp(victim), now=0.0)
+    table.apply(IkeUp(other), now=0.0)
+    line = LogLine("IKE", 1, "rw", other.uniqueid,
+                   f"destroying duplicate IKE_SA for peer '{identity}', "
+                   "received INITIAL_CONTACT")
+    table.apply(line, now=1.0)
+    (victim_down, _) = table.apply(
+        IkeDown(dataclasses.replace(victim, tasks_active=())), now=1.1)
+    assert victim_down.reason is DownReason.DPD
+    (other_down, _) = table.apply(
+        IkeDown(dataclasses.replace(other, tasks_active=())), now=1.1)
+    assert other_down.reason is DownReason.REKEYED
+
+
+def test_only_charons_whole_line_is_evidence() -> None:
+    from swand.core.events import dpd_evidence, replaced_sa
+
+    assert replaced_sa(LogLine("IKE", 1, "rw", "3", "deleting duplicate IKE_SA for peer "
+                               "'a' due to uniqueness policy")) == "3"
+    assert replaced_sa(LogLine("IKE", 1, "rw", "", "deleting duplicate IKE_SA for peer "
+                               "'a' due to uniqueness policy")) is None
+    assert dpd_evidence(LogLine("IKE", 1, "rw", "3", "giving up after 5 retransmits")) == "3"
+    assert dpd_evidence(LogLine("IKE", 1, "rw", "3",
+                                "received EAP identity 'giving up after 5 retransmits'")) \
+        is None
