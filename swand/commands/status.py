@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from swand.core import metrics as core
+from swand.core.untrusted import SkipFn, Unparsable, ignore_skip, shown, valid_text
 
 DEFAULT_STATE = Path("/run/swand/last-downs.json")
 WIDTHS = (10, 18, 15, 15, 6, 7)  # connection, remote id, address, vip, state, since
@@ -57,6 +58,7 @@ def human_age(seconds: float) -> str:
 
 
 def _cell(text: str, width: int) -> str:
+    text = shown(text)  # a client's identity: printable, valid text only
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
@@ -73,19 +75,20 @@ def status_model(view: core.CharonView, last_downs: dict[str, Any]) -> dict[str,
     for name in names:
         sas = [sa for sa in view.sas if sa.connection == name]
         out.append({
-            "name": name,
+            "name": valid_text(name),
             "configured": name in configured,
             "up": any(sa.state == "ESTABLISHED" for sa in sas),
-            "children": list(configured[name].children) if name in configured else [],
+            "children": [valid_text(c) for c in configured[name].children]
+            if name in configured else [],
             "last_down": last_downs.get(name),
             "sas": [{
-                "remote_id": sa.peer,
-                "remote_host": sa.remote_host,
-                "virtual_ips": list(sa.remote_vips),
-                "state": sa.state,
+                "remote_id": valid_text(sa.peer),
+                "remote_host": valid_text(sa.remote_host),
+                "virtual_ips": [valid_text(v) for v in sa.remote_vips],
+                "state": valid_text(sa.state),
                 "established_at": sa.established_at,
                 "children": [{
-                    "name": ch.name, "state": ch.state,
+                    "name": valid_text(ch.name), "state": valid_text(ch.state),
                     "bytes_in": ch.traffic.bytes_in, "bytes_out": ch.traffic.bytes_out,
                     "packets_in": ch.traffic.packets_in, "packets_out": ch.traffic.packets_out,
                 } for ch in sa.children],
@@ -102,9 +105,10 @@ def render_table(model: dict[str, Any], now: float, out: TextIO) -> None:
         if not conn["sas"]:
             print(_row((conn["name"], "-", "-", "-", "down", "-")), file=out)
             if down:
-                ago = human_age(now - float(down.get("at", now)))
-                who = f" {down['peer']}" if down.get("peer") else ""
-                print(f"{'':11}last down: {down.get('reason', '?')}{who} ({ago} ago)", file=out)
+                ago = human_age(now - _number(down.get("at"), now))
+                who = f" {shown(down['peer'])}" if down.get("peer") else ""
+                print(f"{'':11}last down: {shown(down.get('reason', '?'))}{who} ({ago} ago)",
+                      file=out)
             continue
         for sa in conn["sas"]:
             state = "up" if sa["state"] == "ESTABLISHED" else sa["state"].lower()[:6]
@@ -113,14 +117,24 @@ def render_table(model: dict[str, Any], now: float, out: TextIO) -> None:
             print(_row((conn["name"], sa["remote_id"] or "-", sa["remote_host"] or "-",
                         ",".join(sa["virtual_ips"]) or "-", state, since)), file=out)
             for ch in sa["children"]:
-                print(f"{'':11}{ch['name']} {ch['state'].lower()}: in "
+                print(f"{'':11}{shown(ch['name'])} {shown(ch['state'].lower())}: in "
                       f"{human_bytes(ch['bytes_in'])}, out {human_bytes(ch['bytes_out'])}",
                       file=out)
         if down and not conn["up"]:
-            print(f"{'':11}last down: {down.get('reason', '?')}", file=out)
+            print(f"{'':11}last down: {shown(down.get('reason', '?'))}", file=out)
 
 
-async def fetch_view(uri: str, timeout: float) -> core.CharonView:
+def _number(value: object, default: float) -> float:
+    """A number from the state file (any JSON may be there), else `default`."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+async def fetch_view(
+    uri: str, timeout: float, on_skip: SkipFn = ignore_skip,
+) -> core.CharonView:
     from swand.adapters.vici import ViciSession
 
     session = await ViciSession.connect(uri, timeout=timeout)
@@ -131,7 +145,7 @@ async def fetch_view(uri: str, timeout: float) -> core.CharonView:
                                         timeout=timeout)
         now = time.time()
         return core.CharonView(taken_at=now, info=version, conns=core.parse_conns(conns),
-                               sas=core.parse_sas(sas, now))
+                               sas=core.parse_sas(sas, now, on_skip, component="status"))
     finally:
         await session.close()
 
@@ -153,11 +167,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"swand status: {exc}", file=sys.stderr)
         return 2
+    skipped: list[Unparsable] = []
     try:
-        view = asyncio.run(fetch_view(cfg.charon.vici, args.timeout))
+        view = asyncio.run(fetch_view(cfg.charon.vici, args.timeout, skipped.append))
     except ViciError as exc:
         print(f"swand status: charon is not reachable: {exc}", file=sys.stderr)
         return 1
+    for item in skipped:
+        print(f"swand status: not shown, charon's view of it cannot be read: {item.sa}: "
+              f"{item.error}", file=sys.stderr)
     state = args.state if args.state is not None else cfg.metrics.state_file
     model = status_model(view, read_last_downs(state) if state else {})
     if args.json:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from swand.core.untrusted import SkipFn, ignore_skip, unparsable
+from swand.core.untrusted import SkipFn, ignore_skip, unparsable, valid_text
 
 
 class DownReason(StrEnum):
@@ -164,13 +164,14 @@ class IkeSa:
         }
 
     def log_fields(self) -> dict[str, Any]:
-        """What one log line says about this SA: never a key, never a secret."""
+        """What one log line says about this SA: never a key, never a secret, and only
+        valid text (a client's identity may hold bytes that are not UTF-8)."""
         return {
-            "conn": self.conn,
-            "ike_id": self.uniqueid,
-            "remote_id": self.identity,
-            "remote_addr": self.remote_host,
-            "vips": list(self.vips),
+            "conn": valid_text(self.conn),
+            "ike_id": valid_text(self.uniqueid),
+            "remote_id": valid_text(self.identity),
+            "remote_addr": valid_text(self.remote_host),
+            "vips": [valid_text(v) for v in self.vips],
             "lifetime_s": self.established,
             **self.totals(),
         }

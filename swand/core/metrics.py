@@ -38,7 +38,7 @@ from __future__ import annotations
 import calendar
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from swand.core.charon import parse_charon_time
 from swand.core.events import ChildDown, ChildRekey, ChildUp, parse_event
 from swand.core.events import ChildSa as EventChildSa
 from swand.core.events import IkeSa as EventIkeSa
+from swand.core.untrusted import SkipFn, ignore_skip, shown, unparsable, valid_text
 
 PRIORITIES = ("critical", "high", "medium", "low")
 
@@ -66,8 +67,10 @@ def _own(value: Any) -> str:
     reference into the message would pin the allocator arenas of the whole (possibly
     100k-SA) payload, and resident memory would stay at the poll's peak."""
     text = _s(value)
-    return text.encode("utf-8", errors="surrogateescape").decode(
-        "utf-8", errors="surrogateescape") if text else ""
+    # surrogatepass: any lone surrogate survives the copy (surrogateescape only those
+    # of undecodable bytes, and raises on the others)
+    return text.encode("utf-8", errors="surrogatepass").decode(
+        "utf-8", errors="surrogatepass") if text else ""
 
 
 def _i(value: Any, default: int = 0) -> int:
@@ -279,25 +282,34 @@ def parse_counters(reply: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
                         if not isinstance(v, Mapping)))
 
 
-def parse_conns(events: Iterable[Mapping[str, Any]]) -> tuple[ConfiguredConn, ...]:
+def parse_conns(
+    events: Iterable[Mapping[str, Any]], on_skip: SkipFn = ignore_skip,
+) -> tuple[ConfiguredConn, ...]:
     """list-conns' list-conn events -> configured connections (no secrets are read)."""
     conns = []
     for event in events:
         for name, body in event.items():
             if not isinstance(body, Mapping):
                 continue
-            remote_ids = tuple(
-                _s(section.get("id"))
-                for key, section in body.items()
-                if key.startswith("remote") and isinstance(section, Mapping)
-                and section.get("id") is not None
-            )
-            children = body.get("children") or {}
-            conns.append(ConfiguredConn(
-                name=name, children=tuple(children) if isinstance(children, Mapping) else (),
-                remote_addrs=_strs(body.get("remote_addrs")), remote_ids=remote_ids,
-            ))
+            try:
+                conns.append(_conn(name, body))
+            except Exception as exc:  # never fail the poll for one connection
+                on_skip(unparsable("metrics", f"conn {shown(name)}", {}, "list-conn", exc))
     return tuple(sorted(conns, key=lambda c: c.name))
+
+
+def _conn(name: str, body: Mapping[str, Any]) -> ConfiguredConn:
+    remote_ids = tuple(
+        _s(section.get("id"))
+        for key, section in body.items()
+        if key.startswith("remote") and isinstance(section, Mapping)
+        and section.get("id") is not None
+    )
+    children = body.get("children") or {}
+    return ConfiguredConn(
+        name=name, children=tuple(children) if isinstance(children, Mapping) else (),
+        remote_addrs=_strs(body.get("remote_addrs")), remote_ids=remote_ids,
+    )
 
 
 def parse_child(key: str, body: Mapping[str, Any], now: float) -> ChildSa:
@@ -334,31 +346,48 @@ def parse_ike(name: str, body: Mapping[str, Any], now: float) -> IkeSa:
     )
 
 
-def parse_sas(events: Iterable[Mapping[str, Any]], now: float) -> tuple[IkeSa, ...]:
-    """list-sas' list-sa events (one IKE_SA each) -> IkeSa tuple."""
-    return tuple(
-        parse_ike(name, body, now)
-        for event in events for name, body in event.items() if isinstance(body, Mapping)
-    )
+def parse_sas(
+    events: Iterable[Mapping[str, Any]], now: float, on_skip: SkipFn = ignore_skip,
+    component: str = "metrics",
+) -> tuple[IkeSa, ...]:
+    """list-sas' list-sa events (one IKE_SA each) -> IkeSa tuple; an IKE_SA that cannot
+    be read goes to `on_skip` (as `component`) and the others are still returned."""
+    sas: list[IkeSa] = []
+    for event in events:
+        for name, body in event.items():
+            if not isinstance(body, Mapping):
+                continue
+            try:
+                sas.append(parse_ike(name, body, now))
+            except Exception as exc:  # client-controlled values: never fail the poll
+                on_skip(unparsable(component, name, body, "list-sa", exc))
+    return tuple(sas)
 
 
-def parse_pools(reply: Mapping[str, Any]) -> tuple[Pool, ...]:
-    """get-pools (with leases = yes)."""
+def parse_pools(reply: Mapping[str, Any], on_skip: SkipFn = ignore_skip) -> tuple[Pool, ...]:
+    """get-pools (with leases = yes); a pool that cannot be read goes to `on_skip`."""
     pools = []
     for name, body in reply.items():
         if not isinstance(body, Mapping):
             continue
-        leases_section = body.get("leases") or {}
-        leases = tuple(
-            Lease(_s(lease.get("address")), _s(lease.get("identity")),
-                  _s(lease.get("status")) == "online")
-            for lease in leases_section.values() if isinstance(lease, Mapping)
-        ) if isinstance(leases_section, Mapping) else ()
-        pools.append(Pool(
-            name=name, base=_s(body.get("base")), size=_i(body.get("size")),
-            online=_i(body.get("online")), offline=_i(body.get("offline")), leases=leases,
-        ))
+        try:
+            pools.append(_pool(name, body))
+        except Exception as exc:  # lease identities are the clients': never fail the poll
+            on_skip(unparsable("metrics", f"pool {shown(name)}", {}, "get-pools", exc))
     return tuple(sorted(pools, key=lambda p: p.name))
+
+
+def _pool(name: str, body: Mapping[str, Any]) -> Pool:
+    leases_section = body.get("leases") or {}
+    leases = tuple(
+        Lease(_s(lease.get("address")), _s(lease.get("identity")),
+              _s(lease.get("status")) == "online")
+        for lease in leases_section.values() if isinstance(lease, Mapping)
+    ) if isinstance(leases_section, Mapping) else ()
+    return Pool(
+        name=name, base=_s(body.get("base")), size=_i(body.get("size")),
+        online=_i(body.get("online")), offline=_i(body.get("offline")), leases=leases,
+    )
 
 
 def parse_cert(event: Mapping[str, Any]) -> Certificate | None:
@@ -393,8 +422,18 @@ def parse_cert(event: Mapping[str, Any]) -> Certificate | None:
     )
 
 
-def parse_certs(events: Iterable[Mapping[str, Any]]) -> tuple[Certificate, ...]:
-    certs = {c for c in (parse_cert(e) for e in events) if c is not None}
+def parse_certs(
+    events: Iterable[Mapping[str, Any]], on_skip: SkipFn = ignore_skip,
+) -> tuple[Certificate, ...]:
+    certs: set[Certificate] = set()
+    for event in events:
+        try:
+            cert = parse_cert(event)
+        except Exception as exc:  # a certificate a peer sent may be cached: never fail
+            on_skip(unparsable("metrics", "certificate", {}, "list-cert", exc))
+            continue
+        if cert is not None:
+            certs.add(cert)
     return tuple(sorted(certs, key=lambda c: (c.subject, c.serial)))
 
 
@@ -441,12 +480,13 @@ class TrafficAccumulator:
         for uid in [u for u in self._live if u not in seen]:
             self._retire(uid)
 
-    def apply_event(self, name: str, payload: Mapping[str, Any], now: float) -> None:
+    def apply_event(self, name: str, payload: Mapping[str, Any], now: float,
+                    on_skip: SkipFn = ignore_skip) -> None:
         """child-updown / child-rekey payloads (others are ignored), decoded by the one
         SA-event decoder, `swand.core.events.parse_event`."""
         if name not in ("child-updown", "child-rekey"):
             return
-        for event in parse_event(name, payload):
+        for event in parse_event(name, payload, on_skip):
             if isinstance(event, ChildUp | ChildDown):
                 uid = self._child_alive(event.sa, event.child, now)
                 if uid and isinstance(event, ChildDown):
@@ -558,14 +598,43 @@ class Family:
     samples: tuple[tuple[tuple[str, ...], float], ...] = ()
 
 
+Samples = Iterable[tuple[tuple[str, ...], float]]
+
+
 def _gauge(name: str, help_: str, labels: tuple[str, ...] = (),
-           samples: Iterable[tuple[tuple[str, ...], float]] = ()) -> Family:
-    return Family(name, "gauge", help_, labels, tuple(samples))
+           samples: Samples = ()) -> Family:
+    return Family(name, "gauge", help_, labels, valid_samples(samples, max))
 
 
 def _counter(name: str, help_: str, labels: tuple[str, ...] = (),
-             samples: Iterable[tuple[tuple[str, ...], float]] = ()) -> Family:
-    return Family(name, "counter", help_, labels, tuple(samples))
+             samples: Samples = ()) -> Family:
+    return Family(name, "counter", help_, labels, valid_samples(samples, _add))
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
+def valid_samples(
+    samples: Samples, merge: Callable[[float, float], float],
+) -> tuple[tuple[tuple[str, ...], float], ...]:
+    """`samples` with every label value valid text (`valid_text`): connection names,
+    remote ids and lease identities come from charon, possibly with bytes that are not
+    UTF-8, and one such value would make the whole exposition unencodable. Two series
+    that become equal are merged (`merge`: summed for counters, the larger for gauges) so
+    the exposition never holds a duplicate series."""
+    out = tuple(samples)
+    if all(_plain_labels(labels) for labels, _ in out):
+        return out  # the usual case: ASCII labels, nothing to copy
+    merged: dict[tuple[str, ...], float] = {}
+    for labels, value in out:
+        clean = tuple(valid_text(v if isinstance(v, str) else str(v)) for v in labels)
+        merged[clean] = merge(merged[clean], value) if clean in merged else value
+    return tuple(merged.items())
+
+
+def _plain_labels(labels: tuple[str, ...]) -> bool:
+    return all(isinstance(v, str) and v.isascii() for v in labels)
 
 
 IKE_STATES = ("CREATED", "CONNECTING", "ESTABLISHED", "PASSIVE", "REKEYING", "REKEYED",
@@ -730,6 +799,8 @@ class SelfCounters:
     vici_reconnects: int = 0
     charon_restarts: int = 0
     events: tuple[tuple[str, int], ...] = ()
+    #: SAs skipped because charon's view of them could not be read, by component
+    unparsable_sas: tuple[tuple[str, int], ...] = ()
     event_queue_depth: int = 0
     last_scrape_duration: float = 0.0
 
@@ -753,6 +824,10 @@ def self_families(c: SelfCounters) -> list[Family]:
                  samples=[((), c.charon_restarts)]),
         _counter("swand_vici_events_total", "VICI events received, by event name",
                  ("event",), [((k,), v) for k, v in c.events]),
+        _counter("swand_unparsable_sas_total",
+                 "SAs swand could not read from charon's replies and events and skipped "
+                 "(each logged once), by the component that met them",
+                 ("component",), [((k,), v) for k, v in c.unparsable_sas]),
         _gauge("swand_event_queue_depth", "events waiting to be handled",
                samples=[((), c.event_queue_depth)]),
         _gauge("swand_scrape_duration_seconds", "time the previous /metrics scrape took",

@@ -75,6 +75,7 @@ from swand.core.events import (
     replaced_sa,
 )
 from swand.log import get_logger
+from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.events")
 
@@ -299,7 +300,7 @@ class EventWatcher:
                 except Exception as exc:  # a consumer's bug must not stop the reader
                     log.error("events_raw_callback_failed", error=repr(exc))
             try:
-                parsed = parse_event(name, payload)
+                parsed = parse_event(name, payload, report_unparsable)
             except Exception as exc:  # malformed payload: count, keep reading
                 log.error("events_parse_failed", event=name, error=repr(exc))
                 continue
@@ -447,7 +448,7 @@ class EventWatcher:
         pending = frozenset(
             e.sa.uniqueid for e in self._queue if isinstance(e, IkeDown)
         )
-        resync = parse_list_sas(sa_events, instance=instance)
+        resync = parse_list_sas(sa_events, instance=instance, on_skip=report_unparsable)
         restarted = bool(self.table.instance and instance and instance != self.table.instance)
         if restarted:
             # counted here only: the daemon's CharonWatch records restarts for metrics

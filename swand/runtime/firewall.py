@@ -60,6 +60,7 @@ from swand.core.firewall import (
 from swand.core.sysctl import desired_sysctls
 from swand.log import get_logger
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.firewall")
 
@@ -103,13 +104,13 @@ def vici_snapshot(
         events, _ = await session.streamed("list-sas", "list-sa")
         stats = await session.request("stats")
         plugins = stats.get("plugins") or []
-        charon_pools = pools_from_vici(pools)
+        charon_pools = pools_from_vici(pools, report_unparsable)
         if config_pools is not None:
             known = {p.name for p in charon_pools}
             charon_pools += tuple(p for p in config_pools() if p.name not in known)
         return FirewallSnapshot(
             pools=charon_pools,
-            child_sas=child_sas_from_vici(events),
+            child_sas=child_sas_from_vici(events, report_unparsable),
             plugins=tuple(str(p) for p in plugins),
             settling=ike_sas_settling(events),
         )

@@ -49,6 +49,7 @@ from swand.adapters.vici import (
 from swand.core import metrics as core
 from swand.core.charon import is_restart
 from swand.log import get_logger
+from swand.runtime.untrusted import report_unparsable, unparsable_counts
 
 log = get_logger("swand.metrics")
 
@@ -58,7 +59,8 @@ POLLER_EVENTS = ("child-updown", "child-rekey", "ike-updown")
 
 def _parse_lists(conn_events: list[dict], sa_events: list[dict], now: float
                  ) -> tuple[tuple[core.ConfiguredConn, ...], tuple[core.IkeSa, ...]]:
-    return core.parse_conns(conn_events), core.parse_sas(sa_events, now)
+    return (core.parse_conns(conn_events, report_unparsable),
+            core.parse_sas(sa_events, now, report_unparsable))
 
 
 def _release_memory() -> None:
@@ -166,6 +168,7 @@ class MetricsRegistry:
                 vici_reconnects=self._reconnects,
                 charon_restarts=self._restarts,
                 events=tuple(sorted(self._events.items())),
+                unparsable_sas=tuple(sorted(unparsable_counts().items())),
                 event_queue_depth=depth,
                 last_scrape_duration=self.last_scrape_duration,
             )
@@ -216,7 +219,7 @@ class MetricsPoller:
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         """Feed an SA event (from this poller's stream or an EventWatcher)."""
-        self.accumulator.apply_event(name, payload, time.time())
+        self.accumulator.apply_event(name, payload, time.time(), report_unparsable)
         if name in ("child-updown", "ike-updown", "child-rekey"):
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
 
@@ -308,11 +311,11 @@ class MetricsPoller:
                                         timeout=self.timeout)
         now = time.time()
         pools = core.parse_pools(await s.request("get-pools", {"leases": "yes"},
-                                                 timeout=self.timeout))
+                                                 timeout=self.timeout), report_unparsable)
         if now - self._certs_at >= self.cert_interval:
             cert_events, _ = await s.streamed("list-certs", "list-cert", {"type": "X509"},
                                               timeout=self.timeout, decode=False)
-            self._certs = core.parse_certs(cert_events)
+            self._certs = core.parse_certs(cert_events, report_unparsable)
             self._certs_at = now
         # parsing is pure and ~40 us per SA: off the loop, so 10k+ SAs do not stall it
         conns, sas = await asyncio.to_thread(_parse_lists, conn_events, sa_events, now)

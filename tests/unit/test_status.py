@@ -59,7 +59,7 @@ def test_json_model() -> None:
 
 
 def test_run_reads_charon_directly(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path) -> None:
-    async def fake_fetch(uri: str, timeout: float) -> m.CharonView:
+    async def fake_fetch(uri: str, timeout: float, *_: object) -> m.CharonView:
         assert uri == "unix:///nowhere/charon.vici"
         return view()
 
