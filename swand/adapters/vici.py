@@ -15,7 +15,8 @@ streams. Two classes, two connections, because VICI has no request ids:
 Limits are checked *before sending*, because charon answers an oversized message by
 closing the socket and silently drops replies larger than 512 KiB (a client without a
 timeout waits forever): a request over 512 KiB, a value over 64 KiB or a name over 255
-bytes raises `ViciLimitError` naming the item's key path. Every command read has a timeout.
+bytes raises `ViciLimitError` naming the item's key path. Every command read has a timeout,
+and a streamed reply has a size cap (`MAX_STREAMED_BYTES`, `MAX_STREAMED_EVENTS`).
 
 URIs as `swanctl --uri`: `unix:///path`, a plain path, or `tcp://host:port`.
 """
@@ -38,6 +39,16 @@ MAX_VALUE = 0xFFFF
 #: key, section, list, command and event names have an 8-bit length
 MAX_NAME = 0xFF
 
+#: the most one streamed reply (``list-sas``, ``list-conns``, ``list-certs``) may hold
+#: before the request fails: a peer that streams events without ever answering must not
+#: grow memory until the timeout (a fake peer reached 3 GB in 12 s). Measured: a list-sa
+#: event of charon 5.9.8 with one CHILD_SA is 840-900 bytes on the wire, so list-sas on a
+#: 100,000-SA gateway is 85 MiB (bench/synthetic_vici.py) and decodes to ~6.6 KB of
+#: Python objects per SA. 256 MiB is three times that (300,000 such SAs, or 100,000 with
+#: three CHILD_SAs each); 500,000 events is five times the SA count.
+MAX_STREAMED_BYTES = 256 * 1024 * 1024
+MAX_STREAMED_EVENTS = 500_000
+
 _HEADER = struct.Struct("!I")
 
 
@@ -57,6 +68,11 @@ class ViciLimitError(ViciError, ValueError):
 
     Raised before anything is sent; the message names the item's path of keys.
     """
+
+
+class ViciReplyTooLarge(ViciConnectionError):
+    """A streamed reply grew past `MAX_STREAMED_EVENTS` / `MAX_STREAMED_BYTES`: the request
+    failed and its connection was closed (the rest of the stream is never read)."""
 
 
 class ViciCommandError(ViciError):
@@ -425,7 +441,9 @@ class ViciSession:
         """Register for `event`, send `command`, collect its events until the reply.
 
         Returns (events, reply), e.g. ``streamed("list-sas", "list-sa")``. The event is
-        unregistered afterwards so the connection carries nothing unsolicited.
+        unregistered afterwards so the connection carries nothing unsolicited. A reply
+        that grows past `MAX_STREAMED_EVENTS` events or `MAX_STREAMED_BYTES` raises
+        ViciReplyTooLarge (and closes the connection) instead of holding it all.
         """
         _check_name(event, "<event>")
         packet = encode_request(command, message)
@@ -471,8 +489,10 @@ class ViciSession:
         decode: bool,
     ) -> dict:
         wanted = event.encode() if event else None
+        held = 0  # bytes of the events kept so far
         while True:
-            parsed = _parse(await conn.receive(None), self.uri)
+            raw = await conn.receive(None)
+            parsed = _parse(raw, self.uri)
             kind = parsed.response_type
             if kind == Packet.CMD_RESPONSE:
                 return decode_message(parsed.payload, decode, self.uri)
@@ -480,6 +500,13 @@ class ViciSession:
                 raise ViciCommandError(command, "unknown command")
             if kind == Packet.EVENT:
                 if parsed.event_type == wanted:
+                    held += len(raw)
+                    if len(events) >= MAX_STREAMED_EVENTS or held > MAX_STREAMED_BYTES:
+                        raise ViciReplyTooLarge(
+                            f"vici {self.uri}: {command} streamed more than "
+                            f"{MAX_STREAMED_EVENTS:,} {event} events or "
+                            f"{MAX_STREAMED_BYTES // (1024 * 1024)} MiB without finishing: "
+                            f"request failed, connection closed")
                     events.append(decode_message(parsed.payload, decode, self.uri))
                     if len(events) % 256 == 0:
                         # buffered events are read without suspending: let the loop run

@@ -317,3 +317,88 @@ def test_an_unexpected_packet_closes_the_connection_and_the_next_request_reconne
             await s.close()
 
     run(main())
+
+
+# --- a peer that streams without end (issue 12, item 10) ---------------------------------
+
+#: a list-sa event of charon's size (~900 bytes on the wire, as recorded from 5.9.8)
+LIST_SA_EVENT = event("list-sa", {"rw": {
+    "uniqueid": "4", "state": "ESTABLISHED", "remote-id": "c1@bench.test" * 4,
+    "remote-host": "192.0.2.11", "remote-vips": ["10.9.0.3"], "spi": "0" * 600,
+}})
+
+
+def endless_list_sas(limit: int, event_packet: bytes = LIST_SA_EVENT):
+    """A peer that answers list-sas with events and never with the reply (up to `limit`
+    events, so a client without a cap fails by its timeout, not by eating the machine)."""
+    served: list[int] = []
+
+    async def handler(reader, writer):
+        sent = 0
+        try:
+            while True:
+                kind, name = named(await read_packet(reader))
+                if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+                elif name == "list-sas":
+                    while sent < limit:
+                        writer.write(event_packet)
+                        sent += 1
+                        if sent % 64 == 0:
+                            await writer.drain()
+                else:
+                    writer.write(response({"answer": name}))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            served.append(sent)
+
+    return handler, served
+
+
+@pytest.mark.parametrize("cap", ["events", "bytes"])
+def test_a_streamed_reply_is_capped(cap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failed before: `streamed()` kept every event until its timeout (a fake peer grew
+    it to 3 GB in 12 s); now the request fails once the cap is passed, the connection is
+    closed, and the session works again on a new one."""
+    import tracemalloc
+
+    from swand.adapters import vici
+
+    if cap == "events":
+        monkeypatch.setattr(vici, "MAX_STREAMED_EVENTS", 2_000, raising=False)
+    else:
+        # about 1,350 events
+        monkeypatch.setattr(vici, "MAX_STREAMED_BYTES", 1 << 20, raising=False)
+    handler, served = endless_list_sas(limit=20_000)
+
+    async def main() -> None:
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(fake.path)
+            first = s.generation
+            tracemalloc.start()
+            try:
+                with pytest.raises(ViciConnectionError, match="list-sas streamed more") as exc:
+                    await s.streamed("list-sas", "list-sa", timeout=10.0)
+                assert type(exc.value).__name__ == "ViciReplyTooLarge"
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert peak < 32 * 1024 * 1024, peak
+            assert await s.request("version") == {"answer": "version"}
+            assert s.generation == first + 1  # the streaming connection was dropped
+            await s.close()
+
+    run(main())
+    assert served and served[0] < 20_000  # it stopped reading long before the peer did
+
+
+def test_the_default_caps_hold_a_100k_sa_list_sas() -> None:
+    """The caps are well above what a 100,000-SA gateway's list-sas needs (measured with
+    bench/synthetic_vici.py's recorded event: ~900 bytes per SA)."""
+    from swand.adapters import vici
+
+    assert len(LIST_SA_EVENT) < 1024
+    assert vici.MAX_STREAMED_EVENTS >= 3 * 100_000
+    assert vici.MAX_STREAMED_BYTES >= 3 * 85 * 1024 * 1024  # 100k SAs: 85 MiB
