@@ -215,6 +215,45 @@ def test_dpd_clear_is_classified_counted_and_its_forward_rules_removed(versioned
         assert 'swand_sa_downs_total{reason="dpd"} 1.0' in metrics
 
 
+def test_a_single_port_selector_breaks_no_other_clients_rules(versioned_lab: Lab):
+    """Issue 12 item 5: a client with `local_ts = dynamic[tcp/8080]` makes charon print
+    `10.8.0.x/32[tcp/http-alt]` (a service name with a dash; the 6.0 chroot has no
+    /etc/protocols nor /etc/services: `[6/8080]`, item 4's shape). Before, every pass
+    failed from then on: the next client got no forward rules, a client that left kept
+    them, and `swand_firewall_reconciles_total{result="failure"}` climbed. Now the port
+    client gets its port-scoped rules and everybody else is served as usual."""
+    lab = versioned_lab
+    gw, porty, other = lab.gateway, lab.client(1), lab.client(2)
+    gw.write_swanctl_conf(configs.gateway_conf())
+    with start_swand(gw, firewall=True, metrics="127.0.0.1:9817", interval=1.0) as swand:
+        assert porty.ike_id is not None
+        porty.write_swanctl_conf(configs.client_conf(
+            client_id=porty.ike_id, cert=f"{porty.name}.pem", gateway_id=lab.gateway_id,
+        ).replace("start_action = none", "start_action = none\n"
+                  "                local_ts = dynamic[6/8080]"))  # 6: the chroot's swanctl
+        porty.swanctl("--load-all")
+        lab.configure_clients([other])
+        port_vip = lab.connect(porty)
+        remote_ts = gw.list_sas()[0]["child-sas"]
+        printed = [ts for child in remote_ts.values() for ts in child["remote-ts"]]
+        print(f"charon printed the port client's selector as {printed}")
+        assert printed and printed[0].startswith(port_vip), printed
+        wait_for(lambda: port_vip in swand_rules(lab, "forward"), 5,
+                 message=lambda: f"rules for {port_vip} ({printed})\n{swand.tail(8)}")
+        assert "8080" in swand_rules(lab, "forward")
+        other_vip = lab.connect(other)
+        wait_for(lambda: other_vip in swand_rules(lab, "forward"), 5,
+                 message=lambda: f"rules for {other_vip}\n{swand.tail(8)}")
+        other.swanctl("--terminate", "--ike", "rw")
+        wait_for(lambda: other_vip not in swand_rules(lab, "forward"), 5,
+                 message=lambda: f"{other_vip} gone\n{swand.tail(8)}")
+        swand.wait_for_event("firewall unchanged", timeout=5)  # a periodic pass, too
+        metrics = gw.http_get("http://127.0.0.1:9817/metrics")
+        assert 'swand_firewall_reconciles_total{result="failure"}' not in metrics, metrics
+        assert 'swand_unparsable_sas_total{component="firewall"} 0.0' in metrics
+        assert not swand.find("sa_unparsable")
+
+
 def test_firewall_drift_is_repaired_logged_and_counted(lab: Lab):
     """Someone deletes swand's table: the next periodic pass puts it back, says so in the
     log and counts it in /metrics; `swand status` shows the gateway meanwhile."""
