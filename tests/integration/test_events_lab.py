@@ -854,6 +854,18 @@ def test_power_loss_and_return_from_a_new_address(lab_factory: Any) -> None:
         peers_seen: list[int] = []
         watcher.add_callback(lambda a: peers_seen.append(watcher.table.peer_count()))
         task = await started(watcher)
+        # charon's own replacement line, raw: which IKE_SA does its log event name?
+        logs = await ViciEventStream.connect(lab.gw.uri)
+        await logs.register(["log"])
+        replaced_lines: list[dict[str, Any]] = []
+
+        async def collect() -> None:
+            while True:
+                _, payload = await logs.next_event()
+                if "duplicate IKE_SA" in str(payload.get("msg", "")):
+                    replaced_lines.append(payload)
+
+        collector = asyncio.create_task(collect())
         try:
             await c.request("initiate", {"ike": "home", "child": "net", "timeout": 5000})
             _, first = await rec.wait(lambda a: isinstance(a, SaUp), 5)
@@ -879,7 +891,13 @@ def test_power_loss_and_return_from_a_new_address(lab_factory: Any) -> None:
             assert watcher.stats.downs["dpd"] == 0
             assert max(peers_seen) == 1 and watcher.table.peer_count() == 1
             assert [sa.uniqueid for sa in watcher.live()] == [again.sa.uniqueid]
+            # the line names the *replaced* SA (check_uniqueness checks it out to log):
+            # swand attributes it by that id, never by the peer's ID text inside it
+            assert [(p.get("ikesa-uniqueid"), p["msg"].split(",")[-1].strip())
+                    for p in replaced_lines] == [(first.sa.uniqueid, "received INITIAL_CONTACT")]
         finally:
+            collector.cancel()
+            await logs.close()
             await stop(task)
             for s in (g, c):
                 await s.close()
