@@ -628,8 +628,9 @@ def valid_samples(
         return out  # the usual case: ASCII labels, nothing to copy
     merged: dict[tuple[str, ...], float] = {}
     for labels, value in out:
-        clean = tuple(valid_text(v if isinstance(v, str) else str(v)) for v in labels)
-        merged[clean] = merge(merged[clean], value) if clean in merged else value
+        if not _plain_labels(labels):
+            labels = tuple(valid_text(v if isinstance(v, str) else str(v)) for v in labels)
+        merged[labels] = merge(merged[labels], value) if labels in merged else value
     return tuple(merged.items())
 
 
