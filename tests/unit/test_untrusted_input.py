@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import io
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -101,15 +102,9 @@ def exposition(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-class Source:
-    def __init__(self, fams: list[m.Family]) -> None:
-        self.fams = fams
-
-    def families(self) -> list[m.Family]:
-        return self.fams
-
-    def scrape_took(self, seconds: float) -> None:
-        pass
+def source(fams: list[m.Family]) -> Any:
+    """A FamilySource serving `fams` to the real prometheus-client registry."""
+    return SimpleNamespace(families=lambda: fams, scrape_took=lambda seconds: None)
 
 
 PROPERTY = settings(max_examples=80, deadline=None,
@@ -148,23 +143,18 @@ class FakeSession:
         return self.sa_events, {}
 
 
-class RecordingBackend:
-    name = "fake"
+def recording_backend() -> Any:
+    """A firewall backend that keeps every desired state it is asked to apply."""
+    applied: list[DesiredFirewall] = []
 
-    def __init__(self) -> None:
-        self.applied: list[DesiredFirewall] = []
-
-    async def apply(self, desired: DesiredFirewall) -> ApplyReport:
-        self.applied.append(desired)
+    async def apply(desired: DesiredFirewall) -> ApplyReport:
+        applied.append(desired)
         return ApplyReport("fake")
 
-    async def close(self) -> None:
+    async def close() -> None:
         pass
 
-
-class NoSysctl:
-    def apply(self, want: dict[str, str]) -> list[Any]:
-        return []
+    return SimpleNamespace(name="fake", applied=applied, apply=apply, close=close)
 
 
 def test_a_bad_selector_is_logged_once_and_counted_and_every_pass_succeeds() -> None:
@@ -173,13 +163,14 @@ def test_a_bad_selector_is_logged_once_and_counted_and_every_pass_succeeds() -> 
     bad = good_ike("2", "10.8.0.130")
     bad["child-sas"]["net-2"]["remote-ts"] = ["10.8.0.130/32[tcp/alt]"]
     cfg = dataclasses.replace(SwandConfig(), firewall=FirewallSettings(), source="t.toml")
-    backend = RecordingBackend()
+    backend = recording_backend()
 
     async def net() -> NetState:
         return NetState("eth0", {"eth0": ("192.0.2.1/24",)})
 
     fw = FirewallReconciler(cfg, vici_snapshot(FakeSession(list_sas("rw", bad))),
-                            backend=backend, sysctl=NoSysctl(), net_state=net)
+                            backend=backend, sysctl=SimpleNamespace(apply=lambda want: []),
+                            net_state=net)
     with structlog.testing.capture_logs() as logs:
         for _ in range(3):
             report = asyncio.run(fw.run_once())
@@ -190,7 +181,7 @@ def test_a_bad_selector_is_logged_once_and_counted_and_every_pass_succeeds() -> 
     assert len(warnings) == 1 and warnings[0]["sa"] == "rw #2"
     assert "alt" in warnings[0]["error"]
     fams = m.self_families(MetricsRegistry().self_counters())
-    text = render(Source(fams)).decode()
+    text = render(source(fams)).decode()
     assert 'swand_unparsable_sas_total{component="firewall"} 1.0' in text
     assert 'swand_unparsable_sas_total{component="metrics"} 0.0' in text
 
@@ -223,7 +214,7 @@ def test_metrics_keep_the_other_sas_series(sa: tuple[str, dict[str, Any]],
     snap = m.MetricsSnapshot(charon_up=True, view=view, per_peer=per_peer,
                              traffic=tuple(sorted(acc.totals().items())),
                              peers=tuple(acc.peer_totals()))
-    text = render(Source(m.charon_families(snap))).decode("utf-8")
+    text = render(source(m.charon_families(snap))).decode("utf-8")
     samples = exposition(text)
     assert samples[("swand_connection_up", (("connection", "rw"),))] == 1.0
     assert samples[("swand_child_bytes_in_total",
@@ -249,7 +240,7 @@ def test_any_bytes_in_any_label_still_scrape(raw: list[bytes]) -> None:
                         info=m.CharonInfo(daemon=names[0], version=names[-1]))
     snap = m.MetricsSnapshot(charon_up=True, view=view, per_peer=True,
                              traffic=tuple(((n, n), m.Traffic(1, 2, 3, 4)) for n in names))
-    text = render(Source(m.charon_families(snap))).decode("utf-8")
+    text = render(source(m.charon_families(snap))).decode("utf-8")
     samples = exposition(text)  # parses: no duplicate series either
     assert samples[("swand_connection_up", (("connection", "rw"),))] == 1.0
     series = [ln.rpartition(" ")[0] for ln in text.split("\n") if ln and ln[0] != "#"]
