@@ -56,9 +56,10 @@ def shown(value: object) -> str:
 
 
 def sa_name(conn: object, body: object) -> str:
-    """How a log line names an IKE_SA: ``conn #uniqueid`` (either part may be hostile)."""
-    uid = body.get("uniqueid", "?") if isinstance(body, Mapping) else "?"
-    return f"{shown(conn)} #{shown(uid)}"
+    """How a log line names an IKE_SA: ``conn #uniqueid`` (either part may be hostile;
+    a pool or certificate has no unique id and is named alone)."""
+    uid = body.get("uniqueid") if isinstance(body, Mapping) else None
+    return shown(conn) if uid is None else f"{shown(conn)} #{shown(uid)}"
 
 
 def unparsable(component: str, conn: object, body: object, field: str,
