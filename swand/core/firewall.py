@@ -30,10 +30,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Literal
+from typing import Literal, TypeVar
 
 from swand.config import FirewallSettings
 from swand.core.services import port_range, protocol_name, system_services
@@ -339,16 +339,20 @@ def ike_sas_settling(ike_sas: Iterable[Mapping[str, object]]) -> bool:
     )
 
 
+_Held = TypeVar("_Held", bound=Hashable)
+
+
 def held_child_sas(
-    current: Iterable[ChildSA], last_seen: Mapping[ChildSA, float], now: float, *,
+    current: Iterable[_Held], last_seen: Mapping[_Held, float], now: float, *,
     settling: bool, hold: float,
-) -> dict[ChildSA, float]:
+) -> dict[_Held, float]:
     """The CHILD_SAs to keep forward rules for, each with when it was last listed.
 
     Those listed now are kept. One missing now is kept only while the snapshot is
     `settling` and for at most `hold` seconds since it was last listed: long enough to
     bridge an IKE rekey, short enough that a deleted SA's rules still go within 2 s.
-    The caller re-reads after `hold` whenever it keeps one that is not listed."""
+    The caller re-reads after `hold` whenever it keeps one that is not listed. (Generic:
+    the NDP proxies of leased addresses are held the same way.)"""
     seen = {sa: now for sa in current}
     if settling:
         for sa, when in last_seen.items():
@@ -436,8 +440,18 @@ def _nat_rules(inputs: FirewallInputs, family: Family) -> list[Rule]:
     return rules
 
 
+#: an IPv6 header is 40 bytes, IPv4's 20: the same path MTU leaves 20 bytes less MSS
+IPV6_MSS_DELTA = 20
+
+
+def mss_for(setting: int, family: Family) -> int:
+    """``[firewall] mss`` is the IPv4 value; IPv6 SYNs get 20 bytes less, so both families
+    fit the same tunnel MTU."""
+    return setting - IPV6_MSS_DELTA if family == "ipv6" else setting
+
+
 def _mss_rules(inputs: FirewallInputs, family: Family) -> list[Rule]:
-    mss = inputs.settings.mss
+    mss = mss_for(inputs.settings.mss, family)
     clamp = (
         Match("tcp", (("tcp-flags", "SYN,RST SYN"),)),
         Match("tcpmss", (("mss", f"{mss + 1}:1536"),)),
@@ -851,11 +865,15 @@ def validate(
     egress: str | None,
     interfaces: Mapping[str, Sequence[str]] | None = None,
     source: str = "swand.toml",
+    routed6: bool = False,
 ) -> list[Problem]:
     """Everything wrong with these inputs, as data (empty list: fine).
 
     `egress` is the resolved egress interface (None: ``auto`` found no default route);
     `interfaces` maps each interface name to its addresses as CIDRs (``10.0.0.2/24``).
+    `routed6` (``[ipv6] mode = "routed"``): an IPv6 pool inside the egress's on-link
+    prefix is the point (swand answers NDP for its leases); only one holding an address
+    of the egress itself is wrong.
     """
     problems: list[Problem] = []
     if not settings.enabled:
@@ -886,6 +904,16 @@ def validate(
         for pool in pools:
             for net in pool.networks:
                 pnet = ipaddress.ip_network(net)
+                if routed6 and pnet.version == 6:
+                    own = ipaddress.ip_interface(addr).ip
+                    if own in pnet and pnet.num_addresses > 1 and own not in (
+                            pnet.network_address, pnet.broadcast_address):
+                        problems.append(Problem(
+                            f"pool {pool.name!r}",
+                            f"{net} contains {own}, an address of {egress}: a client "
+                            "would be leased the gateway's own address",
+                        ))
+                    continue
                 if pnet.version == subnet.version and pnet.overlaps(subnet):
                     problems.append(Problem(
                         f"pool {pool.name!r}",
