@@ -52,6 +52,21 @@ class FirewallSettings:
 class SysctlSettings:
     ip_forward: bool = True
     ip_no_pmtu_disc: bool = True
+    #: keep the IPv6 default route learned from router advertisements once forwarding is
+    #: on (accept_ra = 2 on the IPv6 egress where it was 1)
+    accept_ra: bool = True
+
+
+@dataclass(frozen=True)
+class Ipv6Settings:
+    """How road warriors' IPv6 addresses reach the internet (see README, "IPv6")."""
+
+    #: routed: NDP proxy per leased address on the egress (the provider's on-link prefix);
+    #: nat66: masquerade the (ULA) pools, the same as [firewall] nat66 = true;
+    #: none: neither (the provider routes the pool's prefix to this gateway)
+    mode: str = "none"  # none | routed | nat66
+    #: the interface IPv6 leaves by ("auto": the IPv6 default route's, else [firewall] egress)
+    egress: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class SwandConfig:
     sysctl: SysctlSettings = field(default_factory=SysctlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     keepalive: KeepaliveSettings = field(default_factory=KeepaliveSettings)
+    ipv6: Ipv6Settings = field(default_factory=Ipv6Settings)
     log: LogSettings = field(default_factory=LogSettings)
     check: CheckSettings = field(default_factory=CheckSettings)
     #: where the settings came from, for messages ("<defaults>" when no file)
@@ -125,6 +141,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("log", "format"): ("auto", "json", "console"),
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("check", "windows"): ("auto", "yes", "no"),
+    ("ipv6", "mode"): ("none", "routed", "nat66"),
 }
 
 
@@ -189,6 +206,22 @@ def parse_config(data: dict[str, Any], where: str = "<string>") -> SwandConfig:
     mss = cfg.firewall.mss
     if mss != 0 and not 536 <= mss <= 1460:
         raise ConfigError(f"{where}: [firewall] mss must be 0 (off) or 536..1460, got {mss}")
+    return _ipv6_mode(cfg, where)
+
+
+def _ipv6_mode(cfg: SwandConfig, where: str) -> SwandConfig:
+    """`[ipv6] mode = "nat66"` and the older `[firewall] nat66 = true` say the same thing:
+    make both say it; routed addresses must never be masqueraded too."""
+    if cfg.firewall.nat66 and cfg.ipv6.mode == "routed":
+        raise ConfigError(
+            f"{where}: [ipv6] mode = \"routed\" contradicts [firewall] nat66 = true (pick "
+            "one: routed hands out the provider's addresses, nat66 masquerades a ULA pool)"
+        )
+    if cfg.firewall.nat66 and cfg.ipv6.mode == "none":
+        return dataclasses.replace(cfg, ipv6=dataclasses.replace(cfg.ipv6, mode="nat66"))
+    if cfg.ipv6.mode == "nat66" and not cfg.firewall.nat66:
+        return dataclasses.replace(
+            cfg, firewall=dataclasses.replace(cfg.firewall, nat66=True))
     return cfg
 
 
