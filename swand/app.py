@@ -101,6 +101,12 @@ class Daemon:
                 cfg, snapshot=vici_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0),
                                             config_pools=self._config_pools),
                 on_report=self._firewall_report)
+        self.ndp: Any = None
+        if cfg.firewall.enabled and cfg.ipv6.mode == "routed":
+            from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
+
+            self.ndp = NdpProxyReconciler(
+                cfg, lease_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0)))
         self.keepalive: Any = None
         if cfg.keepalive.conns:
             from swand.runtime.keepalive import Keepalive
@@ -132,6 +138,8 @@ class Daemon:
         self.poller.poke()
         if self.firewall is not None:
             self.firewall.poke("charon-up")
+        if self.ndp is not None:
+            self.ndp.poke("charon-up")
 
     def _config_pools(self) -> tuple[Any, ...]:
         """Pools as the swanctl files define them: NAT must not vanish in the moment
@@ -166,6 +174,8 @@ class Daemon:
         """An SA came up, went down, rekeyed or moved: the per-SA rules follow."""
         if self.firewall is not None:
             self.firewall.poke("sa-event")
+        if self.ndp is not None:
+            self.ndp.poke("sa-event")
 
     async def _charon_down(self, error: str) -> None:
         log.warning("charon_unreachable", vici=self.cfg.charon.vici, error=error)
@@ -275,6 +285,8 @@ class Daemon:
                          port=metrics_server.port)
         if self.firewall is not None:
             await self.firewall.start()  # refuses a wrong backend before anything runs
+        if self.ndp is not None:
+            await self.ndp.start()
         self.config_runner.poke("start")
         self._spawn(self.watch.run(), "charon-watch")
         self._spawn(self.config_runner.run(), "config-runner")
@@ -299,6 +311,8 @@ class Daemon:
         closers = [self.events.close, self.poller.close, self.watch.close, self.session.close]
         if self.firewall is not None:
             closers.insert(0, self.firewall.stop)  # rules stay in place
+        if self.ndp is not None:
+            closers.insert(0, self.ndp.stop)  # NDP proxy entries stay in place
         for closer in closers:
             with contextlib.suppress(Exception):
                 await closer()

@@ -37,6 +37,8 @@ log = get_logger("swand.netlink")
 
 CHARON_ROUTING_TABLE = 220
 MAIN_TABLE = 254
+#: a route learned from a router advertisement (``proto ra``)
+RTPROT_RA = 9
 #: not a way out: loopback, and libipsec's TUN where the virtual IPs live
 IGNORED_IFACES = frozenset({"lo", "ipsec0"})
 _RELEVANT = frozenset({
@@ -55,10 +57,15 @@ class NetState:
     #: the main table's default routes (both families) through real interfaces:
     #: (interface name, or "" for a multipath route; gateway, or "")
     default_routes: frozenset[tuple[str, str]] = frozenset()
+    #: the interface of the IPv6 default route with the lowest metric (routed IPv6,
+    #: accept_ra), and whether that route was learned from a router advertisement
+    egress6: str | None = None
+    egress6_from_ra: bool = False
 
     def __hash__(self) -> int:  # dict field: hash the frozen view
         return hash((self.egress, tuple(sorted(self.interfaces.items())),
-                     self.global_addresses, self.default_routes))
+                     self.global_addresses, self.default_routes, self.egress6,
+                     self.egress6_from_ra))
 
     @property
     def way_out(self) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
@@ -98,7 +105,7 @@ async def _dump(ipr: Any) -> NetState:
         local = addr or msg.get("local")
         if local and msg.get("scope", 0) == 0 and name not in IGNORED_IFACES:
             global_addresses.add(str(local))
-    best: tuple[int, int] | None = None
+    best: dict[int, tuple[int, int, bool]] = {}  # family -> (metric, oif, from an RA)
     default_routes: set[tuple[str, str]] = set()
     async for r in await ipr.route("dump"):  # both families
         if r["dst_len"] != 0 or r.get("table") != MAIN_TABLE or r["type"] != 1:
@@ -107,19 +114,21 @@ async def _dump(ipr: Any) -> NetState:
         name = links.get(oif, "") if oif is not None else ""
         if name not in IGNORED_IFACES:
             default_routes.add((name, str(r.get("gateway") or "")))
-        if r["family"] != socket.AF_INET:
-            continue
         if oif is None:
             multipath = r.get("multipath") or []
             oif = multipath[0]["oif"] if multipath else None
-        if oif is None:
+        family = r["family"]
+        if oif is None or (family == socket.AF_INET6 and links.get(oif) in IGNORED_IFACES):
             continue
         metric = r.get("priority") or 0
-        if best is None or metric < best[0]:
-            best = (metric, oif)
-    egress = links.get(best[1]) if best else None
-    return NetState(egress, {k: tuple(v) for k, v in sorted(addrs.items())},
-                    frozenset(global_addresses), frozenset(default_routes))
+        if family not in best or metric < best[family][0]:
+            best[family] = (metric, oif, r.get("proto") == RTPROT_RA)
+    v4, v6 = best.get(socket.AF_INET), best.get(socket.AF_INET6)
+    return NetState(links.get(v4[1]) if v4 else None,
+                    {k: tuple(v) for k, v in sorted(addrs.items())},
+                    frozenset(global_addresses), frozenset(default_routes),
+                    egress6=links.get(v6[1]) if v6 else None,
+                    egress6_from_ra=bool(v6 and v6[2]))
 
 
 async def read_net_state(netns: str | None = None) -> NetState:

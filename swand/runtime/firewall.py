@@ -57,7 +57,7 @@ from swand.core.firewall import (
     resolve_mode,
     validate,
 )
-from swand.core.sysctl import desired_sysctls
+from swand.core.sysctl import accept_ra_key, desired_sysctls
 from swand.log import get_logger
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
 from swand.runtime.untrusted import report_unparsable
@@ -140,6 +140,17 @@ class FirewallReport:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
+def effective_egress6(cfg: SwandConfig, state: Any) -> str | None:
+    """The interface IPv6 leaves by: ``[ipv6] egress``, else (``auto``) the IPv6 default
+    route's, else the IPv4 egress (``[firewall] egress`` or the default route's)."""
+    if cfg.ipv6.egress != "auto":
+        return cfg.ipv6.egress
+    v6 = getattr(state, "egress6", None)
+    if v6:
+        return str(v6)
+    return state.egress if cfg.firewall.egress == "auto" else cfg.firewall.egress
+
+
 class FirewallPassError(Exception):
     """A pass that must not change anything (the message lists the problems)."""
 
@@ -193,6 +204,8 @@ class _Egress:
 
     name: str | None = None
     interfaces: dict[str, tuple[str, ...]] | None = None
+    #: where IPv6 leaves (`effective_egress6`)
+    name6: str | None = None
     #: the watcher's egress and interfaces last acted on (the rest of its state is
     #: keepalive's)
     seen: tuple[Any, ...] | None = None
@@ -302,9 +315,10 @@ class FirewallReconciler:
         egress = self.cfg.firewall.egress
         self._egress.name = state.egress if egress == "auto" else egress
         self._egress.interfaces = dict(state.interfaces)
+        self._egress.name6 = effective_egress6(self.cfg, state)
 
     def _on_net(self, state: Any) -> None:
-        seen = (state.egress, state.interfaces)
+        seen = (state.egress, state.interfaces, getattr(state, "egress6", None))
         if seen == self._egress.seen:
             return
         self._egress.seen = seen
@@ -349,8 +363,10 @@ class FirewallReconciler:
             state = await self._net_state()
             self._set_net(state)
         egress = self._egress.name
+        routed6 = self.cfg.ipv6.mode == "routed"
         problems = validate(fw, pools=snap.pools, egress=egress,
-                            interfaces=self._egress.interfaces, source=self.cfg.source)
+                            interfaces=self._egress.interfaces, source=self.cfg.source,
+                            routed6=routed6)
         if problems:
             raise FirewallPassError(
                 "firewall not changed, last good rules stay: " + "; ".join(map(str, problems))
@@ -374,7 +390,13 @@ class FirewallReconciler:
         # rules first: forwarding switched on before the NAT exists would leak pool
         # addresses to the internet for a moment
         applied = await self.backend.apply(desired)
-        want = desired_sysctls(self.cfg.sysctl, snap.pools)
+        egress6 = self._egress.name6
+        accept_ra = None
+        if egress6 and self.cfg.sysctl.accept_ra and any(
+                "ipv6" in p.families for p in snap.pools):
+            accept_ra = await asyncio.to_thread(self._sysctl.read, accept_ra_key(egress6))
+        want = desired_sysctls(self.cfg.sysctl, snap.pools, egress6=egress6,
+                               egress6_accept_ra=accept_ra, proxy_ndp=routed6)
         sysctl_changes = await asyncio.to_thread(self._sysctl.apply, want)
         for change in sysctl_changes:
             log.info("sysctl set", key=change.key.replace("/", "."), old=change.old,
