@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: charon and its tools, both firewall back ends, namespaces and probes,
-# a Python that can build python-iptables' extension, promtool and systemd-analyze.
+# a Python that can build python-iptables' extension, promtool and systemd-analyze, and
+# radvd (the lab's provider router advertising IPv6 to the gateway).
 # charon's plugins are spread over several packages, some only Recommends (skipped by
 # --no-install-recommends): every package the lab's charon loads a plugin from is listed
 # (tests/unit/test_plugins.py checks this against swand/lab/charon.py's DEFAULT_PLUGINS).
@@ -19,6 +20,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping tcpdump procps util-linux curl
   python3 python3-venv python3-dev gcc
   debootstrap
+  radvd
   prometheus systemd openssl
 )
 VENV=.venv

@@ -23,7 +23,9 @@ What `Lab.up()` builds (names carry a random 6-hex lab id; parallel labs never c
 - with `ipv6=True`, IPv6 beside it (nodad, usable at once): router 2001:db8:2::fe
   (gateway side) and 2001:db8:100::fe (clients), internet host 2001:db8:113::10
   (`INTERNET_HOST6`), gateway 2001:db8:2::1, clients 2001:db8:100::(10+N) written as
-  hex digits, e.g. ::11 (`Host.address6`);
+  hex digits, e.g. ::11 (`Host.address6`). The gateway's 2001:db8:2::/64
+  (`GATEWAY_PREFIX6`) is on-link at the router, which reaches an address in it only when
+  neighbour discovery for it is answered (routed IPv6: swand's NDP proxy entries);
 - a throw-away ECDSA P-384 CA (`lab.ca`, a `LabCA`): gateway cert with SAN DNS
   vpn.lab.test + IP 192.0.2.1, EKU serverAuth + ikeIntermediate; client certs with CN and
   rfc822 SAN `clientN@lab.test`, EKU clientAuth. Each host's swanctl folder gets
@@ -43,6 +45,11 @@ extra_conf="", start_charons=True, client_charon=None, ipv6=False, binds=())`
   Methods: `up()`, `down()`, `leftovers()`, `client(i)` (1-based),
   `add_host(name, charon=None, binds=())` (extra namespace with only lo, its own charon
   and an empty swanctl folder: the reference charon of a conformance test),
+  `web_host()` (the internet's web host in the router namespace, on INTERNET_HOST and
+  INTERNET_HOST6 port 80; a GET returns the source address it saw:
+  `swand.lab.internet.fetch(client, lab.web_host().url(INTERNET_HOST6))`),
+  `radvd(iface="gw0", prefix=GATEWAY_PREFIX6)` (router advertisements to the gateway
+  every 3-4 s; `stop()`),
   `gateway_nat(source="10.8.0.0/16", source6=None)`, `disconnect(host)` /
   `reconnect(host)` (silently cut its link at the router, for DPD),
   `configure_gateway_with_swanctl(**gateway_conf_kwargs)`,
@@ -89,6 +96,7 @@ from swand.lab.lab import (
     CLIENT_DOMAIN,
     GATEWAY_ADDRESS,
     GATEWAY_ID,
+    GATEWAY_PREFIX6,
     INTERNET_HOST,
     INTERNET_HOST6,
     POOL,
@@ -106,6 +114,7 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "GATEWAY_ADDRESS",
     "GATEWAY_ID",
+    "GATEWAY_PREFIX6",
     "INTERNET_HOST",
     "INTERNET_HOST6",
     "POOL",

@@ -32,6 +32,7 @@ from typing import Any
 
 from swand.lab import configs, trixie
 from swand.lab.charon import DEFAULT_PLUGINS, VERSIONS, Charon, start_all
+from swand.lab.internet import Radvd, WebHost
 from swand.lab.pki import Issued, LabCA
 from swand.lab.util import LabError, decode, die_with_parent, sh, wait_for
 
@@ -49,6 +50,9 @@ GATEWAY_ADDRESS6 = "2001:db8:2::1"
 ROUTER_GATEWAY_SIDE6 = "2001:db8:2::fe"
 ROUTER_CLIENT_SIDE6 = "2001:db8:100::fe"
 CLIENT_NET6_PREFIX = "2001:db8:100::"
+#: the gateway's on-link /64 from its "provider" (the router): the router reaches an
+#: address in it only when neighbour discovery for it is answered
+GATEWAY_PREFIX6 = "2001:db8:2::/64"
 CLIENT_DOMAIN = "lab.test"
 #: the virtual-IP pool the example configs hand out
 POOL = "10.8.0.128/25"
@@ -377,6 +381,7 @@ class Lab:
         self._namespaces: list[str] = []
         self._up = False
         self._made_workdir = False
+        self._web: WebHost | None = None
         self.timings: dict[str, float] = {}
 
     # --- life cycle ------------------------------------------------------------------
@@ -591,6 +596,21 @@ class Lab:
             self.gateway.sysctl("net.ipv6.conf.all.forwarding", 1)
             self.gateway.run(["ip6tables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s",
                               source6, "-o", "eth0", "-j", "MASQUERADE"])
+
+    def web_host(self, port: int = 80) -> WebHost:
+        """The internet's web host in the router namespace (on 203.0.113.10 and, with
+        `ipv6`, 2001:db8:113::10), started on first use: a GET returns the source
+        address it sees (`swand.lab.internet.fetch(client, url)`)."""
+        if self._web is None:
+            self._web = WebHost(self.router, port)
+        return self._web
+
+    def radvd(self, iface: str = "gw0", prefix: str = GATEWAY_PREFIX6) -> Radvd:
+        """Start radvd in the router namespace advertising `prefix` on `iface` (default:
+        to the gateway), so the gateway can take its IPv6 default route from RAs."""
+        if not self.ipv6:
+            raise LabError("radvd needs a lab with ipv6=True")
+        return Radvd(self.router, iface, prefix)
 
     def disconnect(self, host: Host) -> None:
         """Silently cut a client's (or the gateway's) link at the router: no address

@@ -1,0 +1,231 @@
+"""A dual-stack gateway run by `swand run` in the lab: routed IPv6 (NDP proxy per lease),
+NAT66, IKE over an IPv6-only uplink, nothing left behind when an SA goes, and accept_ra.
+
+The lab's internet has IPv6 (2001:db8::/32): the gateway has 2001:db8:2::1 in the
+on-link /64 2001:db8:2::/64 of its "provider" router, which reaches a client address of
+that /64 only when someone answers neighbour discovery for it; the web host on
+2001:db8:113::10 (router namespace) answers each GET with the source address it saw.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from swand.lab import INTERNET_HOST, INTERNET_HOST6, Host, Lab, configs, wait_for
+from swand.lab.daemon import SwandProcess
+from swand.lab.internet import fetch
+from swand.lab.lab import GATEWAY_ADDRESS, GATEWAY_ADDRESS6
+
+pytestmark = pytest.mark.lab
+
+#: client addresses from the provider's on-link /64 (routed mode)
+ROUTED_POOL6 = "2001:db8:2::1000/116"
+#: a unique local pool (NAT66 mode)
+ULA_POOL6 = "fd00:8::1000/116"
+
+
+def gateway_toml(gw: Host, *, mode: str, backend: str = "auto", fw_mode: str = "auto",
+                 interval: float = 2.0) -> str:
+    return (
+        f'[charon]\nvici = "{gw.vici_uri}"\ninterval = {interval}\n'
+        f'[swanctl]\ndir = "{gw.swanctl_dir}"\n'
+        f'[firewall]\nbackend = "{backend}"\nmode = "{fw_mode}"\ninterval = {interval}\n'
+        f'[ipv6]\nmode = "{mode}"\n'
+        f'[metrics]\nlisten = ""\nstate_file = "{gw.workdir}/last-downs.json"\n'
+        '[log]\nformat = "json"\nlevel = "debug"\n'
+    )
+
+
+def start_gateway(lab: Lab, pool6: str, mode: str, **toml: object) -> SwandProcess:
+    """swand loads the dual-stack gateway config (pool4 + pool6, local_ts 0/0 and ::/0)
+    into charon and runs the firewall and, in routed mode, the NDP proxies."""
+    gw = lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id, pool6=pool6))
+    swand = SwandProcess(gw, gateway_toml(gw, mode=mode, **toml))  # type: ignore[arg-type]
+    swand.wait_for_event("config_reconciled", timeout=20)
+    return swand
+
+
+def proxies(gw: Host) -> set[str]:
+    """swand's NDP proxy entries (protocol 250) on the gateway."""
+    out = gw.run(["ip", "-6", "neigh", "show", "proxy"]).stdout
+    return {ln.split()[0] for ln in out.splitlines() if "proto 250" in ln}
+
+
+def v6_rules(gw: Host, vip6: str) -> list[str]:
+    """swand's IPv6 forward rules naming `vip6`, in whichever backend holds them."""
+    legacy = gw.run(["ip6tables-legacy", "-w", "-S", "SWAND-FWD"], check=False).stdout
+    nft = gw.run(["nft", "list", "table", "inet", "swand"], check=False).stdout
+    return [ln for ln in (legacy + nft).splitlines() if vip6 in ln]
+
+
+def sysctl(host: Host, key: str) -> str:
+    return host.run(["cat", f"/proc/sys/{key.replace('.', '/')}"]).stdout.strip()
+
+
+def vip_of(client: Host, version: int) -> str:
+    def probe() -> str | None:
+        return next((v for v in client.virtual_ips() if (":" in v) == (version == 6)), None)
+    return wait_for(probe, 10, message=f"an IPv{version} virtual IP on {client.name}")
+
+
+@pytest.fixture
+def v6_lab(make_lab: Callable[..., Lab], charon_version: str) -> Lab:
+    lab = make_lab(clients=2, charon=charon_version, ipv6=True)
+    lab.configure_clients(ipv6=True)
+    lab.web_host()
+    return lab
+
+
+def test_routed_client_reaches_the_v6_web_host_with_its_leased_address(v6_lab: Lab) -> None:
+    lab = v6_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    with start_gateway(lab, ROUTED_POOL6, "routed") as swand:
+        lab.connect(c1)
+        vip6, vip4 = vip_of(c1, 6), vip_of(c1, 4)
+        wait_for(lambda: proxies(gw) == {vip6}, 5,
+                 message=lambda: f"proxy for {vip6}: {proxies(gw)}\n{swand.tail()}")
+        assert sysctl(gw, "net.ipv6.conf.eth0.proxy_ndp") == "1"
+        assert sysctl(gw, "net.ipv6.conf.all.forwarding") == "1"
+        web = lab.web_host()
+        # the web host sees the client's own address: routed, not translated
+        assert wait_for(lambda: fetch(c1, web.url(INTERNET_HOST6)), 10,
+                        message=lambda: f"v6 fetch; {swand.tail()}") == vip6
+        # and IPv4 still leaves masqueraded
+        assert fetch(c1, web.url(INTERNET_HOST)) == GATEWAY_ADDRESS
+        assert vip4.startswith("10.8.0.")
+        # the router learnt the client address from the gateway's NDP proxy
+        neigh = lab.router.run(["ip", "-6", "neigh", "show", vip6]).stdout
+        assert "gw0" in neigh, neigh
+
+    # without the proxy entry the router cannot reach the client (swand stopped: nobody
+    # repairs it); a new swand puts it back (drift repaired at start)
+    gw.run(["ip", "-6", "neigh", "del", "proxy", vip6, "dev", "eth0"])
+    lab.router.run(["ip", "-6", "neigh", "flush", "dev", "gw0"])
+    assert fetch(c1, web.url(INTERNET_HOST6), timeout=3) is None
+    with start_gateway(lab, ROUTED_POOL6, "routed") as swand:
+        wait_for(lambda: proxies(gw) == {vip6}, 5, message=lambda: swand.tail())
+        assert wait_for(lambda: fetch(c1, web.url(INTERNET_HOST6)), 10) == vip6
+
+
+def test_nat66_client_reaches_the_v6_web_host_as_the_gateway(v6_lab: Lab) -> None:
+    lab = v6_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    with start_gateway(lab, ULA_POOL6, "nat66") as swand:
+        lab.connect(c1)
+        vip6 = vip_of(c1, 6)
+        assert vip6.startswith("fd00:8::")
+        web = lab.web_host()
+        assert wait_for(lambda: fetch(c1, web.url(INTERNET_HOST6)), 10,
+                        message=lambda: f"v6 fetch; {swand.tail()}") == GATEWAY_ADDRESS6
+        assert proxies(gw) == set()  # NAT66 needs no proxy entry
+        assert sysctl(gw, "net.ipv6.conf.eth0.proxy_ndp") == "0"
+
+
+def test_ipv6_only_uplink_connects_over_ikev6(v6_lab: Lab) -> None:
+    lab = v6_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    # an IPv6-only mobile network: no IPv4 on the uplink at all
+    c1.run(["ip", "-4", "addr", "flush", "dev", "eth0"])
+    c1.write_swanctl_conf(configs.client_conf(
+        client_id=c1.ike_id or "", cert="client1.pem", gateway=GATEWAY_ADDRESS6,
+        gateway_id=lab.gateway_id, ipv6=True))
+    c1.swanctl("--load-all")
+    with start_gateway(lab, ROUTED_POOL6, "routed") as swand:
+        lab.connect(c1)
+        sa = gw.wait_for_sa("rw")
+        assert sa["local-host"] == GATEWAY_ADDRESS6 and ":" in sa["remote-host"]
+        vip6 = vip_of(c1, 6)
+        web = lab.web_host()
+        assert wait_for(lambda: fetch(c1, web.url(INTERNET_HOST6)), 10,
+                        message=lambda: f"v6 fetch; {swand.tail()}") == vip6
+        # IPv4 rides the same IKEv6 tunnel
+        assert fetch(c1, web.url(INTERNET_HOST)) == GATEWAY_ADDRESS
+
+
+@pytest.mark.parametrize(("backend", "fw_mode"), [("legacy", "policy"),
+                                                  ("nftables", "interface")])
+def test_delete_dpd_and_charon_crash_leave_no_proxy_and_no_v6_rule(
+    v6_lab: Lab, backend: str, fw_mode: str,
+) -> None:
+    lab = v6_lab
+    gw, c1, c2 = lab.gateway, lab.client(1), lab.client(2)
+    timings: dict[str, float] = {}
+
+    def connected(client: Host) -> str:
+        lab.connect(client)
+        vip6 = vip_of(client, 6)
+        wait_for(lambda: vip6 in proxies(gw) and len(v6_rules(gw, vip6)) == 2, 5,
+                 message=lambda: f"proxy and rules for {vip6}: {proxies(gw)} "
+                                 f"{v6_rules(gw, vip6)}\n{swand.tail()}")
+        return vip6
+
+    def gone(vip6: str, what: str) -> None:
+        t0 = time.monotonic()
+        wait_for(lambda: vip6 not in proxies(gw) and not v6_rules(gw, vip6), 2,
+                 interval=0.02, message=lambda: f"{what}: left {proxies(gw)} "
+                                                f"{v6_rules(gw, vip6)}\n{swand.tail()}")
+        timings[what] = time.monotonic() - t0
+
+    with start_gateway(lab, ROUTED_POOL6, "routed", backend=backend, fw_mode=fw_mode,
+                       interval=30.0) as swand:
+        # a plain delete by the client
+        vip6 = connected(c1)
+        c1.swanctl("--terminate", "--ike", "rw")
+        gone(vip6, "delete")
+
+        # DPD: the client dies silently; clocked from the moment charon clears the SA
+        vip6 = connected(c2)
+        c2.kill9()
+        wait_for(lambda: not any(vip6 in sa.get("remote-vips", []) for sa in gw.list_sas()),
+                 30, interval=0.05, message="DPD clearing client2's SA")
+        gone(vip6, "dpd")
+
+        # kill -9 of the gateway's charon: clocked from the restarted charon answering
+        vip6 = connected(c1)
+        gw.kill9()
+        gw.start_charon()
+        gone(vip6, "charon-crash")
+        assert proxies(gw) == set()
+    print(f"\nseconds until nothing left ({backend}/{fw_mode}, charon "
+          f"{lab.charon_version}): {timings}", file=sys.stderr)
+
+
+def test_forwarding_keeps_the_ra_default_route_with_accept_ra_2(v6_lab: Lab) -> None:
+    """Without swand: switching IPv6 forwarding on purges the RA default route at once
+    and, with accept_ra 1, no later RA installs it again (the outage). With swand (a v6
+    pool): accept_ra 2 is written before forwarding, so the route survives the switch and
+    every RA refreshes it."""
+    lab = v6_lab
+    gw = lab.gateway
+    radvd = lab.radvd()
+
+    def ra_default() -> str:
+        out = gw.run(["ip", "-6", "route", "show", "default"]).stdout
+        return out if re.search(r"proto ra", out) else ""
+
+    gw.run(["ip", "-6", "route", "del", "default"])  # the lab's static one
+    wait_for(ra_default, 15, message=lambda: f"an RA default route; radvd: "
+                                             f"{radvd.log_path.read_text()}")
+    # the classic outage: forwarding on with accept_ra 1
+    gw.sysctl("net.ipv6.conf.all.forwarding", 1)
+    time.sleep(5.0)  # more than one RA interval (MaxRtrAdvInterval 4): nothing comes back
+    assert not ra_default()
+    gw.sysctl("net.ipv6.conf.all.forwarding", 0)
+    wait_for(ra_default, 15, message="the RA default route back without forwarding")
+
+    with start_gateway(lab, ROUTED_POOL6, "routed") as swand:
+        wait_for(lambda: sysctl(gw, "net.ipv6.conf.all.forwarding") == "1", 10,
+                 message=lambda: swand.tail())
+        assert sysctl(gw, "net.ipv6.conf.eth0.accept_ra") == "2"
+        assert ra_default(), "the RA route must survive forwarding being switched on"
+        gw.run(["ip", "-6", "route", "del", "default"])
+        wait_for(ra_default, 10, message=lambda: f"RA default route with forwarding on; "
+                                                 f"{swand.tail()}")
+        assert swand.find("sysctl set", key="net.ipv6.conf.eth0.accept_ra", new="2")
+    radvd.stop()
