@@ -199,11 +199,52 @@ def plugin_findings(cfg: SwandConfig, tree: Section, conf: Path,
         release=debian_release())
 
 
-def probe_system(firewall_enabled: bool) -> SystemFacts:
+def _read_sysctl(key: str) -> str | None:
+    try:
+        return Path("/proc/sys", key).read_text().strip()
+    except OSError:
+        return None
+
+
+def probe_ipv6(cfg: SwandConfig) -> dict[str, object]:
+    """IPv6 facts for `checks.check_ipv6`: forwarding, the IPv6 egress (as swand would
+    pick it), its addresses, its accept_ra and whether its default route came from an
+    RA (`ip -j -6 route/address`, /proc/sys; read-only)."""
+    facts: dict[str, object] = {}
+    forwarding = _read_sysctl("net/ipv6/conf/all/forwarding")
+    if forwarding is not None:
+        facts["ipv6_forwarding"] = forwarding == "1"
+    routes: list[dict[str, object]] = []
+    out = _run(["ip", "-j", "-6", "route", "show", "default"])
+    with contextlib.suppress(ValueError, TypeError):
+        routes = [r for r in json.loads(out or "[]") if isinstance(r, dict) and r.get("dev")]
+    routes.sort(key=lambda r: int(str(r.get("metric") or 0)))
+    best = routes[0] if routes else None
+    egress = cfg.ipv6.egress if cfg.ipv6.egress != "auto" else (
+        str(best["dev"]) if best else None)
+    if egress is None:
+        return facts
+    facts["egress6"] = egress
+    facts["egress6_from_ra"] = any(r.get("dev") == egress and r.get("protocol") == "ra"
+                                   for r in routes)
+    facts["egress6_accept_ra"] = _read_sysctl(f"net/ipv6/conf/{egress}/accept_ra")
+    addrs = _run(["ip", "-j", "-6", "address", "show", "dev", egress])
+    found = []
+    with contextlib.suppress(ValueError, TypeError):
+        for link in json.loads(addrs or "[]"):
+            for a in link.get("addr_info", ()):
+                with contextlib.suppress(KeyError, ValueError):
+                    found.append(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}"))
+    facts["egress6_addresses"] = tuple(found)
+    return facts
+
+
+def probe_system(firewall_enabled: bool, cfg: SwandConfig | None = None) -> SystemFacts:
+    v6 = probe_ipv6(cfg or SwandConfig())
     if firewall_enabled:
-        return SystemFacts(addresses=probe_addresses())
+        return SystemFacts(addresses=probe_addresses(), **v6)  # type: ignore[arg-type]
     return SystemFacts(addresses=probe_addresses(), ip_forward=probe_ip_forward(),
-                       rulesets=probe_rulesets())
+                       rulesets=probe_rulesets(), **v6)  # type: ignore[arg-type]
 
 
 # --- the command --------------------------------------------------------------------------
@@ -263,6 +304,9 @@ def collect(args: argparse.Namespace) -> list[Finding]:
         cas=read(CA_FOLDERS),
         keys=read(KEY_FOLDERS), clients=read(CLIENT_FOLDERS), windows=cfg.check.windows,
         keepalive=cfg.keepalive.conns, swand_toml=cfg.source,
+        ipv6_mode=cfg.ipv6.mode,
+        sets_forwarding=cfg.firewall.enabled and cfg.sysctl.ip_forward,
+        sets_accept_ra=cfg.sysctl.accept_ra,
     )
     if unreadable:
         # without the folders the credential checks would only report false problems
@@ -272,7 +316,7 @@ def collect(args: argparse.Namespace) -> list[Finding]:
                      for u in unreadable]
         return findings
     loaded = translation_findings(tree, swanctl_dir)
-    facts = None if args.no_system else probe_system(cfg.firewall.enabled)
+    facts = None if args.no_system else probe_system(cfg.firewall.enabled, cfg)
     found = checks.run_checks(inp, facts, cfg.firewall.enabled)
     if not args.no_system:
         found += plugin_findings(cfg, tree, conf, inp.certs + inp.cas + inp.keys +

@@ -9,6 +9,7 @@ that /64 only when someone answers neighbour discovery for it; the web host on
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -72,6 +73,15 @@ def vip_of(client: Host, version: int) -> str:
     def probe() -> str | None:
         return next((v for v in client.virtual_ips() if (":" in v) == (version == 6)), None)
     return wait_for(probe, 10, message=f"an IPv{version} virtual IP on {client.name}")
+
+
+def check_codes(gw: Host, toml: str) -> dict[str, str]:
+    """`swand check --json` in the gateway's namespace: finding code -> severity."""
+    path = gw.workdir / "check.toml"
+    path.write_text(f'[swanctl]\ndir = "{gw.swanctl_dir}"\n[ipv6]\nmode = "routed"\n' + toml)
+    proc = gw.run([sys.executable, "-m", "swand", "check", "-c", str(path), "--json"],
+                  check=False)
+    return {f["code"]: f["severity"] for f in json.loads(proc.stdout)["findings"]}
 
 
 @pytest.fixture
@@ -212,6 +222,10 @@ def test_forwarding_keeps_the_ra_default_route_with_accept_ra_2(v6_lab: Lab) -> 
     gw.run(["ip", "-6", "route", "del", "default"])  # the lab's static one
     wait_for(ra_default, 15, message=lambda: f"an RA default route; radvd: "
                                              f"{radvd.log_path.read_text()}")
+    # `swand check` sees the RA route: fine when swand fixes accept_ra, an error if not
+    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id, pool6=ROUTED_POOL6))
+    assert "ipv6-accept-ra" not in check_codes(gw, "")
+    assert check_codes(gw, "[sysctl]\naccept_ra = false\n")["ipv6-accept-ra"] == "error"
     # the classic outage: forwarding on with accept_ra 1
     gw.sysctl("net.ipv6.conf.all.forwarding", 1)
     time.sleep(5.0)  # more than one RA interval (MaxRtrAdvInterval 4): nothing comes back
