@@ -106,7 +106,10 @@ class Daemon:
             from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
 
             self.ndp = NdpProxyReconciler(
-                cfg, lease_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0)))
+                cfg, lease_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0)),
+                on_report=lambda report, _request: self.registry.record_ndp_proxies(
+                    "success" if report.ok else "failure",
+                    report.entries if report.ok else None))
         self.keepalive: Any = None
         if cfg.keepalive.conns:
             from swand.runtime.keepalive import Keepalive

@@ -6,8 +6,8 @@ last down is only known to a running daemon: it is read from the daemon's state 
 (`--state`, default /run/swand/last-downs.json, written by the metrics poller) when present.
 
 The table fits 80 columns: one line per IKE_SA (connection, remote id, remote address,
-virtual IP, state, established since) and an indented line with its traffic or the last
-down reason.
+virtual IP, state, established since) and indented lines with its virtual IPv6 addresses
+(too wide for the column), its traffic (both families) or the last down reason.
 """
 
 from __future__ import annotations
@@ -114,8 +114,14 @@ def render_table(model: dict[str, Any], now: float, out: TextIO) -> None:
             state = "up" if sa["state"] == "ESTABLISHED" else sa["state"].lower()[:6]
             since = (human_age(now - sa["established_at"])
                      if sa["established_at"] is not None else "-")
+            # an IPv6 address does not fit the column: it gets a line of its own
+            v4 = [v for v in sa["virtual_ips"] if ":" not in v]
+            v6 = [v for v in sa["virtual_ips"] if ":" in v]
             print(_row((conn["name"], sa["remote_id"] or "-", sa["remote_host"] or "-",
-                        ",".join(sa["virtual_ips"]) or "-", state, since)), file=out)
+                        ",".join(v4) or ("v6 only" if v6 else "-"), state, since)),
+                  file=out)
+            if v6:
+                print(f"{'':11}virtual IPv6: {', '.join(v6)}", file=out)
             for ch in sa["children"]:
                 print(f"{'':11}{shown(ch['name'])} {shown(ch['state'].lower())}: in "
                       f"{human_bytes(ch['bytes_in'])}, out {human_bytes(ch['bytes_out'])}",

@@ -700,9 +700,13 @@ def charon_families(snap: MetricsSnapshot) -> list[Family]:
     child_up: dict[tuple[str, str], int] = {
         (c.name, ch): 0 for c in view.conns for ch in c.children
     }
+    vips: dict[tuple[str, str], int] = {}
     for ike in view.sas:
         ike_states[(ike.connection, ike.state)] = ike_states.get((ike.connection, ike.state),
                                                                  0) + 1
+        for vip in ike.remote_vips:
+            fam = (ike.connection, "ipv6" if ":" in vip else "ipv4")
+            vips[fam] = vips.get(fam, 0) + 1
         established = ike.state == "ESTABLISHED"
         if established or ike.connection not in conn_up:
             conn_up[ike.connection] = max(conn_up.get(ike.connection, 0), int(established))
@@ -737,6 +741,10 @@ def charon_families(snap: MetricsSnapshot) -> list[Family]:
                ("pool", "state"),
                [s for p in view.pools
                 for s in (((p.name, "online"), p.online), ((p.name, "offline"), p.offline))]),
+        _gauge("swand_virtual_ips",
+               "virtual IPs leased to the peers of IKE_SAs, by connection and address "
+               "family (a dual-stack client holds one of each)", ("connection", "family"),
+               [(k, v) for k, v in sorted(vips.items())]),
         _gauge("swand_certificate_not_after_timestamp_seconds",
                "expiry (notAfter) of each X.509 certificate loaded in charon, Unix time",
                ("subject", "issuer", "serial", "flag"),
@@ -797,6 +805,9 @@ class SelfCounters:
     sa_downs: tuple[tuple[str, int], ...] = ()
     firewall_reconciles: tuple[tuple[str, int], ...] = ()
     firewall_drift_repairs: int = 0
+    #: routed IPv6 only (None/empty otherwise: no series)
+    ndp_proxy_reconciles: tuple[tuple[str, int], ...] = ()
+    ndp_proxy_entries: int | None = None
     vici_reconnects: int = 0
     charon_restarts: int = 0
     events: tuple[tuple[str, int], ...] = ()
@@ -834,6 +845,14 @@ def self_families(c: SelfCounters) -> list[Family]:
         _gauge("swand_scrape_duration_seconds", "time the previous /metrics scrape took",
                samples=[((), c.last_scrape_duration)]),
     ]
+    if c.ndp_proxy_reconciles:
+        fams.append(_counter("swand_ndp_proxy_reconciles_total",
+                             "NDP proxy passes (routed IPv6) by result", ("result",),
+                             [((k,), v) for k, v in c.ndp_proxy_reconciles]))
+    if c.ndp_proxy_entries is not None:
+        fams.append(_gauge("swand_ndp_proxy_entries",
+                           "NDP proxy entries swand keeps on the IPv6 egress, one per "
+                           "leased IPv6 address", samples=[((), c.ndp_proxy_entries)]))
     if c.last_reload_success is not None:
         fams.append(_gauge("swand_last_reload_success_timestamp_seconds",
                            "when the configuration was last loaded successfully, Unix time",

@@ -93,6 +93,8 @@ class MetricsRegistry:
         self._last_downs: dict[str, dict[str, Any]] = {}
         self._firewall: dict[str, int] = {}
         self._drift = 0
+        self._ndp: dict[str, int] = {}
+        self._ndp_entries: int | None = None
         self._reconnects = 0
         self._restarts = 0
         self._events: dict[str, int] = {}
@@ -135,6 +137,14 @@ class MetricsRegistry:
             if drift_repaired:
                 self._drift += 1
 
+    def record_ndp_proxies(self, result: str, entries: int | None = None) -> None:
+        """An NDP proxy pass (routed IPv6): "success" with the entries it keeps, or
+        "failure" (the entries of the last good pass stay)."""
+        with self._lock:
+            self._ndp[result] = self._ndp.get(result, 0) + 1
+            if entries is not None:
+                self._ndp_entries = entries
+
     def record_vici_reconnect(self) -> None:
         with self._lock:
             self._reconnects += 1
@@ -165,6 +175,8 @@ class MetricsRegistry:
                 sa_downs=tuple(sorted(self._downs.items())),
                 firewall_reconciles=tuple(sorted(self._firewall.items())),
                 firewall_drift_repairs=self._drift,
+                ndp_proxy_reconciles=tuple(sorted(self._ndp.items())),
+                ndp_proxy_entries=self._ndp_entries,
                 vici_reconnects=self._reconnects,
                 charon_restarts=self._restarts,
                 events=tuple(sorted(self._events.items())),

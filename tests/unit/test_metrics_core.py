@@ -31,7 +31,7 @@ LIST_SA = {"rw": {
     "responder-spi": "704c18e6b3694155", "nat-remote": "yes", "nat-any": "yes",
     "encr-alg": "AES_CBC", "encr-keysize": "128", "integ-alg": "HMAC_SHA2_256_128",
     "prf-alg": "PRF_HMAC_SHA2_256", "dh-group": "CURVE_25519", "established": "1",
-    "rekey-time": "14348", "remote-vips": ["10.9.0.3"],
+    "rekey-time": "14348", "remote-vips": ["10.9.0.3", "2001:db8:9::3"],
     "child-sas": {"net-3": {
         "name": "net", "uniqueid": "3", "reqid": "3", "state": "INSTALLED", "mode": "TUNNEL",
         "protocol": "ESP", "encap": "yes", "spi-in": "58fd17f4", "spi-out": "06b654c5",
@@ -101,7 +101,7 @@ def test_parse_recorded_payloads() -> None:
     sas = m.parse_sas([LIST_SA], now=1000.0)
     (sa,) = sas
     assert (sa.connection, sa.state, sa.remote_id, sa.remote_vips) == (
-        "rw", "ESTABLISHED", "c1-1@bench.test", ("10.9.0.3",))
+        "rw", "ESTABLISHED", "c1-1@bench.test", ("10.9.0.3", "2001:db8:9::3"))
     assert sa.established_at == 999.0
     assert sa.children[0].name == "net" and sa.children[0].uniqueid == "3"
     (conn,) = m.parse_conns([LIST_CONN])
@@ -284,6 +284,7 @@ def golden_snapshot() -> tuple[m.MetricsSnapshot, m.SelfCounters]:
                            last_reload_success=now - 60, loaded_items=(("conns", 2),),
                            sa_downs=(("deleted", 4), ("dpd", 2)),
                            firewall_reconciles=(("success", 7),), firewall_drift_repairs=1,
+                           ndp_proxy_reconciles=(("success", 5),), ndp_proxy_entries=1,
                            vici_reconnects=1, charon_restarts=1,
                            events=(("child-updown", 9),), event_queue_depth=0,
                            last_scrape_duration=0.001)

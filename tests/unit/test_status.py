@@ -77,3 +77,19 @@ def test_run_without_charon_says_so(capsys, tmp_path) -> None:
                               json=False, state=str(tmp_path / "x.json"), timeout=1.0)
     assert status.run(args) == 1
     assert "charon is not reachable" in capsys.readouterr().err
+
+
+def test_dual_stack_and_v6_only_clients_show_their_ipv6_address() -> None:
+    import dataclasses
+
+    base = view()
+    dual = dataclasses.replace(base.sas[0], remote_vips=("10.8.0.129", "2001:db8:2::1001"))
+    v6only = dataclasses.replace(base.sas[0], uniqueid="8", remote_host="2001:db8:100::11",
+                                 remote_vips=("2001:db8:2::1002",))
+    out = io.StringIO()
+    model = status.status_model(dataclasses.replace(base, sas=(dual, v6only)), {})
+    status.render_table(model, NOW, out)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert "10.8.0.129" in lines[1] and lines[2].strip() == "virtual IPv6: 2001:db8:2::1001"
+    assert "v6 only" in lines[4] and lines[5].strip() == "virtual IPv6: 2001:db8:2::1002"
