@@ -14,15 +14,18 @@ def gateway_conf(
     *, gateway_id: str = "vpn.lab.test", pool: str = "10.8.0.128/25",
     local_ts: str | None = None, conn: str = "rw", child: str = "rw",
     dpd_delay: str = "2s", extra_conn: str = "", pool6: str | None = None,
+    dns6: str | None = None,
 ) -> str:
     """Gateway accepting any client certificate of the lab CA, handing out `pool` (and
-    `pool6` if given, e.g. "fd00:8::1000/116", which adds ::/0 to `local_ts`)."""
+    `pool6` if given, e.g. "fd00:8::1000/116", which adds ::/0 to `local_ts`; `dns6`: an
+    IPv6 DNS server pushed with it)."""
     if local_ts is None:
         local_ts = "0.0.0.0/0, ::/0" if pool6 else "0.0.0.0/0"
     pools = "pool4, pool6" if pool6 else "pool4"
+    dns6_line = f"        dns = {dns6}\n" if dns6 else ""
     pool6_section = f"""    pool6 {{
         addrs = {pool6}
-    }}
+{dns6_line}    }}
 """ if pool6 else ""
     return f"""connections {{
     {conn} {{

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.lab
 ROUTED_POOL6 = "2001:db8:2::1000/116"
 #: a unique local pool (NAT66 mode)
 ULA_POOL6 = "fd00:8::1000/116"
+#: the IPv6 DNS server the gateway pushes
+DNS6 = "2001:db8:113::53"
 
 
 def gateway_toml(gw: Host, *, mode: str, backend: str = "auto", fw_mode: str = "auto",
@@ -46,7 +48,8 @@ def start_gateway(lab: Lab, pool6: str, mode: str, **toml: object) -> SwandProce
     """swand loads the dual-stack gateway config (pool4 + pool6, local_ts 0/0 and ::/0)
     into charon and runs the firewall and, in routed mode, the NDP proxies."""
     gw = lab.gateway
-    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id, pool6=pool6))
+    gw.write_swanctl_conf(configs.gateway_conf(gateway_id=lab.gateway_id, pool6=pool6,
+                                               dns6=DNS6))
     swand = SwandProcess(gw, gateway_toml(gw, mode=mode, **toml))  # type: ignore[arg-type]
     swand.wait_for_event("config_reconciled", timeout=20)
     return swand
@@ -109,6 +112,8 @@ def test_routed_client_reaches_the_v6_web_host_with_its_leased_address(v6_lab: L
         # and IPv4 still leaves masqueraded
         assert fetch(c1, web.url(INTERNET_HOST)) == GATEWAY_ADDRESS
         assert vip4.startswith("10.8.0.")
+        # the IPv6 DNS server came with the addresses (INTERNAL_IP6_DNS in IKE_AUTH)
+        assert re.search(r"IKE_AUTH response .*CPRP\([^)]*DNS6", c1.log()), c1.log_tail()
         # the router learnt the client address from the gateway's NDP proxy
         neigh = lab.router.run(["ip", "-6", "neigh", "show", vip6]).stdout
         assert "gw0" in neigh, neigh
