@@ -44,7 +44,7 @@ class NdpProxyTable:
 
     async def _open(self) -> Any:
         if self._ipr is None:
-            from pyroute2 import AsyncIPRoute  # lazily: the pure parts need no pyroute2
+            from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]  # lazily
 
             ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
             await ipr.setup_endpoint()
