@@ -1,9 +1,11 @@
-"""`swand flush`: remove every firewall rule swand owns, in both backends.
+"""`swand flush`: remove every firewall rule swand owns, in both backends, and its NDP
+proxy entries.
 
 Legacy iptables: everything in chains named ``SWAND-*`` and every jump tagged ``swand:``
 in the built-in chains, both families, one commit per table. nftables: ``table inet
-swand``. Rules of others stay; sysctls are left alone (ip_forward may be wanted by more
-than swand). charon is not needed.
+swand``. NDP proxy entries (routed IPv6): those carrying swand's protocol mark (250).
+Rules and entries of others stay; sysctls are left alone (ip_forward may be wanted by
+more than swand). charon is not needed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ async def flush_firewall() -> dict[str, Any]:
     return result
 
 
+async def flush_ndp_proxies() -> int:
+    """Remove swand's NDP proxy entries (protocol 250); return how many."""
+    from swand.adapters.ndp_proxy import NdpProxyTable
+    from swand.core.leases import plan_objects
+
+    table = NdpProxyTable()
+    try:
+        applied = await table.apply(plan_objects(frozenset(), await table.read()))
+    finally:
+        await table.close()
+    return applied.removed
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         load_config(args.config)  # a broken swand.toml is still reported
@@ -52,16 +67,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = asyncio.run(flush_firewall())
+        proxies = asyncio.run(flush_ndp_proxies())
     except Exception as exc:
         print(f"swand flush: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result, "ndp_proxy": {"entries_deleted": proxies}}))
         return 0
+    if proxies:
+        print(f"ndp proxy: removed {proxies} entries")
     changed = {name: r for name, r in result.items() if r["changed_tables"]}
     for name, r in changed.items():
         print(f"{name}: removed {r['chains_deleted']} chains and {r['rules_deleted']} "
               f"jumps from {', '.join(r['changed_tables'])}")
-    if not changed:
+    if not changed and not proxies:
         print("nothing to remove")
     return 0

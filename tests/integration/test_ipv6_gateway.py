@@ -135,6 +135,10 @@ def test_routed_client_reaches_the_v6_web_host_with_its_leased_address(v6_lab: L
     with start_gateway(lab, ROUTED_POOL6, "routed") as swand:
         wait_for(lambda: proxies(gw) == {vip6}, 5, message=lambda: swand.tail())
         assert wait_for(lambda: fetch(c1, web.url(INTERNET_HOST6)), 10) == vip6
+    # stopping swand leaves the entry (fail static); `swand flush` removes it
+    assert proxies(gw) == {vip6}
+    out = gw.run([sys.executable, "-m", "swand", "flush"]).stdout
+    assert "ndp proxy: removed 1 entries" in out and proxies(gw) == set()
 
 
 @pytest.mark.xfail(reason="the Linux profile asks for an IPv6 virtual IP once h-profiles' "
