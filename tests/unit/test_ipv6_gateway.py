@@ -135,6 +135,20 @@ def test_an_ipv6_child_gets_ipv6_forward_rules(mode: str) -> None:
     assert "2001:db8" not in render_save(d, "ipv4")
 
 
+@pytest.mark.parametrize("mode", ["policy", "interface"])
+def test_an_ipv6_child_gets_ipv6_forward_rules_in_nftables(mode: str) -> None:
+    from swand.core.nftables import render_nft
+
+    sa = ChildSA("rw", "rw", 7, ("0.0.0.0/0", "::/0"),
+                 ("10.8.0.129/32", "2001:db8:2::1001/128"))
+    d = desired_firewall(FirewallInputs(FirewallSettings(), mode, "eth0", (POOL4, POOL6),
+                                        (sa,)))  # type: ignore[arg-type]
+    forward = render_nft(d).split("chain forward {")[1].split("}")[0]
+    v6 = [ln for ln in forward.splitlines() if "2001:db8:2::1001" in ln]
+    assert len(v6) == 2 and all("ip6 " in ln for ln in v6), forward
+    assert ("reqid 7" in forward) is (mode == "policy")
+
+
 def test_nat66_masquerades_the_ipv6_pool_only_in_nat66_mode() -> None:
     ula = Pool.from_addrs("pool6", "fd00:8::1000/116")
     d = desired_firewall(FirewallInputs(FirewallSettings(nat66=True), "interface", "eth0",
