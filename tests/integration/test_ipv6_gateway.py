@@ -34,13 +34,13 @@ DNS6 = "2001:db8:113::53"
 
 
 def gateway_toml(gw: Host, *, mode: str, backend: str = "auto", fw_mode: str = "auto",
-                 interval: float = 2.0) -> str:
+                 interval: float = 2.0, metrics: str = "") -> str:
     return (
         f'[charon]\nvici = "{gw.vici_uri}"\ninterval = {interval}\n'
         f'[swanctl]\ndir = "{gw.swanctl_dir}"\n'
         f'[firewall]\nbackend = "{backend}"\nmode = "{fw_mode}"\ninterval = {interval}\n'
         f'[ipv6]\nmode = "{mode}"\n'
-        f'[metrics]\nlisten = ""\nstate_file = "{gw.workdir}/last-downs.json"\n'
+        f'[metrics]\nlisten = "{metrics}"\nstate_file = "{gw.workdir}/last-downs.json"\n'
         '[log]\nformat = "json"\nlevel = "debug"\n'
     )
 
@@ -100,7 +100,7 @@ def v6_lab(make_lab: Callable[..., Lab], charon_version: str) -> Lab:
 def test_routed_client_reaches_the_v6_web_host_with_its_leased_address(v6_lab: Lab) -> None:
     lab = v6_lab
     gw, c1 = lab.gateway, lab.client(1)
-    with start_gateway(lab, ROUTED_POOL6, "routed") as swand:
+    with start_gateway(lab, ROUTED_POOL6, "routed", metrics="127.0.0.1:9817") as swand:
         lab.connect(c1)
         vip6, vip4 = vip_of(c1, 6), vip_of(c1, 4)
         wait_for(lambda: proxies(gw) == {vip6}, 5,
@@ -119,6 +119,15 @@ def test_routed_client_reaches_the_v6_web_host_with_its_leased_address(v6_lab: L
         # the router learnt the client address from the gateway's NDP proxy
         neigh = lab.router.run(["ip", "-6", "neigh", "show", vip6]).stdout
         assert "gw0" in neigh, neigh
+        # metrics and status show the IPv6 lease like the IPv4 one
+        def scrape() -> str:
+            return gw.http_get("http://127.0.0.1:9817/metrics")
+        wait_for(lambda: 'swand_virtual_ips{connection="rw",family="ipv6"} 1.0' in scrape(),
+                 10, message=lambda: [ln for ln in scrape().splitlines() if "virtual" in ln])
+        assert "swand_ndp_proxy_entries 1.0" in scrape()
+        status = gw.run([sys.executable, "-m", "swand", "status", "--vici", gw.vici_uri,
+                         "--state", ""]).stdout
+        assert f"virtual IPv6: {vip6}" in status and vip4 in status, status
         # drift: someone deletes the entry; the periodic pass (interval 2 s) restores it
         gw.run(["ip", "-6", "neigh", "del", "proxy", vip6, "dev", "eth0"])
         t0 = time.monotonic()
