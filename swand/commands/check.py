@@ -306,7 +306,7 @@ def collect(args: argparse.Namespace) -> list[Finding]:
         keepalive=cfg.keepalive.conns, swand_toml=cfg.source,
         ipv6_mode=cfg.ipv6.mode,
         sets_forwarding=cfg.firewall.enabled and cfg.sysctl.ip_forward,
-        sets_accept_ra=cfg.sysctl.accept_ra,
+        sets_accept_ra=cfg.sysctl.accept_ra, writes_kernel=cfg.firewall.enabled,
     )
     if unreadable:
         # without the folders the credential checks would only report false problems

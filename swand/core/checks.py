@@ -121,6 +121,8 @@ class CheckInput:
     sets_forwarding: bool = True
     #: swand turns accept_ra 1 into 2 on the IPv6 egress ([sysctl] accept_ra too)
     sets_accept_ra: bool = True
+    #: [firewall] enabled: swand writes kernel state at all (NDP proxies included)
+    writes_kernel: bool = True
 
 
 @dataclass(frozen=True)
@@ -976,6 +978,12 @@ def check_ipv6(inp: CheckInput, facts: SystemFacts | None = None) -> list[Findin
                     f"child '{child.name}' of '{conn.name}' tunnels only {', '.join(v6)} "
                     "of IPv6: the rest of clients' IPv6 bypasses the tunnel",
                     "use ::/0 unless split tunnelling is intended"))
+    if inp.ipv6_mode == "routed" and not inp.writes_kernel:
+        out.append(Finding(
+            inp.swand_toml, 0, "warning", "ipv6-routed-no-kernel",
+            "[ipv6] mode = \"routed\" but [firewall] enabled = false: swand writes nothing "
+            "to the kernel, so no NDP proxy entry answers for the clients' addresses",
+            "set [firewall] enabled = true, or run your own NDP proxy (ndppd)"))
     for pool in v6_pools.values():
         ula = all(a in ULA and b in ULA for a, b in _v6_ranges(pool))
         if inp.ipv6_mode == "none" and ula:

@@ -75,6 +75,11 @@ def test_routed_pool_must_be_on_the_egress_link() -> None:
     assert checks.check_ipv6(inp(pool6="2001:db8:7::1000/116", mode="none"), EGRESS) == []
 
 
+def test_routed_without_kernel_writes() -> None:
+    found = checks.check_ipv6(inp(writes_kernel=False), EGRESS)
+    assert codes(found) == {"ipv6-routed-no-kernel": "warning"}
+
+
 def test_ula_pool_without_nat66() -> None:
     assert codes(checks.check_ipv6(inp(pool6="fd00:8::1000/116", mode="none"), EGRESS)) == {
         "ipv6-ula-unrouted": "warning"}
