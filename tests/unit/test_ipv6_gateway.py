@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -286,3 +287,42 @@ def test_reconciler_holds_a_lease_while_its_ike_sa_settles() -> None:
 
 def _request() -> PassRequest:
     return PassRequest({"test"})
+
+
+def test_netstate_reads_the_ipv6_egress_and_whether_an_ra_made_its_route() -> None:
+    """`_dump` over recorded-shape RTNL messages: the IPv4 egress as before, the IPv6
+    default route's interface (lowest metric; never libipsec's ipsec0) and its origin."""
+    import socket
+
+    from swand.adapters import netlink
+
+    class Msg(dict):  # type: ignore[type-arg]
+        def get(self, key: str, default: object = None) -> object:
+            return super().get(key, default)
+
+    def route(family: int, oif: int, metric: int, proto: int) -> Msg:
+        return Msg(family=family, dst_len=0, table=254, type=1, oif=oif, priority=metric,
+                   proto=proto, gateway="fe80::1" if family == socket.AF_INET6 else "192.0.2.254")
+
+    class FakeIpr:
+        async def link(self, _cmd: str) -> object:
+            return _aiter([Msg(index=i, ifname=n) for i, n in
+                           ((1, "lo"), (2, "eth0"), (3, "eth1"), (4, "ipsec0"))])
+
+        async def addr(self, _cmd: str) -> object:
+            return _aiter([])
+
+        async def route(self, _cmd: str) -> object:
+            return _aiter([route(socket.AF_INET, 2, 0, 4),
+                           route(socket.AF_INET6, 4, 1, 3),      # ipsec0: never the egress
+                           route(socket.AF_INET6, 3, 1024, 9),   # learnt from an RA
+                           route(socket.AF_INET6, 2, 2048, 3)])
+
+    state = asyncio.run(netlink._dump(FakeIpr()))
+    assert state.egress == "eth0"
+    assert state.egress6 == "eth1" and state.egress6_from_ra
+
+
+async def _aiter(items: list[object]) -> AsyncIterator[object]:
+    for item in items:
+        yield item
