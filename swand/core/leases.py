@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from swand.core.untrusted import SkipFn, ignore_skip, unparsable
+
 #: the rtnetlink protocol number marking kernel objects swand owns (``ip -6 neigh show
 #: proxy`` prints ``proto 250``); observed objects without it are the administrator's
 KERNEL_PROTOCOL = 250
@@ -48,34 +50,37 @@ class Lease:
 @dataclass(frozen=True)
 class LeaseRead:
     leases: tuple[Lease, ...]
-    #: remote virtual IPs that were not addresses (client-controlled input: skipped)
+    #: IKE_SAs left out because charon's view of them could not be read
     skipped: int = 0
 
 
-def leases_from_vici(ike_sas: Iterable[Mapping[str, object]]) -> LeaseRead:
+def leases_from_vici(
+    ike_sas: Iterable[Mapping[str, object]], on_skip: SkipFn = ignore_skip,
+) -> LeaseRead:
     """Leases from ``list-sas`` ``list-sa`` events (each {ike_name: {..., remote-vips}}).
 
-    IKE_SAs being deleted no longer count (their addresses go back to the pool); one
-    virtual IP that is not an address is skipped and counted, never a failed pass."""
+    IKE_SAs being deleted no longer count (their addresses go back to the pool). An SA
+    whose virtual IPs cannot be read is skipped whole and reported to `on_skip`
+    (`swand.core.untrusted`), never a failed pass for the others."""
     leases: set[Lease] = set()
     skipped = 0
     for event in ike_sas:
         for name, ike in event.items():
-            if not isinstance(ike, Mapping):
-                skipped += 1
-                continue
-            if _text(ike.get("state")) in GONE_IKE_STATES:
-                continue
-            vips = ike.get("remote-vips") or []
-            if not isinstance(vips, list | tuple):
-                vips = [vips]
-            for raw in vips:
-                try:
-                    address = str(ipaddress.ip_address(_text(raw).strip()))
-                except ValueError:
-                    skipped += 1
+            try:
+                if not isinstance(ike, Mapping):
+                    raise ValueError("not a section")
+                if _text(ike.get("state")) in GONE_IKE_STATES:
                     continue
-                leases.add(Lease(address, _text(name), _text(ike.get("uniqueid"))))
+                vips = ike.get("remote-vips") or []
+                if not isinstance(vips, list | tuple):
+                    vips = [vips]
+                mine = {Lease(str(ipaddress.ip_address(_text(raw).strip())), _text(name),
+                              _text(ike.get("uniqueid"))) for raw in vips}
+            except (ValueError, TypeError) as exc:
+                skipped += 1
+                on_skip(unparsable("ndp", name, ike, "remote-vips", exc))
+                continue
+            leases |= mine
     return LeaseRead(tuple(sorted(leases)), skipped)
 
 

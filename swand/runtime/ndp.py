@@ -43,6 +43,7 @@ from swand.core.leases import (
 from swand.log import get_logger
 from swand.runtime.firewall import SETTLE_HOLD, effective_egress6
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.ndp")
 
@@ -50,7 +51,8 @@ log = get_logger("swand.ndp")
 @dataclass(frozen=True)
 class LeaseSnapshot:
     leases: tuple[Lease, ...] = ()
-    #: virtual IPs charon reported that were no address (skipped, counted)
+    #: IKE_SAs whose virtual IPs could not be read (skipped; logged and counted once by
+    #: `report_unparsable`)
     skipped: int = 0
     #: an IKE_SA is mid-rekey or deleting: a lease missing now may be moving
     settling: bool = False
@@ -65,7 +67,7 @@ def lease_snapshot(session: Any) -> LeaseSnapshotFn:
 
     async def snapshot() -> LeaseSnapshot:
         events, _ = await session.streamed("list-sas", "list-sa")
-        read = leases_from_vici(events)
+        read = leases_from_vici(events, report_unparsable)
         return LeaseSnapshot(read.leases, read.skipped, ike_sas_settling(events))
 
     return snapshot
@@ -180,8 +182,6 @@ class NdpProxyReconciler:
         if self._net_state is not None:
             self._egress6 = effective_egress6(self.cfg, await self._net_state())
         snap = await self._snapshot()
-        if snap.skipped:
-            log.warning("virtual IPs that are no address skipped", skipped=snap.skipped)
         now = time.monotonic()
         seen = held_child_sas(snap.leases, self._seen, now, settling=snap.settling,
                               hold=SETTLE_HOLD)

@@ -178,16 +178,21 @@ def _sa(state: str, *vips: object, uid: str = "1") -> dict[str, object]:
     return {"rw": {"state": state, "uniqueid": uid, "remote-vips": list(vips)}}
 
 
-def test_leases_from_list_sas() -> None:
+def test_leases_from_list_sas_skip_and_report_what_cannot_be_read() -> None:
+    skipped: list[object] = []
     read = leases_from_vici([
         _sa("ESTABLISHED", b"10.8.0.129", b"2001:db8:2:0::1001"),
         _sa("DELETING", "2001:db8:2::1002", uid="2"),
         _sa("ESTABLISHED", "not-an-ip", "2001:db8:2::1003", uid="3"),
         {"rw": "garbage"},
-    ])
+        _sa("ESTABLISHED", "2001:db8:2::1004", uid="4"),
+    ], skipped.append)
     assert [lease.address for lease in read.leases] == [
-        "10.8.0.129", "2001:db8:2::1001", "2001:db8:2::1003"]
+        "10.8.0.129", "2001:db8:2::1001", "2001:db8:2::1004"]
     assert read.skipped == 2
+    first = skipped[0]
+    assert first.component == "ndp" and first.sa == "rw #3"  # type: ignore[attr-defined]
+    assert "not-an-ip" in first.error  # type: ignore[attr-defined]
 
 
 def test_one_proxy_per_ipv6_lease_on_the_egress() -> None:
