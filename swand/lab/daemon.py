@@ -23,12 +23,14 @@ if TYPE_CHECKING:
 
 
 def swand_toml(host: Host, *, firewall: bool = False, metrics: str = "",
-               interval: float = 2.0, extra: str = "") -> str:
-    """A swand.toml pointing at the host's charon and swanctl folder."""
+               interval: float = 2.0, extra: str = "", firewall_extra: str = "") -> str:
+    """A swand.toml pointing at the host's charon and swanctl folder (`firewall_extra`:
+    more key lines for [firewall], `extra`: more sections)."""
     return (
         f'[charon]\nvici = "{host.vici_uri}"\ninterval = {interval}\n'
         f'[swanctl]\ndir = "{host.swanctl_dir}"\n'
         f'[firewall]\nenabled = {"true" if firewall else "false"}\ninterval = {interval}\n'
+        f"{firewall_extra}"
         f'[metrics]\nlisten = "{metrics}"\n'
         f'state_file = "{host.workdir}/last-downs.json"\n'
         f'[log]\nformat = "json"\nlevel = "debug"\n'

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from swand.lab import INTERNET_HOST, INTERNET_HOST6, Host, Lab, configs, wait_for
-from swand.lab.daemon import SwandProcess
+from swand.lab.daemon import SwandProcess, swand_toml
 from swand.lab.internet import fetch
 from swand.lab.lab import GATEWAY_ADDRESS, GATEWAY_ADDRESS6
 
@@ -38,14 +38,9 @@ DNS6 = "2001:db8:113::53"
 
 def gateway_toml(gw: Host, *, mode: str, backend: str = "auto", fw_mode: str = "auto",
                  interval: float = 2.0, metrics: str = "") -> str:
-    return (
-        f'[charon]\nvici = "{gw.vici_uri}"\ninterval = {interval}\n'
-        f'[swanctl]\ndir = "{gw.swanctl_dir}"\n'
-        f'[firewall]\nbackend = "{backend}"\nmode = "{fw_mode}"\ninterval = {interval}\n'
-        f'[ipv6]\nmode = "{mode}"\n'
-        f'[metrics]\nlisten = "{metrics}"\nstate_file = "{gw.workdir}/last-downs.json"\n'
-        '[log]\nformat = "json"\nlevel = "debug"\n'
-    )
+    return swand_toml(gw, firewall=True, metrics=metrics, interval=interval,
+                      firewall_extra=f'backend = "{backend}"\nmode = "{fw_mode}"\n',
+                      extra=f'[ipv6]\nmode = "{mode}"\n')
 
 
 def start_gateway(lab: Lab, pool6: str, mode: str, **toml: object) -> SwandProcess:
