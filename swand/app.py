@@ -17,7 +17,7 @@ from typing import Any
 from swand import __version__
 from swand.adapters.sdnotify import SdNotify
 from swand.adapters.vici import ViciError, ViciSession
-from swand.config import SwandConfig
+from swand.config import SwandConfig, gateway_name
 from swand.core.charon import charon_start_time, is_restart
 from swand.log import get_logger
 from swand.runtime.events import EventWatcher
@@ -87,6 +87,7 @@ class Daemon:
         self.loader = ConfigLoader(cfg.swanctl.dir,
                                    terminate_removed=cfg.swanctl.terminate_removed)
         self.registry = MetricsRegistry()
+        self.registry.set_gateway(gateway_name(cfg))
         # the poller is fed by the one event stream below rather than opening its own
         self.poller = MetricsPoller(cfg.charon.vici, self.registry,
                                     per_peer=cfg.metrics.per_peer, own_events=False,
@@ -110,6 +111,7 @@ class Daemon:
                 on_report=lambda report, _request: self.registry.record_ndp_proxies(
                     "success" if report.ok else "failure",
                     report.entries if report.ok else None))
+        self.routes = self._make_routes(cfg)
         self.keepalive: Any = None
         if cfg.keepalive.conns:
             from swand.runtime.keepalive import Keepalive
@@ -143,6 +145,7 @@ class Daemon:
             self.firewall.poke("charon-up")
         if self.ndp is not None:
             self.ndp.poke("charon-up")
+        self._poke_routes("charon-up")
 
     def _config_pools(self) -> tuple[Any, ...]:
         """Pools as the swanctl files define them: NAT must not vanish in the moment
@@ -179,10 +182,33 @@ class Daemon:
             self.firewall.poke("sa-event")
         if self.ndp is not None:
             self.ndp.poke("sa-event")
+        self._poke_routes("sa-event")
 
     async def _charon_down(self, error: str) -> None:
         log.warning("charon_unreachable", vici=self.cfg.charon.vici, error=error)
         self.poller.charon_lost()
+        self._poke_routes("charon-down")
+
+    # -- [routes]: a kernel route per leased virtual IP (swand.runtime.routes) ---------------
+
+    def _make_routes(self, cfg: SwandConfig) -> Any:
+        if not cfg.routes.enabled:
+            return None
+        from swand.runtime.routes import RouteReconciler, vici_lease_snapshot
+
+        return RouteReconciler(
+            cfg, vici_lease_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0)),
+            charon_up=lambda: self.watch.up, on_report=self._routes_report)
+
+    def _poke_routes(self, reason: str) -> None:
+        if self.routes is not None:
+            self.routes.poke(reason)
+
+    def _routes_report(self, report: Any, request: PassRequest) -> None:
+        drift = report.ok and report.changed and request.reasons <= {"periodic", "retry"}
+        if drift:
+            log.warning("routes_drift_repaired", added=report.added, removed=report.removed)
+        self.registry.record_routes(report, drift_repaired=drift)
 
     def request_reload(self) -> None:
         """SIGHUP: re-read every file, reload what changed."""
@@ -290,6 +316,8 @@ class Daemon:
             await self.firewall.start()  # refuses a wrong backend before anything runs
         if self.ndp is not None:
             await self.ndp.start()
+        if self.routes is not None:
+            await self.routes.start()
         self.config_runner.poke("start")
         self._spawn(self.watch.run(), "charon-watch")
         self._spawn(self.config_runner.run(), "config-runner")
@@ -316,6 +344,8 @@ class Daemon:
             closers.insert(0, self.firewall.stop)  # rules stay in place
         if self.ndp is not None:
             closers.insert(0, self.ndp.stop)  # NDP proxy entries stay in place
+        if self.routes is not None:
+            closers.insert(0, self.routes.stop)  # routes stay: charon's SAs do too
         for closer in closers:
             with contextlib.suppress(Exception):
                 await closer()

@@ -97,6 +97,31 @@ class CheckSettings:
 
 
 @dataclass(frozen=True)
+class RoutesSettings:
+    """A kernel route per leased virtual IP, for a routing daemon to redistribute
+    (`swand.core.routes`); off unless the gateway is one of a fleet."""
+
+    enabled: bool = False
+    #: the routing table (254 = main; not 0, 220 = charon's, 253, 255)
+    table: int = 254
+    #: the routing protocol number marking swand's routes (not 0-4, nor a known daemon's)
+    protocol: int = 157
+    metric: int = 0
+    #: "auto": libipsec's ipsec0, or with kernel ESP the egress interface; else a name
+    device: str = "auto"
+    #: seconds between full passes that repair drift (events trigger passes in between)
+    interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    #: this gateway's name in metrics (the `gateway` label); "" = the host name
+    gateway: str = ""
+    #: the other gateways' swanctl.conf files, for `swand check`'s pool overlap warnings
+    peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SwandConfig:
     charon: CharonSettings = field(default_factory=CharonSettings)
     swanctl: SwanctlSettings = field(default_factory=SwanctlSettings)
@@ -107,6 +132,8 @@ class SwandConfig:
     ipv6: Ipv6Settings = field(default_factory=Ipv6Settings)
     log: LogSettings = field(default_factory=LogSettings)
     check: CheckSettings = field(default_factory=CheckSettings)
+    routes: RoutesSettings = field(default_factory=RoutesSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     #: where the settings came from, for messages ("<defaults>" when no file)
     source: str = "<defaults>"
 
@@ -206,6 +233,7 @@ def parse_config(data: dict[str, Any], where: str = "<string>") -> SwandConfig:
     mss = cfg.firewall.mss
     if mss != 0 and not 536 <= mss <= 1460:
         raise ConfigError(f"{where}: [firewall] mss must be 0 (off) or 536..1460, got {mss}")
+    _check_routes(cfg.routes, where)
     return _ipv6_mode(cfg, where)
 
 
@@ -223,6 +251,26 @@ def _ipv6_mode(cfg: SwandConfig, where: str) -> SwandConfig:
         return dataclasses.replace(
             cfg, firewall=dataclasses.replace(cfg.firewall, nat66=True))
     return cfg
+
+
+def _check_routes(routes: RoutesSettings, where: str) -> None:
+    from swand.core.routes import protocol_problem, table_problem
+
+    for key, problem in (("protocol", protocol_problem(routes.protocol)),
+                         ("table", table_problem(routes.table))):
+        if problem:
+            raise ConfigError(f"{where}: [routes] {key} {problem}")
+    if not 0 <= routes.metric < 2**32:
+        raise ConfigError(f"{where}: [routes] metric must be 0..4294967295, got {routes.metric}")
+    if not routes.device:
+        raise ConfigError(f"{where}: [routes] device must be \"auto\" or an interface name")
+
+
+def gateway_name(cfg: SwandConfig) -> str:
+    """This gateway's name in its fleet: ``[fleet] gateway``, else the host name."""
+    import socket
+
+    return cfg.fleet.gateway or socket.gethostname()
 
 
 def load_config(path: str | Path | None) -> SwandConfig:

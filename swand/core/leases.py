@@ -7,7 +7,7 @@ shape for such state:
 
 - `leases_from_vici` turns ``list-sas`` into `Lease`s (skipping what it cannot read);
 - `desired_per_lease` maps every lease through a builder into the set of kernel objects
-  wanted now (an NDP proxy entry here; a route per lease can use the same builder form);
+  wanted now (an NDP proxy entry here; a host route per lease in `swand.core.routes`);
 - `plan_objects` diffs desired against observed objects that carry swand's mark
   (`KERNEL_PROTOCOL`), so an administrator's own entries are never removed.
 
@@ -32,6 +32,8 @@ KERNEL_PROTOCOL = 250
 
 #: IKE_SA states in which the virtual IP is no longer the client's
 GONE_IKE_STATES = frozenset({"DELETING", "DESTROYING"})
+#: CHILD_SA states in which the SA carries traffic (as the firewall's forward rules see it)
+ACTIVE_CHILD_STATES = frozenset({"INSTALLED", "UPDATING", "REKEYING", "REKEYED"})
 
 
 @dataclass(frozen=True, order=True)
@@ -55,11 +57,14 @@ class LeaseRead:
 
 
 def leases_from_vici(
-    ike_sas: Iterable[Mapping[str, object]], on_skip: SkipFn = ignore_skip,
+    ike_sas: Iterable[Mapping[str, object]], on_skip: SkipFn = ignore_skip, *,
+    need_child_sa: bool = False, component: str = "ndp",
 ) -> LeaseRead:
     """Leases from ``list-sas`` ``list-sa`` events (each {ike_name: {..., remote-vips}}).
 
-    IKE_SAs being deleted no longer count (their addresses go back to the pool). An SA
+    IKE_SAs being deleted no longer count (their addresses go back to the pool). With
+    `need_child_sa` only IKE_SAs with a CHILD_SA carrying traffic count (a route into a
+    tunnel that carries nothing would attract traffic to the wrong gateway). An SA
     whose virtual IPs cannot be read is skipped whole and reported to `on_skip`
     (`swand.core.untrusted`), never a failed pass for the others."""
     leases: set[Lease] = set()
@@ -71,6 +76,8 @@ def leases_from_vici(
                     raise ValueError("not a section")
                 if _text(ike.get("state")) in GONE_IKE_STATES:
                     continue
+                if need_child_sa and not _carries_traffic(ike):
+                    continue
                 vips = ike.get("remote-vips") or []
                 if not isinstance(vips, list | tuple):
                     vips = [vips]
@@ -78,10 +85,35 @@ def leases_from_vici(
                               _text(ike.get("uniqueid"))) for raw in vips}
             except (ValueError, TypeError) as exc:
                 skipped += 1
-                on_skip(unparsable("ndp", name, ike, "remote-vips", exc))
+                on_skip(unparsable(component, name, ike, "remote-vips", exc))
                 continue
             leases |= mine
     return LeaseRead(tuple(sorted(leases)), skipped)
+
+
+def _carries_traffic(ike: Mapping[str, object]) -> bool:
+    children = ike.get("child-sas") or {}
+    if not isinstance(children, Mapping):
+        raise ValueError("child-sas is not a section")
+    return any(isinstance(c, Mapping) and _text(c.get("state")) in ACTIVE_CHILD_STATES
+               for c in children.values())
+
+
+def held_addresses(
+    current: Iterable[str], last_seen: Mapping[str, float], now: float, *,
+    settling: bool, hold: float,
+) -> dict[str, float]:
+    """The leased addresses to keep objects for, each with when it was last listed.
+
+    Like the firewall's CHILD_SAs during an IKE rekey (`swand.core.firewall.
+    held_child_sas`): an address missing from a `settling` snapshot is kept for at most
+    `hold` seconds, so a rekey does not withdraw a route from the whole fleet."""
+    seen = {a: now for a in current}
+    if settling:
+        for address, when in last_seen.items():
+            if address not in seen and now - when < hold:
+                seen[address] = when
+    return seen
 
 
 T = TypeVar("T")

@@ -796,6 +796,17 @@ def _traffic_families(snap: MetricsSnapshot) -> list[Family]:
 
 
 @dataclass(frozen=True)
+class RouteCounters:
+    """``[routes]``: passes by result, route churn, routes kept now (None: not enabled)."""
+
+    passes: tuple[tuple[str, int], ...] = ()
+    added: int = 0
+    removed: int = 0
+    routes: int = 0
+    drift_repairs: int = 0
+
+
+@dataclass(frozen=True)
 class SelfCounters:
     """swand's own metrics at one instant (copied out of the runtime registry)."""
 
@@ -808,6 +819,9 @@ class SelfCounters:
     #: routed IPv6 only (None/empty otherwise: no series)
     ndp_proxy_reconciles: tuple[tuple[str, int], ...] = ()
     ndp_proxy_entries: int | None = None
+    routes: RouteCounters = RouteCounters()
+    #: this gateway's name in a fleet (`[fleet] gateway`), "" = not exported
+    gateway: str = ""
     vici_reconnects: int = 0
     charon_restarts: int = 0
     events: tuple[tuple[str, int], ...] = ()
@@ -853,6 +867,23 @@ def self_families(c: SelfCounters) -> list[Family]:
         fams.append(_gauge("swand_ndp_proxy_entries",
                            "NDP proxy entries swand keeps on the IPv6 egress, one per "
                            "leased IPv6 address", samples=[((), c.ndp_proxy_entries)]))
+    if c.routes.passes:
+        r = c.routes
+        fams += [
+            _counter("swand_route_reconciles_total", "[routes] passes by result", ("result",),
+                     [((k,), v) for k, v in r.passes]),
+            _counter("swand_route_changes_total",
+                     "kernel routes added and removed for leased virtual IPs (route churn)",
+                     ("op",), [(("add",), r.added), (("remove",), r.removed)]),
+            _gauge("swand_routes", "kernel routes kept for leased virtual IPs",
+                   samples=[((), r.routes)]),
+            _counter("swand_route_drift_repairs_total",
+                     "[routes] passes that had to repair drift",
+                     samples=[((), r.drift_repairs)]),
+        ]
+    if c.gateway:
+        fams.append(_gauge("swand_gateway_info", "this gateway's name in its fleet",
+                           ("gateway",), [((c.gateway,), 1)]))
     if c.last_reload_success is not None:
         fams.append(_gauge("swand_last_reload_success_timestamp_seconds",
                            "when the configuration was last loaded successfully, Unix time",

@@ -95,6 +95,8 @@ class MetricsRegistry:
         self._drift = 0
         self._ndp: dict[str, int] = {}
         self._ndp_entries: int | None = None
+        self._routes = core.RouteCounters()
+        self._gateway = ""
         self._reconnects = 0
         self._restarts = 0
         self._events: dict[str, int] = {}
@@ -145,6 +147,24 @@ class MetricsRegistry:
             if entries is not None:
                 self._ndp_entries = entries
 
+    def set_gateway(self, name: str) -> None:
+        """This gateway's name in its fleet (`swand_gateway_info{gateway}`)."""
+        self._gateway = name
+
+    def record_routes(self, report: Any, drift_repaired: bool = False) -> None:
+        """A `[routes]` pass (`swand.runtime.routes.RoutesReport`): its result, the
+        routes it added and removed (route churn), how many it keeps."""
+        with self._lock:
+            r = self._routes
+            result = "success" if report.ok else "failure"
+            passes = dict(r.passes)
+            passes[result] = passes.get(result, 0) + 1
+            self._routes = core.RouteCounters(
+                passes=tuple(sorted(passes.items())), added=r.added + report.added,
+                removed=r.removed + report.removed,
+                routes=report.routes if report.ok else r.routes,
+                drift_repairs=r.drift_repairs + int(drift_repaired))
+
     def record_vici_reconnect(self) -> None:
         with self._lock:
             self._reconnects += 1
@@ -177,6 +197,8 @@ class MetricsRegistry:
                 firewall_drift_repairs=self._drift,
                 ndp_proxy_reconciles=tuple(sorted(self._ndp.items())),
                 ndp_proxy_entries=self._ndp_entries,
+                routes=self._routes,
+                gateway=self._gateway,
                 vici_reconnects=self._reconnects,
                 charon_restarts=self._restarts,
                 events=tuple(sorted(self._events.items())),

@@ -1,0 +1,233 @@
+"""RouteReconciler: one kernel route per leased virtual IP (``[routes]``), kept true.
+
+Shaped like the firewall's reconciler: every pass re-reads the leases (``list-sas``)
+and charon's plugins (``stats``: libipsec or kernel ESP), the egress from RTNL, computes
+the desired routes with the pure core (`swand.core.routes`) and lets the adapter make
+the owned routes (our table, our protocol number) match — writing nothing when they
+already do. Watchers only `poke()` (SA events, charon up/down); a periodic full pass
+(``[routes] interval``) repairs drift: a route someone deleted comes back, a route with
+our protocol number that no lease explains goes.
+
+Unlike firewall rules, routes do *not* fail static when charon is gone: a gateway whose
+charon died holds no SA, and a route left behind would keep attracting the fleet's
+traffic for its clients (now on another gateway) into a black hole. When the daemon's
+charon watch says charon is down (`charon_up() is False`), the pass withdraws every
+owned route. A pass that merely cannot read charon (a timeout under load) changes
+nothing and retries. ``stop()`` leaves the routes: charon and its SAs outlive a swand
+restart, and the next start adopts what it finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from swand.config import SwandConfig
+from swand.core.firewall import DEFAULT_TUNNEL_INTERFACE, ike_sas_settling, resolve_mode
+from swand.core.leases import Lease, held_addresses, leases_from_vici
+from swand.core.routes import KernelRoute, desired_routes, next_hops, plan_routes
+from swand.log import get_logger
+from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+
+log = get_logger("swand.routes")
+
+#: how long a lease missing from `list-sas` keeps its route while an IKE_SA settles
+SETTLE_HOLD = 0.5
+
+
+@dataclass(frozen=True)
+class LeaseInputs:
+    """What charon says right now: the inputs of the desired routes."""
+
+    leases: tuple[Lease, ...] = ()
+    plugins: tuple[str, ...] = ()
+    settling: bool = False
+    skipped: int = 0
+
+
+SnapshotFn = Callable[[], Awaitable[LeaseInputs]]
+
+
+def vici_lease_snapshot(session: Any) -> SnapshotFn:
+    """A snapshot callable over a `swand.adapters.vici.ViciSession`."""
+
+    async def snapshot() -> LeaseInputs:
+        # blocking list-sas, as the firewall's: `noblock` skips SAs in an exchange
+        events, _ = await session.streamed("list-sas", "list-sa")
+        stats = await session.request("stats")
+        leases = leases_from_vici(events, need_child_sa=True, component="routes")
+        return LeaseInputs(leases.leases, tuple(str(p) for p in stats.get("plugins") or ()),
+                             ike_sas_settling(events), leases.skipped)
+
+    return snapshot
+
+
+@dataclass(frozen=True)
+class RoutesReport:
+    """One pass: what it saw and what it changed."""
+
+    ok: bool
+    routes: int = 0
+    leases: int = 0
+    added: int = 0
+    removed: int = 0
+    skipped: int = 0
+    charon_down: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+    changed_routes: tuple[str, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+class RouteReconciler:
+    """The single writer of swand's routes (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: SwandConfig,
+        snapshot: SnapshotFn,
+        *,
+        routes: Any = None,
+        net_state: Callable[[], Awaitable[Any]] | None = None,
+        charon_up: Callable[[], bool | None] | None = None,
+        min_interval: float = 0.1,
+        on_report: Callable[[RoutesReport, PassRequest], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._snapshot = snapshot
+        if routes is None:
+            from swand.adapters.routes import NetlinkRoutes
+
+            routes = NetlinkRoutes()
+        self._routes = routes
+        self._net_state = net_state
+        self._charon_up = charon_up
+        self._on_report = on_report
+        self._net: Any = None
+        self._seen: dict[str, float] = {}
+        self._settle_timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        interval = cfg.routes.interval
+        self.runner = BoundedFrequencyRunner(
+            "routes", self._pass, min_interval=min_interval, max_interval=interval,
+            backoff_initial=0.25, backoff_max=min(5.0, interval))
+        self.last_report: RoutesReport | None = None
+
+    async def start(self) -> None:
+        if self._net_state is None:
+            from swand.adapters.netlink import NetlinkWatcher
+
+            watcher = NetlinkWatcher()
+            watcher.add_callback(self._on_net)
+            self._tasks.append(asyncio.create_task(watcher.run(), name="routes-netlink"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watcher.ready.wait(), 5.0)
+        self._tasks.append(asyncio.create_task(self.runner.run(), name="routes-runner"))
+        self.poke("start", full=True)
+
+    async def stop(self) -> None:
+        """Stop reconciling; the routes stay (charon's SAs outlive a swand restart)."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        await self._routes.close()
+
+    def poke(self, reason: str = "poke", *, full: bool = False) -> None:
+        self.runner.poke(reason, full=full)
+
+    async def wait_idle(self) -> None:
+        await self.runner.wait_idle()
+
+    def _on_net(self, state: Any) -> None:
+        if self._net is None or (state.egress, state.default_routes) != (
+                self._net.egress, self._net.default_routes):
+            self._net = state
+            self.poke("netlink")
+
+    async def _pass(self, request: PassRequest) -> None:
+        started = time.perf_counter()
+        try:
+            report = await self._reconcile(started)
+        except Exception as exc:
+            report = RoutesReport(ok=False, error=str(exc),
+                                  seconds=time.perf_counter() - started)
+            self.last_report = report
+            if self._on_report is not None:
+                self._on_report(report, request)
+            raise
+        self.last_report = report
+        if self._on_report is not None:
+            self._on_report(report, request)
+        if report.changed:
+            log.info("routes_reconciled", reasons=sorted(request.reasons),
+                     routes=report.routes, added=report.added, removed=report.removed,
+                     charon_down=report.charon_down, changed=list(report.changed_routes[:20]),
+                     seconds=round(report.seconds, 4))
+        else:
+            log.debug("routes unchanged", routes=report.routes)
+
+    async def _read(self) -> tuple[LeaseInputs | None, bool]:
+        """(the snapshot, False), or (None, True) when charon is known to be down."""
+        from swand.adapters.vici import ViciError
+
+        if self._charon_up is not None and self._charon_up() is False:
+            return None, True
+        try:
+            return await self._snapshot(), False
+        except ViciError:
+            if self._charon_up is not None and self._charon_up() is False:
+                return None, True
+            raise
+
+    async def _reconcile(self, started: float) -> RoutesReport:
+        s = self.cfg.routes
+        snap, charon_down = await self._read()
+        observed = await self._routes.read_owned(s.table, s.protocol)
+        desired: frozenset[KernelRoute] = frozenset()
+        leases: tuple[Lease, ...] = ()
+        if snap is not None:
+            if self._net_state is not None:
+                self._net = await self._net_state()
+            now = time.monotonic()
+            seen = held_addresses((lease.address for lease in snap.leases), self._seen, now,
+                                  settling=snap.settling, hold=SETTLE_HOLD)
+            held = [a for a in seen if seen[a] != now]
+            by_address = {lease.address: lease for lease in snap.leases}
+            for address in held:
+                by_address[address] = Lease(address, "")
+            if held:
+                self._poke_later(SETTLE_HOLD, "settling")
+            self._seen = seen
+            leases = tuple(by_address.values())
+            mode = resolve_mode(self.cfg.firewall.mode, snap.plugins)
+            net = self._net
+            hops = next_hops(mode, s.device, getattr(net, "egress", None),
+                             getattr(net, "default_routes", ()), DEFAULT_TUNNEL_INTERFACE)
+            desired = desired_routes(leases, hops, table=s.table, protocol=s.protocol,
+                                     metric=s.metric)
+        else:
+            self._seen = {}
+        add, remove = plan_routes(desired, observed)
+        changes = await self._routes.apply(add, remove)
+        return RoutesReport(
+            ok=True, routes=len(desired), leases=len(leases), added=changes.added,
+            removed=changes.removed, skipped=snap.skipped if snap else 0,
+            charon_down=charon_down, seconds=time.perf_counter() - started,
+            changed_routes=tuple([f"-{r.dst}" for r in remove] + [f"+{r.dst}" for r in add]),
+        )
+
+    def _poke_later(self, delay: float, reason: str) -> None:
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+        self._settle_timer = asyncio.get_running_loop().call_later(delay, self.poke, reason)
