@@ -20,6 +20,9 @@ from swand.log import get_logger
 log = get_logger("swand.routes")
 
 _RTN_UNICAST = 1
+#: on delete: match any scope (a route someone added `dev eth0` without a gateway has
+#: scope link; the kernel compares the scope unless it is RT_SCOPE_NOWHERE)
+_RT_SCOPE_NOWHERE = 255
 
 
 class RouteWriteError(Exception):
@@ -41,7 +44,7 @@ class NetlinkRoutes:
 
     async def _open(self) -> Any:
         if self._ipr is None:
-            from pyroute2 import AsyncIPRoute  # lazily: `swand check` need not import it
+            from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]
 
             ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
             await ipr.setup_endpoint()
@@ -119,7 +122,7 @@ class NetlinkRoutes:
                                 "proto": route.protocol, "priority": route.metric,
                                 "type": _RTN_UNICAST}
         if deleting:
-            return spec
+            return {**spec, "scope": _RT_SCOPE_NOWHERE}
         if route.oif:
             oif = index.get(route.oif)
             if oif is None:

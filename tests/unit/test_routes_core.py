@@ -66,7 +66,7 @@ def test_one_host_route_per_leased_address_both_families() -> None:
 
 
 def test_no_device_means_no_routes_and_a_clear_error() -> None:
-    with pytest.raises(RoutesInputError, match="10.8.0.1.*no default route"):
+    with pytest.raises(RoutesInputError, match=r"10\.8\.0\.1.*no default route"):
         desired_routes([Lease("10.8.0.1", "rw", "1")], NextHops(None, None), table=254,
                        protocol=157)
     assert desired_routes([], NextHops(None, None), table=254, protocol=157) == frozenset()
