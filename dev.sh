@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: charon and its tools, both firewall back ends, namespaces and probes,
-# a Python that can build python-iptables' extension, promtool and systemd-analyze, and
-# radvd (the lab's provider router advertising IPv6 to the gateway).
+# a Python that can build python-iptables' extension, promtool and systemd-analyze,
+# radvd (the lab's provider router advertising IPv6 to the gateway) and FRR (zebra, bgpd:
+# the fleet lab's routers).
 # charon's plugins are spread over several packages, some only Recommends (skipped by
 # --no-install-recommends): every package the lab's charon loads a plugin from is listed
 # (tests/unit/test_plugins.py checks this against swand/lab/charon.py's DEFAULT_PLUGINS).
@@ -22,6 +23,7 @@ APT_PACKAGES=(
   debootstrap
   radvd
   prometheus systemd openssl
+  frr
 )
 VENV=.venv
 PY=/usr/bin/python3   # Debian's Python, so python3-nftables is importable in the venv
