@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-system", action="store_true",
                         help="do not probe this machine (addresses, ip_forward, firewall "
                         "rules): check a configuration meant for another host")
+    parser.add_argument("--fleet", metavar="FILE", nargs="+", default=None,
+                        help="the other gateways' swanctl.conf files: warn when pools "
+                        "double-lease across the fleet (default: [fleet] peers)")
 
 
 # --- reading (I/O lives here, the checks are pure) --------------------------------------
@@ -325,7 +328,7 @@ def collect(args: argparse.Namespace) -> list[Finding]:
     loader_spots = {(f.file, f.line) for f in loaded}
     found = [f for f in found if not (f.code == "cert-missing" and (f.file, f.line)
                                       in loader_spots)]
-    findings += loaded + found
+    findings += loaded + found + fleet_findings(tree, str(conf), cfg, args)
     # key paths are relative to the swanctl folder: make them absolute for the reader
     return [
         Finding(str(swanctl_dir / f.file), f.line, f.severity, f.code, f.message, f.fix)
@@ -333,6 +336,29 @@ def collect(args: argparse.Namespace) -> list[Finding]:
         else f
         for f in findings
     ]
+
+
+def fleet_findings(tree: Section, conf: str, cfg: SwandConfig, args: argparse.Namespace
+                   ) -> list[Finding]:
+    """Pools that double-lease with the other gateways' (``--fleet`` or ``[fleet]
+    peers``); a peer file that cannot be read is a warning naming it."""
+    from swand.core.fleet import check_fleet_pools, gateway_pools
+
+    paths = args.fleet if getattr(args, "fleet", None) else list(cfg.fleet.peers)
+    peers = []
+    out: list[Finding] = []
+    for path in paths:
+        try:
+            peers.append(gateway_pools(path, parse_file(path)))
+        except SettingsError as exc:
+            out.append(Finding(exc.origin.file, exc.origin.line, "warning", "fleet-peer",
+                               f"fleet peer not checked: {exc.message}",
+                               "fix the file or [fleet] peers"))
+        except OSError as exc:
+            out.append(Finding(path, 0, "warning", "fleet-peer",
+                               f"fleet peer not checked: {exc.strerror or exc}",
+                               "fix the path in [fleet] peers or --fleet"))
+    return out + check_fleet_pools(gateway_pools(conf, tree), peers)
 
 
 def render_text(findings: list[Finding]) -> str:
