@@ -287,7 +287,10 @@ def golden_snapshot() -> tuple[m.MetricsSnapshot, m.SelfCounters]:
                            ndp_proxy_reconciles=(("success", 5),), ndp_proxy_entries=1,
                            vici_reconnects=1, charon_restarts=1,
                            events=(("child-updown", 9),), event_queue_depth=0,
-                           last_scrape_duration=0.001)
+                           last_scrape_duration=0.001,
+                           routes=m.RouteCounters(passes=(("success", 5),), added=4, removed=2,
+                                                  routes=2, drift_repairs=1),
+                           gateway="gw-a")
     return snap, selfc
 
 
