@@ -8,8 +8,9 @@ Built on top of a started `Lab` (whose gateway is gateway A), additively::
     inner ih 10.0.9.254 ── internal 10.0.9.10
 
 Each gateway runs charon, `swand run` with ``[routes]`` (the test starts it) and FRR
-(zebra + bgpd, AS 65001, ``redistribute kernel`` of the virtual-IP prefix: the config
-in etc/frr/); the inner router runs zebra + bgpd in AS 65000 accepting any gateway of
+(zebra + bgpd, AS 65001, ``redistribute kernel`` of the virtual-IP prefix: the example
+etc/frr/frr.conf, with faster timers); the inner router runs zebra + bgpd in AS 65000
+(etc/frr/internal-router.conf) accepting any gateway of
 10.0.0.0/24 (``bgp listen range``) and announcing 10.0.9.0/24. Both gateways share one
 AS, so a route one gateway announced never comes back to the other through the inner
 router (AS-path loop check): each gateway routes only its own leases into its tunnels.
@@ -42,58 +43,39 @@ INTERNAL = "10.0.0.0/16"
 INTERNAL_NET = "10.0.9.0/24"
 INNER_INTERNAL = "10.0.9.254"
 INTERNAL_HOST = "10.0.9.10"
-GATEWAY_AS = 65001
-INNER_AS = 65000
-#: the virtual-IP prefix the gateways announce (their pools are slices of it)
-VIP_PREFIX = "10.8.0.0/16"
 #: the pinned client's address, the same on every gateway
 PINNED = "10.8.0.1"
 
 
-def gateway_bgpd_conf(router_id: str, *, prefix: str = VIP_PREFIX,
-                      neighbor: str = INNER_LAN) -> str:
-    """A gateway's bgpd.conf: announce swand's host routes (kernel routes of the
-    virtual-IP prefix, /32 only) to the inner router; fast timers for the lab."""
-    return f"""frr defaults datacenter
-hostname gw-{router_id}
-log file {{log}}
-!
-ip prefix-list SWAND-VIPS seq 10 permit {prefix} ge 32
-route-map SWAND-VIPS permit 10
- match ip address prefix-list SWAND-VIPS
-!
-router bgp {GATEWAY_AS}
- bgp router-id {router_id}
- no bgp ebgp-requires-policy
- neighbor {neighbor} remote-as {INNER_AS}
- neighbor {neighbor} timers 1 3
- neighbor {neighbor} timers connect 1
- neighbor {neighbor} advertisement-interval 0
- address-family ipv4 unicast
-  redistribute kernel route-map SWAND-VIPS
- exit-address-family
-!
-"""
+#: the FRR examples the lab runs (etc/frr/ in the source tree)
+ETC_FRR = Path(__file__).resolve().parents[2] / "etc" / "frr"
+
+
+def _example(name: str, replacements: dict[str, str]) -> str:
+    """An etc/frr example with the lab's changes: faster timers, a log file."""
+    path = ETC_FRR / name
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LabError(f"the fleet lab runs {path}: {exc.strerror}") from None
+    replacements = {"timers 3 9": "timers 1 3", "timers connect 5": "timers connect 1",
+                    "log syslog informational": "log file {log}", **replacements}
+    for old, new in replacements.items():
+        if old not in text:
+            raise LabError(f"{path} no longer contains {old!r}: update swand.lab.fleet")
+        text = text.replace(old, new)
+    return text
+
+
+def gateway_bgpd_conf(name: str, router_id: str) -> str:
+    """etc/frr/frr.conf for one gateway: announce swand's host routes to the inner
+    router."""
+    return _example("frr.conf", {"hostname vpn-a": f"hostname {name}",
+                                 "bgp router-id 10.0.0.1": f"bgp router-id {router_id}"})
 
 
 def inner_bgpd_conf() -> str:
-    return f"""frr defaults datacenter
-hostname inner
-log file {{log}}
-!
-router bgp {INNER_AS}
- bgp router-id {INNER_LAN}
- no bgp ebgp-requires-policy
- neighbor GATEWAYS peer-group
- neighbor GATEWAYS remote-as {GATEWAY_AS}
- neighbor GATEWAYS timers 1 3
- neighbor GATEWAYS advertisement-interval 0
- bgp listen range 10.0.0.0/24 peer-group GATEWAYS
- address-family ipv4 unicast
-  network {INTERNAL_NET}
- exit-address-family
-!
-"""
+    return _example("internal-router.conf", {})
 
 
 class Frr:
@@ -183,8 +165,8 @@ class Fleet:
         self.inner.address, self.internal.address = INNER_LAN, INTERNAL_HOST
         self._build_network()
         self.gateway_b.start_charon()
-        self.frr["gateway"] = Frr(lab.gateway, gateway_bgpd_conf(GATEWAY_LAN["gateway"]))
-        self.frr["gatewayb"] = Frr(self.gateway_b, gateway_bgpd_conf(GATEWAY_LAN["gatewayb"]))
+        for gw in self.gateways:
+            self.frr[gw.name] = Frr(gw, gateway_bgpd_conf(gw.name, GATEWAY_LAN[gw.name]))
         self.frr["inner"] = Frr(self.inner, inner_bgpd_conf())
         for frr in self.frr.values():
             frr.start()
