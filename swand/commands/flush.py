@@ -6,6 +6,10 @@ in the built-in chains, both families, one commit per table. nftables: ``table i
 swand``. NDP proxy entries (routed IPv6): those carrying swand's protocol mark (250).
 Rules and entries of others stay; sysctls are left alone (ip_forward may be wanted by
 more than swand). charon is not needed.
+
+With ``[routes] enabled``, also every route of ``[routes] table`` carrying swand's
+protocol number (decommissioning a gateway of a fleet: its routing daemon withdraws
+them). A running `swand run` would put back those its SAs still need.
 """
 
 from __future__ import annotations
@@ -59,14 +63,35 @@ async def flush_ndp_proxies() -> int:
     return applied.removed
 
 
+async def flush_routes(table: int, protocol: int) -> dict[str, Any]:
+    """Remove every route in `table` with `protocol` (swand's, see [routes])."""
+    from swand.adapters.routes import NetlinkRoutes
+
+    routes = NetlinkRoutes()
+    try:
+        owned = await routes.read_owned(table, protocol)
+        changes = await routes.apply((), tuple(sorted(owned)))
+    finally:
+        await routes.close()
+    return {"changed_tables": [str(table)] if changes.removed else [],
+            "routes_deleted": changes.removed}
+
+
+async def flush_all(cfg: Any) -> dict[str, Any]:
+    result = await flush_firewall()
+    if cfg.routes.enabled:
+        result["routes"] = await flush_routes(cfg.routes.table, cfg.routes.protocol)
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        load_config(args.config)  # a broken swand.toml is still reported
+        cfg = load_config(args.config)  # a broken swand.toml is still reported
     except ConfigError as exc:
         print(f"swand flush: {exc}", file=sys.stderr)
         return 2
     try:
-        result = asyncio.run(flush_firewall())
+        result = asyncio.run(flush_all(cfg))
         proxies = asyncio.run(flush_ndp_proxies())
     except Exception as exc:
         print(f"swand flush: {exc}", file=sys.stderr)
@@ -78,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"ndp proxy: removed {proxies} entries")
     changed = {name: r for name, r in result.items() if r["changed_tables"]}
     for name, r in changed.items():
+        if name == "routes":
+            print(f"routes: removed {r['routes_deleted']} from table "
+                  f"{r['changed_tables'][0]}")
+            continue
         print(f"{name}: removed {r['chains_deleted']} chains and {r['rules_deleted']} "
               f"jumps from {', '.join(r['changed_tables'])}")
     if not changed and not proxies:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swand.core.checks import Finding, Pool, finding_at, pools_of
+from swand.core.checks import _overlap as pools_overlap
 from swand.core.settings import Section
 
 
@@ -52,20 +53,13 @@ def gateway_pools(name: str, tree: Section) -> GatewayPools:
                         {k: frozenset(v) for k, v in users.items()})
 
 
-def _overlap(a: Pool, b: Pool) -> bool:
-    return any(
-        x[0].version == y[0].version and int(x[0]) <= int(y[1]) and int(y[0]) <= int(x[1])
-        for x in a.ranges for y in b.ranges
-    )
-
-
 def check_fleet_pools(local: GatewayPools, peers: list[GatewayPools]) -> list[Finding]:
     """Warnings for every local pool that can double-lease with a peer gateway's pool."""
     out: list[Finding] = []
     for peer in peers:
         for mine in local.pools:
             for theirs in peer.pools:
-                if not _overlap(mine, theirs):
+                if not pools_overlap(mine, theirs):
                     continue
                 mine_pin, their_pin = local.pinned_to(mine), peer.pinned_to(theirs)
                 if mine_pin is not None and their_pin is not None:

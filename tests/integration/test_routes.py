@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 
 import pytest
@@ -150,3 +151,17 @@ def test_swand_restart_adopts_routes_without_churn(gw: Lab) -> None:
         time.sleep(1.5)  # passes run: start, sa events, periodic (interval 1 s)
         assert set(owned_routes(lab)) == {vip}
         assert len(again.find("routes_reconciled")) == before
+
+
+def test_flush_removes_only_swands_routes(gw: Lab) -> None:
+    lab = gw
+    with start_swand(lab.gateway, extra=routes_toml(device="eth0"), firewall=False) as swand:
+        vip = lab.connect(lab.client(1))
+        wait_routes(lab, {vip})
+    lab.gateway.run(["ip", "route", "add", "10.8.0.251/32", "dev", "eth0", "proto",
+                     "static"])
+    out = lab.gateway.run([sys.executable, "-m", "swand", "flush", "-c",
+                           str(swand.config_path)]).stdout
+    assert "routes: removed 1 from table 254" in out
+    assert owned_routes(lab) == {}
+    assert "10.8.0.251" in lab.gateway.run(["ip", "route", "show", "proto", "static"]).stdout
