@@ -99,6 +99,7 @@ class RouteReconciler:
         charon_up: Callable[[], bool | None] | None = None,
         min_interval: float = 0.1,
         on_report: Callable[[RoutesReport, PassRequest], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self._snapshot = snapshot
@@ -110,6 +111,7 @@ class RouteReconciler:
         self._net_state = net_state
         self._charon_up = charon_up
         self._on_report = on_report
+        self._clock = clock
         self._net: Any = None
         self._seen: dict[str, float] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
@@ -148,6 +150,12 @@ class RouteReconciler:
 
     async def wait_idle(self) -> None:
         await self.runner.wait_idle()
+
+    async def run_once(self) -> RoutesReport:
+        """One pass now (tests, one-shot use); raises on failure, changing nothing."""
+        await self._pass(PassRequest({"once"}, True))
+        assert self.last_report is not None
+        return self.last_report
 
     def _on_net(self, state: Any) -> None:
         if self._net is None or (state.egress, state.default_routes) != (
@@ -199,7 +207,7 @@ class RouteReconciler:
         if snap is not None:
             if self._net_state is not None:
                 self._net = await self._net_state()
-            now = time.monotonic()
+            now = self._clock()
             seen = held_addresses((lease.address for lease in snap.leases), self._seen, now,
                                   settling=snap.settling, hold=SETTLE_HOLD)
             held = [a for a in seen if seen[a] != now]
