@@ -8,6 +8,8 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -165,3 +167,32 @@ def test_flush_removes_only_swands_routes(gw: Lab) -> None:
     assert "routes: removed 1 from table 254" in out
     assert owned_routes(lab) == {}
     assert "10.8.0.251" in lab.gateway.run(["ip", "route", "show", "proto", "static"]).stdout
+
+
+def test_dual_stack_client_gets_a_route_per_family(make_lab: Callable[..., Lab],
+                                                   charon_version: str) -> None:
+    """A /32 and a /128; the IPv6 one with the kernel's metric 1024, so the next passes
+    see no difference (no churn)."""
+    lab = make_lab(charon=charon_version, ipv6=True)
+    lab.configure_gateway_with_swanctl(pool6="fd00:8::1000/116")
+    lab.configure_clients(ipv6=True)
+    with start_swand(lab.gateway, extra=routes_toml(device="eth0"), firewall=False) as swand:
+        c1 = lab.client(1)
+        lab.connect(c1)
+        vips = wait_for(lambda: len(c1.virtual_ips()) == 2 and c1.virtual_ips(), 10,
+                        message="two virtual IPs")
+        v4 = next(v for v in vips if ":" not in v)
+        v6 = next(v for v in vips if ":" in v)
+
+        def both() -> dict[str, Any] | None:
+            out = lab.gateway.run(["ip", "-6", "-j", "route", "show", "proto",
+                                   str(PROTO)]).stdout
+            six = {r["dst"]: r for r in json.loads(out or "[]")}
+            return six if v6 in six and v4 in owned_routes(lab) else None
+
+        six = wait_for(both, 5.0, message="a /32 and a /128")
+        assert six[v6]["dev"] == "eth0" and six[v6]["gateway"] == "2001:db8:2::fe"
+        assert six[v6]["metric"] == 1024
+        changes = len(swand.find("routes_reconciled"))
+        time.sleep(2.5)  # two periodic passes (interval 1 s)
+        assert len(swand.find("routes_reconciled")) == changes
