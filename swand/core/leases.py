@@ -99,23 +99,6 @@ def _carries_traffic(ike: Mapping[str, object]) -> bool:
                for c in children.values())
 
 
-def held_addresses(
-    current: Iterable[str], last_seen: Mapping[str, float], now: float, *,
-    settling: bool, hold: float,
-) -> dict[str, float]:
-    """The leased addresses to keep objects for, each with when it was last listed.
-
-    Like the firewall's CHILD_SAs during an IKE rekey (`swand.core.firewall.
-    held_child_sas`): an address missing from a `settling` snapshot is kept for at most
-    `hold` seconds, so a rekey does not withdraw a route from the whole fleet."""
-    seen = {a: now for a in current}
-    if settling:
-        for address, when in last_seen.items():
-            if address not in seen and now - when < hold:
-                seen[address] = when
-    return seen
-
-
 T = TypeVar("T")
 
 

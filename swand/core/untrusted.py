@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 #: the parts of swand that read charon's replies, as the metric's `component` label
-COMPONENTS = ("events", "firewall", "metrics", "status", "ndp")
+COMPONENTS = ("events", "firewall", "metrics", "status", "ndp", "routes")
 #: how much of an offending value a log line shows (a 64 KiB value would flood the log)
 SHOWN_CHARS = 120
 

@@ -27,17 +27,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swand.config import SwandConfig
-from swand.core.firewall import DEFAULT_TUNNEL_INTERFACE, ike_sas_settling, resolve_mode
-from swand.core.leases import Lease, held_addresses, leases_from_vici
+from swand.core.firewall import (
+    DEFAULT_TUNNEL_INTERFACE,
+    held_child_sas,
+    ike_sas_settling,
+    resolve_mode,
+)
+from swand.core.leases import Lease, leases_from_vici
 from swand.core.routes import KernelRoute, desired_routes, next_hops, plan_routes
 from swand.log import get_logger
+from swand.runtime.firewall import SETTLE_HOLD
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.routes")
-
-#: how long a lease missing from `list-sas` keeps its route while an IKE_SA settles
-SETTLE_HOLD = 0.5
-
 
 @dataclass(frozen=True)
 class LeaseInputs:
@@ -59,7 +62,8 @@ def vici_lease_snapshot(session: Any) -> SnapshotFn:
         # blocking list-sas, as the firewall's: `noblock` skips SAs in an exchange
         events, _ = await session.streamed("list-sas", "list-sa")
         stats = await session.request("stats")
-        leases = leases_from_vici(events, need_child_sa=True, component="routes")
+        leases = leases_from_vici(events, report_unparsable, need_child_sa=True,
+                                  component="routes")
         return LeaseInputs(leases.leases, tuple(str(p) for p in stats.get("plugins") or ()),
                              ike_sas_settling(events), leases.skipped)
 
@@ -113,7 +117,8 @@ class RouteReconciler:
         self._on_report = on_report
         self._clock = clock
         self._net: Any = None
-        self._seen: dict[str, float] = {}
+        #: leases with a route, and when `list-sas` last listed each
+        self._seen: dict[Lease, float] = {}
         self._settle_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         interval = cfg.routes.interval
@@ -208,16 +213,14 @@ class RouteReconciler:
             if self._net_state is not None:
                 self._net = await self._net_state()
             now = self._clock()
-            seen = held_addresses((lease.address for lease in snap.leases), self._seen, now,
-                                  settling=snap.settling, hold=SETTLE_HOLD)
-            held = [a for a in seen if seen[a] != now]
-            by_address = {lease.address: lease for lease in snap.leases}
-            for address in held:
-                by_address[address] = Lease(address, "")
-            if held:
+            # an IKE rekey briefly lists no CHILD_SA: keep the route, as the firewall
+            # keeps forward rules (`held_child_sas`), instead of a fleet-wide withdraw
+            seen = held_child_sas(snap.leases, self._seen, now, settling=snap.settling,
+                                  hold=SETTLE_HOLD)
+            if len(seen) > len(snap.leases):
                 self._poke_later(SETTLE_HOLD, "settling")
             self._seen = seen
-            leases = tuple(by_address.values())
+            leases = tuple(seen)
             mode = resolve_mode(self.cfg.firewall.mode, snap.plugins)
             net = self._net
             hops = next_hops(mode, s.device, getattr(net, "egress", None),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swand.config import ConfigError, parse_config
-from swand.core.leases import Lease, held_addresses, leases_from_vici
+from swand.core.leases import Lease, leases_from_vici
 from swand.core.routes import (
     KernelRoute,
     NextHops,
@@ -91,13 +91,6 @@ def test_plan_adds_missing_removes_unexplained_replaces_changed() -> None:
     add, remove = plan_routes({a, b}, {b_old, stale})
     assert add == (a, b)
     assert set(remove) == {b_old, stale}
-
-
-def test_held_addresses_bridge_a_rekey_only_while_settling() -> None:
-    seen = {"10.8.0.1": 10.0}
-    assert held_addresses([], seen, 10.3, settling=True, hold=0.5) == {"10.8.0.1": 10.0}
-    assert held_addresses([], seen, 10.6, settling=True, hold=0.5) == {}
-    assert held_addresses([], seen, 10.1, settling=False, hold=0.5) == {}
 
 
 @pytest.mark.parametrize("body, message", [
