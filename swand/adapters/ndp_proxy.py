@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from swand.adapters.netlink import link_names, open_iproute
 from swand.core.leases import KERNEL_PROTOCOL, NdpProxy, ObjectPlan
 from swand.log import get_logger
 
@@ -44,15 +45,11 @@ class NdpProxyTable:
 
     async def _open(self) -> Any:
         if self._ipr is None:
-            from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]  # lazily
-
-            ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
-            await ipr.setup_endpoint()
-            self._ipr = ipr
+            self._ipr = await open_iproute(self.netns)
         return self._ipr
 
     async def _links(self, ipr: Any) -> dict[int, str]:
-        return {m["index"]: m.get("ifname") async for m in await ipr.link("dump")}
+        return await link_names(ipr)
 
     async def read(self) -> frozenset[NdpProxy]:
         """swand's proxy entries (both the kernel's and swand's view of one pass)."""

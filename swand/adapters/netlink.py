@@ -91,6 +91,22 @@ async def _open(netns: str | None) -> Any:
     return ipr
 
 
+async def open_iproute(netns: str | None = None) -> Any:
+    """An `AsyncIPRoute` for requests only (no multicast groups) in `netns` (None: the
+    namespace swand runs in), endpoint set up: what the per-lease kernel object adapters
+    (routes, NDP proxy entries) talk through."""
+    from pyroute2 import AsyncIPRoute  # lazily: `swand check` need not import pyroute2
+
+    ipr = AsyncIPRoute(netns=netns) if netns else AsyncIPRoute()
+    await ipr.setup_endpoint()
+    return ipr
+
+
+async def link_names(ipr: Any) -> dict[int, str]:
+    """Interface index -> name."""
+    return {m["index"]: m.get("ifname") async for m in await ipr.link("dump")}
+
+
 async def _dump(ipr: Any) -> NetState:
     links = {msg["index"]: msg.get("ifname") async for msg in await ipr.link("dump")}
     addrs: dict[str, list[str]] = {name: [] for name in links.values() if name}

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from swand.adapters.netlink import link_names, open_iproute
 from swand.core.routes import KernelRoute
 from swand.log import get_logger
 
@@ -44,11 +45,7 @@ class NetlinkRoutes:
 
     async def _open(self) -> Any:
         if self._ipr is None:
-            from pyroute2 import AsyncIPRoute  # type: ignore[import-untyped]
-
-            ipr = AsyncIPRoute(netns=self.netns) if self.netns else AsyncIPRoute()
-            await ipr.setup_endpoint()
-            self._ipr = ipr
+            self._ipr = await open_iproute(self.netns)
         return self._ipr
 
     async def close(self) -> None:
@@ -58,7 +55,7 @@ class NetlinkRoutes:
             self._ipr = None
 
     async def _links(self, ipr: Any) -> dict[int, str]:
-        return {msg["index"]: msg.get("ifname") async for msg in await ipr.link("dump")}
+        return await link_names(ipr)
 
     async def read_owned(self, table: int, protocol: int) -> set[KernelRoute]:
         """Every route in `table` with `protocol`, both families."""
