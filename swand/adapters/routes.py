@@ -34,6 +34,9 @@ class RouteWriteError(Exception):
 class RouteChanges:
     added: int = 0
     removed: int = 0
+    #: additions refused because a route of someone else (another protocol) exists for
+    #: the same destination, table and metric: theirs stays, ours is not forced in
+    conflicts: tuple[KernelRoute, ...] = ()
 
 
 class NetlinkRoutes:
@@ -82,7 +85,8 @@ class NetlinkRoutes:
         self, add: tuple[KernelRoute, ...], remove: tuple[KernelRoute, ...]
     ) -> RouteChanges:
         """Remove, then add (a replaced route is in both). A route already gone counts as
-        removed; a refused addition raises RouteWriteError after trying all the others."""
+        removed, one someone else holds is a conflict (left to them); any other refused
+        addition raises RouteWriteError after trying all the others."""
         if not add and not remove:
             return RouteChanges()
         try:
@@ -98,19 +102,23 @@ class NetlinkRoutes:
                 removed += 1
             except Exception as exc:
                 if getattr(exc, "code", None) not in (errno.ESRCH, errno.ENOENT):
-                    raise RouteWriteError(f"deleting {_describe(route)}: {exc}") from exc
+                    raise RouteWriteError(f"deleting {describe_route(route)}: {exc}") from exc
                 removed += 1
         failures: list[str] = []
+        conflicts: list[KernelRoute] = []
         added = 0
         for route in add:
             try:
                 await ipr.route("add", **self._spec(route, index))
                 added += 1
             except Exception as exc:
-                failures.append(f"{_describe(route)}: {exc}")
+                if getattr(exc, "code", None) == errno.EEXIST:
+                    conflicts.append(route)
+                    continue
+                failures.append(f"{describe_route(route)}: {exc}")
         if failures:
             raise RouteWriteError("adding " + "; ".join(failures))
-        return RouteChanges(added, removed)
+        return RouteChanges(added, removed, tuple(conflicts))
 
     @staticmethod
     def _spec(route: KernelRoute, index: dict[str, int], deleting: bool = False
@@ -123,14 +131,14 @@ class NetlinkRoutes:
         if route.oif:
             oif = index.get(route.oif)
             if oif is None:
-                raise RouteWriteError(f"{_describe(route)}: no interface {route.oif!r}")
+                raise RouteWriteError(f"{describe_route(route)}: no interface {route.oif!r}")
             spec["oif"] = oif
         if route.gateway:
             spec["gateway"] = route.gateway
         return spec
 
 
-def _describe(route: KernelRoute) -> str:
+def describe_route(route: KernelRoute) -> str:
     via = f" via {route.gateway}" if route.gateway else ""
     dev = f" dev {route.oif}" if route.oif else ""
     return f"{route.dst}{via}{dev} table {route.table} proto {route.protocol}"

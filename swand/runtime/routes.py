@@ -81,6 +81,8 @@ class RoutesReport:
     removed: int = 0
     skipped: int = 0
     charon_down: bool = False
+    #: leased addresses whose route someone else's route (another protocol) blocks
+    conflicts: tuple[str, ...] = ()
     error: str | None = None
     seconds: float = 0.0
     changed_routes: tuple[str, ...] = field(default=())
@@ -126,6 +128,7 @@ class RouteReconciler:
             "routes", self._pass, min_interval=min_interval, max_interval=interval,
             backoff_initial=0.25, backoff_max=min(5.0, interval))
         self.last_report: RoutesReport | None = None
+        self._conflicts_logged: tuple[str, ...] = ()
 
     async def start(self) -> None:
         if self._net_state is None:
@@ -231,10 +234,18 @@ class RouteReconciler:
             self._seen = {}
         add, remove = plan_routes(desired, observed)
         changes = await self._routes.apply(add, remove)
+        conflicts = tuple(sorted(r.dst for r in changes.conflicts))
+        if conflicts != self._conflicts_logged:
+            self._conflicts_logged = conflicts
+            if conflicts:
+                log.warning("routes_conflict", routes=list(conflicts[:20]), count=len(conflicts),
+                            effect="a route of another protocol exists for these leased "
+                            "addresses in the table; it stays and swand adds none")
         return RoutesReport(
             ok=True, routes=len(desired), leases=len(leases), added=changes.added,
             removed=changes.removed, skipped=snap.skipped if snap else 0,
-            charon_down=charon_down, seconds=time.perf_counter() - started,
+            charon_down=charon_down, conflicts=conflicts,
+            seconds=time.perf_counter() - started,
             changed_routes=tuple([f"-{r.dst}" for r in remove] + [f"+{r.dst}" for r in add]),
         )
 

@@ -196,3 +196,22 @@ def test_dual_stack_client_gets_a_route_per_family(make_lab: Callable[..., Lab],
         changes = len(swand.find("routes_reconciled"))
         time.sleep(2.5)  # two periodic passes (interval 1 s)
         assert len(swand.find("routes_reconciled")) == changes
+
+
+def test_someone_elses_route_for_a_leased_address_stays(gw: Lab) -> None:
+    """An administrator's route for the address (another protocol): swand leaves it,
+    says so once, and keeps every other route (no failed pass)."""
+    lab = gw
+    lab.gateway.run(["ip", "route", "add", "10.8.0.129/32", "dev", "eth0", "proto",
+                     "static"])
+    with start_swand(lab.gateway, extra=routes_toml(), firewall=False) as swand:
+        vips = {lab.connect(c) for c in lab.clients}
+        assert "10.8.0.129" in vips
+        wait_routes(lab, vips - {"10.8.0.129"})
+        event = swand.wait_for_event("routes_conflict")
+        assert event["routes"] == ["10.8.0.129/32"]
+        time.sleep(1.5)  # periodic passes (interval 1 s) meet the conflict again
+        assert len(swand.find("routes_conflict")) == 1
+        assert not [e for e in swand.find("pass failed") if e.get("runner") == "routes"]
+    assert "10.8.0.129 dev eth0 proto static" in lab.gateway.run(
+        ["ip", "route", "show", "10.8.0.129"]).stdout
