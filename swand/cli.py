@@ -23,7 +23,10 @@ COMMANDS: dict[str, str] = {
     "demo": "build a lab of namespaces and charons and run swand as its gateway",
     "pki": "create the CA and the gateway certificate",
     "client": "add, revoke and list road-warrior clients",
+    "import": "turn an ipsec.conf gateway into a swanctl folder, reporting what needs a person",
 }
+#: commands whose module name differs (`import` is a Python keyword)
+MODULES: dict[str, str] = {"import": "import_"}
 
 
 #: the shared options that take a value (to find the command behind them)
@@ -72,7 +75,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_common_arguments(p, default=argparse.SUPPRESS)
         if command is None or name == command:
-            module = importlib.import_module(f"swand.commands.{name}")
+            module = importlib.import_module(f"swand.commands.{MODULES.get(name, name)}")
             module.add_arguments(p)
             _add_common_to_actions(p)
             p.set_defaults(_module=module)
