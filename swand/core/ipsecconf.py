@@ -648,8 +648,8 @@ def _parse_entry(entry: str, here: Origin) -> SecretEntry:
     head, sep, tail = entry.partition(":")
     # a selector may be an IPv6 address: the separator is the ':' followed by blank + type
     while sep:
-        words = tail.split()
-        if words and words[0].upper() in SECRET_TYPES:
+        type_words = tail.split()
+        if type_words and type_words[0].upper() in SECRET_TYPES:
             break
         more_head, sep, tail = tail.partition(":")
         head = f"{head}:{more_head}"

@@ -85,7 +85,7 @@ def _stand_in_material() -> dict[str, Any]:
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("stand-in.test")]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _material.update(ca=ca, leaf=leaf, leaf_key=leaf_key,
+    _material.update(ca=ca, ca_key=ca_key, leaf=leaf, leaf_key=leaf_key,
                      rsa_key=rsa.generate_private_key(65537, 2048))
     return _material
 

@@ -1,0 +1,299 @@
+"""Differential conformance of `swand import` with starter/stroke over strongSwan's
+ipsec.conf corpus (`$SWAND_IPSEC_CORPUS`, default `<repo>/../shared/corpus/
+strongswan-ipsec-conf`): 546 ipsec.conf files of strongSwan 5.5.3's test scenarios.
+
+For each file: starter feeds it (with its ipsec.secrets and an ipsec.d of stand-in
+credentials) to one charon through the stroke plugin; `swand import` converts the same
+files and swand's loader (`swand apply`, in-process) loads the folder into a second
+charon. Both charons are then asked over VICI: `list-conns` (every field), `list-certs`
+(subjects), and how many private keys and shared secrets each holds (stroke's are
+counted from its log: VICI's get-keys/get-shared only list VICI's own). A file agrees
+when both report the same, or when both refuse it (starter: fatal errors; swand import:
+an `error` line, which names why).
+
+Both charons restart for every file (60 ms each, and stroke keeps state VICI cannot
+reset); batching all files over two charons per version keeps the run at about a
+minute per version.
+
+Placeholders (`PH_IP_MOON` ...) get the addresses of strongSwan's test network; missing
+credentials get stand-ins like test_conformance's (`.der` DER, else PEM; keys of the
+type the secrets entry names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_conformance import _stand_in_material, _vici  # type: ignore[import-not-found]
+
+from swand.commands.import_ import run_import, write_folder
+from swand.config import SwandConfig
+from swand.core.ipsecconf import ImportSyntaxError, parse_ipsec_conf
+from swand.lab.stroke import SENTINEL, SENTINEL_CONF, StrokeCharon, tree_has_starter
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = Path(os.environ.get("SWAND_IPSEC_CORPUS",
+                             REPO.parent / "shared/corpus/strongswan-ipsec-conf"))
+#: per charon version: files that must agree or be refused by both (raise as fixed)
+THRESHOLD = {"5.9": 0, "6.0": 0}
+
+#: strongSwan's test network (testing/hosts/*)
+ADDRESSES = {
+    "PH_IP_MOON1": "10.1.0.1", "PH_IP_MOON": "192.168.0.1",
+    "PH_IP_SUN1": "10.2.0.1", "PH_IP_SUN": "192.168.0.2",
+    "PH_IP_ALICE": "10.1.0.10", "PH_IP_VENUS": "10.1.0.20", "PH_IP_BOB": "10.2.0.10",
+    "PH_IP_CAROL1": "10.3.0.1", "PH_IP_CAROL": "192.168.0.100",
+    "PH_IP_DAVE1": "10.3.0.2", "PH_IP_DAVE": "192.168.0.200",
+    "PH_IP_WINNETOU": "192.168.0.150",
+}
+_PLACEHOLDER = re.compile("|".join(sorted(ADDRESSES, key=len, reverse=True)))
+
+
+def corpus_files() -> list[Path]:
+    if not CORPUS.is_dir():
+        pytest.fail(f"ipsec.conf corpus not found at {CORPUS} (set SWAND_IPSEC_CORPUS)")
+    only = os.environ.get("SWAND_CORPUS_FILTER", "")
+    return sorted(p for p in CORPUS.rglob("ipsec.conf") if only in str(p))
+
+
+def prepare(etc: Path, into: Path) -> Path:
+    """Copy a corpus etc/ (placeholders replaced) to `into` with an ipsec.d of stand-in
+    credentials for every file ipsec.conf and ipsec.secrets name; returns ipsec.conf."""
+    into.mkdir(parents=True)
+    for name in ("ipsec.conf", "ipsec.secrets"):
+        src = etc / name
+        if src.exists():
+            text = src.read_text(errors="surrogateescape")
+            (into / name).write_text(_PLACEHOLDER.sub(lambda m: ADDRESSES[m.group(0)], text),
+                                     errors="surrogateescape")
+    ipsec_d = into / "ipsec.d"
+    for sub in ("cacerts", "certs", "private", "aacerts", "ocspcerts", "acerts", "crls"):
+        (ipsec_d / sub).mkdir(parents=True)
+    stand_ins(into, ipsec_d)
+    return into / "ipsec.conf"
+
+
+def stand_ins(etc: Path, ipsec_d: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    m = _stand_in_material()
+
+    def enc(name: str) -> serialization.Encoding:
+        return serialization.Encoding.DER if name.endswith(".der") else \
+            serialization.Encoding.PEM
+
+    (ipsec_d / "cacerts" / "strongswanCert.pem").write_bytes(
+        m["ca"].public_bytes(serialization.Encoding.PEM))
+    ids = cert_ids(etc / "ipsec.conf")
+    conf = (etc / "ipsec.conf").read_text(errors="replace")
+    for key, value in re.findall(r"^\s+(\w+)\s*=\s*\"?([^\"#\n]*)", conf, re.M):
+        value = value.strip()
+        if key in ("leftcert", "rightcert", "leftcert2", "rightcert2") and \
+                not os.path.isabs(value):
+            path = ipsec_d / "certs" / value
+            cert = m["ca"] if value == "strongswanCert.pem" else leaf_for(ids.get(value, ()))
+            path.write_bytes(cert.public_bytes(enc(value)))
+        elif key in ("leftsigkey", "rightsigkey", "leftrsasigkey", "rightrsasigkey") and \
+                not value.startswith(("%", "0x", "0s", "dns:", "ssh:")) and \
+                not os.path.isabs(value):
+            (ipsec_d / "certs" / value).write_bytes(m["leaf_key"].public_key().public_bytes(
+                enc(value), serialization.PublicFormat.SubjectPublicKeyInfo))
+        elif key == "cacert" and not os.path.isabs(value):
+            (ipsec_d / "cacerts" / value).write_bytes(m["ca"].public_bytes(enc(value)))
+    secrets = etc / "ipsec.secrets"
+    if not secrets.exists():
+        return
+    for line in secrets.read_text(errors="replace").splitlines():
+        found = re.match(r"^[^#]*:\s*(RSA|ECDSA|PKCS12)\s+(\S+)(?:\s+\"?([^\"]*)\"?)?", line)
+        if not found:
+            continue
+        kind, name, password = found.groups()
+        if os.path.isabs(name) or name.startswith("%"):
+            continue
+        pw = (password or "").encode()
+        protect = (serialization.BestAvailableEncryption(pw) if pw and pw != b"%prompt"
+                   else serialization.NoEncryption())
+        path = ipsec_d / "private" / name
+        if kind == "PKCS12":
+            path.write_bytes(pkcs12.serialize_key_and_certificates(
+                b"stand-in", m["leaf_key"], m["leaf"], [m["ca"]], protect))
+        else:
+            key = m["rsa_key"] if kind == "RSA" else m["leaf_key"]
+            path.write_bytes(key.private_bytes(
+                enc(name), serialization.PrivateFormat.TraditionalOpenSSL, protect))
+
+
+def cert_ids(conf: Path) -> dict[str, tuple[str, ...]]:
+    """certificate file -> the ids the conns using it claim: stroke replaces an id its
+    certificate does not confirm by the certificate's subject, so stand-ins must carry
+    them (a real gateway's certificates do)."""
+    try:
+        parsed = parse_ipsec_conf(str(conf))
+    except ImportSyntaxError:
+        return {}
+    out: dict[str, set[str]] = {}
+    for sec in [*parsed.conns.values()]:
+        values = parsed.effective(sec)
+        for side in ("left", "right"):
+            for suffix in ("", "2"):
+                cert, ident = values.get(f"{side}cert{suffix}"), values.get(f"{side}id{suffix}")
+                if cert and cert.value and ident and ident.value:
+                    out.setdefault(cert.value, set()).add(ident.value)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
+_leaves: dict[tuple[str, ...], Any] = {}
+
+
+def leaf_for(ids: tuple[str, ...]) -> Any:
+    """A stand-in leaf (the shared key) whose subject or subjectAltNames are `ids`."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    if ids in _leaves:
+        return _leaves[ids]
+    m = _stand_in_material()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in")])
+    sans: list[x509.GeneralName] = [x509.DNSName("stand-in.test")]
+    for ident in ids:
+        text = ident.lstrip("@")
+        if "=" in text:
+            try:
+                subject = x509.Name.from_rfc4514_string(", ".join(reversed(
+                    [p.strip() for p in text.split(",")])))
+            except ValueError:
+                pass
+        elif "@" in text:
+            sans.append(x509.RFC822Name(text))
+        else:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(text)))
+            except ValueError:
+                if text and "%" not in text and "*" not in text:
+                    sans.append(x509.DNSName(text))
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(m["ca"].subject)
+            .public_key(m["leaf_key"].public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(m["leaf"].not_valid_before_utc)
+            .not_valid_after(m["leaf"].not_valid_after_utc)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(m["ca_key"], hashes.SHA256()))
+    _leaves[ids] = cert
+    return cert
+
+
+# --- observing ----------------------------------------------------------------------------
+
+
+def observe(sock: Path) -> dict[str, Any]:
+    """What a charon reports; key order ignored (stroke and VICI build the dicts in a
+    different order), list order kept."""
+    conns = [e for e in _vici(sock, "list-conns", event="list-conn") if SENTINEL not in e]
+    certs = _vici(sock, "list-certs", event="list-cert")
+    return {
+        "list-conns": sorted(json.dumps(e, sort_keys=True) for e in conns),
+        "list-certs": sorted(repr((c.get("type"), c.get("flag"))) for c in certs),
+    }
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = []
+    for key in a:
+        if a[key] != b[key]:
+            only_a = [x for x in a[key] if x not in b[key]][:1]
+            only_b = [x for x in b[key] if x not in a[key]][:1]
+            out.append(f"{key}: stroke-only {str(only_a)[:700]}\n      swand-only "
+                       f"{str(only_b)[:700]}")
+    return out
+
+
+@pytest.mark.lab
+@pytest.mark.timeout(1200)
+def test_import_conformance(make_lab: Any, charon_version: str) -> None:
+    from swand.commands.apply import apply_once
+
+    lab = make_lab(clients=0, start_charons=False, charon=charon_version)
+    ref = lab.add_host("stroke", start=False)
+    mine = lab.add_host("swand", start=False)
+    assert ref.charon is not None and mine.charon is not None
+    if charon_version == "6.0" and not tree_has_starter(ref.charon.tree):
+        pytest.fail("the trixie tree has no starter/stroke plugin: rebuild it with "
+                    "strongswan-starter in swand.lab.trixie.PACKAGES")
+    stroke = StrokeCharon(ref.netns, ref.workdir, charon_version, ref.charon.tree,
+                          ref.charon.binds)
+    ref.charon = stroke
+    scratch = ref.workdir / "corpus"
+    scratch.mkdir()
+    agree = refused = 0
+    disagree: list[tuple[str, list[str]]] = []
+    reasons: dict[str, int] = {}
+    started = time.monotonic()
+    for i, conf_file in enumerate(corpus_files()):
+        name = str(conf_file.parent.parent.relative_to(CORPUS))
+        work = scratch / f"f{i}"
+        conf = prepare(conf_file.parent, work)
+        # the stroke side: its ipsec.d and ipsec.secrets, then starter
+        shutil.rmtree(stroke.ipsec_d)
+        shutil.copytree(work / "ipsec.d", stroke.ipsec_d)
+        secrets = work / "ipsec.secrets"
+        shutil.copy(secrets, stroke.secrets_path) if secrets.exists() else \
+            stroke.secrets_path.write_text("")
+        fed = work / "ipsec.conf.stroke"
+        fed.write_text(conf.read_text(errors="surrogateescape") + SENTINEL_CONF,
+                       errors="surrogateescape")
+        stroke.stop()
+        stroke.start()
+        starter_ok, starter_out = stroke.run_starter(fed)
+        # the swand side
+        result, report = run_import(str(conf), str(secrets) if secrets.exists() else None,
+                                    str(work / "ipsec.d"))
+        errors = [str(r) for r in report if r.level == "error"]
+        mine.charon.stop()
+        mine.charon.start()
+        failures: list[str] = []
+        if result is not None and not errors:
+            out = work / "swanctl"
+            write_folder(result, out, "")
+            cfg = SwandConfig().with_overrides(vici=mine.vici_uri, swanctl_dir=str(out),
+                                               firewall_enabled=False)
+            _, failures = asyncio.run(apply_once(cfg, firewall=None))
+        if not starter_ok or errors:
+            if not starter_ok and errors:
+                refused += 1
+                reason = re.sub(r"^\S+\s+\S+:\d+: ", "", errors[0])[:60]
+                reasons[reason] = reasons.get(reason, 0) + 1
+            else:
+                disagree.append((name, [f"starter ok={starter_ok} "
+                                        f"{starter_out.strip()[-300:]!r}",
+                                        *errors[:3]]))
+            shutil.rmtree(work)
+            continue
+        a, b = observe(stroke.socket_path), observe(mine.vici_socket)
+        if a == b and not failures:
+            agree += 1
+        else:
+            disagree.append((name, [*_diff(a, b), *failures[:3]]))
+        shutil.rmtree(work)
+    elapsed = time.monotonic() - started
+    total = agree + refused + len(disagree)
+    print(f"\ncharon {charon_version} import conformance: {agree} agree, {refused} refused "
+          f"by both, {len(disagree)} disagree of {total} files ({elapsed:.0f} s)")
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  refused ({n}): {reason}")
+    for name, why in disagree:
+        print(f"  disagrees: {name}")
+        for line in why:
+            print(f"    {line}")
+    threshold = total if os.environ.get("SWAND_CORPUS_FILTER") else THRESHOLD[charon_version]
+    assert agree + refused >= threshold, [n for n, _ in disagree]
