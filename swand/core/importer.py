@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from swand.core.ipsecconf import (
+    KEY_TYPES,
     ConfSection,
     IpsecConf,
     SecretEntry,
@@ -211,7 +212,8 @@ def _host_list(v: Value, ctx: _Ctx, side: str, allow_any: bool) -> tuple[str | N
 def _ts(subnets: str | None, protoport: str | None) -> str | None:
     if subnets is None and protoport is None:
         return None
-    items = _split(subnets) if subnets else ["dynamic"]
+    items = [i[1:] if i.startswith("%dynamic") else i
+             for i in (_split(subnets) if subnets else ["dynamic"])]
     if protoport:
         pp = protoport.strip()
         if pp.startswith("%"):
@@ -551,6 +553,12 @@ class _Conn:
         for end in ("local", "remote"):
             v = origins[end]
             node = c.sub(end)
+            if auth[end] == "any":
+                self.ctx.add("todo", v.origin if v else None, f"{end} auth=any (accept any "
+                             "method) has no swanctl equivalent: swanctl needs the method; "
+                             "pubkey is used")
+                auth[end] = None
+                continue
             if auth[end] is not None:
                 node.set("auth", auth[end] or "", v.origin if v else None)
                 if v is not None:
@@ -597,11 +605,12 @@ class _Conn:
             v = self.take(f"{side}id")
             if v and v.value:
                 self.put(node, "id", v.value, v)
-            elif end == "remote" and host and host.value and _is_address(host.value):
+            elif host and host.value and _is_address(host.value) and (
+                    end == "remote" or not self.values.get(f"{side}cert")):
                 node.set("id", host.value, host.origin)
-                self.ctx.add("note", host.origin, f"{side}id unset: the peer's id is its "
-                             f"address {host.value}, as with stroke (swanctl's default is "
-                             "%any)")
+                self.ctx.add("note", host.origin, f"{side}id unset: the id is the address "
+                             f"{host.value}, as with stroke (swanctl's default is "
+                             + ("%any)" if end == "remote" else "the address too)"))
             v = self.take(f"{side}id2")
             if v and v.value:
                 self.put(c.sub(f"{end}2"), "id", v.value, v)
@@ -786,6 +795,36 @@ class _Conn:
                      "fight swand's firewall")
 
 
+def _ike_key(node: Node) -> str:
+    """A connection's IKE part (everything but its children), values only."""
+    def walk(n: Node) -> object:
+        return (sorted((k, v) for k, (v, _) in n.settings.items()),
+                sorted((name, walk(sub)) for name, sub in n.sections.items()
+                       if name != "children"))
+    return repr(walk(node))
+
+
+def _merge_shared_ike(ctx: _Ctx) -> None:
+    """stroke adds a conn whose IKE and peer settings equal an earlier conn's as a child
+    of that earlier conn (one IKE SA carries both); swanctl would negotiate two IKE SAs.
+    Do what stroke does."""
+    conns = ctx.root.sections.get("connections")
+    if conns is None:
+        return
+    first_by_key: dict[str, Node] = {}
+    for name, node in list(conns.sections.items()):
+        key = _ike_key(node)
+        first = first_by_key.setdefault(key, node)
+        if first is node:
+            continue
+        for child_name, child in node.sections.get("children", Node("")).sections.items():
+            first.sub("children").sections[child_name] = child
+        del conns.sections[name]
+        ctx.add("note", node.origin, f"conn {name} has the same IKE settings as conn "
+                f"{first.name}: stroke runs it as a child of {first.name}, and so does the "
+                f"import (connections.{first.name}.children.{name})")
+
+
 def _setup(ctx: _Ctx, conf: IpsecConf) -> None:
     for key, v in conf.setup.settings.items():
         if v.value is None:
@@ -854,7 +893,7 @@ def _secrets(ctx: _Ctx, entries: Iterable[SecretEntry]) -> None:
     for e in entries:
         where = e.origin
         sel = ", ".join(e.selectors) or "any id"
-        if e.kind in ("RSA", "ECDSA", "BLISS", "PKCS12"):
+        if e.kind in KEY_TYPES:
             assert e.file is not None
             if e.smartcard:
                 ctx.add("todo", where, f"{e.kind} {e.file}: a smartcard key; configure the "
@@ -915,6 +954,7 @@ def translate(conf: IpsecConf, secrets: list[SecretEntry], ipsec_d: str,
     for conn, values in conf.loaded_conns():
         loaded.add(conn.name)
         _Conn(ctx, conf, conn, values).translate()
+    _merge_shared_ike(ctx)
     for conn in conf.conns.values():
         if conn.name == "%default" or conn.name in loaded:
             continue

@@ -25,8 +25,8 @@ ipsec.conf (starter's lexer.l, parser.y, conf_parser.c, confread.c; re-implement
   configuration that is not text cannot be carried over safely).
 
 ipsec.secrets (stroke_cred.c): `[SELECTORS] : TYPE VALUE` entries, a new entry starting in
-column 0, continuation lines indented; TYPE is RSA, ECDSA, BLISS, PKCS12, PSK, EAP, NTLM,
-XAUTH, PIN (case-insensitive). Secrets are `"quoted"`, `'quoted'`, `0x` hex, `0s` base64 or
+column 0, continuation lines indented; TYPE is RSA, ECDSA, BLISS, PKCS8, PKCS12 (P12),
+PSK, EAP, NTLM, XAUTH, PIN (case-insensitive). Secrets are `"quoted"`, `'quoted'`, `0x` hex, `0s` base64 or
 a bare word; `%prompt` asks at load time. `include PATTERN` like ipsec.conf. A secret's
 value never appears in a repr or an error.
 """
@@ -544,8 +544,9 @@ def _resolve_also(sections: dict[str, ConfSection]) -> list[Problem]:
 
 # --- ipsec.secrets ------------------------------------------------------------------------
 
-SECRET_TYPES = ("RSA", "ECDSA", "BLISS", "PKCS12", "PSK", "EAP", "NTLM", "XAUTH", "PIN")
-KEY_TYPES = ("RSA", "ECDSA", "BLISS", "PKCS12")
+SECRET_TYPES = ("RSA", "ECDSA", "BLISS", "PKCS8", "PKCS12", "P12", "PSK", "EAP", "NTLM",
+                "XAUTH", "PIN")
+KEY_TYPES = ("RSA", "ECDSA", "BLISS", "PKCS8", "PKCS12", "P12")
 
 
 @dataclass(frozen=True)
@@ -661,6 +662,7 @@ def _parse_entry(entry: str, here: Origin) -> SecretEntry:
     if not rest and "\t" in type_word:
         type_word, _, rest = type_word.partition("\t")
     kind = type_word.upper()
+    kind = "PKCS12" if kind == "P12" else kind
     words = _secret_words(rest, here)
     if kind in KEY_TYPES:
         if not words:
