@@ -66,6 +66,28 @@ def _ipsec_d_files(ipsec_d: str) -> dict[str, list[str]]:
     return out
 
 
+def ca_subjects(ipsec_d: str) -> dict[str, str]:
+    """Subject (as strongSwan prints it) -> path of each certificate in ipsec.d/cacerts
+    that parses (PEM or DER); the others are still copied, just not found by subject."""
+    from cryptography import x509
+
+    from swand.adapters.pki_files import dn_string
+
+    out: dict[str, str] = {}
+    folder = os.path.join(ipsec_d, "cacerts")
+    for name in _ipsec_d_files(ipsec_d).get("cacerts", []):
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(1024 * 1024)
+            cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                    else x509.load_der_x509_certificate(data))
+        except (OSError, ValueError):
+            continue
+        out.setdefault(dn_string(cert.subject), path)
+    return out
+
+
 def run_import(conf_path: str, secrets_path: str | None, ipsec_d: str | None
                ) -> tuple[ImportResult | None, list[ReportLine]]:
     """Parse and translate; (result, report) or (None, error lines). Checks that every
@@ -91,7 +113,7 @@ def run_import(conf_path: str, secrets_path: str | None, ipsec_d: str | None
             entries, _ = parse_ipsec_secrets(secrets_path)
         except ImportSyntaxError as e:
             return None, [ReportLine("error", e.origin, e.message)]
-    result = translate(conf, entries, ipsec_d, _ipsec_d_files(ipsec_d))
+    result = translate(conf, entries, ipsec_d, _ipsec_d_files(ipsec_d), ca_subjects(ipsec_d))
     for copy in result.copies:
         if not os.path.isfile(copy.source):
             result.report.append(ReportLine(

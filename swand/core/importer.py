@@ -114,9 +114,17 @@ class ImportResult:
         return "secrets" in self.tree.sections
 
 
+def normalize_dn(dn: str) -> str:
+    """A DN as strongSwan prints it (`C=CH, O=x, CN=y`), for comparing subjects."""
+    parts = [p.strip() for p in dn.split(",") if p.strip()]
+    return ", ".join("=".join(x.strip() for x in p.split("=", 1)) for p in parts)
+
+
 class _Ctx:
-    def __init__(self, ipsec_d: str) -> None:
+    def __init__(self, ipsec_d: str, ca_files: dict[str, str]) -> None:
         self.ipsec_d = ipsec_d
+        #: CA subject (normalize_dn) -> its file in ipsec.d/cacerts
+        self.ca_files = ca_files
         self.report: list[ReportLine] = []
         self.copies: dict[tuple[str, str], FileCopy] = {}
         self.toml: dict[str, dict[str, object]] = {}
@@ -588,7 +596,10 @@ class _Conn:
             self.put(node, "eap_id", "%any" if v.value == "%identity" else v.value, v)
         v = self.take("aaa_identity")
         if v and v.value:
-            self.put(c.sub("remote"), "aaa_id", v.value, v)
+            # the AAA server's id belongs to the EAP round: the client's own (local) one
+            # when it authenticates with EAP, else the peer's
+            end = "local" if (auth["local"] or "").startswith("eap") else "remote"
+            self.put(c.sub(end), "aaa_id", v.value, v)
         v = self.take("xauth_identity")
         if v and v.value:
             end = "remote" if xauth is not None and xauth.value == "server" else "local"
@@ -619,6 +630,10 @@ class _Conn:
                 v = self.take(key)
                 if v and v.value:
                     target = node if not key.endswith("2") else c.sub(f"{end}2")
+                    if any(t.endswith((".asc", ".gpg")) for t in _split(v.value)):
+                        self.ctx.add("todo", v.origin, f"{key}: a PGP certificate; swanctl "
+                                     "loads X.509 only: issue an X.509 certificate")
+                        continue
                     names = [self._cert_file(t, folder, v) for t in _split(v.value)]
                     if end == "remote":
                         self.ctx.add("note", v.origin, f"{key}: the peer's certificate, "
@@ -641,9 +656,15 @@ class _Conn:
                     if v.value == "%same":
                         self.ctx.add("todo", v.origin, f"{key}=%same: name the CA explicitly")
                         continue
-                    self.put(target, "ca_id", v.value, v,
-                             level="note", why="the CA's subject; its certificate must be "
-                             "in x509ca/")
+                    found = self.ctx.ca_files.get(normalize_dn(v.value))
+                    if found is None:
+                        self.ctx.add("todo", v.origin, f"{key}: no CA certificate with this "
+                                     "subject in ipsec.d/cacerts; stroke drops such a "
+                                     "constraint (any CA is accepted), so does the import: "
+                                     "put the CA into x509ca/ and name it in cacerts")
+                        continue
+                    name = self.ctx.copy(found, "x509ca", v.origin)
+                    self.put(target, "cacerts", name, v)
             v = self.take(f"{side}sendcert")
             if v and v.value:
                 send = SENDCERT.get(v.value)
@@ -942,11 +963,14 @@ def _secrets(ctx: _Ctx, entries: Iterable[SecretEntry]) -> None:
 
 
 def translate(conf: IpsecConf, secrets: list[SecretEntry], ipsec_d: str,
-              ipsec_d_files: dict[str, list[str]] | None = None) -> ImportResult:
+              ipsec_d_files: dict[str, list[str]] | None = None,
+              ca_subjects: dict[str, str] | None = None) -> ImportResult:
     """The swanctl tree, swand.toml fragment, report and files to copy for a parsed
     ipsec.conf and ipsec.secrets. `ipsec_d_files` lists the files of ipsec.d's folders
-    (folder name -> names) that stroke loads wholesale (cacerts, crls, ...)."""
-    ctx = _Ctx(ipsec_d)
+    (folder name -> names) that stroke loads wholesale (cacerts, crls, ...);
+    `ca_subjects` maps the subject of each CA certificate there (as strongSwan prints
+    it) to its path, for leftca/rightca."""
+    ctx = _Ctx(ipsec_d, {normalize_dn(k): v for k, v in (ca_subjects or {}).items()})
     for note in conf.notes:
         ctx.add("note", note.origin, note.message)
     _setup(ctx, conf)
