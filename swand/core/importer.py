@@ -571,7 +571,7 @@ class _Conn:
                 node.set("auth", auth[end] or "", v.origin if v else None)
                 if v is not None:
                     self.ctx.mapped(v, f"connections.{self.name}.{end}.auth = {auth[end]}")
-            elif not ikev1:
+            else:
                 node.set("auth", "pubkey", None)
         for end in second:
             c.sub(f"{end}-xauth").set("auth", "xauth", authby.origin if authby else None)
@@ -602,9 +602,13 @@ class _Conn:
             self.put(c.sub(end), "aaa_id", v.value, v)
         v = self.take("xauth_identity")
         if v and v.value:
-            end = "remote" if xauth is not None and xauth.value == "server" else "local"
-            target = f"{end}-xauth" if f"{end}-xauth" in c.sections else f"{end}2"
-            self.put(c.sub(target), "xauth_id", v.value, v)
+            # the round that does XAuth: the client's own first or second one, else the
+            # server's
+            rounds = [n for n in ("local", "local2", "local-xauth", "remote", "remote2",
+                                  "remote-xauth")
+                      if c.sections.get(n) is not None and
+                      c.sections[n].settings.get("auth", ("",))[0].startswith("xauth")]
+            self.put(c.sub(rounds[0] if rounds else "local2"), "xauth_id", v.value, v)
 
     def _ends(self) -> None:
         c, ch = self.node, self.child
@@ -703,6 +707,14 @@ class _Conn:
                                         f"{ts_key} = {ts}")
             self._sourceip(side, end)
             self._firewall(side)
+        # stroke gives the local second round the first round's identity (unless leftid2)
+        for end in ("local",):
+            first = c.sections.get(end)
+            first_id = first.settings.get("id") if first is not None else None
+            for name, node in c.sections.items():
+                if name != end and name.startswith(end) and "auth" in node.settings and \
+                        "id" not in node.settings and first_id is not None:
+                    node.set("id", *first_id)
         for name in [n for n, node in c.sections.items()
                      if not node.settings and not node.sections]:
             del c.sections[name]

@@ -248,8 +248,8 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         if a[key] != b[key]:
             only_a = [x for x in a[key] if x not in b[key]][:1]
             only_b = [x for x in b[key] if x not in a[key]][:1]
-            out.append(f"{key}: stroke-only {str(only_a)[:700]}\n      swand-only "
-                       f"{str(only_b)[:700]}")
+            out.append(f"{key}: stroke-only {str(only_a)[:1500]}\n      swand-only "
+                       f"{str(only_b)[:1500]}")
     return out
 
 
