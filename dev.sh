@@ -13,10 +13,13 @@ cd "$(dirname "$0")"
 # charon's plugins are spread over several packages, some only Recommends (skipped by
 # --no-install-recommends): every package the lab's charon loads a plugin from is listed
 # (tests/unit/test_plugins.py checks this against swand/lab/charon.py's DEFAULT_PLUGINS).
+# strongswan-starter: starter and the stroke plugin, the reference side of `swand import`'s
+# conformance test.
 APT_PACKAGES=(
   charon-systemd strongswan-swanctl strongswan-pki
   libstrongswan strongswan-libcharon libstrongswan-standard-plugins
   libstrongswan-extra-plugins libcharon-extra-plugins libcharon-extauth-plugins
+  strongswan-starter
   iptables nftables python3-nftables
   iproute2 iputils-ping tcpdump procps util-linux curl
   python3 python3-venv python3-dev gcc

@@ -98,3 +98,18 @@ def client_conf(
     }}
 }}
 """
+
+
+def reference_ipsec_files(which: str) -> tuple[str, str]:
+    """(ipsec.conf, ipsec.secrets) of the reference setup as docs/service.md shows them:
+    `which` is "gateway" or "t520". Read from the docs, so the docs stay what is tested."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "service.md"
+    marker = "# /etc/ipsec.conf on the home server t520" if which == "t520" else \
+        "# /etc/ipsec.conf — the reference setup"
+    text = docs.read_text()
+    block = text[text.index(marker):]
+    block = block[:block.index("```")]
+    conf, _, secrets = block.partition("# /etc/ipsec.secrets\n")
+    return conf, secrets

@@ -21,12 +21,15 @@ CACHE_DIR = Path(os.environ.get("SWAND_LAB_CACHE", "/var/cache/swand-lab"))
 #: a ready tree can be named directly (CI may build it in an earlier step)
 TREE_ENV = "SWAND_LAB_TRIXIE"
 MIRROR = os.environ.get("SWAND_LAB_MIRROR", "http://deb.debian.org/debian")
-#: the host's Debian 12 set (charon-systemd, swanctl, standard/extra/extauth plugins), so
-#: both versions load the same plugins; a changed list makes the cache rebuild
+#: the host's Debian 12 set (charon-systemd, swanctl, standard/extra/extauth plugins,
+#: starter), so both versions load the same plugins; a changed list makes the cache
+#: rebuild
 PACKAGES = ",".join((
     "charon-systemd", "strongswan-swanctl", "libcharon-extra-plugins",
     "libcharon-extauth-plugins", "libstrongswan-standard-plugins",
     "libstrongswan-extra-plugins", "iproute2",
+    # starter and the stroke plugin: the reference side of swand import's conformance test
+    "strongswan-starter",
 ))
 STAMP = ".swand-lab-packages"
 #: where the lab folder root is bind-mounted inside the tree (same path as on the host,

@@ -18,38 +18,10 @@ from swand.core.ipsecconf import (
     parse_ipsec_secrets,
 )
 from swand.core.settings import parse_text
+from swand.lab.configs import reference_ipsec_files
 
-REFERENCE = """\
-# /etc/ipsec.conf — the reference setup before swanctl
-config setup
-    uniqueids=yes
-
-conn roadwarriors
-    keyexchange=ikev2
-    left=%any
-    leftid=@vpn.example.org
-    leftcert=gateway.pem
-    leftsendcert=always
-    leftsubnet=0.0.0.0/0
-    leftfirewall=yes
-    right=%any
-    rightauth=pubkey
-    rightsourceip=10.8.0.128/25
-    rightdns=1.1.1.1,1.0.0.1
-    ike=aes256-sha384-prfsha384-ecp384!
-    esp=aes256gcm16-ecp384!
-    dpdaction=clear
-    dpddelay=30s
-    rekey=no
-    fragmentation=yes
-    auto=add
-
-conn t520
-    also=roadwarriors
-    rightid="C=CH, O=swand lab, CN=t520"
-    rightsourceip=10.8.0.1
-    auto=add
-"""
+REFERENCE, REFERENCE_SECRETS = reference_ipsec_files("gateway")
+T520, T520_SECRETS = reference_ipsec_files("t520")
 
 
 def write(folder: Path, name: str, text: str | bytes) -> Path:
@@ -66,7 +38,7 @@ def write(folder: Path, name: str, text: str | bytes) -> Path:
 def etc(tmp_path: Path) -> Path:
     """An /etc with the reference ipsec.conf, ipsec.secrets and ipsec.d."""
     write(tmp_path, "ipsec.conf", REFERENCE)
-    write(tmp_path, "ipsec.secrets", ": ECDSA gateway.pem\n")
+    write(tmp_path, "ipsec.secrets", REFERENCE_SECRETS)
     write(tmp_path, "ipsec.d/certs/gateway.pem", "CERT")
     write(tmp_path, "ipsec.d/private/gateway.pem", "KEY")
     write(tmp_path, "ipsec.d/cacerts/ca.pem", "CA")
@@ -200,12 +172,29 @@ def test_reference_translation_is_valid_swanctl_and_says_where(etc: Path) -> Non
     assert tree.get("connections.t520.remote.id") == "C=CH, O=swand lab, CN=t520"
     assert tree.get("pools.t520.addrs") == "10.8.0.1/32"
     assert tree.get("pools.roadwarriors.dns") == "1.1.1.1, 1.0.0.1"
-    assert f"version = 2  # {etc}/ipsec.conf:6" in text
+    assert f"version = 2  # {etc}/ipsec.conf:" in text
     assert result.toml == {"firewall": {"enabled": True, "forward_rules": True}}
     assert not result.needs_person, [str(r) for r in result.report if r.level != "mapped"]
     assert {(c.folder, c.name, c.key) for c in result.copies} == {
         ("x509", "gateway.pem", False), ("private", "gateway.pem", True),
         ("x509ca", "ca.pem", False)}
+
+
+def test_t520_translation_keeps_the_tunnel_up(tmp_path: Path) -> None:
+    conf = write(tmp_path, "ipsec.conf", T520)
+    result = translate(parse_ipsec_conf(str(conf)), [], str(tmp_path))
+    tree = parse_text(render_swanctl(result.tree))
+    home = tree.section("connections.home")
+    assert home is not None
+    assert home.get("vips") == "0.0.0.0" and home.get("remote_addrs") == "vpn.example.org"
+    assert home.get("keyingtries") == "0" and home.get("mobike") == "yes"
+    assert home.get("children.home.start_action") == "start"
+    assert home.get("children.home.dpd_action") == "restart"
+    assert home.get("children.home.close_action") == "start"
+    assert home.get("children.home.remote_ts") == "10.8.0.0/24"
+    assert home.get("local.id") == "C=CH, O=swand lab, CN=t520"
+    assert result.toml == {}
+    assert not result.needs_person, [str(r) for r in result.report if r.level == "todo"]
 
 
 def test_stroke_defaults_are_written_out(tmp_path: Path) -> None:
