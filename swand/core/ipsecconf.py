@@ -26,9 +26,9 @@ ipsec.conf (starter's lexer.l, parser.y, conf_parser.c, confread.c; re-implement
 
 ipsec.secrets (stroke_cred.c): `[SELECTORS] : TYPE VALUE` entries, a new entry starting in
 column 0, continuation lines indented; TYPE is RSA, ECDSA, BLISS, PKCS8, PKCS12 (P12),
-PSK, EAP, NTLM, XAUTH, PIN (case-insensitive). Secrets are `"quoted"`, `'quoted'`, `0x` hex, `0s` base64 or
-a bare word; `%prompt` asks at load time. `include PATTERN` like ipsec.conf. A secret's
-value never appears in a repr or an error.
+PSK, EAP, NTLM, XAUTH, PIN (case-insensitive). Secrets are `"quoted"`, `'quoted'`, `0x`
+hex, `0s` base64 or a bare word; `%prompt` asks at load time. `include PATTERN` like
+ipsec.conf. A secret's value never appears in a repr or an error.
 """
 
 from __future__ import annotations

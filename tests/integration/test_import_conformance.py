@@ -25,6 +25,7 @@ type the secrets entry names).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -206,10 +207,8 @@ def leaf_for(file: str, ids: tuple[str, ...]) -> Any:
     for ident in ids:
         text = ident.lstrip("@")
         if "=" in text:
-            try:
+            with contextlib.suppress(ValueError):
                 subject = _name(text)
-            except ValueError:
-                pass
         elif "@" in text:
             sans.append(x509.RFC822Name(text))
         else:

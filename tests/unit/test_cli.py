@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swand.cli import COMMANDS, build_parser, command_of, parse_args
+from swand.cli import COMMANDS, MODULES, build_parser, command_of, parse_args
 
 
 def test_only_the_chosen_commands_module_is_imported() -> None:
@@ -32,6 +32,7 @@ INVOCATIONS: list[list[str]] = [
     ["pki", "init", "--dn", "CN=x"], ["pki", "gateway", "--id", "vpn.example.org"],
     ["pki", "crl"],
     ["client", "add", "laptop"], ["client", "revoke", "laptop"], ["client", "list"],
+    ["import", "--check"],
 ]
 SHARED = ["-c", "/y/swand.toml", "--vici", "unix:///x", "--swanctl-dir", "/z"]
 
@@ -52,7 +53,8 @@ def test_shared_options_before_and_after_the_command(invocation: list[str], wher
     }[where]
     args = parse_args(argv)
     assert (args.config, args.vici, args.swanctl_dir) == ("/y/swand.toml", "unix:///x", "/z")
-    assert args._module.__name__ == f"swand.commands.{invocation[0]}"
+    assert args._module.__name__ == \
+        f"swand.commands.{MODULES.get(invocation[0], invocation[0])}"
 
 
 @pytest.mark.parametrize("invocation", INVOCATIONS, ids=" ".join)
