@@ -241,6 +241,12 @@ SENDCERT = {"always": "always", "yes": "always", "ifasked": "ifasked", "never": 
             "no": "never"}
 DPD_ACTION = {"clear": "clear", "hold": "trap", "restart": "restart"}
 CLOSE_ACTION = {"clear": "clear", "hold": "trap", "restart": "start"}
+#: yes/no keywords: (ipsec.conf key, "ike" or "child", swanctl key, ipsec.conf default)
+FLAGS = (
+    ("aggressive", "ike", "aggressive", False), ("mobike", "ike", "mobike", True),
+    ("forceencaps", "ike", "encap", False), ("compress", "child", "ipcomp", False),
+    ("installpolicy", "child", "policies", True), ("sha256_96", "child", "sha256_96", False),
+)
 MODES = {"tunnel": "tunnel", "transport": "transport", "beet": "beet",
          "transport_proxy": "transport", "passthrough": "pass", "pass": "pass",
          "drop": "drop", "reject": "drop"}
@@ -297,28 +303,18 @@ class _Conn:
         self._addresses()
         self._lifetimes()
 
-        for key, out in (("ike", "proposals"),):
+        for key, node, out in (("ike", c, "proposals"), ("esp", ch, "esp_proposals"),
+                               ("ah", ch, "ah_proposals")):
             v = self.take(key)
             if v and v.value:
-                self.put(c, out, _proposals(v.value), v,
+                self.put(node, out, _proposals(v.value), v,
                          why="" if v.value.rstrip().endswith("!") else
                          "no '!': charon's default proposals follow, as with stroke")
-        for key, out in (("esp", "esp_proposals"), ("ah", "ah_proposals")):
+        for key, node, out, default in FLAGS:
             v = self.take(key)
-            if v and v.value:
-                self.put(ch, out, _proposals(v.value), v,
-                         why="" if v.value.rstrip().endswith("!") else
-                         "no '!': charon's default proposals follow, as with stroke")
-
-        v = self.take("aggressive")
-        if v:
-            self.put(c, "aggressive", "yes" if _yes(v, False) else "no", v)
-        v = self.take("mobike")
-        if v:
-            self.put(c, "mobike", "yes" if _yes(v, True) else "no", v)
-        v = self.take("forceencaps")
-        if v:
-            self.put(c, "encap", "yes" if _yes(v, False) else "no", v)
+            if v:
+                self.put(c if node == "ike" else ch, out,
+                         "yes" if _yes(v, default) else "no", v)
         v = self.take("fragmentation")
         if v and v.value:
             self.put(c, "fragmentation", v.value, v)
@@ -372,15 +368,6 @@ class _Conn:
             v = self.take(key)
             if v and v.value:
                 self.put(ch, key, v.value, v)
-        v = self.take("compress")
-        if v:
-            self.put(ch, "ipcomp", "yes" if _yes(v, False) else "no", v)
-        v = self.take("installpolicy")
-        if v:
-            self.put(ch, "policies", "yes" if _yes(v, True) else "no", v)
-        v = self.take("sha256_96")
-        if v:
-            self.put(ch, "sha256_96", "yes" if _yes(v, False) else "no", v)
         v = self.take("modeconfig")
         if v and v.value:
             self.put(c, "pull", "no" if v.value == "push" else "yes", v)
@@ -883,16 +870,16 @@ def _setup(ctx: _Ctx, conf: IpsecConf) -> None:
 
 
 def _cas(ctx: _Ctx, conf: IpsecConf) -> None:
+    loaded = {ca.name: values for ca, values in conf.loaded(conf.cas)}
     for ca in conf.cas.values():
         if ca.name == "%default":
             continue
-        values = conf.effective(ca)
-        auto = values.get("auto")
-        if auto is None or auto.value == "ignore":
-            for v in values.values():
+        if ca.name not in loaded:
+            for v in conf.effective(ca).values():
                 ctx.add("note", v.origin, f"{v.key} in ca {ca.name}: not loaded by starter "
                         "(auto is not add); not carried over")
             continue
+        values = loaded[ca.name]
         node = ctx.root.sub("authorities").sub(ca.name, ca.origin)
         for key, v in values.items():
             if key == "auto":
@@ -987,7 +974,7 @@ def translate(conf: IpsecConf, secrets: list[SecretEntry], ipsec_d: str,
         ctx.add("note", note.origin, note.message)
     _setup(ctx, conf)
     loaded = set()
-    for conn, values in conf.loaded_conns():
+    for conn, values in conf.loaded(conf.conns):
         loaded.add(conn.name)
         _Conn(ctx, conf, conn, values).translate()
     _merge_shared_ike(ctx)

@@ -222,9 +222,11 @@ class IpsecConf:
                 seen.setdefault(key, value)
         return {k: v for k, v in sorted(seen.items()) if v.value is not None}
 
-    def loaded_conns(self) -> Iterator[tuple[ConfSection, dict[str, Value]]]:
-        """The connections starter hands to charon: not %default, `auto` not `ignore`."""
-        for conn in self.conns.values():
+    def loaded(self, sections: dict[str, ConfSection]
+               ) -> Iterator[tuple[ConfSection, dict[str, Value]]]:
+        """The conns (or cas) starter hands to charon, with their effective settings: not
+        %default, `auto` set and not `ignore`."""
+        for conn in sections.values():
             if conn.name == "%default":
                 continue
             values = self.effective(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,13 @@ def etc(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def translated(folder: Path, text: str) -> tuple[Any, Any]:
+    """(ImportResult, the swanctl.conf tree it renders to) for an ipsec.conf text."""
+    conf = write(folder, "ipsec.conf", text)
+    result = translate(parse_ipsec_conf(str(conf)), [], str(folder))
+    return result, parse_text(render_swanctl(result.tree))
+
+
 def run_import(etc: Path, out: Path | None, *extra: str) -> int:
     argv = ["import", "--ipsec-conf", str(etc / "ipsec.conf")]
     if out is not None:
@@ -69,7 +77,7 @@ conn a
 \tauto=add
 """)
     parsed = parse_ipsec_conf(str(conf))
-    ((conn, eff),) = list(parsed.loaded_conns())
+    ((conn, eff),) = list(parsed.loaded(parsed.conns))
     assert conn.name == "a"
     assert eff["left"].value == "192.0.2.1" and str(eff["left"].origin).endswith(":5")
     assert "leftsubnet" not in eff  # `key=` unsets an inherited value
@@ -181,9 +189,7 @@ def test_reference_translation_is_valid_swanctl_and_says_where(etc: Path) -> Non
 
 
 def test_t520_translation_keeps_the_tunnel_up(tmp_path: Path) -> None:
-    conf = write(tmp_path, "ipsec.conf", T520)
-    result = translate(parse_ipsec_conf(str(conf)), [], str(tmp_path))
-    tree = parse_text(render_swanctl(result.tree))
+    result, tree = translated(tmp_path, T520)
     home = tree.section("connections.home")
     assert home is not None
     assert home.get("vips") == "0.0.0.0" and home.get("remote_addrs") == "vpn.example.org"
@@ -200,10 +206,8 @@ def test_t520_translation_keeps_the_tunnel_up(tmp_path: Path) -> None:
 def test_stroke_defaults_are_written_out(tmp_path: Path) -> None:
     """ipsec.conf reauthenticates with its own lifetimes, uses the peer's address as its
     id and appends default proposals without '!': swanctl's defaults differ."""
-    conf = write(tmp_path, "ipsec.conf", "conn c\n\tright=192.0.2.7\n\tike=aes128-sha256-"
-                 "modp2048\n\tauto=route\n\tdpddelay=10\n")
-    result = translate(parse_ipsec_conf(str(conf)), [], str(tmp_path))
-    tree = parse_text(render_swanctl(result.tree))
+    result, tree = translated(tmp_path, "conn c\n\tright=192.0.2.7\n\tike=aes128-sha256-"
+                              "modp2048\n\tauto=route\n\tdpddelay=10\n")
     c = tree.section("connections.c")
     assert c is not None
     assert c.get("reauth_time") == "10260s" and c.get("rekey_time") == "0"
