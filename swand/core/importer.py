@@ -189,6 +189,10 @@ def _proposals(value: str) -> str:
     return ", ".join(items)
 
 
+#: key exchanges strongSwan 6.0 removed (5.9 has them with the ntru/newhope plugins)
+_REMOVED_ALGORITHMS = re.compile(r"\b(ntru\d+|newhope\d+)\b")
+
+
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -310,6 +314,12 @@ class _Conn:
                 self.put(node, out, _proposals(v.value), v,
                          why="" if v.value.rstrip().endswith("!") else
                          "no '!': charon's default proposals follow, as with stroke")
+                gone = sorted({m.group(0) for m in _REMOVED_ALGORITHMS.finditer(v.value)})
+                if gone:
+                    self.ctx.add("todo", v.origin, f"{key}: {', '.join(gone)} no longer exist "
+                                 "in strongSwan 6.0 (charon refuses the whole connection; "
+                                 "stroke skipped the proposal): choose another key "
+                                 "exchange, e.g. x25519 or mlkem768 on 6.0")
         for key, node, out, default in FLAGS:
             v = self.take(key)
             if v:

@@ -30,6 +30,8 @@ PACKAGES = ",".join((
     "libstrongswan-extra-plugins", "iproute2",
     # starter and the stroke plugin: the reference side of swand import's conformance test
     "strongswan-starter",
+    # /etc/services and /etc/protocols: traffic selectors like [tcp/ssh] or [icmp]
+    "netbase",
 ))
 STAMP = ".swand-lab-packages"
 #: where the lab folder root is bind-mounted inside the tree (same path as on the host,

@@ -220,6 +220,14 @@ def test_stroke_defaults_are_written_out(tmp_path: Path) -> None:
     assert any("dpddelay=10: no effect" in r.message for r in result.report)
 
 
+def test_key_exchanges_gone_in_60_are_a_todo(tmp_path: Path) -> None:
+    result, tree = translated(tmp_path, "conn c\n\tike=aes128-sha256-ntru128!\n"
+                              "\tauto=add\n")
+    assert tree.get("connections.c.proposals") == "aes128-sha256-ntru128"
+    assert any(r.level == "todo" and "ntru128 no longer exist" in r.message
+               for r in result.report)
+
+
 def test_unsupported_setting_is_a_todo_with_its_line(tmp_path: Path) -> None:
     conf = write(tmp_path, "ipsec.conf", "config setup\n\tcharondebug=ike 2\nconn c\n"
                  "\tauto=add\n")
