@@ -320,10 +320,10 @@ class _Conn:
                                  "in strongSwan 6.0 (charon refuses the whole connection; "
                                  "stroke skipped the proposal): choose another key "
                                  "exchange, e.g. x25519 or mlkem768 on 6.0")
-        for key, node, out, default in FLAGS:
+        for key, where, out, default in FLAGS:
             v = self.take(key)
             if v:
-                self.put(c if node == "ike" else ch, out,
+                self.put(c if where == "ike" else ch, out,
                          "yes" if _yes(v, default) else "no", v)
         v = self.take("fragmentation")
         if v and v.value:

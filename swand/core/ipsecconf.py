@@ -555,7 +555,8 @@ KEY_TYPES = ("RSA", "ECDSA", "BLISS", "PKCS8", "PKCS12", "P12")
 class SecretEntry:
     """One ipsec.secrets entry. For key types `file` is the key file as written and
     `secret` its passphrase (or None); for PSK/EAP/XAUTH/NTLM/PIN `secret` is the
-    secret. `prompt` is `%prompt` (asked when loading). Never shown in a repr."""
+    secret, spelled as swanctl.conf reads it (see _swanctl_secret). `prompt` is
+    `%prompt` (asked when loading). Never shown in a repr."""
 
     kind: str
     selectors: tuple[str, ...]
@@ -677,7 +678,7 @@ def _parse_entry(entry: str, here: Origin) -> SecretEntry:
             if word == "%prompt" and not quoted:
                 prompt = True
             else:
-                secret = word
+                secret = _swanctl_secret(word, quoted)
         if len(words) > 2:
             raise ImportSyntaxError(here, f"{kind} entry: unexpected words after the "
                                     "passphrase")
@@ -693,23 +694,16 @@ def _parse_entry(entry: str, here: Origin) -> SecretEntry:
     if len(words) != 1:
         raise ImportSyntaxError(here, f"{kind} entry: expected exactly one secret")
     word, quoted = words[0]
-    return SecretEntry(kind, selectors, here, secret=word,
+    return SecretEntry(kind, selectors, here, secret=_swanctl_secret(word, quoted),
                        prompt=word == "%prompt" and not quoted)
 
 
-def decode_secret(value: str) -> bytes:
-    """A secret's bytes: `0x` hex, `0s` base64, else the text itself."""
-    import base64
-    import binascii
+def _swanctl_secret(word: str, quoted: bool) -> str:
+    """The secret as swanctl.conf must spell it. Both read unquoted `0x`/`0s` as hex and
+    base64, but ipsec.secrets takes a quoted "0x..." literally and swanctl does not:
+    such a literal is written as `0s` + its base64."""
+    if quoted and word[:2].lower() in ("0x", "0s"):
+        import base64
 
-    if value[:2].lower() == "0x":
-        try:
-            return binascii.unhexlify(value[2:])
-        except (binascii.Error, ValueError):
-            return value.encode()
-    if value[:2].lower() == "0s":
-        try:
-            return base64.b64decode(value[2:], validate=True)
-        except (binascii.Error, ValueError):
-            return value.encode()
-    return value.encode()
+        return "0s" + base64.b64encode(word.encode()).decode()
+    return word

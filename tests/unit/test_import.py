@@ -155,6 +155,13 @@ include more.secrets
         assert secret not in text
 
 
+def test_quoted_hex_looking_secret_stays_literal(tmp_path: Path) -> None:
+    """ipsec.secrets takes "0x41" literally, swanctl would read it as hex."""
+    path = write(tmp_path, "ipsec.secrets", ': PSK "0x41"\n: PSK 0x41\n')
+    entries, _ = parse_ipsec_secrets(str(path))
+    assert [e.secret for e in entries] == ["0sMHg0MQ==", "0x41"]
+
+
 def test_secrets_parser_error_names_line_not_secret(tmp_path: Path) -> None:
     path = write(tmp_path, "ipsec.secrets", ': PSK "top-secret\n')
     with pytest.raises(ImportSyntaxError) as err:
