@@ -201,8 +201,8 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def _host_list(v: Value, ctx: _Ctx, side: str, allow_any: bool) -> tuple[str | None, str]:
-    """left/right -> (addrs for swanctl or None for %any, the address family hint)."""
+def _host_list(v: Value, ctx: _Ctx, allow_any: bool) -> str | None:
+    """left/right -> the addresses for swanctl, None for %any."""
     out: list[str] = []
     for token in _split(v.value or ""):
         if token in ("%any", "%any4", "%any6", "%defaultroute", "%group"):
@@ -218,7 +218,7 @@ def _host_list(v: Value, ctx: _Ctx, side: str, allow_any: bool) -> tuple[str | N
         out.append(token)
     if out and allow_any:
         out += ["0.0.0.0/0", "::/0"]
-    return (", ".join(out) if out else None), side
+    return ", ".join(out) if out else None
 
 
 def _ts(subnets: str | None, protoport: str | None) -> str | None:
@@ -405,7 +405,7 @@ class _Conn:
             allow = self.take(f"{side}allowany")
             allow_any = _yes(allow, False)
             if v and v.value:
-                addrs, _ = _host_list(v, self.ctx, side, allow_any)
+                addrs = _host_list(v, self.ctx, allow_any)
                 if addrs:
                     self.put(c, addrs_key, addrs, v,
                              why="'%' prefix or allowany: any address is accepted too"
