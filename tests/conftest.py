@@ -16,7 +16,8 @@
   `<repo>/../shared/corpus/strongswan-testing`). A clone without it skips the tests that
   need it, with that reason; `SWAND_REQUIRE_CORPUS=1` (set by .ci/run) or an explicit
   `SWAND_CORPUS` that names nothing makes them fail instead, so CI cannot go green
-  without them.
+  without them. `ipsec_corpus`: the same for swand import's ipsec.conf corpus
+  (`$SWAND_IPSEC_CORPUS`, default `<repo>/../shared/corpus/strongswan-ipsec-conf`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from swand.lab import lab as lab_module
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared/corpus/strongswan-testing"
+DEFAULT_IPSEC_CORPUS = REPO.parent / "shared/corpus/strongswan-ipsec-conf"
 REQUIRE_CORPUS = "SWAND_REQUIRE_CORPUS"
 
 CHARON_VERSIONS = [
@@ -96,15 +98,26 @@ def _lab_leaves_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not left, "lab test left things behind: " + "; ".join(left)
 
 
-@pytest.fixture(scope="session")
-def corpus() -> Path:
-    """The conformance corpus; skips (or fails, when it is required) without it."""
-    named = os.environ.get("SWAND_CORPUS", "")
-    path = Path(named) if named else DEFAULT_CORPUS
+def _find_corpus(env: str, default: Path) -> Path:
+    """A corpus folder; skips (or fails, when it is required or named) without it."""
+    named = os.environ.get(env, "")
+    path = Path(named) if named else default
     if path.is_dir():
         return path
     if os.environ.get(REQUIRE_CORPUS, "") not in ("", "0"):
         pytest.fail(f"conformance corpus not found at {path} ({REQUIRE_CORPUS} is set)")
     if named:
-        pytest.fail(f"conformance corpus not found at {path} (SWAND_CORPUS names it)")
-    pytest.skip(f"conformance corpus not found at {path} (set SWAND_CORPUS to run it)")
+        pytest.fail(f"conformance corpus not found at {path} ({env} names it)")
+    pytest.skip(f"conformance corpus not found at {path} (set {env} to run it)")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The conformance corpus; skips (or fails, when it is required) without it."""
+    return _find_corpus("SWAND_CORPUS", DEFAULT_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def ipsec_corpus() -> Path:
+    """swand import's corpus of ipsec.conf files, found like `corpus`."""
+    return _find_corpus("SWAND_IPSEC_CORPUS", DEFAULT_IPSEC_CORPUS)

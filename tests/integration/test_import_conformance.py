@@ -1,6 +1,7 @@
 """Differential conformance of `swand import` with starter/stroke over strongSwan's
-ipsec.conf corpus (`$SWAND_IPSEC_CORPUS`, default `<repo>/../shared/corpus/
-strongswan-ipsec-conf`): 546 ipsec.conf files of strongSwan 5.5.3's test scenarios.
+ipsec.conf corpus (the `ipsec_corpus` fixture: `$SWAND_IPSEC_CORPUS`, default
+`<repo>/../shared/corpus/strongswan-ipsec-conf`; skipped without it unless
+`SWAND_REQUIRE_CORPUS=1`): 546 ipsec.conf files of strongSwan 5.5.3's test scenarios.
 
 For each file: starter feeds it (with its ipsec.secrets and an ipsec.d of stand-in
 credentials) to one charon through the stroke plugin; `swand import` converts the same
@@ -46,9 +47,6 @@ from swand.config import SwandConfig
 from swand.core.ipsecconf import ImportSyntaxError, parse_ipsec_conf
 from swand.lab.stroke import SENTINEL, SENTINEL_CONF, StrokeCharon, tree_has_starter
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("SWAND_IPSEC_CORPUS",
-                             REPO.parent / "shared/corpus/strongswan-ipsec-conf"))
 #: per charon version: files that must agree or be refused with a reason (raise as fixed)
 THRESHOLD = {"5.9": 546, "6.0": 546}
 
@@ -64,11 +62,9 @@ ADDRESSES = {
 _PLACEHOLDER = re.compile("|".join(sorted(ADDRESSES, key=len, reverse=True)))
 
 
-def corpus_files() -> list[Path]:
-    if not CORPUS.is_dir():
-        pytest.fail(f"ipsec.conf corpus not found at {CORPUS} (set SWAND_IPSEC_CORPUS)")
-    only = os.environ.get("SWAND_CORPUS_FILTER", "")
-    return sorted(p for p in CORPUS.rglob("ipsec.conf") if only in str(p))
+def corpus_files(corpus: Path) -> list[Path]:
+    only = os.environ.get("SWAND_CORPUS_FILTER", "")  # substring, to debug a few files
+    return sorted(p for p in corpus.rglob("ipsec.conf") if only in str(p))
 
 
 def prepare(etc: Path, into: Path) -> Path:
@@ -264,7 +260,7 @@ def count_reason(reasons: dict[str, int], line: str) -> None:
 
 @pytest.mark.lab
 @pytest.mark.timeout(1200)
-def test_import_conformance(make_lab: Any, charon_version: str) -> None:
+def test_import_conformance(make_lab: Any, charon_version: str, ipsec_corpus: Path) -> None:
     from swand.commands.apply import apply_once
 
     lab = make_lab(clients=0, start_charons=False, charon=charon_version)
@@ -324,8 +320,8 @@ def test_import_conformance(make_lab: Any, charon_version: str) -> None:
 
     # the two sides of a file run at once (each mostly waits on its charon)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for i, conf_file in enumerate(corpus_files()):
-            name = str(conf_file.parent.parent.relative_to(CORPUS))
+        for i, conf_file in enumerate(corpus_files(ipsec_corpus)):
+            name = str(conf_file.parent.parent.relative_to(ipsec_corpus))
             work = scratch / f"f{i}"
             conf = prepare(conf_file.parent, work)
             theirs = pool.submit(stroke_side, work, conf)
