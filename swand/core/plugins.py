@@ -34,6 +34,8 @@ _CHARON_PLUGIN_PACKAGES: dict[str, str] = {
     **dict.fromkeys(("bypass-lan", "counters", "socket-default", "updown"),
                     "strongswan-libcharon"),
     "vici": "strongswan-swanctl",
+    # the legacy ipsec.conf path (starter's); the lab loads it for swand import's test
+    "stroke": "strongswan-starter",
     **dict.fromkeys(("eap-mschapv2", "xauth-generic"), "libcharon-extauth-plugins"),
     **dict.fromkeys((
         "addrblock", "certexpire", "dhcp", "eap-aka", "eap-gtc", "eap-identity", "eap-md5",

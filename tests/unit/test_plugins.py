@@ -60,7 +60,6 @@ def _dpkg_owners(root: Path) -> dict[str, str]:
 def test_bookworm_table_is_what_dpkg_says() -> None:
     owners = _dpkg_owners(Path("/"))
     table = plugins.DEBIAN_PACKAGES["bookworm"]
-    owners.pop("stroke", None)  # strongswan-starter: the legacy ipsec.conf daemon's
     assert {p: table.get(p) for p in owners} == owners
 
 
