@@ -51,6 +51,15 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _count(value: Any) -> int | None:
+    """A counter or age of an SA: a non-negative whole number, else None (a client's
+    malformed value must never subtract from the totals of the others)."""
+    text = value if isinstance(value, str) else None
+    if text is None or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def _strs(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple):
         return tuple(str(v) for v in value)
@@ -83,12 +92,12 @@ class ChildSa:
             uniqueid=str(body.get("uniqueid", "")),
             state=str(body.get("state", "")),
             reqid=str(body.get("reqid", "")),
-            bytes_in=_int(body.get("bytes-in")) or 0,
-            bytes_out=_int(body.get("bytes-out")) or 0,
-            packets_in=_int(body.get("packets-in")) or 0,
-            packets_out=_int(body.get("packets-out")) or 0,
-            install_time=_int(body.get("install-time")),
-            life_time=_int(body.get("life-time")),
+            bytes_in=_count(body.get("bytes-in")) or 0,
+            bytes_out=_count(body.get("bytes-out")) or 0,
+            packets_in=_count(body.get("packets-in")) or 0,
+            packets_out=_count(body.get("packets-out")) or 0,
+            install_time=_count(body.get("install-time")),
+            life_time=_count(body.get("life-time")),
             local_ts=_strs(body.get("local-ts")),
             remote_ts=_strs(body.get("remote-ts")),
         )
@@ -131,7 +140,7 @@ class IkeSa:
             remote_eap_id=str(body.get("remote-eap-id", "")),
             remote_xauth_id=str(body.get("remote-xauth-id", "")),
             initiator=body.get("initiator") == "yes",
-            established=_int(body.get("established")),
+            established=_count(body.get("established")),
             local_vips=_strs(body.get("local-vips")),
             remote_vips=_strs(body.get("remote-vips")),
             tasks_active=_strs(body.get("tasks-active")),

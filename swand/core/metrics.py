@@ -80,6 +80,18 @@ def _i(value: Any, default: int = 0) -> int:
         return default
 
 
+def _count(value: Any) -> int:
+    """A counter or age charon reports about an SA: absent is 0, anything but a
+    non-negative whole number makes the SA unreadable (ValueError: skipped and counted),
+    so a malformed value can never subtract from another SA's totals."""
+    text = _s(value)
+    if not text:
+        return 0
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"not a counter: {text[:40]!r}")
+    return int(text)
+
+
 def _strs(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -320,10 +332,10 @@ def parse_child(key: str, body: Mapping[str, Any], now: float) -> ChildSa:
         reqid=_own(body.get("reqid")),
         state=sys.intern(_s(body.get("state"))),
         traffic=Traffic(
-            _i(body.get("bytes-in")), _i(body.get("bytes-out")),
-            _i(body.get("packets-in")), _i(body.get("packets-out")),
+            _count(body.get("bytes-in")), _count(body.get("bytes-out")),
+            _count(body.get("packets-in")), _count(body.get("packets-out")),
         ),
-        installed_at=now - _i(install) if install is not None else None,
+        installed_at=now - _count(install) if install is not None else None,
     )
 
 
@@ -339,7 +351,7 @@ def parse_ike(name: str, body: Mapping[str, Any], now: float) -> IkeSa:
         remote_eap_id=_own(body.get("remote-eap-id")),
         remote_xauth_id=_own(body.get("remote-xauth-id")),
         remote_vips=_strs(body.get("remote-vips")),
-        established_at=now - _i(established) if established is not None else None,
+        established_at=now - _count(established) if established is not None else None,
         children=tuple(
             parse_child(k, v, now) for k, v in children.items() if isinstance(v, Mapping)
         ) if isinstance(children, Mapping) else (),
