@@ -637,13 +637,19 @@ class PeerTable:
                        resync=resync), self._changed()]
 
     def _child(self, event: ChildUp | ChildDown) -> list[Action]:
+        """A CHILD_SA came or went while its IKE_SA stays: the set of live SAs changed
+        (a second CHILD_SA's forward rules must not wait for the periodic pass)."""
         known = self.live.get(event.sa.uniqueid)
         if known is None:
             return []
         others = tuple(c for c in known.children if c.uniqueid != event.child.uniqueid)
         children = others if isinstance(event, ChildDown) else (*others, event.child)
+        if isinstance(event, ChildDown) and len(others) == len(known.children):
+            return []  # a duplicate down, or the last child's down after its IKE_SA's
+        if isinstance(event, ChildUp) and event.child in known.children:
+            return []  # a duplicate up
         self.live[known.uniqueid] = replace(known, children=children)
-        return []
+        return [self._changed()]
 
     def _rekey(self, event: IkeRekey, now: float) -> list[Action]:
         old_uid, new_uid = event.old.uniqueid, event.new.uniqueid
@@ -670,7 +676,11 @@ class PeerTable:
             return []
         others = tuple(c for c in known.children if c.uniqueid != event.old.uniqueid)
         self.live[known.uniqueid] = replace(known, children=(*others, event.new))
-        return []
+        # the new CHILD_SA carries the old one's reqid and selectors: the firewall's
+        # input changes only when they differ
+        same = (event.old.reqid, event.old.local_ts, event.old.remote_ts) == \
+            (event.new.reqid, event.new.local_ts, event.new.remote_ts)
+        return [] if same else [self._changed()]
 
     def _update(self, event: IkeUpdate) -> list[Action]:
         known = self.live.get(event.sa.uniqueid)

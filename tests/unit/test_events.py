@@ -14,6 +14,9 @@ import pytest
 
 from swand.core.events import (
     ChildDown,
+    ChildRekey,
+    ChildSa,
+    ChildUp,
     DownReason,
     IkeDown,
     IkeSa,
@@ -223,6 +226,28 @@ def test_resync_adds_missed_sas_and_drops_vanished_ones_once() -> None:
     assert table.apply(Resync((other,), instance="A")) == []
     assert table.apply(IkeUp(other)) == []
     assert table.apply(IkeDown(dataclasses.replace(up.sa, state="DELETING"))) == []
+
+
+def test_a_child_sa_added_and_deleted_while_its_ike_sa_stays_changes_the_set() -> None:
+    """A second CHILD_SA (its own reqid and selectors) is a change of the firewall's
+    input: before, only IKE_SA changes were, and its forward rules waited for the
+    periodic pass (this test failed then: the child events gave no action)."""
+    table = PeerTable()
+    up = up_event()
+    table.apply(up)
+    second = ChildSa("web", "77", state="INSTALLED", reqid="9",
+                     local_ts=("192.0.2.0/24",), remote_ts=("10.8.0.1/32",))
+    (changed,) = table.apply(ChildUp(up.sa, second))
+    assert isinstance(changed, SaSetChanged) and second in changed.live[0].children
+    assert table.apply(ChildUp(up.sa, second)) == []  # duplicate
+    (gone,) = table.apply(ChildDown(up.sa, second))
+    assert isinstance(gone, SaSetChanged) and second not in gone.live[0].children
+    assert table.apply(ChildDown(up.sa, second)) == []  # duplicate
+    # a CHILD_SA rekey keeps reqid and selectors: nothing for the firewall to do
+    table.apply(ChildUp(up.sa, second))
+    rekeyed = dataclasses.replace(second, uniqueid="78")
+    assert table.apply(ChildRekey(up.sa, second, rekeyed)) == []
+    assert rekeyed in table.live[up.sa.uniqueid].children
 
 
 def test_stale_resync_does_not_resurrect_a_down() -> None:
