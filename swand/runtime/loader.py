@@ -13,8 +13,9 @@ Usage (the daemon's composition root, `swand apply`)::
 - Every pass asks charon for the names it has (`get-conns`, `get-pools`,
   `get-authorities`, `get-keys`, `get-shared`: a few hundred bytes) and repairs what
   someone else unloaded (e.g. `swanctl --load-all` from Debian's strongswan.service).
-- A new VICI connection (`session.generation` changed) or a charon restart (uptime went
-  back) means charon may be empty: everything is loaded again (`full`).
+- The first pass loads everything (`full`); later ones do when the caller says charon
+  may have lost its state (the daemon: after `swand.runtime.charon.Charon` reports
+  charon up again). The loader does not watch charon itself.
 - Within one pass, failures are per item; as with swanctl --load-all, a failing authority
   stops pools and connections, a failing pool stops connections (a pool that charon
   refuses to change because it has online leases keeps its old version and does *not*
@@ -33,11 +34,9 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from swand.adapters.vici import pipelined_requests
 from swand.core import loadplan
-from swand.core.charon import charon_start_time, is_restart
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
 from swand.core.settings import (
     MAX_FILE_BYTES,
@@ -71,11 +70,17 @@ MAX_CREDENTIAL_FILE = 4 * 1024 * 1024
 class Session(Protocol):
     """The part of `swand.adapters.vici.ViciSession` the loader uses."""
 
-    generation: int
-
     async def request(self, command: str, message: Mapping[str, Any] | None = None, *,
                       timeout: float = 30.0, check: bool = True,
                       decode: bool = True) -> dict: ...
+
+
+@runtime_checkable
+class PipelinedSession(Session, Protocol):
+    """A session that can write many requests back to back (ViciSession)."""
+
+    async def pipelined(self, requests: list[tuple[str, Mapping[str, Any]]], *,
+                        timeout: float) -> list[dict[str, Any] | Exception]: ...
 
 
 # --- the edge: reading the folder -------------------------------------------------------
@@ -238,8 +243,8 @@ def _read_named(paths: list[str]) -> dict[str, bytes | None]:
 
 # --- pipelining -------------------------------------------------------------------------
 
-#: at least this many consecutive connection (or pool) loads are pipelined over one extra
-#: VICI connection (in order, so charon keeps the file's order of connections)
+#: at least this many consecutive connection (or pool) loads are pipelined over the
+#: loader's VICI connection (in order, so charon keeps the file's order of connections)
 PIPELINE_MIN = 16
 
 
@@ -346,11 +351,10 @@ def _reply_error(reply: Mapping[str, Any] | Exception) -> str | None:
     return None
 
 
-def _pipeline_uri(session: Session) -> str | None:
-    """The URI to open extra connections to, when the session is a real VICI one (test
-    fakes have none: their steps run one by one)."""
-    uri = getattr(session, "uri", None)
-    return uri if isinstance(uri, str) else None
+def _pipelining(session: Session) -> PipelinedSession | None:
+    """The session itself when it can pipeline (a real VICI one; test fakes cannot:
+    their steps run one by one)."""
+    return session if isinstance(session, PipelinedSession) else None
 
 
 def _where(item: Item | None) -> str:
@@ -375,13 +379,13 @@ class ConfigLoader:
         #: periodic check retries them quietly (report.refused), a reread or full pass
         #: reports them again
         self._failed: dict[tuple[str, str], str] = {}
-        self._generation: int | None = None
         #: the last reread's parse error, while the last good state is in use
         self._parse_errors: list[LoadError] = []
         self._fingerprint: str | None = None
         self._named_fingerprint: str | None = None
         self._referenced: list[str] = []
-        self._uptime_started: float | None = None
+        #: a pass has run to its end (loads may have failed): later ones may be partial
+        self._loaded_once = False
 
     @property
     def record(self) -> LoadRecord:
@@ -429,36 +433,10 @@ class ConfigLoader:
             shared_ids=frozenset(shared.get("keys", []) or []),
         )
 
-    async def _charon_restarted(self, session: Session) -> bool:
-        """True when the VICI connection is new or charon's start time moved."""
-        from swand.adapters.vici import ViciConnectionError
-
-        try:
-            try:
-                stats = await session.request("stats")
-            except ViciConnectionError:
-                # the old connection died with charon: the retry opens a new one (and a
-                # connection error from it ends the pass: charon is not there)
-                stats = await session.request("stats")
-            started = charon_start_time(stats)
-        except ViciConnectionError:
-            raise
-        except Exception:
-            started = None
-        # compared after the request, which (re)connects: a new connection is a new
-        # generation, and only a new one means charon may have lost our state
-        restarted = session.generation != self._generation
-        self._generation = session.generation
-        if is_restart(self._uptime_started, started):
-            restarted = True
-        if started is not None and (restarted or self._uptime_started is None):
-            self._uptime_started = started
-        return restarted
-
     async def reconcile(self, session: Session, *, reread: bool = False,
                         full: bool = False) -> LoadReport:
         """One pass. `reread`: parse the folder again first; `full`: load everything
-        regardless of the record (also implied by a new connection or charon restart)."""
+        regardless of the record (the first pass always is)."""
         started = time.monotonic()
         report = LoadReport()
         if reread or self.desired is None:
@@ -474,8 +452,9 @@ class ConfigLoader:
                     return report
         report.standing_errors = self._parse_errors or list(self.desired_errors)
         assert self.desired is not None
-        if await self._charon_restarted(session):
-            full = True
+        # the first pass loads everything; after that the caller says when charon may
+        # have lost our state (the daemon: swand.runtime.charon's charon_up)
+        full = full or not self._loaded_once
         if full:
             self.forget()
         report.full = full
@@ -495,6 +474,7 @@ class ConfigLoader:
             or (s.action == "unload" and self._failed.get((s.kind, s.name)) == _UNLOAD)
         }
         await self.execute(session, the_plan, report, quiet=quiet, reread=reread)
+        self._loaded_once = True
         report.duration = time.monotonic() - started
         return report
 
@@ -610,7 +590,7 @@ class ConfigLoader:
     @staticmethod
     def _pipeline_batch(session: Session, steps: list[Step], start: int) -> list[Step]:
         """The run of connection loads starting at `start`, if long enough to pipeline."""
-        if _pipeline_uri(session) is None:
+        if _pipelining(session) is None:
             return []
         kind = steps[start].kind
         if kind not in ("conn", "pool"):
@@ -627,9 +607,10 @@ class ConfigLoader:
         of each failure, for the gates."""
         failures: list[tuple[str, bool]] = []
         items = [step.item for step in batch if step.item is not None]
-        replies = await pipelined_requests(
-            str(_pipeline_uri(session)), [(i.command, i.message) for i in items],
-            timeout=30.0 + 0.02 * len(items))
+        pipelined = _pipelining(session)
+        assert pipelined is not None
+        replies = await pipelined.pipelined(
+            [(i.command, i.message) for i in items], timeout=30.0 + 0.02 * len(items))
         for item, reply in zip(items, replies, strict=True):
             key = (item.kind, item.name)
             why = _reply_error(reply)
@@ -714,16 +695,16 @@ class ConfigLoader:
         from swand.adapters.vici import ViciError
 
         items = self._reload_items()
-        uri = _pipeline_uri(session)
-        if uri is None:
+        pipelined = _pipelining(session)
+        if pipelined is None:
             await self._run_step(session, Step("clear-creds", "cred", "*"), report,
                                  returned_ids)
             await self._run_step(session, Step("reload-creds", "cred", "*"), report,
                                  returned_ids)
             return
         try:
-            replies = await pipelined_requests(
-                uri, [("clear-creds", {}), *((i.command, i.message) for i in items)],
+            replies = await pipelined.pipelined(
+                [("clear-creds", {}), *((i.command, i.message) for i in items)],
                 timeout=30.0 + 0.05 * len(items))
         except ViciError as exc:
             report.results.append(ItemResult("clear-creds", "cred '*'", False, str(exc)))

@@ -235,7 +235,9 @@ def test_charon_restart_gets_everything_back(make_lab: Any, charon_version: str)
             assert (await loader.reconcile(session, reread=True)).ok
             gw.kill9()
             gw.start_charon()
-            report = await loader.reconcile(session)  # reconnects lazily: a full pass
+            # the session reconnects lazily; the daemon asks for a full pass when its
+            # Charon reports charon up again (the loader does not watch charon itself)
+            report = await loader.reconcile(session, full=True)
             assert report.ok and report.full, report.failure_lines()
             assert (await session.request("get-conns"))["conns"] == ["rw"]
         finally:
