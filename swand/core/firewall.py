@@ -37,6 +37,7 @@ from typing import Literal, TypeVar
 
 from swand.config import FirewallSettings
 from swand.core.services import port_range, protocol_name, system_services
+from swand.core.swanctl import DesiredState, split_list
 from swand.core.untrusted import SkipFn, ignore_skip, shown, unparsable
 
 Family = Literal["ipv4", "ipv6"]
@@ -261,6 +262,21 @@ def _pool(name: str, info: Mapping[str, object]) -> Pool | None:
             last = base + (size - 1)
             nets = [str(n) for n in ipaddress.summarize_address_range(base, last)]
     return Pool(name, tuple(nets))
+
+
+def configured_pools(desired: DesiredState | None) -> tuple[Pool, ...]:
+    """The pools a parsed swanctl folder defines (its `load-pool` messages), so NAT
+    does not vanish in the moment between a charon restart and the loader loading the
+    pools again. dhcp/radius pools have no addresses of their own: skipped."""
+    pools: list[Pool] = []
+    for item in desired.pools.values() if desired is not None else ():
+        body = item.message.get(item.name, {})
+        addrs = body.get("addrs", "") if isinstance(body, Mapping) else ""
+        try:
+            pools.append(Pool.from_addrs(item.name, *split_list(str(addrs))))
+        except ValueError:
+            continue
+    return tuple(pools)
 
 
 def child_sas_from_vici(

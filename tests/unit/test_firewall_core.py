@@ -591,3 +591,25 @@ def test_nft_batches_reach_the_desired_chain(desired: list[int], observed: list[
             fresh += 1
             current.append((fresh, rule["comment"]))
     assert [t for _, t in current] == [r.tag for r in rules]
+
+
+def test_configured_pools_come_from_the_parsed_swanctl_folder() -> None:
+    """The pools NAT keeps across a charon restart: from the loader's parsed state (this
+    lived in app.py, the composition root; now core)."""
+    from swand.core.firewall import configured_pools
+    from swand.core.settings import parse_text
+    from swand.core.swanctl import CredentialSource, translate
+
+    tree = parse_text(
+        "pools {\n"
+        "  v4 { addrs = 10.8.0.0/24 }\n"
+        "  range { addrs = 10.9.0.10-10.9.0.11 }\n"
+        "  v6 { addrs = 2001:db8:8::/112 }\n"
+        "  leased { addrs = dhcp }\n"
+        "}\n", "swanctl.conf")
+    state, errors = translate(tree, CredentialSource("/etc/swanctl"))
+    assert not errors
+    pools = {p.name: p.networks for p in configured_pools(state)}
+    assert pools == {"v4": ("10.8.0.0/24",), "range": ("10.9.0.10/31",),
+                     "v6": ("2001:db8:8::/112",)}
+    assert configured_pools(None) == ()
