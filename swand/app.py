@@ -1,9 +1,10 @@
 """The composition root: builds the adapters and runtime parts, orders start-up and
 shutdown, and installs signal handlers (which only enqueue work).
 
-Data flow: watchers (SIGHUP, the charon watch, VICI events, RTNL, timers) poke
+Data flow: watchers (SIGHUP, the `Charon` owner's publications, RTNL, timers) poke
 single-writer runners; the config runner owns every VICI write of configuration, the
-firewall runner every kernel write. Nothing else writes.
+firewall runner every kernel write. Nothing else writes. `swand.runtime.wiring` connects
+charon's publications to the runners, for the daemon and the lab tests alike.
 """
 
 from __future__ import annotations
@@ -16,66 +17,17 @@ from typing import Any
 
 from swand import __version__
 from swand.adapters.sdnotify import SdNotify
-from swand.adapters.vici import ViciError, ViciSession
+from swand.adapters.vici import ViciError
 from swand.config import SwandConfig, gateway_name
-from swand.core.charon import charon_start_time, is_restart
+from swand.core.firewall import Pool, configured_pools
 from swand.log import get_logger
-from swand.runtime.events import EventWatcher
+from swand.runtime.charon import Charon
 from swand.runtime.loader import ConfigLoader, LoadReport
 from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+from swand.runtime.wiring import firewall_reconciler, wire
 
 log = get_logger("swand")
-
-#: plugins whose presence changes what swand does (logged at start: what we found)
-NOTABLE_PLUGINS = ("kernel-libipsec", "kernel-netlink", "counters", "attr", "revocation",
-                   "eap-radius", "unity")
-
-#: how often the charon watch asks `stats` while charon is up / while it is away
-WATCH_INTERVAL_UP = 1.0
-WATCH_INTERVAL_DOWN = 0.25
-
-
-class CharonWatch:
-    """Notices charon going away and coming back (socket gone, or `stats` uptime reset)
-    on a connection of its own, so a long load on the command connection cannot delay it.
-    """
-
-    def __init__(self, uri: str, on_up: Any, on_down: Any) -> None:
-        self.uri = uri
-        self._on_up = on_up
-        self._on_down = on_down
-        self._session = ViciSession(uri, connect_timeout=1.0)
-        self.up: bool | None = None
-        self.started: float | None = None
-        self.version: dict[str, Any] = {}
-        self.plugins: tuple[str, ...] = ()
-
-    async def probe(self) -> None:
-        try:
-            generation = self._session.generation
-            stats = await self._session.request("stats", timeout=5.0)
-            started = charon_start_time(stats)
-            reconnected = self._session.generation != generation
-            if self.up is not True or reconnected or is_restart(self.started, started):
-                self.version = await self._session.request("version", timeout=5.0)
-                self.plugins = tuple(str(p) for p in stats.get("plugins") or ())
-                first = self.up is None
-                self.up, self.started = True, started
-                await self._on_up(first)
-        except ViciError as exc:
-            if self.up is not False:
-                self.up = False
-                await self._on_down(str(exc))
-
-    async def run(self) -> None:
-        while True:
-            await self.probe()
-            await asyncio.sleep(WATCH_INTERVAL_UP if self.up else WATCH_INTERVAL_DOWN)
-
-    async def close(self) -> None:
-        await self._session.close()
-
 
 class Daemon:
     """`swand run`: everything that keeps charon and the kernel in the configured state."""
@@ -83,31 +35,27 @@ class Daemon:
     def __init__(self, cfg: SwandConfig, notify: SdNotify | None = None) -> None:
         self.cfg = cfg
         self.notify = notify or SdNotify.from_environment()
-        self.session = ViciSession(cfg.charon.vici, connect_timeout=2.0)
+        self.registry = MetricsRegistry()
+        #: the three VICI connections (events, queries, commands) and restart detection
+        self.charon = Charon(cfg.charon.vici, metrics=self.registry)
         self.loader = ConfigLoader(cfg.swanctl.dir,
                                    terminate_removed=cfg.swanctl.terminate_removed)
-        self.registry = MetricsRegistry()
         self.registry.set_gateway(gateway_name(cfg))
-        # the poller is fed by the one event stream below rather than opening its own
         self.poller = MetricsPoller(cfg.charon.vici, self.registry,
                                     per_peer=cfg.metrics.per_peer, own_events=False,
-                                    state_path=cfg.metrics.state_file or None)
-        self.events = EventWatcher(cfg.charon.vici, on_action=self._on_sa_action,
-                                   on_raw_event=self.poller.on_event, metrics=self.registry)
+                                    state_path=cfg.metrics.state_file or None,
+                                    session=self.charon.queries)
         self.firewall: Any = None
         if cfg.firewall.enabled:
-            from swand.runtime.firewall import FirewallReconciler, vici_snapshot
-
-            self.firewall = FirewallReconciler(
-                cfg, snapshot=vici_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0),
-                                            config_pools=self._config_pools),
-                on_report=self._firewall_report)
+            self.firewall = firewall_reconciler(cfg, self.charon,
+                                                config_pools=self._config_pools,
+                                                on_report=self._firewall_report)
         self.ndp: Any = None
         if cfg.firewall.enabled and cfg.ipv6.mode == "routed":
             from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
 
             self.ndp = NdpProxyReconciler(
-                cfg, lease_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0)),
+                cfg, lease_snapshot(self.charon.queries),
                 on_report=lambda report, _request: self.registry.record_ndp_proxies(
                     "success" if report.ok else "failure",
                     report.entries if report.ok else None))
@@ -116,11 +64,13 @@ class Daemon:
         if cfg.keepalive.conns:
             from swand.runtime.keepalive import Keepalive
 
-            self.keepalive = Keepalive(cfg.charon.vici, cfg.keepalive.conns, self.events)
+            self.keepalive = Keepalive(cfg.charon.vici, cfg.keepalive.conns,
+                                       self.charon.events, session=self.charon.commands)
         self.config_runner = BoundedFrequencyRunner(
             "config", self._config_pass, min_interval=0.2,
             max_interval=cfg.charon.interval, backoff_initial=0.25, backoff_max=2.0)
-        self.watch = CharonWatch(cfg.charon.vici, self._charon_up, self._charon_down)
+        wire(self.charon, firewall=self.firewall, ndp=self.ndp, routes=self.routes,
+             poller=self.poller, config_runner=self.config_runner)
         self._stop = asyncio.Event()
         self._ready = False
         self._reload_pending = False
@@ -129,40 +79,10 @@ class Daemon:
 
     # -- watchers: they only poke --------------------------------------------------------
 
-    async def _charon_up(self, first: bool) -> None:
-        log.info("charon_up", vici=self.cfg.charon.vici,
-                 daemon=self.watch.version.get("daemon"),
-                 charon_version=self.watch.version.get("version"),
-                 kernel=self.watch.version.get("sysname", ""),
-                 plugins_of_note=[p for p in NOTABLE_PLUGINS if p in self.watch.plugins],
-                 plugins=len(self.watch.plugins), first=first)
-        if first:
-            return  # the start pass is already queued; nothing was lost
-        # (the metrics poller counts the restart; counting here too would double it)
-        self.config_runner.poke("charon-up", full=True)
-        self.poller.poke()
-        if self.firewall is not None:
-            self.firewall.poke("charon-up")
-        if self.ndp is not None:
-            self.ndp.poke("charon-up")
-        self._poke_routes("charon-up")
-
-    def _config_pools(self) -> tuple[Any, ...]:
+    def _config_pools(self) -> tuple[Pool, ...]:
         """Pools as the swanctl files define them: NAT must not vanish in the moment
         between a charon restart and the loader loading the pools again."""
-        from swand.core.firewall import Pool
-        from swand.core.swanctl import split_list
-
-        desired = self.loader.desired
-        pools = []
-        for item in desired.pools.values() if desired else ():
-            body = item.message.get(item.name, {})
-            addrs = body.get("addrs", "")
-            try:
-                pools.append(Pool.from_addrs(item.name, *split_list(str(addrs))))
-            except ValueError:
-                continue  # dhcp/radius pools have no addresses of their own
-        return tuple(pools)
+        return configured_pools(self.loader.desired)
 
     def _firewall_report(self, report: Any, request: PassRequest) -> None:
         """Count firewall passes; a periodic pass that had to change something found
@@ -176,19 +96,6 @@ class Daemon:
         self.registry.record_firewall("success" if report.ok else "failure",
                                       drift_repaired=drift)
 
-    def _on_sa_action(self, action: Any) -> None:
-        """An SA came up, went down, rekeyed or moved: the per-SA rules follow."""
-        if self.firewall is not None:
-            self.firewall.poke("sa-event")
-        if self.ndp is not None:
-            self.ndp.poke("sa-event")
-        self._poke_routes("sa-event")
-
-    async def _charon_down(self, error: str) -> None:
-        log.warning("charon_unreachable", vici=self.cfg.charon.vici, error=error)
-        self.poller.charon_lost()
-        self._poke_routes("charon-down")
-
     # -- [routes]: a kernel route per leased virtual IP (swand.runtime.routes) ---------------
 
     def _make_routes(self, cfg: SwandConfig) -> Any:
@@ -197,12 +104,8 @@ class Daemon:
         from swand.runtime.routes import RouteReconciler, vici_lease_snapshot
 
         return RouteReconciler(
-            cfg, vici_lease_snapshot(ViciSession(cfg.charon.vici, connect_timeout=2.0)),
-            charon_up=lambda: self.watch.up, on_report=self._routes_report)
-
-    def _poke_routes(self, reason: str) -> None:
-        if self.routes is not None:
-            self.routes.poke(reason)
+            cfg, vici_lease_snapshot(self.charon.queries),
+            charon_up=lambda: self.charon.up, on_report=self._routes_report)
 
     def _routes_report(self, report: Any, request: PassRequest) -> None:
         drift = report.ok and report.changed and request.reasons <= {"periodic", "retry"}
@@ -227,7 +130,8 @@ class Daemon:
         reload_done = self._reload_pending
         self._reload_pending = False
         try:
-            report = await self.loader.reconcile(self.session, reread=reread, full=request.full)
+            report = await self.loader.reconcile(self.charon.commands, reread=reread,
+                                                 full=request.full)
         except ViciError as exc:
             if reload_done:
                 self.registry.record_reload("failure")
@@ -273,7 +177,7 @@ class Daemon:
     def _status_line(self, report: LoadReport) -> str:
         errors = report.error_count
         state = "ok" if report.ok else f"{errors} error(s), last good state kept"
-        return f"config {state}; charon {'up' if self.watch.up else 'down'}"
+        return f"config {state}; charon {'up' if self.charon.up else 'down'}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -319,9 +223,8 @@ class Daemon:
         if self.routes is not None:
             await self.routes.start()
         self.config_runner.poke("start")
-        self._spawn(self.watch.run(), "charon-watch")
+        self._spawn(self.charon.run(), "charon")
         self._spawn(self.config_runner.run(), "config-runner")
-        self._spawn(self.events.run(), "event-watcher")
         self._spawn(self.poller.run(), "metrics-poller")
         if self.keepalive is not None:
             self._spawn(self.keepalive.run(), "keepalive")
@@ -339,7 +242,7 @@ class Daemon:
                 await task
         if metrics_server:
             metrics_server.stop()
-        closers = [self.events.close, self.poller.close, self.watch.close, self.session.close]
+        closers = [self.poller.close, self.charon.close]
         if self.firewall is not None:
             closers.insert(0, self.firewall.stop)  # rules stay in place
         if self.ndp is not None:

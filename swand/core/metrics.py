@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swand.core.charon import parse_charon_time
-from swand.core.events import ChildDown, ChildRekey, ChildUp, parse_event
+from swand.core.events import ChildDown, ChildRekey, ChildUp, SaEvent, parse_event
 from swand.core.events import ChildSa as EventChildSa
 from swand.core.events import IkeSa as EventIkeSa
 from swand.core.untrusted import SkipFn, ignore_skip, shown, unparsable, valid_text
@@ -499,13 +499,18 @@ class TrafficAccumulator:
         if name not in ("child-updown", "child-rekey"):
             return
         for event in parse_event(name, payload, on_skip):
-            if isinstance(event, ChildUp | ChildDown):
-                uid = self._child_alive(event.sa, event.child, now)
-                if uid and isinstance(event, ChildDown):
-                    self._retire(uid)
-            elif isinstance(event, ChildRekey):
-                self._child_alive(event.sa, event.old, now)
-                self._child_alive(event.sa, event.new, now)
+            self.apply_sa_event(event, now)
+
+    def apply_sa_event(self, event: SaEvent, now: float) -> None:
+        """One decoded SA event (the daemon's event watcher decodes each once and hands
+        it here); only CHILD_SA ups, downs and rekeys carry counters."""
+        if isinstance(event, ChildUp | ChildDown):
+            uid = self._child_alive(event.sa, event.child, now)
+            if uid and isinstance(event, ChildDown):
+                self._retire(uid)
+        elif isinstance(event, ChildRekey):
+            self._child_alive(event.sa, event.old, now)
+            self._child_alive(event.sa, event.new, now)
 
     def _child_alive(self, sa: EventIkeSa, child: EventChildSa, now: float) -> str:
         """An event's CHILD_SA is (or was, up to now) alive with these counters; its

@@ -135,8 +135,8 @@ class EventWatcher:
         uri: str,
         *,
         on_action: ActionCallback | None = None,
-        on_raw_event: Callable[[str, dict[str, Any]], None] | None = None,
         metrics: EventMetrics | None = None,
+        session: ViciSession | None = None,
         events: Iterable[str] = EVENTS,
         queue_limit: int = 100_000,
         connect_timeout: float = 5.0,
@@ -153,8 +153,11 @@ class EventWatcher:
         self.ready = asyncio.Event()
         self.connected = False
         self._callbacks: list[ActionCallback] = [on_action] if on_action else []
-        self._resync_callbacks: list[Callable[[bool], None]] = []
-        self._on_raw = on_raw_event
+        self._resync_callbacks: list[Callable[[bool], Awaitable[None] | None]] = []
+        self._lost_callbacks: list[Callable[[str], None]] = []
+        self._event_callbacks: list[Callable[[SaEvent], None]] = []
+        #: the `stats` reply of the last resynchronisation (plugins, uptime)
+        self.last_stats: dict[str, Any] = {}
         self._metrics = metrics
         self._wanted = tuple(events)
         self._queue: deque[SaEvent | _ResyncMark] = deque()
@@ -168,7 +171,10 @@ class EventWatcher:
         self._child_wait = child_wait
         self._log_wait = log_wait
         self._clock = clock
-        self._session: ViciSession | None = None
+        #: list-sas and stats for resynchronisation: a session shared with other readers
+        #: (swand.runtime.charon.Charon), or one of the watcher's own
+        self._session: ViciSession | None = session
+        self._owns_session = session is None
         self._stream: ViciEventStream | None = None
         self._subscribers: list[asyncio.Queue[Action]] = []
         self._processed = asyncio.Event()
@@ -182,10 +188,22 @@ class EventWatcher:
         """Call `callback(action)` for every action (sync or async; errors are logged)."""
         self._callbacks.append(callback)
 
-    def add_resync_callback(self, callback: Callable[[bool], None]) -> None:
+    def add_resync_callback(self, callback: Callable[[bool], Awaitable[None] | None]
+                            ) -> None:
         """Call `callback(charon_restarted)` after every resynchronisation, i.e. each
-        time the event stream is (re)connected to a charon."""
+        time the event stream is (re)connected to a charon (sync or async)."""
         self._resync_callbacks.append(callback)
+
+    def add_lost_callback(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(error)` when the event stream breaks or cannot connect (once
+        per outage): charon went away, or its socket refuses."""
+        self._lost_callbacks.append(callback)
+
+    def add_event_callback(self, callback: Callable[[SaEvent], None]) -> None:
+        """Call `callback(event)` for every SA event as the reader decodes it (before
+        the table applies it): the one decoding of an event, shared (e.g. the metrics'
+        traffic accumulator, which wants every child's final counters at once)."""
+        self._event_callbacks.append(callback)
 
     def queue_depth(self) -> int:
         return len(self._queue)
@@ -222,7 +240,7 @@ class EventWatcher:
         if self._stream is not None:
             await self._stream.close()
             self._stream = None
-        if self._session is not None:
+        if self._session is not None and self._owns_session:
             await self._session.close()
             self._session = None
         self.connected = False
@@ -252,6 +270,7 @@ class EventWatcher:
                 if first:  # once per outage, not once per retry
                     log.warning("events_connect_failed", vici=self.uri, error=str(exc))
                     first = False
+                    self._lost(str(exc))
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._backoff_max)
                 continue
@@ -273,6 +292,7 @@ class EventWatcher:
                 await self._pump(self._stream)
             except ViciConnectionError as exc:
                 log.warning("events_connection_lost", vici=self.uri, error=str(exc))
+                self._lost(str(exc))
             finally:
                 self.connected = False
                 first = True
@@ -294,18 +314,25 @@ class EventWatcher:
                 self._metrics.record_event(name)
             if name == "log" and not any(k in payload.get("msg", "") for k in LOG_KEEP):
                 continue
-            if self._on_raw is not None and name != "log":
-                try:
-                    self._on_raw(name, payload)
-                except Exception as exc:  # a consumer's bug must not stop the reader
-                    log.error("events_raw_callback_failed", error=repr(exc))
             try:
                 parsed = parse_event(name, payload, report_unparsable)
             except Exception as exc:  # malformed payload: count, keep reading
                 log.error("events_parse_failed", event=name, error=repr(exc))
                 continue
             for event in parsed:
+                for callback in self._event_callbacks:
+                    try:
+                        callback(event)
+                    except Exception as exc:  # a consumer's bug must not stop the reader
+                        log.error("events_event_callback_failed", error=repr(exc))
                 self._push(event)
+
+    def _lost(self, error: str) -> None:
+        for callback in self._lost_callbacks:
+            try:
+                callback(error)
+            except Exception as exc:
+                log.error("events_lost_callback_failed", error=repr(exc))
 
     def _push(self, item: SaEvent | _ResyncMark) -> None:
         if len(self._queue) >= self._queue_limit and not isinstance(item, _ResyncMark):
@@ -444,6 +471,7 @@ class EventWatcher:
                     asyncio.get_running_loop().call_later(1.0, self._push, _ResyncMark())
                     return
                 await asyncio.sleep(0.1 * (attempt + 1))
+        self.last_stats = stats
         instance = self._instance(stats)
         pending = frozenset(
             e.sa.uniqueid for e in self._queue if isinstance(e, IkeDown)
@@ -451,16 +479,19 @@ class EventWatcher:
         resync = parse_list_sas(sa_events, instance=instance, on_skip=report_unparsable)
         restarted = bool(self.table.instance and instance and instance != self.table.instance)
         if restarted:
-            # counted here only: the daemon's CharonWatch records restarts for metrics
+            # counted, not logged: swand.runtime.charon.Charon logs it once
             self.stats.charon_restarts += 1
         self.stats.resyncs += 1
-        log.info("events_resync", vici=self.uri, sas=len(resync.sas),
-                 charon_restarted=restarted)
+        log.info("events_resync", vici=self.uri, sas=len(resync.sas))
         await self._apply(Resync(resync.sas, instance, pending=pending))
         self.ready.set()
         for callback in self._resync_callbacks:
             try:
-                callback(restarted)
+                result = callback(restarted)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 log.error("events_resync_callback_failed", error=repr(exc))
 

@@ -14,14 +14,14 @@ logs an error and leaves the last good rules in place; so does `stop()`. A resta
 the rules it finds (tags are a function of the rule), so nothing is duplicated and there
 is no moment without the NAT rule.
 
-Composition (the daemon)::
+Composition (the daemon, `swand.runtime.wiring`)::
 
-    fw = FirewallReconciler(cfg, snapshot=vici_snapshot(session, config_pools))
+    fw = firewall_reconciler(cfg, charon, config_pools=...)   # snapshot over charon.queries
+    wire(charon, firewall=fw)   # poked by every SaSetChanged and by charon coming back
     await fw.start()      # backend choice (may raise BackendChoiceError), egress watcher,
                           # runner task, first pass requested
     await fw.wait_idle()  # the first complete pass (READY=1 after this)
-    watcher = EventWatcher(uri, on_raw_event=lambda name, body: fw.poke(name))
-    fw.poke("reload", full=True)        # after SIGHUP / a charon restart
+    fw.poke("reload", full=True)        # after SIGHUP
     fw.last_report                      # FirewallReport of the last pass (status, metrics)
     await fw.stop()                     # rules and sysctls stay
 

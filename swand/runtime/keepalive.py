@@ -85,6 +85,7 @@ class Keepalive:
         mobike_grace: float = 1.0,
         settle: float = 0.3,
         down_grace: float = 0.5,
+        session: ViciSession | None = None,
     ) -> None:
         self.uri = uri
         self.conns = tuple(dict.fromkeys(conns))
@@ -108,7 +109,10 @@ class Keepalive:
         self._kick = {c: asyncio.Event() for c in self.conns}
         self._net_kick = {c: asyncio.Event() for c in self.conns}
         self._own_terminates: set[str] = set()
-        self._session = ViciSession(uri)
+        #: initiate/terminate/list-sas: the daemon shares the Charon owner's command
+        #: session (swand.runtime.charon); standalone, one of its own
+        self._session = session if session is not None else ViciSession(uri)
+        self._owns_session = session is None
         self._fresh_start = dict.fromkeys(self.conns, False)
         #: the way out last seen (None: not yet read) and the pending re-check of a change
         self._way_out: tuple[Any, ...] | None = None
@@ -183,7 +187,8 @@ class Keepalive:
             for t in tasks:
                 with contextlib.suppress(BaseException):
                     await t
-            await self._session.close()
+            if self._owns_session:
+                await self._session.close()
 
     async def _keeper(self, conn: str) -> None:
         delays: Iterator[float] = iter(())

@@ -6,16 +6,18 @@ Two pieces, composed by app.py:
   (`record_reload`, `record_down`, `record_firewall`, `record_vici_reconnect`,
   `record_charon_restart`, `record_event`, `set_loaded_items`, `set_queue_depth`); the
   HTTP thread copies them out with `self_counters()`.
-- `MetricsPoller`: one persistent VICI command connection (`list-sas` with `noblock`,
-  never a new session per scrape) plus a small event connection (child-updown,
-  child-rekey: final counters for the traffic accumulator; its disconnect tells at once
-  that charon is gone). After every poll it swaps in a new immutable `MetricsSnapshot`
-  *and* its pre-rendered charon families, so a scrape only copies a few hundred lines
-  and answers at once even while charon is down (`swand_charon_up 0`).
+- `MetricsPoller`: reads charon over one persistent VICI command session (`list-sas`
+  with `noblock`, never a new session per scrape): in the daemon the session the
+  `Charon` owner shares, standalone one of its own plus a small event connection
+  (child-updown, child-rekey: final counters for the traffic accumulator). After every
+  poll it swaps in a new immutable `MetricsSnapshot` *and* its pre-rendered charon
+  families, so a scrape only copies a few hundred lines and answers at once even while
+  charon is down (`swand_charon_up 0`).
 
-An EventWatcher may also feed events with `poller.on_event(name, payload)` (idempotent:
-the accumulator ignores what it already counted), and `poller.charon_lost()` when its
-own stream breaks.
+In the daemon (`swand.runtime.wiring`) the `Charon` owner feeds it: decoded SA events
+(`poller.on_sa_event`, idempotent: the accumulator ignores what it already counted),
+`poller.charon_lost()` and `poller.charon_restarted()`; the poller detects no restart
+itself.
 
 Usage::
 
@@ -47,7 +49,7 @@ from swand.adapters.vici import (
     ViciSession,
 )
 from swand.core import metrics as core
-from swand.core.charon import is_restart
+from swand.core.events import ChildDown, ChildRekey, ChildUp, IkeDown, IkeUp, SaEvent
 from swand.log import get_logger
 from swand.runtime.untrusted import report_unparsable, unparsable_counts
 
@@ -220,6 +222,7 @@ class MetricsPoller:
         per_peer: bool = False, peer_ttl: float = 900.0, own_events: bool = True,
         cert_interval: float = 300.0, timeout: float = 30.0,
         state_path: str | os.PathLike[str] | None = None,
+        session: ViciSession | None = None,
     ) -> None:
         self.uri = uri
         self.registry = registry
@@ -234,16 +237,17 @@ class MetricsPoller:
         empty = core.MetricsSnapshot(per_peer=per_peer)
         self.current: tuple[core.MetricsSnapshot, list[core.Family]] = (
             empty, core.charon_families(empty))
-        self._session = ViciSession(uri, connect_timeout=2.0)
+        #: a command session shared with other readers (swand.runtime.charon.Charon),
+        #: or one of the poller's own
+        self._session = session if session is not None else ViciSession(uri, 2.0)
+        self._owns_session = session is None
         self._generation = 0
-        self._start_time: float | None = None
         self._info = core.CharonInfo()
         self._counters_supported = True
         self._certs: tuple[core.Certificate, ...] = ()
         self._certs_at = 0.0
         self._wake = asyncio.Event()
         self._events_task: asyncio.Task[None] | None = None
-        self._gone_since_last_poll = False
 
     @property
     def snapshot(self) -> core.MetricsSnapshot:
@@ -252,16 +256,27 @@ class MetricsPoller:
     # -- inputs from elsewhere --
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
-        """Feed an SA event (from this poller's stream or an EventWatcher)."""
+        """Feed a raw SA event from this poller's own stream (standalone use)."""
         self.accumulator.apply_event(name, payload, time.time(), report_unparsable)
         if name in ("child-updown", "ike-updown", "child-rekey"):
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
 
+    def on_sa_event(self, event: SaEvent) -> None:
+        """Feed an SA event the daemon's event watcher decoded (once, for everyone)."""
+        self.accumulator.apply_sa_event(event, time.time())
+        if isinstance(event, IkeUp | IkeDown | ChildUp | ChildDown | ChildRekey):
+            self._wake.set()  # re-poll soon so up/down shows without waiting an interval
+
     def charon_lost(self) -> None:
-        """charon went away (its socket closed or refuses): publish `up 0` now; the next
-        poll reconnects and counts a restart."""
-        self._gone_since_last_poll = True
+        """charon went away (its socket closed or refuses): publish `up 0` now."""
         self._publish_down()
+
+    def charon_restarted(self) -> None:
+        """charon restarted (swand.runtime.charon.Charon noticed): its SAs went without
+        events, so the traffic counters retire them at their last seen values."""
+        self.registry.record_charon_restart()
+        self.accumulator.charon_restarted()
+        self._wake.set()
 
     def _publish_down(self) -> None:
         snap = self.current[0]
@@ -271,7 +286,6 @@ class MetricsPoller:
                 per_peer=self.per_peer, poll_duration=snap.poll_duration,
                 polled_at=snap.polled_at,
             ))
-            log.warning("charon_unreachable", vici=self.uri)
         self._wake.set()
 
     def poke(self) -> None:
@@ -286,8 +300,6 @@ class MetricsPoller:
             view = await self._read_view()
         except (ViciConnectionError, OSError) as exc:
             text = str(exc)
-            if "cannot connect" in text or "closed the connection" in text:
-                self._gone_since_last_poll = True  # not merely slow: charon went away
             if self.current[0].charon_up:
                 log.warning("charon_poll_failed", vici=self.uri, error=text)
             self._publish_down()
@@ -322,17 +334,6 @@ class MetricsPoller:
             self._counters_supported = True
             self._certs_at = 0.0
             await self._ensure_events()
-        # a restart: another start time (beyond charon's one-second jitter), or charon
-        # seen gone before this reconnect (a restart within the same second)
-        gone, self._gone_since_last_poll = self._gone_since_last_poll, False
-        restarted = self._start_time is not None and (
-            is_restart(self._start_time, stats.start_time) or (reconnected and gone))
-        if self._start_time is None or restarted:
-            if restarted:
-                log.warning("charon_restarted", vici=self.uri)
-                self.registry.record_charon_restart()
-                self.accumulator.charon_restarted()
-            self._start_time = stats.start_time
         counters: tuple[tuple[str, int], ...] = ()
         if self._counters_supported:
             try:
@@ -414,7 +415,8 @@ class MetricsPoller:
             self._events_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._events_task
-        await self._session.close()
+        if self._owns_session:
+            await self._session.close()
 
 
 class MetricsCollector:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swand.lab import Lab, configs, wait_for
+from swand.lab import Host, Lab, configs, wait_for
 from swand.lab.daemon import start_swand
 
 pytestmark = pytest.mark.lab
@@ -113,6 +113,63 @@ def test_charon_killed_and_restarted_gets_config_back_within_2s(versioned_lab: L
         wait_for(lambda: "rw" in gw.list_conns(), 5, interval=0.05)
         assert time.monotonic() - back < 2.0
         assert swand.proc.poll() is None
+
+
+def vici_connections_of(host: Host, pid: int) -> int:
+    """How many connections process `pid` holds to `host`'s charon VICI socket, from
+    `ss -x` in the host's namespace: charon's accepted ends (local address: the socket's
+    path) whose peer is a socket of `pid`."""
+    out = host.run(["ss", "-x", "-a", "-p", "-n", "-H"]).stdout
+    path = str(host.vici_socket)
+    ours: set[str] = set()
+    charon_peers: list[str] = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or fields[0] != "u_str" or fields[1] != "ESTAB":
+            continue
+        local, local_inode, peer_inode = fields[4], fields[5], fields[7]
+        if f"pid={pid}," in line:
+            ours.add(local_inode)
+        if local == path:
+            charon_peers.append(peer_inode)
+    return sum(1 for inode in charon_peers if inode in ours)
+
+
+def test_a_running_daemon_holds_three_vici_connections_and_logs_a_restart_once(lab: Lab):
+    """`swand run` with loader, events, metrics, firewall and keepalive: one `Charon`
+    owner holds the VICI connections (events, queries, commands; there were six) and
+    is the one place that notices a restart (there were four, logging it twice)."""
+    gw = lab.gateway
+    gw.write_swanctl_conf(configs.gateway_conf() + extra_conn("keep"))
+    keep = '[keepalive]\nconns = ["keep"]\n'
+    with start_swand(gw, firewall=True, metrics="127.0.0.1:9818", extra=keep) as swand:
+        swand.wait_for_event("firewall reconciled")
+        gw.http_get("http://127.0.0.1:9818/metrics")
+        pid = swand_pid(gw)
+        wait_for(lambda: vici_connections_of(gw, pid) == 3, 5, interval=0.1,
+                 message=lambda: f"{vici_connections_of(gw, pid)} VICI connections")
+        time.sleep(1.5)  # a metrics poll, a firewall pass, a keepalive attempt later
+        held = vici_connections_of(gw, pid)
+        assert held <= 3, f"{held} VICI connections"
+
+        gw.kill9()
+        swand.wait_for_event("charon_unreachable", timeout=5)
+        gw.start_charon()
+        swand.wait_for_event("charon_up", predicate=lambda e: e.get("restarted") is True,
+                             timeout=10)
+        wait_for(lambda: "rw" in gw.list_conns(), 10, interval=0.1)
+        time.sleep(1.5)  # anything that would notice the restart late, would by now
+        assert len(swand.find("charon_restarted")) == 1, swand.tail(40)
+        assert vici_connections_of(gw, pid) <= 3
+        metrics = gw.http_get("http://127.0.0.1:9818/metrics")
+        assert "swand_charon_restarts_total 1.0" in metrics
+        print(f"\nswand run holds {held} VICI connections")
+
+
+def swand_pid(host: Host) -> int:
+    """The pid of the `swand run` python process in `host`'s namespace."""
+    out = host.run(["pgrep", "-f", "-n", "swand run -c"]).stdout.split()
+    return int(out[-1])
 
 
 def test_objects_unloaded_by_someone_else_are_repaired_within_one_interval(lab: Lab):

@@ -4,8 +4,10 @@ lab namespaces only.
 swand's firewall code runs *inside the gateway namespace* as a subprocess
 (``ip netns exec <gw> python tests/integration/test_firewall.py agent ...``): network
 namespaces are per thread, and the host's tables, sysctls and routes must never be
-touched. The agent is what the daemon composes: `FirewallReconciler` over a VICI snapshot,
-poked by `EventWatcher`'s raw SA events; ``--once`` is ``swand apply``'s firewall step.
+touched. The agent is what the daemon composes, with the daemon's own functions: a
+`Charon` session owner, the firewall reconciler over its query session, wired by
+`swand.runtime.wiring.wire` (so the firewall reacts to exactly what it reacts to in
+`swand run`); ``--once`` is ``swand apply``'s firewall step.
 
 The lab's charons run kernel-libipsec (this kernel has no ESP), so real traffic only
 matches interface-mode rules; policy-mode rules are checked exactly with
@@ -42,8 +44,9 @@ async def _agent(args: argparse.Namespace) -> int:
     from swand.adapters.vici import ViciSession
     from swand.config import ConfigError, load_config
     from swand.log import configure_logging
-    from swand.runtime.events import EventWatcher
-    from swand.runtime.firewall import FirewallReconciler, apply_firewall_once, vici_snapshot
+    from swand.runtime.charon import Charon
+    from swand.runtime.firewall import apply_firewall_once
+    from swand.runtime.wiring import firewall_reconciler, wire
 
     try:
         cfg = load_config(args.config)
@@ -51,8 +54,8 @@ async def _agent(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": False, "error": str(exc)}), flush=True)
         return 2
     configure_logging("json", "debug", stream=sys.stdout)
-    session = ViciSession(cfg.charon.vici)
     if args.once:
+        session = ViciSession(cfg.charon.vici)
         try:
             report = await apply_firewall_once(cfg, session)
         except Exception as exc:
@@ -62,10 +65,11 @@ async def _agent(args: argparse.Namespace) -> int:
             await session.close()
         print(json.dumps(report.as_dict()), flush=True)
         return 0
-    fw = FirewallReconciler(cfg, vici_snapshot(session), min_interval=0.1)
+    charon = Charon(cfg.charon.vici)
+    fw = firewall_reconciler(cfg, charon)
+    wire(charon, firewall=fw)
     await fw.start()
-    watcher = EventWatcher(cfg.charon.vici, on_raw_event=lambda name, _body: fw.poke(name))
-    events = asyncio.create_task(watcher.run())
+    events = asyncio.create_task(charon.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -74,7 +78,7 @@ async def _agent(args: argparse.Namespace) -> int:
     await stop.wait()
     events.cancel()
     await fw.stop()
-    await session.close()
+    await charon.close()
     print(json.dumps({"event": "agent stopped"}), flush=True)
     return 0
 
@@ -93,7 +97,7 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "agent":
 # --- test helpers (run on the host, act in namespaces) --------------------------------
 
 from swand.core.firewall import CHAIN_FWD, CHAIN_MSS, CHAIN_NAT  # noqa: E402
-from swand.lab import INTERNET_HOST, VERSIONS, Host, Lab, wait_for  # noqa: E402
+from swand.lab import INTERNET_HOST, VERSIONS, Host, Lab, configs, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
@@ -489,6 +493,71 @@ def test_forward_rules_survive_rekeys(versioned_gw_lab: Lab) -> None:
             watcher.terminate()
     samples = watcher.communicate(timeout=10)[0].split()
     assert len(samples) > 10 and set(samples) == {"2"}, samples
+
+
+def _with_child(conf: str, child: str, **ts: str) -> str:
+    """A swanctl.conf with one more CHILD_SA config in its first connection."""
+    head = "        children {\n"
+    assert head in conf
+    lines = "".join(f"                {key} = {value}\n" for key, value in ts.items())
+    extra = (f"            {child} {{\n{lines}"
+             f"                esp_proposals = {configs.ESP_PROPOSAL}\n            }}\n")
+    return conf.replace(head, head + extra, 1)
+
+
+def test_second_child_sa_gets_and_loses_its_rules_while_the_ike_sa_stays(
+        versioned_gw_lab: Lab) -> None:
+    """Through the daemon's wiring (`Charon` + `wire`, the agent): a CHILD_SA added to an
+    IKE_SA that stays up, then deleted, gets its forward rules and loses them on the
+    SA events, not on the periodic pass (set to 60 s here). Before, child-only changes
+    produced no action and the rules waited for that pass: this test failed then.
+    The bound (5 s) is for correctness; the latency measured is printed."""
+    lab = versioned_gw_lab
+    gw, c1 = lab.gateway, lab.client(1)
+    assert c1.ike_id is not None
+    # a second child config each side (its own selectors: its own reqid and rules); the
+    # gateway needs an address inside its local selector to install the route
+    gw.write_swanctl_conf(_with_child(configs.gateway_conf(gateway_id=lab.gateway_id),
+                                      "web", local_ts="203.0.113.0/24",
+                                      remote_ts="10.8.0.128/25"))
+    gw.swanctl("--load-all")
+    gw.run(["ip", "addr", "add", "203.0.113.77/32", "dev", "lo"])
+    c1.write_swanctl_conf(_with_child(configs.client_conf(
+        client_id=c1.ike_id, cert=f"{c1.name}.pem", gateway_id=lab.gateway_id),
+        "web", local_ts="10.8.0.128/25", remote_ts="203.0.113.0/24"))
+    c1.swanctl("--load-all")
+    kernel = Kernel(gw, "legacy")
+    agent = Agent(lab, write_config(lab, backend="legacy", interval=60.0))
+    try:
+        vip = lab.connect(c1)
+        wait_for(lambda: len(kernel.fwd_rules_for(vip)) == 2, 5,
+                 message=lambda: f"first SA's rules: {kernel.snapshot()}")
+        (ike,) = [sa["uniqueid"] for sa in gw.list_sas()]
+
+        def web_rules() -> list[str]:
+            return [ln for ln in rules(gw) if ln.startswith(f"-A {CHAIN_FWD}")
+                    and "203.0.113.0/24" in ln]
+
+        c1.initiate("web", ike="rw")
+        t0 = time.monotonic()
+        wait_for(lambda: len(web_rules()) == 2, 5, interval=0.01,
+                 message=lambda: f"second CHILD_SA's rules: {kernel.snapshot()}\n"
+                                 f"{agent.log()[-3000:]}")
+        appeared = time.monotonic() - t0
+        assert len(kernel.fwd_rules_for(vip)) == 2, "the first CHILD_SA's rules stay"
+
+        c1.swanctl("--terminate", "--child", "web")
+        t0 = time.monotonic()
+        wait_for(lambda: not web_rules(), 5, interval=0.01,
+                 message=lambda: f"rules after the child's delete: {kernel.snapshot()}\n"
+                                 f"{agent.log()[-3000:]}")
+        gone = time.monotonic() - t0
+        assert len(kernel.fwd_rules_for(vip)) == 2, "the first CHILD_SA's rules must stay"
+        assert [sa["uniqueid"] for sa in gw.list_sas()] == [ike], "the IKE_SA must stay"
+        print(f"\nsecond CHILD_SA forward rules: appeared after {appeared * 1000:.0f} ms, "
+              f"gone after {gone * 1000:.0f} ms")
+    finally:
+        agent.stop()
 
 
 def test_drift_is_repaired_within_one_interval(gw_lab: Lab, backend: str) -> None:

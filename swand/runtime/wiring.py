@@ -1,0 +1,103 @@
+"""How the parts of `swand run` hear about charon: the one wiring of the `Charon`
+owner's publications to its subscribers.
+
+`swand run` (swand.app) and the lab tests call the same functions, so a test of the
+firewall's reaction to an SA event proves the path the daemon takes:
+
+    charon = Charon(uri, metrics=registry)
+    firewall = firewall_reconciler(cfg, charon, config_pools=...)
+    wire(charon, firewall=firewall, poller=poller, config_runner=runner)
+    await charon.run()
+
+- the firewall is poked by every change of the set of live SAs (`SaSetChanged`: an IKE_SA
+  or a CHILD_SA came or went, a CHILD_SA rekey changed its selectors, an SA moved) and
+  by charon coming back; its periodic pass only repairs drift; so is the NDP proxy
+  reconciler (routed IPv6: one entry per leased address) and the routes reconciler
+  (`[routes]`: a kernel route per leased virtual IP; also poked when charon goes away);
+- the metrics poller gets each decoded SA event (the traffic accumulator's final
+  counters), `charon_lost` and `charon_restarted`, and a poll after charon is back;
+- the configuration runner is asked for a full pass when charon is back after an outage.
+
+Keepalive subscribes itself to the watcher (`Keepalive(..., charon.events,
+session=charon.commands)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from swand.config import SwandConfig
+from swand.core.events import Action, SaSetChanged
+from swand.runtime.charon import Charon, CharonUp
+
+if TYPE_CHECKING:
+    from swand.core.firewall import Pool
+    from swand.runtime.firewall import FirewallReconciler, FirewallReport
+    from swand.runtime.metrics import MetricsPoller
+    from swand.runtime.ndp import NdpProxyReconciler
+    from swand.runtime.routes import RouteReconciler
+    from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+
+
+def firewall_reconciler(
+    cfg: SwandConfig, charon: Charon, *,
+    config_pools: Callable[[], tuple[Pool, ...]] | None = None,
+    on_report: Callable[[FirewallReport, PassRequest], None] | None = None,
+    **options: Any,
+) -> FirewallReconciler:
+    """The firewall reconciler reading charon over the owner's query session."""
+    from swand.runtime.firewall import FirewallReconciler, vici_snapshot
+
+    return FirewallReconciler(
+        cfg, snapshot=vici_snapshot(charon.queries, config_pools=config_pools),
+        on_report=on_report, **options)
+
+
+def wire(
+    charon: Charon, *,
+    firewall: FirewallReconciler | None = None,
+    ndp: NdpProxyReconciler | None = None,
+    routes: RouteReconciler | None = None,
+    poller: MetricsPoller | None = None,
+    config_runner: BoundedFrequencyRunner | None = None,
+) -> None:
+    """Subscribe the parts that exist to what `charon` publishes (see the module doc)."""
+
+    def on_action(action: Action) -> None:
+        if not isinstance(action, SaSetChanged):
+            return
+        if firewall is not None:
+            firewall.poke("sa-change")
+        if ndp is not None:
+            ndp.poke("sa-change")
+        if routes is not None:
+            routes.poke("sa-change")
+
+    async def on_up(up: CharonUp) -> None:
+        if poller is not None and up.restarted:
+            poller.charon_restarted()
+        if up.first:
+            return  # the start passes are already queued; nothing was lost
+        if config_runner is not None:
+            config_runner.poke("charon-up", full=True)
+        if poller is not None:
+            poller.poke()
+        if firewall is not None:
+            firewall.poke("charon-up")
+        if ndp is not None:
+            ndp.poke("charon-up")
+        if routes is not None:
+            routes.poke("charon-up")
+
+    def on_down(_error: str) -> None:
+        if poller is not None:
+            poller.charon_lost()
+        if routes is not None:
+            routes.poke("charon-down")
+
+    charon.on_action(on_action)
+    charon.on_up(on_up)
+    charon.on_down(on_down)
+    if poller is not None:
+        charon.on_sa_event(poller.on_sa_event)
