@@ -52,6 +52,7 @@ from swand.adapters.vici import (
     ViciSession,
     parse_uri,
 )
+from swand.core.charon import charon_start_time, is_restart
 from swand.core.events import (
     Action,
     ChildDown,
@@ -173,6 +174,7 @@ class EventWatcher:
         self._clock = clock
         #: list-sas and stats for resynchronisation: a session shared with other readers
         #: (swand.runtime.charon.Charon), or one of the watcher's own
+        self._started: float | None = None
         self._session: ViciSession | None = session
         self._owns_session = session is None
         self._stream: ViciEventStream | None = None
@@ -496,18 +498,21 @@ class EventWatcher:
                 log.error("events_resync_callback_failed", error=repr(exc))
 
     def _instance(self, stats: dict[str, Any]) -> str:
-        """Which charon process answers: its start time (`stats`, 1 s resolution) and,
-        for a unix socket, the socket file's inode and mtime (a restarted charon binds
-        a new one), so a restart within the same second is still noticed."""
-        uptime = stats.get("uptime", {})
-        since = uptime.get("since", "") if isinstance(uptime, dict) else ""
+        """Which charon process answers (swand's one restart detector: see
+        swand.runtime.charon). For a unix socket the socket file's inode and mtime (a
+        restarted charon binds a new one, so a restart within the same second is still
+        noticed); else its start time from `stats`, which jitters by a second between
+        replies of one process (`swand.core.charon.is_restart` allows for that)."""
         kind, path, _ = parse_uri(self.uri)
         if kind == "unix":
-            # not `since`: it is "now minus running time" and jitters by a second
             with contextlib.suppress(OSError):
                 st = os.stat(path)
                 return f"{st.st_ino}:{st.st_mtime_ns}"
-        return str(since)
+        started = charon_start_time(stats)
+        if self.table.instance and not is_restart(self._started, started):
+            return self.table.instance
+        self._started = started
+        return f"started {started:.0f}" if started is not None else ""
 
     async def _apply(self, event: SaEvent) -> None:
         for action in self.table.apply(event, now=self._clock()):

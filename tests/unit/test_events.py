@@ -538,3 +538,26 @@ def test_only_charons_whole_line_is_evidence() -> None:
     assert dpd_evidence(LogLine("IKE", 1, "rw", "3",
                                 "received EAP identity 'giving up after 5 retransmits'")) \
         is None
+
+
+def test_a_tcp_charon_is_the_same_process_despite_a_second_of_start_time_jitter() -> None:
+    """charon's `stats` start time is "now minus uptime" at one second resolution: two
+    replies of one process may differ by a second. The watcher (swand's one restart
+    detector) must not call that a restart; it compared the text before."""
+    import asyncio
+
+    from swand.runtime.events import EventWatcher
+
+    def stats(since: str) -> dict[str, Any]:
+        return {"uptime": {"running": "1 minute", "since": since}}
+
+    async def main() -> list[str]:
+        watcher = EventWatcher("tcp://127.0.0.1:4502")
+        first = watcher._instance(stats("Nov 26 17:45:29 2026"))
+        watcher.table.instance = first
+        jitter = watcher._instance(stats("Nov 26 17:45:30 2026"))
+        later = watcher._instance(stats("Nov 26 17:52:02 2026"))
+        return [first, jitter, later]
+
+    first, jitter, later = asyncio.run(main())
+    assert first and jitter == first and later != first
