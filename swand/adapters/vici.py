@@ -383,6 +383,19 @@ class ViciSession:
             self.generation += 1
         return self._conn
 
+    async def _send_first(self, packet: bytes) -> _Connection:
+        """Send a command's first packet; on a connection that turns out dead while
+        sending (charon restarted and the loop had not yet seen the EOF), once more on a
+        fresh one: a write that failed reached no live charon, so nothing was applied."""
+        conn = await self._ensure_connected()
+        try:
+            await conn.send(packet)
+        except ViciConnectionError:
+            self._conn = None
+            conn = await self._ensure_connected()
+            await conn.send(packet)
+        return conn
+
     async def _poison(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
@@ -404,10 +417,9 @@ class ViciSession:
         """
         packet = encode_request(command, message)
         async with self._lock:
-            conn = await self._ensure_connected()
             try:
                 async with asyncio.timeout(timeout):
-                    await conn.send(packet)
+                    conn = await self._send_first(packet)
                     reply = await self._read_reply(conn, command, None, [], decode)
             except TimeoutError:
                 await self._poison()
