@@ -69,11 +69,11 @@ def _row(cells: tuple[str, ...]) -> str:
 def status_model(view: core.CharonView, last_downs: dict[str, Any]) -> dict[str, Any]:
     """The --json document: every configured or active connection with its SAs."""
     names = [c.name for c in view.conns]
-    names += sorted({sa.connection for sa in view.sas} - set(names))
+    names += sorted({sa.conn for sa in view.sas} - set(names))
     configured = {c.name: c for c in view.conns}
     out = []
     for name in names:
-        sas = [sa for sa in view.sas if sa.connection == name]
+        sas = [sa for sa in view.sas if sa.conn == name]
         out.append({
             "name": valid_text(name),
             "configured": name in configured,
@@ -82,15 +82,15 @@ def status_model(view: core.CharonView, last_downs: dict[str, Any]) -> dict[str,
             if name in configured else [],
             "last_down": last_downs.get(name),
             "sas": [{
-                "remote_id": valid_text(sa.peer),
+                "remote_id": valid_text(sa.identity),
                 "remote_host": valid_text(sa.remote_host),
                 "virtual_ips": [valid_text(v) for v in sa.remote_vips],
                 "state": valid_text(sa.state),
-                "established_at": sa.established_at,
+                "established_at": core.established_at(sa, view.taken_at),
                 "children": [{
                     "name": valid_text(ch.name), "state": valid_text(ch.state),
-                    "bytes_in": ch.traffic.bytes_in, "bytes_out": ch.traffic.bytes_out,
-                    "packets_in": ch.traffic.packets_in, "packets_out": ch.traffic.packets_out,
+                    "bytes_in": ch.bytes_in, "bytes_out": ch.bytes_out,
+                    "packets_in": ch.packets_in, "packets_out": ch.packets_out,
                 } for ch in sa.children],
             } for sa in sas],
         })
@@ -151,7 +151,7 @@ async def fetch_view(
                                         timeout=timeout)
         now = time.time()
         return core.CharonView(taken_at=now, info=version, conns=core.parse_conns(conns),
-                               sas=core.parse_sas(sas, now, on_skip, component="status"))
+                               sas=core.parse_sas(sas, on_skip, component="status"))
     finally:
         await session.close()
 

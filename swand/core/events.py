@@ -1,5 +1,9 @@
 """SA events from charon's VICI stream: decoding, down classification, peer tracking.
 
+`IkeSa` and `ChildSa` here are swand's one model of charon's SAs: the event watcher, the
+metrics (`swand.core.metrics`: a poll's `list-sas`, the traffic accumulator) and
+`swand status` read the same objects, decoded by the same `from_vici`.
+
 Pure: no asyncio, no sockets. The runtime (`swand.runtime.events`) feeds decoded VICI
 payloads through `parse_event()` into a `PeerTable` and acts on the actions it returns.
 
@@ -24,10 +28,12 @@ What charon 5.9.8 actually sends (payloads recorded in `tests/unit/data/events/`
 from __future__ import annotations
 
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from swand.core.untrusted import SkipFn, ignore_skip, unparsable, valid_text
@@ -54,23 +60,64 @@ def _int(value: Any) -> int | None:
 def _count(value: Any) -> int | None:
     """A counter or age of an SA: a non-negative whole number, else None (a client's
     malformed value must never subtract from the totals of the others)."""
-    text = value if isinstance(value, str) else None
+    text = vici_text(value) if isinstance(value, str | bytes) else None
     if text is None or not text.isascii() or not text.isdigit():
         return None
     return int(text)
 
 
-def _strs(value: Any) -> tuple[str, ...]:
-    if isinstance(value, list | tuple):
-        return tuple(str(v) for v in value)
+def vici_text(value: Any, default: str = "") -> str:
+    """A VICI scalar as text (a session may hand out str or bytes)."""
+    if value is None:
+        return default
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list):
+        return ",".join(vici_text(v) for v in value)
+    return str(value)
+
+
+def owned_text(value: Any) -> str:
+    """A fresh copy of a text value that outlives the decoded VICI message: keeping a
+    reference into the message would pin the allocator arenas of the whole (possibly
+    100k-SA) payload, and resident memory would stay at the poll's peak."""
+    text = vici_text(value)
+    # surrogatepass: any lone surrogate survives the copy (surrogateescape only those
+    # of undecodable bytes, and raises on the others)
+    return text.encode("utf-8", errors="surrogatepass").decode(
+        "utf-8", errors="surrogatepass") if text else ""
+
+
+def _name(value: Any, default: str = "") -> str:
+    """A name shared by many SAs (connection, child, state): one interned copy."""
+    return sys.intern(vici_text(value) or default)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Values many SAs share (tasks, a gateway's local selectors): one tuple for all."""
     if value is None:
         return ()
-    return (str(value),)
+    return _shared(tuple(vici_text(v) for v in (value if isinstance(value, list | tuple)
+                                                 else (value,))))
+
+
+@lru_cache(maxsize=1024)
+def _shared(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sys.intern(n) for n in names)
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(owned_text(v) for v in value)
+    return (owned_text(value),)
 
 
 @dataclass(frozen=True, slots=True)
 class ChildSa:
-    """One CHILD SA as VICI describes it (only what swand logs or acts on)."""
+    """One CHILD SA as VICI describes it (only what swand logs, counts or acts on: the
+    fields nothing reads are left out, this model is held for every SA a poll lists)."""
 
     name: str
     uniqueid: str
@@ -80,26 +127,25 @@ class ChildSa:
     bytes_out: int = 0
     packets_in: int = 0
     packets_out: int = 0
-    install_time: int | None = None
-    life_time: int | None = None
     local_ts: tuple[str, ...] = ()
     remote_ts: tuple[str, ...] = ()
+    #: "ESP" or "AH" ("" when charon did not say)
+    protocol: str = ""
 
     @classmethod
     def from_vici(cls, key: str, body: Mapping[str, Any]) -> ChildSa:
         return cls(
-            name=str(body.get("name") or key),
-            uniqueid=str(body.get("uniqueid", "")),
-            state=str(body.get("state", "")),
-            reqid=str(body.get("reqid", "")),
+            name=_name(body.get("name"), key),
+            uniqueid=owned_text(body.get("uniqueid")),
+            state=_name(body.get("state")),
+            reqid=owned_text(body.get("reqid")),
             bytes_in=_count(body.get("bytes-in")) or 0,
             bytes_out=_count(body.get("bytes-out")) or 0,
             packets_in=_count(body.get("packets-in")) or 0,
             packets_out=_count(body.get("packets-out")) or 0,
-            install_time=_count(body.get("install-time")),
-            life_time=_count(body.get("life-time")),
-            local_ts=_strs(body.get("local-ts")),
+            local_ts=_names(body.get("local-ts")),
             remote_ts=_strs(body.get("remote-ts")),
+            protocol=_name(body.get("protocol")),
         )
 
 
@@ -112,12 +158,10 @@ class IkeSa:
     state: str = ""
     local_host: str = ""
     remote_host: str = ""
-    remote_port: str = ""
     local_id: str = ""
     remote_id: str = ""
     remote_eap_id: str = ""
     remote_xauth_id: str = ""
-    initiator: bool = False
     established: int | None = None
     local_vips: tuple[str, ...] = ()
     remote_vips: tuple[str, ...] = ()
@@ -129,22 +173,20 @@ class IkeSa:
     def from_vici(cls, conn: str, body: Mapping[str, Any]) -> IkeSa:
         children = body.get("child-sas")
         return cls(
-            conn=conn,
-            uniqueid=str(body.get("uniqueid", "")),
-            state=str(body.get("state", "")),
-            local_host=str(body.get("local-host", "")),
-            remote_host=str(body.get("remote-host", "")),
-            remote_port=str(body.get("remote-port", "")),
-            local_id=str(body.get("local-id", "")),
-            remote_id=str(body.get("remote-id", "")),
-            remote_eap_id=str(body.get("remote-eap-id", "")),
-            remote_xauth_id=str(body.get("remote-xauth-id", "")),
-            initiator=body.get("initiator") == "yes",
+            conn=_name(conn),
+            uniqueid=owned_text(body.get("uniqueid")),
+            state=_name(body.get("state")),
+            local_host=_name(body.get("local-host")),
+            remote_host=owned_text(body.get("remote-host")),
+            local_id=_name(body.get("local-id")),
+            remote_id=owned_text(body.get("remote-id")),
+            remote_eap_id=owned_text(body.get("remote-eap-id")),
+            remote_xauth_id=owned_text(body.get("remote-xauth-id")),
             established=_count(body.get("established")),
             local_vips=_strs(body.get("local-vips")),
             remote_vips=_strs(body.get("remote-vips")),
-            tasks_active=_strs(body.get("tasks-active")),
-            tasks_passive=_strs(body.get("tasks-passive")),
+            tasks_active=_names(body.get("tasks-active")),
+            tasks_passive=_names(body.get("tasks-passive")),
             children=tuple(
                 ChildSa.from_vici(k, v) for k, v in children.items() if isinstance(v, Mapping)
             ) if isinstance(children, Mapping) else (),
@@ -337,16 +379,17 @@ def _section_events(
 
 def parse_list_sas(
     events: Iterable[Mapping[str, Any]], instance: str = "", on_skip: SkipFn = ignore_skip,
+    component: str = "events",
 ) -> Resync:
     """The `list-sa` events of one `list-sas` call as a Resync (an SA that cannot be
-    decoded is passed to `on_skip` and left out)."""
+    decoded is passed to `on_skip`, as met by `component`, and left out)."""
     sas: list[IkeSa] = []
     for payload in events:
         for conn, body in _sections(payload):
             try:
                 sas.append(IkeSa.from_vici(conn, body))
             except Exception as exc:  # client-controlled values: never fail the others
-                on_skip(unparsable("events", conn, body, "list-sa", exc))
+                on_skip(unparsable(component, conn, body, "list-sa", exc))
     return Resync(sas=tuple(sas), instance=instance)
 
 

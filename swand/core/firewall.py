@@ -36,6 +36,7 @@ from functools import cached_property, lru_cache
 from typing import Literal, TypeVar
 
 from swand.config import FirewallSettings
+from swand.core.events import ChildSa, IkeSa, parse_list_sas
 from swand.core.services import port_range, protocol_name, system_services
 from swand.core.swanctl import DesiredState, split_list
 from swand.core.untrusted import SkipFn, ignore_skip, shown, unparsable
@@ -282,7 +283,15 @@ def configured_pools(desired: DesiredState | None) -> tuple[Pool, ...]:
 def child_sas_from_vici(
     ike_sas: Iterable[Mapping[str, object]], on_skip: SkipFn = ignore_skip,
 ) -> tuple[ChildSA, ...]:
-    """CHILD_SAs from ``list-sas`` ``list-sa`` events (each {ike_name: {..., child-sas}}).
+    """CHILD_SAs from ``list-sas`` ``list-sa`` events (each {ike_name: {..., child-sas}})."""
+    return forwarding_child_sas(parse_list_sas(ike_sas, on_skip=on_skip).sas, on_skip)
+
+
+def forwarding_child_sas(
+    sas: Iterable[IkeSa], on_skip: SkipFn = ignore_skip,
+) -> tuple[ChildSA, ...]:
+    """What the forward rules need from the SA model (`swand.core.events.IkeSa`, the
+    one the event watcher and the metrics read too).
 
     Only SAs whose policies are installed count; DELETING/DESTROYING ones are gone already
     as far as forwarding is concerned, so their rules vanish on the next pass. A CHILD_SA
@@ -290,24 +299,17 @@ def child_sas_from_vici(
     passed to `on_skip`: its rules are missing, every other SA's are there.
     """
     out: list[ChildSA] = []
-    for event in ike_sas:
-        for ike_name, ike in event.items():
-            if not isinstance(ike, Mapping):
+    for ike in sas:
+        for child in ike.children:
+            try:
+                sa = _child_sa(ike, child)
+            except ValueError as exc:
+                on_skip(unparsable(
+                    "firewall", ike.conn, {"uniqueid": ike.uniqueid},
+                    f"child-sas.{shown(child.name)} reqid {shown(child.reqid)}", exc))
                 continue
-            children = ike.get("child-sas") or {}
-            if not isinstance(children, Mapping):
-                continue
-            for key, child in children.items():
-                if not isinstance(child, Mapping):
-                    continue
-                try:
-                    sa = _child_sa(str(ike_name), str(key), child)
-                except ValueError as exc:
-                    on_skip(unparsable("firewall", ike_name, ike, f"child-sas.{shown(key)}",
-                                       exc))
-                    continue
-                if sa is not None:
-                    out.append(sa)
+            if sa is not None:
+                out.append(sa)
     return tuple(out)
 
 
@@ -317,20 +319,17 @@ def _reqid(text: str) -> int:
     return int(text)
 
 
-def _child_sa(ike_name: str, key: str, child: Mapping[str, object]) -> ChildSA | None:
+def _child_sa(ike: IkeSa, child: ChildSa) -> ChildSA | None:
     """One CHILD_SA with installed policies, its selectors checked (ValueError if not)."""
-    if _text(child.get("state")) not in ACTIVE_CHILD_STATES:
-        return None
-    reqid = _text(child.get("reqid"))
-    if not reqid:
+    if child.state not in ACTIVE_CHILD_STATES or not child.reqid:
         return None
     sa = ChildSA(
-        ike=ike_name,
-        child=_text(child.get("name")) or key,
-        reqid=_reqid(reqid),
-        local_ts=tuple(_text(t) for t in _list(child.get("local-ts"))),
-        remote_ts=tuple(_text(t) for t in _list(child.get("remote-ts"))),
-        protocol=(_text(child.get("protocol")) or "esp").lower(),
+        ike=ike.conn,
+        child=child.name,
+        reqid=_reqid(child.reqid),
+        local_ts=child.local_ts,
+        remote_ts=child.remote_ts,
+        protocol=(child.protocol or "esp").lower(),
     )
     if sa.protocol not in ("esp", "ah"):
         raise ValueError(f"protocol {shown(sa.protocol)} is neither esp nor ah")
@@ -349,10 +348,12 @@ SETTLING_IKE_STATES = frozenset({"REKEYING", "REKEYED", "DELETING"})
 def ike_sas_settling(ike_sas: Iterable[Mapping[str, object]]) -> bool:
     """True when some IKE_SA of these ``list-sa`` events is in a `SETTLING_IKE_STATES`
     state: a CHILD_SA missing from this snapshot may only be moving to a new IKE_SA."""
-    return any(
-        isinstance(ike, Mapping) and _text(ike.get("state")) in SETTLING_IKE_STATES
-        for event in ike_sas for ike in event.values()
-    )
+    return sas_settling(parse_list_sas(ike_sas).sas)
+
+
+def sas_settling(sas: Iterable[IkeSa]) -> bool:
+    """`ike_sas_settling` over the SA model."""
+    return any(ike.state in SETTLING_IKE_STATES for ike in sas)
 
 
 _Held = TypeVar("_Held", bound=Hashable)

@@ -36,41 +36,31 @@ every rekey and vanish with the SA. swand keeps, per (connection, child):
 from __future__ import annotations
 
 import calendar
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from swand.core.charon import parse_charon_time
-from swand.core.events import ChildDown, ChildRekey, ChildUp, SaEvent, parse_event
-from swand.core.events import ChildSa as EventChildSa
-from swand.core.events import IkeSa as EventIkeSa
+from swand.core.events import (
+    ChildDown,
+    ChildRekey,
+    ChildSa,
+    ChildUp,
+    IkeSa,
+    SaEvent,
+    owned_text,
+    parse_event,
+    parse_list_sas,
+    vici_text,
+)
 from swand.core.untrusted import SkipFn, ignore_skip, shown, unparsable, valid_text
 
 PRIORITIES = ("critical", "high", "medium", "low")
 
 
-def _s(value: Any, default: str = "") -> str:
-    """A VICI scalar as text (the session may hand out str or bytes)."""
-    if value is None:
-        return default
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, list):
-        return ",".join(_s(v) for v in value)
-    return str(value)
-
-
-def _own(value: Any) -> str:
-    """A fresh copy of a text value that outlives the decoded VICI message: keeping a
-    reference into the message would pin the allocator arenas of the whole (possibly
-    100k-SA) payload, and resident memory would stay at the poll's peak."""
-    text = _s(value)
-    # surrogatepass: any lone surrogate survives the copy (surrogateescape only those
-    # of undecodable bytes, and raises on the others)
-    return text.encode("utf-8", errors="surrogatepass").decode(
-        "utf-8", errors="surrogatepass") if text else ""
+_s = vici_text
+_own = owned_text
 
 
 def _i(value: Any, default: int = 0) -> int:
@@ -78,18 +68,6 @@ def _i(value: Any, default: int = 0) -> int:
         return int(_s(value) or default)
     except (TypeError, ValueError):
         return default
-
-
-def _count(value: Any) -> int:
-    """A counter or age charon reports about an SA: absent is 0, anything but a
-    non-negative whole number makes the SA unreadable (ValueError: skipped and counted),
-    so a malformed value can never subtract from another SA's totals."""
-    text = _s(value)
-    if not text:
-        return 0
-    if not text.isascii() or not text.isdigit():
-        raise ValueError(f"not a counter: {text[:40]!r}")
-    return int(text)
 
 
 def _strs(value: Any) -> tuple[str, ...]:
@@ -132,6 +110,11 @@ class Traffic:
 ZERO = Traffic()
 
 
+def child_traffic(child: ChildSa) -> Traffic:
+    """A CHILD_SA's counters (the SA model's `swand.core.events.ChildSa`)."""
+    return Traffic(child.bytes_in, child.bytes_out, child.packets_in, child.packets_out)
+
+
 @dataclass(frozen=True)
 class CharonInfo:
     daemon: str = ""
@@ -159,35 +142,6 @@ class ConfiguredConn:
     children: tuple[str, ...] = ()
     remote_addrs: tuple[str, ...] = ()
     remote_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ChildSa:
-    name: str
-    uniqueid: str
-    reqid: str = ""
-    state: str = ""
-    traffic: Traffic = ZERO
-    installed_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IkeSa:
-    connection: str
-    uniqueid: str
-    state: str = ""
-    remote_host: str = ""
-    remote_id: str = ""
-    remote_eap_id: str = ""
-    remote_xauth_id: str = ""
-    remote_vips: tuple[str, ...] = ()
-    established_at: float | None = None
-    children: tuple[ChildSa, ...] = ()
-
-    @property
-    def peer(self) -> str:
-        """The identity an administrator knows the peer by (EAP/XAuth id beats IKE id)."""
-        return self.remote_eap_id or self.remote_xauth_id or self.remote_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,56 +278,18 @@ def _conn(name: str, body: Mapping[str, Any]) -> ConfiguredConn:
     )
 
 
-def parse_child(key: str, body: Mapping[str, Any], now: float) -> ChildSa:
-    install = body.get("install-time")
-    return ChildSa(
-        name=sys.intern(_s(body.get("name")) or key),
-        uniqueid=_own(body.get("uniqueid")),
-        reqid=_own(body.get("reqid")),
-        state=sys.intern(_s(body.get("state"))),
-        traffic=Traffic(
-            _count(body.get("bytes-in")), _count(body.get("bytes-out")),
-            _count(body.get("packets-in")), _count(body.get("packets-out")),
-        ),
-        installed_at=now - _count(install) if install is not None else None,
-    )
-
-
-def parse_ike(name: str, body: Mapping[str, Any], now: float) -> IkeSa:
-    established = body.get("established")
-    children = body.get("child-sas") or {}
-    return IkeSa(
-        connection=sys.intern(name),
-        uniqueid=_own(body.get("uniqueid")),
-        state=sys.intern(_s(body.get("state"))),
-        remote_host=_own(body.get("remote-host")),
-        remote_id=_own(body.get("remote-id")),
-        remote_eap_id=_own(body.get("remote-eap-id")),
-        remote_xauth_id=_own(body.get("remote-xauth-id")),
-        remote_vips=_strs(body.get("remote-vips")),
-        established_at=now - _count(established) if established is not None else None,
-        children=tuple(
-            parse_child(k, v, now) for k, v in children.items() if isinstance(v, Mapping)
-        ) if isinstance(children, Mapping) else (),
-    )
+def established_at(sa: IkeSa, taken_at: float) -> float | None:
+    """When `sa` was established (Unix time), from a list-sas read at `taken_at`."""
+    return taken_at - sa.established if sa.established is not None else None
 
 
 def parse_sas(
-    events: Iterable[Mapping[str, Any]], now: float, on_skip: SkipFn = ignore_skip,
+    events: Iterable[Mapping[str, Any]], on_skip: SkipFn = ignore_skip,
     component: str = "metrics",
 ) -> tuple[IkeSa, ...]:
-    """list-sas' list-sa events (one IKE_SA each) -> IkeSa tuple; an IKE_SA that cannot
-    be read goes to `on_skip` (as `component`) and the others are still returned."""
-    sas: list[IkeSa] = []
-    for event in events:
-        for name, body in event.items():
-            if not isinstance(body, Mapping):
-                continue
-            try:
-                sas.append(parse_ike(name, body, now))
-            except Exception as exc:  # client-controlled values: never fail the poll
-                on_skip(unparsable(component, name, body, "list-sa", exc))
-    return tuple(sas)
+    """list-sas' list-sa events (one IKE_SA each) -> the SA model (`IkeSa`); an IKE_SA
+    that cannot be read goes to `on_skip` (as `component`), the others are returned."""
+    return parse_list_sas(events, on_skip=on_skip, component=component).sas
 
 
 def parse_pools(reply: Mapping[str, Any], on_skip: SkipFn = ignore_skip) -> tuple[Pool, ...]:
@@ -487,8 +403,8 @@ class TrafficAccumulator:
                 if not child.uniqueid:
                     continue
                 seen.add(child.uniqueid)
-                self._alive(child.uniqueid, ike.connection, child.name, ike.peer,
-                            child.traffic, now)
+                self._alive(child.uniqueid, ike.conn, child.name, ike.identity,
+                            child_traffic(child), now)
         for uid in [u for u in self._live if u not in seen]:
             self._retire(uid)
 
@@ -512,16 +428,14 @@ class TrafficAccumulator:
             self._child_alive(event.sa, event.old, now)
             self._child_alive(event.sa, event.new, now)
 
-    def _child_alive(self, sa: EventIkeSa, child: EventChildSa, now: float) -> str:
+    def _child_alive(self, sa: IkeSa, child: ChildSa, now: float) -> str:
         """An event's CHILD_SA is (or was, up to now) alive with these counters; its
         unique id ("" when it has none: ignored)."""
         if not child.uniqueid:
             return ""
-        # own copies, as parse_ike makes: an entry must not pin the event's payload
-        uid = _own(child.uniqueid)
-        self._alive(uid, sys.intern(sa.conn), sys.intern(child.name), _own(sa.identity),
-                    Traffic(child.bytes_in, child.bytes_out,
-                            child.packets_in, child.packets_out), now)
+        # the model's strings are own copies already (IkeSa.from_vici)
+        uid = child.uniqueid
+        self._alive(uid, sa.conn, child.name, sa.identity, child_traffic(child), now)
         return uid
 
     def charon_restarted(self) -> None:
@@ -719,19 +633,18 @@ def charon_families(snap: MetricsSnapshot) -> list[Family]:
     }
     vips: dict[tuple[str, str], int] = {}
     for ike in view.sas:
-        ike_states[(ike.connection, ike.state)] = ike_states.get((ike.connection, ike.state),
-                                                                 0) + 1
+        ike_states[(ike.conn, ike.state)] = ike_states.get((ike.conn, ike.state), 0) + 1
         for vip in ike.remote_vips:
-            fam = (ike.connection, "ipv6" if ":" in vip else "ipv4")
+            fam = (ike.conn, "ipv6" if ":" in vip else "ipv4")
             vips[fam] = vips.get(fam, 0) + 1
         established = ike.state == "ESTABLISHED"
-        if established or ike.connection not in conn_up:
-            conn_up[ike.connection] = max(conn_up.get(ike.connection, 0), int(established))
+        if established or ike.conn not in conn_up:
+            conn_up[ike.conn] = max(conn_up.get(ike.conn, 0), int(established))
         for ch in ike.children:
-            key3 = (ike.connection, ch.name, ch.state)
+            key3 = (ike.conn, ch.name, ch.state)
             child_states[key3] = child_states.get(key3, 0) + 1
             installed = int(ch.state == "INSTALLED")
-            k2 = (ike.connection, ch.name)
+            k2 = (ike.conn, ch.name)
             child_up[k2] = max(child_up.get(k2, 0), installed)
     fams += [
         _gauge("swand_connection_configured",
@@ -772,15 +685,15 @@ def charon_families(snap: MetricsSnapshot) -> list[Family]:
             "swand_peer_info",
             "one series per road-warrior IKE_SA (per_peer = true): remote id, address, "
             "virtual IP", ("connection", "remote_id", "remote_host", "virtual_ip", "state"),
-            sorted({((ike.connection, ike.peer, ike.remote_host,
+            sorted({((ike.conn, ike.identity, ike.remote_host,
                       ",".join(ike.remote_vips), ike.state), 1.0) for ike in view.sas}),
         ))
         fams.append(_gauge(
             "swand_peer_established_timestamp_seconds",
             "when the peer's current IKE_SA was established, Unix time",
             ("connection", "remote_id"),
-            sorted({(ike.connection, ike.peer): ike.established_at for ike in view.sas
-                    if ike.established_at is not None}.items()),
+            sorted({(ike.conn, ike.identity): view.taken_at - ike.established
+                    for ike in view.sas if ike.established is not None}.items()),
         ))
     return fams + traffic
 

@@ -42,19 +42,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from swand.config import SwandConfig
+from swand.core.events import parse_list_sas
 from swand.core.firewall import (
     ChildSA,
     DesiredFirewall,
     FirewallInputError,
     FirewallInputs,
     Pool,
-    child_sas_from_vici,
     choose_backend,
     desired_firewall,
+    forwarding_child_sas,
     held_child_sas,
-    ike_sas_settling,
     pools_from_vici,
     resolve_mode,
+    sas_settling,
     validate,
 )
 from swand.core.sysctl import accept_ra_key, desired_sysctls
@@ -77,7 +78,7 @@ class FirewallSnapshot:
     child_sas: tuple[ChildSA, ...] = ()
     plugins: tuple[str, ...] = ()
     #: an IKE_SA is mid-rekey or deleting: a CHILD_SA missing now may be moving
-    #: (`swand.core.firewall.ike_sas_settling`)
+    #: (`swand.core.firewall.sas_settling`)
     settling: bool = False
 
 
@@ -108,11 +109,13 @@ def vici_snapshot(
         if config_pools is not None:
             known = {p.name for p in charon_pools}
             charon_pools += tuple(p for p in config_pools() if p.name not in known)
+        # the SA model events and metrics read too
+        sas = parse_list_sas(events, on_skip=report_unparsable).sas
         return FirewallSnapshot(
             pools=charon_pools,
-            child_sas=child_sas_from_vici(events, report_unparsable),
+            child_sas=forwarding_child_sas(sas, report_unparsable),
             plugins=tuple(str(p) for p in plugins),
-            settling=ike_sas_settling(events),
+            settling=sas_settling(sas),
         )
 
     return snapshot

@@ -49,7 +49,15 @@ from swand.adapters.vici import (
     ViciSession,
 )
 from swand.core import metrics as core
-from swand.core.events import ChildDown, ChildRekey, ChildUp, IkeDown, IkeUp, SaEvent
+from swand.core.events import (
+    ChildDown,
+    ChildRekey,
+    ChildUp,
+    IkeDown,
+    IkeSa,
+    IkeUp,
+    SaEvent,
+)
 from swand.log import get_logger
 from swand.runtime.untrusted import report_unparsable, unparsable_counts
 
@@ -59,10 +67,10 @@ log = get_logger("swand.metrics")
 POLLER_EVENTS = ("child-updown", "child-rekey", "ike-updown")
 
 
-def _parse_lists(conn_events: list[dict], sa_events: list[dict], now: float
-                 ) -> tuple[tuple[core.ConfiguredConn, ...], tuple[core.IkeSa, ...]]:
+def _parse_lists(conn_events: list[dict], sa_events: list[dict]
+                 ) -> tuple[tuple[core.ConfiguredConn, ...], tuple[IkeSa, ...]]:
     return (core.parse_conns(conn_events, report_unparsable),
-            core.parse_sas(sa_events, now, report_unparsable))
+            core.parse_sas(sa_events, report_unparsable))
 
 
 def _release_memory() -> None:
@@ -353,7 +361,7 @@ class MetricsPoller:
             self._certs = core.parse_certs(cert_events, report_unparsable)
             self._certs_at = now
         # parsing is pure and ~40 us per SA: off the loop, so 10k+ SAs do not stall it
-        conns, sas = await asyncio.to_thread(_parse_lists, conn_events, sa_events, now)
+        conns, sas = await asyncio.to_thread(_parse_lists, conn_events, sa_events)
         del conn_events, sa_events
         return core.CharonView(
             taken_at=now, info=self._info, stats=stats, counters=counters,

@@ -98,11 +98,11 @@ def total(acc: m.TrafficAccumulator) -> m.Traffic:
 
 
 def test_parse_recorded_payloads() -> None:
-    sas = m.parse_sas([LIST_SA], now=1000.0)
+    sas = m.parse_sas([LIST_SA])
     (sa,) = sas
-    assert (sa.connection, sa.state, sa.remote_id, sa.remote_vips) == (
+    assert (sa.conn, sa.state, sa.remote_id, sa.remote_vips) == (
         "rw", "ESTABLISHED", "c1-1@bench.test", ("10.9.0.3", "2001:db8:9::3"))
-    assert sa.established_at == 999.0
+    assert m.established_at(sa, 1000.0) == 999.0
     assert sa.children[0].name == "net" and sa.children[0].uniqueid == "3"
     (conn,) = m.parse_conns([LIST_CONN])
     assert conn == m.ConfiguredConn("rw", ("net",), ("%any",), ())
@@ -122,7 +122,7 @@ def test_parse_bytes_values() -> None:
     """The session may hand out bytes (decode=False): same result."""
     enc = {"rw": {k: (v.encode() if isinstance(v, str) else v)
                   for k, v in LIST_SA["rw"].items() if k != "child-sas"}}
-    assert m.parse_sas([enc], 5.0)[0].remote_id == "c1-1@bench.test"
+    assert m.parse_sas([enc])[0].remote_id == "c1-1@bench.test"
 
 
 def _cert_der(cn: str, days: int) -> bytes:
@@ -150,7 +150,7 @@ def test_parse_cert_from_der_blob() -> None:
 
 def test_rekey_keeps_counters_monotonic() -> None:
     acc = m.TrafficAccumulator()
-    acc.observe(m.parse_sas([ike({"net-3": child("3", 1000, 2000)})], 1), 1)
+    acc.observe(m.parse_sas([ike({"net-3": child("3", 1000, 2000)})]), 1)
     assert total(acc).bytes_in == 1000
     # rekey: old SA's final values 1500/2500, new SA starts at 0
     acc.apply_event("child-rekey", rekey_event(child("3", 1500, 2500, "REKEYED"),
@@ -158,20 +158,20 @@ def test_rekey_keeps_counters_monotonic() -> None:
     assert total(acc) .bytes_in == 1500 and total(acc).bytes_out == 2500
     # next poll: old SA still listed (REKEYED, a few more bytes), new one counting
     acc.observe(m.parse_sas([ike({"net-3": child("3", 1510, 2500, "REKEYED"),
-                                  "net-5": child("5", 100, 50)})], 3), 3)
+                                  "net-5": child("5", 100, 50)})]), 3)
     assert total(acc).bytes_in == 1610
     # old SA deleted by charon: gone from the list, nothing lost
-    acc.observe(m.parse_sas([ike({"net-5": child("5", 200, 70)})], 4), 4)
+    acc.observe(m.parse_sas([ike({"net-5": child("5", 200, 70)})]), 4)
     assert total(acc).bytes_in == 1710 and total(acc).bytes_out == 2570
 
 
 def test_down_event_and_poll_do_not_double_count() -> None:
     acc = m.TrafficAccumulator()
-    acc.observe(m.parse_sas([ike({"net-3": child("3", 1000, 2000)})], 1), 1)
+    acc.observe(m.parse_sas([ike({"net-3": child("3", 1000, 2000)})]), 1)
     acc.apply_event("child-updown", down_event(child("3", 1200, 2100)), 2)
     assert total(acc).bytes_in == 1200
     # a poll answered before the down event still lists the SA (raced): no double count
-    acc.observe(m.parse_sas([ike({"net-3": child("3", 1100, 2050)})], 3), 3)
+    acc.observe(m.parse_sas([ike({"net-3": child("3", 1100, 2050)})]), 3)
     assert total(acc).bytes_in == 1200
     acc.observe([], 4)
     assert total(acc).bytes_in == 1200 and total(acc).bytes_out == 2100
@@ -183,11 +183,11 @@ def test_down_event_and_poll_do_not_double_count() -> None:
 
 def test_sa_vanishing_without_event_and_charon_restart() -> None:
     acc = m.TrafficAccumulator()
-    acc.observe(m.parse_sas([ike({"net-3": child("3", 1000, 2000)})], 1), 1)
+    acc.observe(m.parse_sas([ike({"net-3": child("3", 1000, 2000)})]), 1)
     acc.charon_restarted()  # charon crashed: last seen values kept
     assert total(acc).bytes_in == 1000
     # the new charon reuses unique id 3 for a different SA: counted from zero, added
-    acc.observe(m.parse_sas([ike({"net-3": child("3", 10, 20)})], 2), 2)
+    acc.observe(m.parse_sas([ike({"net-3": child("3", 10, 20)})]), 2)
     assert total(acc).bytes_in == 1010
 
 
@@ -195,7 +195,7 @@ def test_up_event_racing_a_poll_is_counted_once() -> None:
     acc = m.TrafficAccumulator()
     acc.apply_event("child-updown", {"up": "yes", **ike({"net-7": child("7", 50, 50)})}, 1)
     acc.observe([], 2)  # a poll sent before the SA came up: retired...
-    acc.observe(m.parse_sas([ike({"net-7": child("7", 80, 90)})], 3), 3)  # ...revived
+    acc.observe(m.parse_sas([ike({"net-7": child("7", 80, 90)})]), 3)  # ...revived
     assert total(acc).bytes_in == 80 and total(acc).bytes_out == 90
 
 
@@ -214,7 +214,7 @@ def test_totals_never_decrease(ops: list[tuple[str, int, int]]) -> None:
         if op == "poll":
             alive.add(uid)
             acc.observe(m.parse_sas([ike({f"net-{u}": child(u, counters[u], counters[u])
-                                          for u in sorted(alive)})], step), step)
+                                          for u in sorted(alive)})]), step)
         elif op == "down":
             alive.discard(uid)
             acc.apply_event("child-updown", down_event(child(uid, counters[uid], 0)), step)
@@ -224,7 +224,7 @@ def test_totals_never_decrease(ops: list[tuple[str, int, int]]) -> None:
         elif op == "gone":
             alive.discard(uid)
             acc.observe(m.parse_sas([ike({f"net-{u}": child(u, counters[u], counters[u])
-                                          for u in sorted(alive)})], step), step)
+                                          for u in sorted(alive)})]), step)
         else:
             acc.charon_restarted()
             alive.clear()
@@ -236,7 +236,7 @@ def test_totals_never_decrease(ops: list[tuple[str, int, int]]) -> None:
 
 def test_peer_totals_pruned_after_ttl() -> None:
     acc = m.TrafficAccumulator(peer_ttl=60)
-    acc.observe(m.parse_sas([ike({"net-3": child("3", 10, 20)})], 0), 0)
+    acc.observe(m.parse_sas([ike({"net-3": child("3", 10, 20)})]), 0)
     acc.observe([], 10)
     (peer,) = acc.peer_totals()
     assert peer.peer == "c1-1@bench.test" and not peer.up and peer.traffic.bytes_in == 10
@@ -263,7 +263,7 @@ class _Source:
 def golden_snapshot() -> tuple[m.MetricsSnapshot, m.SelfCounters]:
     now = 1_790_000_000.0
     acc = m.TrafficAccumulator()
-    sas = m.parse_sas([ike({"net-3": child("3", 4200, 8400)})], now)
+    sas = m.parse_sas([ike({"net-3": child("3", 4200, 8400)})])
     acc.observe(sas, now)
     conns = (*m.parse_conns([LIST_CONN]), m.ConfiguredConn("site", ("lan",)))
     cert = m.Certificate("CN=vpn.lab.test", "CN=swand lab CA", "1234", "NONE",

@@ -163,7 +163,7 @@ def test_an_unreadable_selector_skips_that_sa_only(ts: str) -> None:
     sas = child_sas_from_vici(listed, on_skip=skipped.append)
     assert [sa.reqid for sa in sas] == [1]
     assert [(s.component, s.sa, s.field) for s in skipped] == [
-        ("firewall", "rw #7", "child-sas.rw-2")]
+        ("firewall", "rw #7", "child-sas.rw reqid 2")]
     # and a ChildSA built elsewhere with such a selector is skipped by the pass itself
     bad = ChildSA("rw", "rw", 2, ("0.0.0.0/0",), (ts,))
     text = render_save(desired_firewall(_inputs(GOOD, bad)), "ipv4")

@@ -10,18 +10,19 @@ import pytest
 
 from swand.commands import status
 from swand.core import metrics as m
+from swand.core.events import ChildSa, IkeSa
 
 NOW = 1_790_000_000.0
 
 
 def view() -> m.CharonView:
-    sa = m.IkeSa(
-        connection="roadwarriors", uniqueid="7", state="ESTABLISHED",
+    sa = IkeSa(
+        conn="roadwarriors", uniqueid="7", state="ESTABLISHED",
         remote_host="198.51.100.11", remote_id="CN=client1@lab.test",
         remote_eap_id="a-very-long-eap-identity@corp.example.org",
-        remote_vips=("10.8.0.129",), established_at=NOW - 7300,
-        children=(m.ChildSa("rw", "9", "1", "INSTALLED",
-                            m.Traffic(5 * 1024 * 1024, 1536, 4000, 12)),),
+        remote_vips=("10.8.0.129",), established=7300,
+        children=(ChildSa("rw", "9", "INSTALLED", "1", bytes_in=5 * 1024 * 1024,
+                          bytes_out=1536, packets_in=4000, packets_out=12),),
     )
     return m.CharonView(
         taken_at=NOW, info=m.CharonInfo("charon-systemd", "5.9.8"),

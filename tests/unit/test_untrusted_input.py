@@ -217,7 +217,7 @@ def test_metrics_keep_the_other_sas_series(sa: tuple[str, dict[str, Any]],
     """Through the real prometheus-client registry and generate_latest."""
     skipped: list[Unparsable] = []
     now = 1000.0
-    sas = m.parse_sas(list_sas(*sa), now, on_skip=skipped.append)
+    sas = m.parse_sas(list_sas(*sa), on_skip=skipped.append)
     acc = m.TrafficAccumulator()
     acc.observe(sas, now)
     acc.apply_event("child-updown", {"up": "no", sa[0]: sa[1]}, now, skipped.append)
@@ -241,10 +241,10 @@ def test_any_bytes_in_any_label_still_scrape(raw: list[bytes]) -> None:
     """Failed before: one lone surrogate in a label made generate_latest raise and the
     scrape fail for everyone."""
     names = [b.decode("utf-8", "surrogateescape") for b in raw]
-    sas = tuple(m.IkeSa(connection=n, uniqueid=str(i), state="ESTABLISHED", remote_id=n,
-                        remote_host=n, remote_vips=(n,), established_at=5.0)
+    sas = tuple(m.IkeSa(conn=n, uniqueid=str(i), state="ESTABLISHED", remote_id=n,
+                        remote_host=n, remote_vips=(n,), established=5)
                 for i, n in enumerate(names))
-    sas += (m.IkeSa(connection="rw", uniqueid="99", state="ESTABLISHED",
+    sas += (m.IkeSa(conn="rw", uniqueid="99", state="ESTABLISHED",
                     remote_id="c1.lab"),)
     pools = tuple(m.Pool(name=n, size=1) for n in set(names))
     view = m.CharonView(taken_at=1.0, sas=sas, pools=pools,
@@ -315,7 +315,7 @@ def test_events_keep_the_other_sas_ups_and_log_lines(
 @given(hostile_ike())
 def test_status_shows_the_other_sas(sa: tuple[str, dict[str, Any]]) -> None:
     skipped: list[Unparsable] = []
-    sas = m.parse_sas(list_sas(*sa), 1000.0, skipped.append, component="status")
+    sas = m.parse_sas(list_sas(*sa), skipped.append, component="status")
     view = m.CharonView(taken_at=1000.0, sas=sas, conns=(m.ConfiguredConn("rw", ("net",)),))
     model = status.status_model(view, {})
     out = io.StringIO()
