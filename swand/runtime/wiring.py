@@ -63,16 +63,13 @@ def wire(
     config_runner: BoundedFrequencyRunner | None = None,
 ) -> None:
     """Subscribe the parts that exist to what `charon` publishes (see the module doc)."""
+    #: the reconcilers whose input is the set of live SAs (each reads charon itself)
+    per_sa = [r for r in (firewall, ndp, routes) if r is not None]
 
     def on_action(action: Action) -> None:
-        if not isinstance(action, SaSetChanged):
-            return
-        if firewall is not None:
-            firewall.poke("sa-change")
-        if ndp is not None:
-            ndp.poke("sa-change")
-        if routes is not None:
-            routes.poke("sa-change")
+        if isinstance(action, SaSetChanged):
+            for reconciler in per_sa:
+                reconciler.poke("sa-change")
 
     async def on_up(up: CharonUp) -> None:
         if poller is not None and up.restarted:
@@ -83,12 +80,8 @@ def wire(
             config_runner.poke("charon-up", full=True)
         if poller is not None:
             poller.poke()
-        if firewall is not None:
-            firewall.poke("charon-up")
-        if ndp is not None:
-            ndp.poke("charon-up")
-        if routes is not None:
-            routes.poke("charon-up")
+        for reconciler in per_sa:
+            reconciler.poke("charon-up")
 
     def on_down(_error: str) -> None:
         if poller is not None:
