@@ -5,7 +5,13 @@ through the gateway's NAT.
 
 Lab adaptations, each a line appended to or replaced in the documented files: the lab's
 ids and addresses, and `forceencaps=yes` (the lab kernel has no ESP: libipsec needs
-UDP encapsulation)."""
+UDP encapsulation). And one outside them: the gateway gets 10.8.0.2/32 on lo. t520 asks
+for 10.8.0.0/24 (`rightsubnet`), so the gateway's CHILD_SA for it is 10.8.0.0/24 ===
+10.8.0.1/32; kernel-libipsec routes that into its TUN device with a source address from
+10.8.0.0/24 and, finding none, fails the CHILD_SA ("error installing route with
+policy", TS_UNACCEPTABLE to t520): t520 got 10.8.0.1 but no tunnel, and the road
+warrior's ping to it went out to the internet. Kernel ESP (kernel-netlink) installs the
+policies without such a route, so a real gateway needs no address there."""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from swand.lab import configs, wait_for
 from swand.lab.lab import GATEWAY_ADDRESS, INTERNET_HOST
 
 RW_POOL = "10.8.0.128/25"
+#: the gateway's address inside t520's remote_ts, for kernel-libipsec (see above)
+GATEWAY_VPN_ADDRESS = "10.8.0.2"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -75,6 +83,7 @@ def test_reference_setup_runs_from_imported_configuration(
         folders[name] = out
     assert "[firewall]" in (folders["gateway"] / "swand.toml").read_text()
 
+    gw.run(["ip", "addr", "add", f"{GATEWAY_VPN_ADDRESS}/32", "dev", "lo"])
     # the gateway and t520 load their imported folders through swand
     for host, name in ((gw, "gateway"), (t520, "t520")):
         proc = swand("apply", "--no-firewall", "--swanctl-dir", str(folders[name]),
@@ -85,6 +94,8 @@ def test_reference_setup_runs_from_imported_configuration(
     # t520 starts its tunnel by itself (auto=start) and is pinned to 10.8.0.1
     assert wait_for(t520.virtual_ips, 20, message=lambda: f"t520's VIP; {t520.log_tail()}"
                     ) == ["10.8.0.1"]
+    assert wait_for(lambda: "INSTALLED" in gw.swanctl("--list-sas", "--ike", "t520").stdout,
+                    10, message=lambda: f"the gateway's CHILD_SA for t520; {gw.log_tail()}")
     lab.configure_clients([rw])
     vip = lab.connect(rw)
     assert ip_address(vip) in ip_network(RW_POOL)
@@ -93,3 +104,5 @@ def test_reference_setup_runs_from_imported_configuration(
     seen = "\n".join(cap.lines())
     assert f"{GATEWAY_ADDRESS} > {INTERNET_HOST}: ICMP echo request" in seen  # masqueraded
     assert vip not in seen
+    # road warrior to t520: in the gateway's tunnel for one, out through t520's
+    assert wait_for(lambda: rw.ping("10.8.0.1"), 10, message="road warrior to t520")
