@@ -1,7 +1,7 @@
 """`swand import`: turn an ipsec.conf gateway into the swanctl folder swand runs.
 
     swand import [--ipsec-conf /etc/ipsec.conf] [--secrets /etc/ipsec.secrets]
-                 [--ipsec-d /etc/ipsec.d] --out DIR [--check]
+                 [--ipsec-d /etc/ipsec.d] [--local-address ADDR ...] --out DIR [--check]
 
 Writes DIR/swanctl.conf (each setting with a comment naming its source file:line), the
 credentials (x509/, x509ca/, private/ ... keys 0600), DIR/swand.toml (the fragment for
@@ -14,8 +14,11 @@ person (a `todo` or `error` line), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the swanctl folder to write (must not exist or be empty)")
     parser.add_argument("--check", action="store_true",
                         help="only print the report, write nothing")
+    parser.add_argument("--local-address", action="append", default=None, metavar="ADDR",
+                        help="an address of the gateway the result is for (repeatable; "
+                        "default: this host's addresses; 'none': unknown). A conn whose "
+                        "right is one of them, and left not, gets left and right swapped, "
+                        "as stroke does")
 
 
 def _ipsec_d_files(ipsec_d: str) -> dict[str, list[str]]:
@@ -88,10 +96,24 @@ def ca_subjects(ipsec_d: str) -> dict[str, str]:
     return out
 
 
-def run_import(conf_path: str, secrets_path: str | None, ipsec_d: str | None
+def host_addresses() -> list[str] | None:
+    """This host's addresses (`ip -j addr`), None when they cannot be read."""
+    try:
+        proc = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
+                              timeout=10, check=True)
+        return [a["local"] for link in json.loads(proc.stdout)
+                for a in link.get("addr_info", []) if "local" in a]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_import(conf_path: str, secrets_path: str | None, ipsec_d: str | None,
+               local_addresses: list[str] | None = None
                ) -> tuple[ImportResult | None, list[ReportLine]]:
     """Parse and translate; (result, report) or (None, error lines). Checks that every
-    credential file to copy exists (a missing one is an error naming the line)."""
+    credential file to copy exists (a missing one is an error naming the line).
+    `local_addresses`: the gateway's addresses for stroke's left/right swap (None:
+    unknown, left is this host)."""
     from swand.core.settings import Origin
 
     ipsec_d = ipsec_d if ipsec_d is not None else (
@@ -113,7 +135,8 @@ def run_import(conf_path: str, secrets_path: str | None, ipsec_d: str | None
             entries, _ = parse_ipsec_secrets(secrets_path)
         except ImportSyntaxError as e:
             return None, [ReportLine("error", e.origin, e.message)]
-    result = translate(conf, entries, ipsec_d, _ipsec_d_files(ipsec_d), ca_subjects(ipsec_d))
+    result = translate(conf, entries, ipsec_d, _ipsec_d_files(ipsec_d), ca_subjects(ipsec_d),
+                       local_addresses)
     for copy in result.copies:
         if not os.path.isfile(copy.source):
             result.report.append(ReportLine(
@@ -164,6 +187,14 @@ def write_folder(result: ImportResult, out: Path, header: str) -> None:
         raise
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def summary(report: list[ReportLine]) -> str:
     counts = {level: sum(1 for r in report if r.level == level)
               for level in ("mapped", "note", "todo", "error")}
@@ -174,7 +205,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.check and not args.out:
         print("swand import: --out DIR is required (or --check)", file=sys.stderr)
         return 2
-    result, report = run_import(args.ipsec_conf, args.secrets, args.ipsec_d)
+    local: list[str] | None
+    if args.local_address is None:
+        local = host_addresses()
+    elif args.local_address == ["none"]:
+        local = None
+    else:
+        local = [a.strip() for given in args.local_address for a in given.split(",")
+                 if a.strip()]
+        bad = [a for a in local if not _is_ip(a)]
+        if bad:
+            print(f"swand import: --local-address {bad[0]}: not an IP address",
+                  file=sys.stderr)
+            return 2
+    result, report = run_import(args.ipsec_conf, args.secrets, args.ipsec_d, local)
     for line in report:
         print(line)
     failed = result is None or any(r.level == "error" for r in report)

@@ -23,10 +23,11 @@ imported). Report lines name file:line and never contain a secret.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from swand.core.ipsecconf import (
@@ -130,6 +131,8 @@ class _Ctx:
         self.toml: dict[str, dict[str, object]] = {}
         self.root = Node("")
         self.pools_by_range: dict[str, str] = {}
+        #: this host's addresses (None: unknown), for stroke's left/right swap
+        self.local_addresses: Collection[str] | None = None
 
     def add(self, level: str, origin: Origin | None, message: str) -> None:
         self.report.append(ReportLine(level, origin, message))
@@ -418,11 +421,19 @@ class _Conn:
             if v and v.value:
                 self.put(c, port_key, v.value, v)
         left, right = self.values.get("left"), self.values.get("right")
-        if left and right and left.value and right.value and not left.value.startswith("%") \
-                and not right.value.startswith("%"):
+        if self.ctx.local_addresses is None and left and right and left.value and \
+                right.value and not left.value.startswith("%") and \
+                not right.value.startswith("%"):
             self.ctx.add("note", left.origin, f"conn {self.name}: left is taken as this host "
                          "(stroke swaps left and right when only right is a local address; "
-                         "swanctl has no such swap)")
+                         "this host's addresses are unknown: give --local-address)")
+        elif self.ctx.local_addresses is not None and left and right and \
+                not _is_this_host(left, self.ctx.local_addresses) and \
+                not _is_this_host(right, self.ctx.local_addresses) and left.value and \
+                _is_address(left.value.lstrip("%")):
+            self.ctx.add("note", left.origin, f"conn {self.name}: neither left nor right is "
+                         "an address of this host; left is taken as this host, as stroke "
+                         "does")
 
     def _lifetimes(self) -> None:
         c, ch = self.node, self.child
@@ -971,21 +982,65 @@ def _secrets(ctx: _Ctx, entries: Iterable[SecretEntry]) -> None:
             ctx.add("note", where, "NTLM secret: used by eap-mschapv2 as a hash, as before")
 
 
+def _is_this_host(v: Value | None, local: Collection[str]) -> bool:
+    """Whether a left/right value names this host: %defaultroute (starter resolves it to
+    this host's address) or one of `local` (hostnames are not resolved)."""
+    if v is None or not v.value:
+        return False
+    for token in _split(v.value):
+        if token == "%defaultroute":
+            return True
+        token = token.lstrip("%")
+        with contextlib.suppress(ValueError):
+            if any(ipaddress.ip_address(token) == ipaddress.ip_address(a) for a in local):
+                return True
+    return False
+
+
+def _right_is_this_host(values: dict[str, Value], local: Collection[str]) -> bool:
+    """stroke's rule: the ends are swapped when right is a local address and left is
+    not."""
+    return _is_this_host(values.get("right"), local) and \
+        not _is_this_host(values.get("left"), local)
+
+
+def _swapped(values: dict[str, Value]) -> dict[str, Value]:
+    """left* <-> right* (each Value keeps the key as written, for the report)."""
+    out: dict[str, Value] = {}
+    for key, v in values.items():
+        if key.startswith("left"):
+            key = "right" + key[4:]
+        elif key.startswith("right"):
+            key = "left" + key[5:]
+        out[key] = v
+    return dict(sorted(out.items()))
+
+
 def translate(conf: IpsecConf, secrets: list[SecretEntry], ipsec_d: str,
               ipsec_d_files: dict[str, list[str]] | None = None,
-              ca_subjects: dict[str, str] | None = None) -> ImportResult:
+              ca_subjects: dict[str, str] | None = None,
+              local_addresses: Collection[str] | None = None) -> ImportResult:
     """The swanctl tree, swand.toml fragment, report and files to copy for a parsed
     ipsec.conf and ipsec.secrets. `ipsec_d_files` lists the files of ipsec.d's folders
     (folder name -> names) that stroke loads wholesale (cacerts, crls, ...);
     `ca_subjects` maps the subject of each CA certificate there (as strongSwan prints
-    it) to its path, for leftca/rightca."""
+    it) to its path, for leftca/rightca. `local_addresses` are the addresses of the host
+    the result is for: a conn whose right is one of them (and left not) has its ends
+    swapped, as stroke does; None: unknown, left is this host."""
     ctx = _Ctx(ipsec_d, {normalize_dn(k): v for k, v in (ca_subjects or {}).items()})
     for note in conf.notes:
         ctx.add("note", note.origin, note.message)
+    ctx.local_addresses = local_addresses
     _setup(ctx, conf)
     loaded = set()
     for conn, values in conf.loaded(conf.conns):
         loaded.add(conn.name)
+        if local_addresses is not None and _right_is_this_host(values, local_addresses):
+            values = _swapped(values)
+            where = values["left"].origin
+            ctx.add("mapped", where, f"conn {conn.name}: right={_show(values['left'])} is "
+                    "this host and left is not: left* and right* swapped, as stroke does "
+                    "(swanctl's local is always this host)")
         _Conn(ctx, conf, conn, values).translate()
     _merge_shared_ike(ctx)
     for conn in conf.conns.values():

@@ -308,3 +308,65 @@ def test_existing_folder_is_not_overwritten(etc: Path, tmp_path: Path) -> None:
     write(out, "keep", "x")
     assert run_import(etc, out) == 1
     assert os.listdir(out) == ["keep"]
+
+
+PEER_LEFT = ("conn c\n\tleft=192.0.2.7\n\tleftsubnet=10.1.0.0/16\n\tleftid=@peer\n"
+             "\tright=198.51.100.1\n\trightsubnet=10.2.0.0/16\n\trightid=@me\n"
+             "\trightfirewall=yes\n\tauthby=secret\n\tauto=add\n")
+ME_LEFT = ("conn c\n\tleft=198.51.100.1\n\tleftsubnet=10.2.0.0/16\n\tleftid=@me\n"
+           "\tleftfirewall=yes\n\tright=192.0.2.7\n\trightsubnet=10.1.0.0/16\n"
+           "\trightid=@peer\n\tauthby=secret\n\tauto=add\n")
+
+
+def swanctl_for(folder: Path, text: str, local: list[str] | None) -> tuple[Any, str]:
+    conf = write(folder, "ipsec.conf", text)
+    result = translate(parse_ipsec_conf(str(conf)), [], str(folder), local_addresses=local)
+    return result, render_swanctl(result.tree).replace(str(conf), "ipsec.conf")
+
+
+def test_right_as_this_host_is_swapped_as_stroke_does(tmp_path: Path) -> None:
+    """stroke takes right as this host when only right is a local address; swanctl's
+    local is always this host: the import swaps the ends (failed before: the peer's
+    address became local_addrs)."""
+    result, swapped = swanctl_for(tmp_path / "a", PEER_LEFT, ["198.51.100.1", "::1"])
+    _, written = swanctl_for(tmp_path / "b", ME_LEFT, ["198.51.100.1"])
+    strip = __import__("re").compile(r"\s*#.*")
+    assert strip.sub("", swapped) == strip.sub("", written)
+    tree = parse_text(render_swanctl(result.tree))
+    assert tree.get("connections.c.local_addrs") == "198.51.100.1"
+    assert tree.get("connections.c.children.c.local_ts") == "10.2.0.0/16"
+    assert result.toml  # rightfirewall is this host's firewall now
+    assert any(r.level == "mapped" and "swapped, as stroke does" in r.message and
+               str(r.origin).endswith(":5") for r in result.report)
+
+
+@pytest.mark.parametrize("local", [["192.0.2.7"], ["192.0.2.7", "198.51.100.1"], None, []])
+def test_left_stays_this_host(tmp_path: Path, local: list[str] | None) -> None:
+    """No swap when left is local (also when both are), or when the addresses are
+    unknown (a note asks for --local-address) or neither is local (a note says so)."""
+    result, _ = swanctl_for(tmp_path, PEER_LEFT, local)
+    tree = parse_text(render_swanctl(result.tree))
+    assert tree.get("connections.c.local_addrs") == "192.0.2.7"
+    notes = [r.message for r in result.report if r.level == "note"]
+    if local is None:
+        assert any("give --local-address" in n for n in notes)
+    elif local == []:
+        assert any("neither left nor right is an address of this host" in n for n in notes)
+
+
+def test_defaultroute_left_is_this_host(tmp_path: Path) -> None:
+    result, _ = swanctl_for(tmp_path, T520.replace("right=vpn.example.org",
+                                                   "right=198.51.100.1"), ["198.51.100.1"])
+    tree = parse_text(render_swanctl(result.tree))
+    assert tree.get("connections.home.remote_addrs") == "198.51.100.1"
+
+
+def test_local_address_option(etc: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    write(etc, "ipsec.conf", PEER_LEFT)
+    write(etc, "ipsec.secrets", "")
+    assert run_import(etc, None, "--check", "--local-address", "198.51.100.1") == 0
+    assert "swapped, as stroke does" in capsys.readouterr().out
+    assert run_import(etc, None, "--check", "--local-address", "none") == 0
+    assert "give --local-address" in capsys.readouterr().out
+    assert run_import(etc, None, "--check", "--local-address", "gw.example") == 2
