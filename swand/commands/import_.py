@@ -14,7 +14,6 @@ person (a `todo` or `error` line), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from swand.core.importer import (
     IPSEC_D_FOLDERS,
     ImportResult,
     ReportLine,
+    is_address,
     render_swanctl,
     render_toml,
     translate,
@@ -187,14 +187,6 @@ def write_folder(result: ImportResult, out: Path, header: str) -> None:
         raise
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def summary(report: list[ReportLine]) -> str:
     counts = {level: sum(1 for r in report if r.level == level)
               for level in ("mapped", "note", "todo", "error")}
@@ -213,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         local = [a.strip() for given in args.local_address for a in given.split(",")
                  if a.strip()]
-        bad = [a for a in local if not _is_ip(a)]
+        bad = [a for a in local if not is_address(a)]
         if bad:
             print(f"swand import: --local-address {bad[0]}: not an IP address",
                   file=sys.stderr)

@@ -196,7 +196,8 @@ def _proposals(value: str) -> str:
 _REMOVED_ALGORITHMS = re.compile(r"\b(ntru\d+|newhope\d+)\b")
 
 
-def _is_address(text: str) -> bool:
+def is_address(text: str) -> bool:
+    """Whether `text` is an IPv4 or IPv6 address (not a network, not a name)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -430,7 +431,7 @@ class _Conn:
         elif self.ctx.local_addresses is not None and left and right and \
                 not _is_this_host(left, self.ctx.local_addresses) and \
                 not _is_this_host(right, self.ctx.local_addresses) and left.value and \
-                _is_address(left.value.lstrip("%")):
+                is_address(left.value.lstrip("%")):
             self.ctx.add("note", left.origin, f"conn {self.name}: neither left nor right is "
                          "an address of this host; left is taken as this host, as stroke "
                          "does")
@@ -628,7 +629,7 @@ class _Conn:
             v = self.take(f"{side}id")
             if v and v.value:
                 self.put(node, "id", v.value, v)
-            elif host and host.value and _is_address(host.value) and (
+            elif host and host.value and is_address(host.value) and (
                     end == "remote" or not self.values.get(f"{side}cert")):
                 node.set("id", host.value, host.origin)
                 self.ctx.add("note", host.origin, f"{side}id unset: the id is the address "
@@ -745,7 +746,7 @@ class _Conn:
                         vips.append("0.0.0.0")
                     elif t == "%config6":
                         vips.append("::")
-                    elif _is_address(t):
+                    elif is_address(t):
                         vips.append(t)
                     else:
                         self.ctx.add("error", v.origin, f"{side}sourceip={t}: not an address "
