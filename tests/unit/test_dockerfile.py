@@ -148,7 +148,8 @@ def test_the_hosts_charon_packages_named_here_are_dev_sh_and_docs_ones() -> None
         "strongswan-pki", "strongswan-starter"}
     assert named == charon_like
     docs = (ROOT / "docs/service.md").read_text()
-    step = re.search(r"```sh\napt-get install --no-install-recommends (.*?)\n(?!\s)", docs,
+    step = re.search(r"```sh\n(?:apt-get update\n)?"
+                     r"apt-get install --no-install-recommends (.*?)\n(?!\s)", docs,
                      re.S)
     assert step, "docs/service.md: apt-get install step not found"
     assert named <= set(step.group(1).replace("\\", " ").split())
