@@ -41,9 +41,17 @@ install_debian_packages() {
     echo "dev.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
+    # charon-systemd, strongswan-starter, frr, radvd and prometheus would each start a
+    # service in this machine's own namespace on a systemd host; the lab runs its own in
+    # namespaces, so package scripts may not start anything (policy-rc.d, exit 101)
+    local policy=/usr/sbin/policy-rc.d own_policy=""
+    if [[ ! -e $policy ]]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    apt-get install -y --no-install-recommends "${missing[@]}" || {
+      [[ -z $own_policy ]] || rm -f "$policy"; return 1; }
+    [[ -z $own_policy ]] || rm -f "$policy"
   fi
-  # Installing charon-systemd may start a charon in this namespace; the lab runs its own.
 }
 
 install_python_package() {
