@@ -1,12 +1,13 @@
 """RouteReconciler: one kernel route per leased virtual IP (``[routes]``), kept true.
 
-Shaped like the firewall's reconciler: every pass re-reads the leases (``list-sas``)
-and charon's plugins (``stats``: libipsec or kernel ESP), the egress from RTNL, computes
-the desired routes with the pure core (`swand.core.routes`) and lets the adapter make
-the owned routes (our table, our protocol number) match — writing nothing when they
-already do. Watchers only `poke()` (SA events, charon up/down); a periodic full pass
-(``[routes] interval``) repairs drift: a route someone deleted comes back, a route with
-our protocol number that no lease explains goes.
+Shaped like the firewall's reconciler (the plumbing is `LeaseReconciler`'s): every pass
+re-reads the leases (``list-sas``) and charon's plugins (``stats``: libipsec or kernel
+ESP), the egress from RTNL, computes the desired routes with the pure core
+(`swand.core.routes`) and lets the adapter make the owned routes (our table, our
+protocol number) match — writing nothing when they already do. Watchers only `poke()`
+(SA events, charon up/down); a periodic full pass (``[routes] interval``) repairs drift:
+a route someone deleted comes back, a route with our protocol number that no lease
+explains goes.
 
 Unlike firewall rules, routes do *not* fail static when charon is gone: a gateway whose
 charon died holds no SA, and a route left behind would keep attracting the fleet's
@@ -19,8 +20,6 @@ restart, and the next start adopts what it finds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,15 +28,15 @@ from typing import Any
 from swand.config import SwandConfig
 from swand.core.firewall import (
     DEFAULT_TUNNEL_INTERFACE,
-    held_child_sas,
     ike_sas_settling,
     resolve_mode,
 )
 from swand.core.leases import Lease, leases_from_vici
 from swand.core.routes import KernelRoute, desired_routes, next_hops, plan_routes
 from swand.log import get_logger
-from swand.runtime.firewall import SETTLE_HOLD
-from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+from swand.runtime.firewall import SETTLE_HOLD as SETTLE_HOLD  # tests hold by it
+from swand.runtime.lease_reconciler import LeaseReconciler
+from swand.runtime.runner import PassRequest
 from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.routes")
@@ -92,7 +91,7 @@ class RoutesReport:
         return bool(self.added or self.removed)
 
 
-class RouteReconciler:
+class RouteReconciler(LeaseReconciler[RoutesReport]):
     """The single writer of swand's routes (see the module docstring)."""
 
     def __init__(
@@ -107,84 +106,31 @@ class RouteReconciler:
         on_report: Callable[[RoutesReport, PassRequest], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cfg = cfg
-        self._snapshot = snapshot
         if routes is None:
             from swand.adapters.routes import NetlinkRoutes
 
             routes = NetlinkRoutes()
+        super().__init__("routes", adapter=routes, net_state=net_state,
+                         min_interval=min_interval, interval=cfg.routes.interval,
+                         on_report=on_report, clock=clock)
+        self.cfg = cfg
+        self._snapshot = snapshot
         self._routes = routes
-        self._net_state = net_state
         self._charon_up = charon_up
-        self._on_report = on_report
-        self._clock = clock
         self._net: Any = None
-        #: leases with a route, and when `list-sas` last listed each
-        self._seen: dict[Lease, float] = {}
-        self._settle_timer: asyncio.TimerHandle | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        interval = cfg.routes.interval
-        self.runner = BoundedFrequencyRunner(
-            "routes", self._pass, min_interval=min_interval, max_interval=interval,
-            backoff_initial=0.25, backoff_max=min(5.0, interval))
-        self.last_report: RoutesReport | None = None
         self._conflicts_logged: tuple[str, ...] = ()
 
-    async def start(self) -> None:
-        if self._net_state is None:
-            from swand.adapters.netlink import NetlinkWatcher
-
-            watcher = NetlinkWatcher()
-            watcher.add_callback(self._on_net)
-            self._tasks.append(asyncio.create_task(watcher.run(), name="routes-netlink"))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watcher.ready.wait(), 5.0)
-        self._tasks.append(asyncio.create_task(self.runner.run(), name="routes-runner"))
-        self.poke("start", full=True)
-
-    async def stop(self) -> None:
-        """Stop reconciling; the routes stay (charon's SAs outlive a swand restart)."""
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        if self._settle_timer is not None:
-            self._settle_timer.cancel()
-        await self._routes.close()
-
-    def poke(self, reason: str = "poke", *, full: bool = False) -> None:
-        self.runner.poke(reason, full=full)
-
-    async def wait_idle(self) -> None:
-        await self.runner.wait_idle()
-
-    async def run_once(self) -> RoutesReport:
-        """One pass now (tests, one-shot use); raises on failure, changing nothing."""
-        await self._pass(PassRequest({"once"}, True))
-        assert self.last_report is not None
-        return self.last_report
-
-    def _on_net(self, state: Any) -> None:
-        if self._net is None or (state.egress, state.default_routes) != (
+    def _net_changed(self, state: Any) -> bool:
+        if self._net is not None and (state.egress, state.default_routes) == (
                 self._net.egress, self._net.default_routes):
-            self._net = state
-            self.poke("netlink")
+            return False
+        self._net = state
+        return True
 
-    async def _pass(self, request: PassRequest) -> None:
-        started = time.perf_counter()
-        try:
-            report = await self._reconcile(started)
-        except Exception as exc:
-            report = RoutesReport(ok=False, error=str(exc),
-                                  seconds=time.perf_counter() - started)
-            self.last_report = report
-            if self._on_report is not None:
-                self._on_report(report, request)
-            raise
-        self.last_report = report
-        if self._on_report is not None:
-            self._on_report(report, request)
+    def _failure(self, error: str, seconds: float) -> RoutesReport:
+        return RoutesReport(ok=False, error=error, seconds=seconds)
+
+    def _log_report(self, report: RoutesReport, request: PassRequest) -> None:
         if report.changed:
             log.info("routes_reconciled", reasons=sorted(request.reasons),
                      routes=report.routes, added=report.added, removed=report.removed,
@@ -215,13 +161,9 @@ class RouteReconciler:
         if snap is not None:
             if self._net_state is not None:
                 self._net = await self._net_state()
-            now = self._clock()
             # an IKE rekey briefly lists no CHILD_SA: keep the route, as the firewall
             # keeps forward rules (`held_child_sas`), instead of a fleet-wide withdraw
-            seen = held_child_sas(snap.leases, self._seen, now, settling=snap.settling,
-                                  hold=SETTLE_HOLD)
-            if len(seen) > len(snap.leases):
-                self._poke_later(SETTLE_HOLD, "settling")
+            seen = self._hold(snap.leases, settling=snap.settling)
             self._seen = seen
             leases = tuple(seen)
             mode = resolve_mode(self.cfg.firewall.mode, snap.plugins)
@@ -248,8 +190,3 @@ class RouteReconciler:
             seconds=time.perf_counter() - started,
             changed_routes=tuple([f"-{r.dst}" for r in remove] + [f"+{r.dst}" for r in add]),
         )
-
-    def _poke_later(self, delay: float, reason: str) -> None:
-        if self._settle_timer is not None:
-            self._settle_timer.cancel()
-        self._settle_timer = asyncio.get_running_loop().call_later(delay, self.poke, reason)
