@@ -10,7 +10,11 @@ Per connection, one keeper task:
 - At start (after `down_grace`, so charon's own `start_action` goes first), and whenever
   kicked, it makes sure the connection has an IKE SA: if charon
   has none (not even one CONNECTING: then charon itself is trying, and we do not start a
-  second one), it `initiate`s every child of the connection (blocking, with a timeout).
+  second one), it `initiate`s every child of the connection. The initiate does not block
+  (VICI ``timeout = -1``: charon answers at once): the command connection is the loader's
+  too, and a blocking initiate towards an unreachable peer would hold a config load back
+  for `initiate_timeout`. The outcome comes from the SA events (an `SaUp` or `SaDown` of
+  the connection), or is a failure when neither came within `initiate_timeout`.
 - While initiation fails it retries with exponential backoff: 1 s doubling to 60 s, each
   step jittered by ±20 %; a network change cuts the wait short, and charon coming back
   (the EventWatcher resynchronised) cuts it short and starts the backoff afresh.
@@ -118,6 +122,8 @@ class Keepalive:
         self._way_out: tuple[Any, ...] | None = None
         self._net_check: asyncio.TimerHandle | None = None
         self._replacing: set[asyncio.Task[None]] = set()
+        #: the pending outcome of a non-blocking initiate, settled by the SA events
+        self._outcome: dict[str, asyncio.Future[bool]] = {}
         if self.netlink is not None:
             self.netlink.add_callback(self._on_net)
         watcher.add_callback(self.on_action)
@@ -137,6 +143,10 @@ class Keepalive:
 
     def on_action(self, action: Action) -> None:
         """EventWatcher callback: re-initiate after a down, note holds, clear them."""
+        if isinstance(action, (SaUp, SaDown)):
+            pending = self._outcome.get(action.sa.conn)
+            if pending is not None and not pending.done():
+                pending.set_result(isinstance(action, SaUp))
         if isinstance(action, SaUp) and action.sa.conn in self.held:
             log.info("keepalive_resumed", conn=action.sa.conn, reason="up by other means")
             self.held.discard(action.sa.conn)
@@ -261,13 +271,7 @@ class Keepalive:
                 raise ViciCommandError("initiate", f"connection {conn!r} is not loaded")
             self.initiations[conn] += 1
             log.info("keepalive_initiate", conn=conn, attempt=self.failures[conn] + 1)
-            for child in children:
-                await self._session.request(
-                    "initiate",
-                    {"ike": conn, "child": child, "timeout": int(self.initiate_timeout * 1000),
-                     "init-limits": "no"},
-                    timeout=self.initiate_timeout + 5,
-                )
+            await self._initiate(conn, children)
         except ViciError as exc:
             self.failures[conn] += 1
             log.warning("keepalive_initiate_failed", conn=conn, error=str(exc),
@@ -276,6 +280,25 @@ class Keepalive:
         self.failures[conn] = 0
         log.info("keepalive_up", conn=conn)
         return True
+
+    async def _initiate(self, conn: str, children: list[str]) -> None:
+        """Initiate without blocking the shared command connection; wait for the SA
+        events to say how it went. Raises `ViciError` when it failed or said nothing."""
+        outcome = self._outcome[conn] = asyncio.get_running_loop().create_future()
+        try:
+            for child in children:
+                await self._session.request(
+                    "initiate", {"ike": conn, "child": child, "timeout": -1,
+                                 "init-limits": "no"}, timeout=10.0)
+            try:
+                up = await asyncio.wait_for(outcome, self.initiate_timeout)
+            except TimeoutError:
+                raise ViciCommandError(
+                    "initiate", f"no IKE_SA up within {self.initiate_timeout:g} s") from None
+            if not up:
+                raise ViciCommandError("initiate", "the IKE_SA went down before it was up")
+        finally:
+            self._outcome.pop(conn, None)
 
     def _on_net(self, state: NetState) -> None:
         """NetlinkWatcher callback: when the way out changed (the first state is only
