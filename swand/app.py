@@ -70,7 +70,7 @@ class Daemon:
             "config", self._config_pass, min_interval=0.2,
             max_interval=cfg.charon.interval, backoff_initial=0.25, backoff_max=2.0)
         wire(self.charon, firewall=self.firewall, ndp=self.ndp, routes=self.routes,
-             poller=self.poller, config_runner=self.config_runner)
+             poller=self.poller, config_runner=self.config_runner, keepalive=self.keepalive)
         self._stop = asyncio.Event()
         self._ready = False
         self._reload_pending = False

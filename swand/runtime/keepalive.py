@@ -70,8 +70,9 @@ def backoff_delays(
 class Keepalive:
     """Keeps the listed connections up; `await run()` until cancelled.
 
-    Usage: ``Keepalive(cfg.charon.vici, cfg.keepalive.conns, watcher)`` with the daemon's
-    EventWatcher (it registers a callback on it); `held`, `initiations`, `failures`,
+    Usage: ``Keepalive(cfg.charon.vici, cfg.keepalive.conns, charon.events,
+    session=charon.commands)``, subscribed by `swand.runtime.wiring.wire` (`on_action`,
+    `on_resync`); it reads the watcher's live SA table. `held`, `initiations`, `failures`,
     `next_retry` and `last_delay` say what it is doing (status, metrics, tests).
     """
 
@@ -126,8 +127,6 @@ class Keepalive:
         self._outcome: dict[str, asyncio.Future[bool]] = {}
         if self.netlink is not None:
             self.netlink.add_callback(self._on_net)
-        watcher.add_callback(self.on_action)
-        watcher.add_resync_callback(self.on_resync)
 
     # --- control ----------------------------------------------------------------------
 
@@ -171,9 +170,10 @@ class Keepalive:
         self.kick(conn)
 
     def on_resync(self, charon_restarted: bool) -> None:
-        """The watcher (re)connected to charon: a connection still down is tried at once,
-        with a fresh backoff (charon is back, perhaps after a long outage; the loader
-        needs a moment to load the connection again, hence 1 s, 2 s... from here)."""
+        """charon is reached (first, or again after an outage): a connection still down
+        is tried at once, with a fresh backoff (charon is back, perhaps after a long
+        outage; the loader needs a moment to load the connection again, hence 1 s,
+        2 s... from here)."""
         for conn in self.conns:
             if conn not in self.held and not self.watcher.table.live_for_conn(conn):
                 self._fresh_start[conn] = True

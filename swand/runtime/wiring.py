@@ -16,10 +16,10 @@ firewall's reaction to an SA event proves the path the daemon takes:
   (`[routes]`: a kernel route per leased virtual IP; also poked when charon goes away);
 - the metrics poller gets each decoded SA event (the traffic accumulator's final
   counters), `charon_lost` and `charon_restarted`, and a poll after charon is back;
-- the configuration runner is asked for a full pass when charon is back after an outage.
-
-Keepalive subscribes itself to the watcher (`Keepalive(..., charon.events,
-session=charon.commands)`).
+- the configuration runner is asked for a full pass when charon is back after an outage;
+- keepalive (`Keepalive(..., charon.events, session=charon.commands)`) gets every action
+  (re-initiate after a down, holds, the outcome of its initiates) and each time charon is
+  reached, first or again (a connection still down is tried at once).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from swand.runtime.charon import Charon, CharonUp
 if TYPE_CHECKING:
     from swand.core.firewall import Pool
     from swand.runtime.firewall import FirewallReconciler, FirewallReport
+    from swand.runtime.keepalive import Keepalive
     from swand.runtime.metrics import MetricsPoller
     from swand.runtime.ndp import NdpProxyReconciler
     from swand.runtime.routes import RouteReconciler
@@ -61,12 +62,15 @@ def wire(
     routes: RouteReconciler | None = None,
     poller: MetricsPoller | None = None,
     config_runner: BoundedFrequencyRunner | None = None,
+    keepalive: Keepalive | None = None,
 ) -> None:
     """Subscribe the parts that exist to what `charon` publishes (see the module doc)."""
     #: the reconcilers whose input is the set of live SAs (each reads charon itself)
     per_sa = [r for r in (firewall, ndp, routes) if r is not None]
 
     def on_action(action: Action) -> None:
+        if keepalive is not None:
+            keepalive.on_action(action)
         if isinstance(action, SaSetChanged):
             for reconciler in per_sa:
                 reconciler.poke("sa-change")
@@ -74,6 +78,8 @@ def wire(
     async def on_up(up: CharonUp) -> None:
         if poller is not None and up.restarted:
             poller.charon_restarted()
+        if keepalive is not None:
+            keepalive.on_resync(up.restarted)
         if up.first:
             return  # the start passes are already queued; nothing was lost
         if config_runner is not None:

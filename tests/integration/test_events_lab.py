@@ -32,8 +32,10 @@ from vici.protocol import Message, Packet
 from swand.adapters.netlink import NetlinkWatcher
 from swand.adapters.vici import ViciEventStream, ViciSession
 from swand.core.events import SaDown, SaUp
+from swand.runtime.charon import Charon
 from swand.runtime.events import EVENTS, EventWatcher
 from swand.runtime.keepalive import Keepalive
+from swand.runtime.wiring import wire
 
 CHARON = "/usr/sbin/charon-systemd"
 
@@ -409,10 +411,13 @@ class ClientSwand:
     """What `swand run` does on a client with `[keepalive] conns = [...]`."""
 
     def __init__(self, host: Host, conns: list[str], **kw: Any) -> None:
-        self.watcher = EventWatcher(host.uri, backoff_min=0.1, backoff_max=1.0)
+        self.charon = Charon(host.uri, backoff_min=0.1, backoff_max=1.0)
+        self.watcher = self.charon.events
         self.rec = Recorder(self.watcher)
         self.keepalive = Keepalive(host.uri, conns, self.watcher,
-                                   netlink=NetlinkWatcher(host.ns), **kw)
+                                   netlink=NetlinkWatcher(host.ns),
+                                   session=self.charon.commands, **kw)
+        wire(self.charon, keepalive=self.keepalive)  # as `swand run` does
         self.tasks: list[asyncio.Task[Any]] = []
 
     async def __aenter__(self) -> ClientSwand:
@@ -422,6 +427,7 @@ class ClientSwand:
 
     async def __aexit__(self, *exc: object) -> None:
         await stop(*self.tasks)
+        await self.charon.close()
 
     def up_sas(self, conn: str) -> list[Any]:
         return self.watcher.table.live_for_conn(conn)

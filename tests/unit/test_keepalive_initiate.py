@@ -76,6 +76,7 @@ def _start(initiate_timeout: float = 15.0) -> tuple[Keepalive, FakeWatcher, Seri
                           follow_network=False, down_grace=0.0,
                           initiate_timeout=initiate_timeout,
                           session=charon)  # type: ignore[arg-type]
+    watcher.add_callback(keepalive.on_action)  # what `wire` does with charon's actions
     return keepalive, watcher, charon
 
 

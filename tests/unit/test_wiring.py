@@ -29,6 +29,12 @@ class Recorder:
     def charon_restarted(self) -> None:
         self.calls.append(("restarted",))
 
+    def on_action(self, action: Any) -> None:
+        self.calls.append(("action", type(action).__name__))
+
+    def on_resync(self, restarted: bool) -> None:
+        self.calls.append(("resync", restarted))
+
 
 def test_charon_publishes_up_a_restart_and_down_once_each() -> None:
     async def main() -> tuple[Charon, list[CharonUp], list[str]]:
@@ -77,3 +83,21 @@ def test_wire_pokes_the_firewall_on_every_sa_set_change_and_charon_coming_back()
                               ("poke", "charon-up")]
     assert runner.calls == [("poke", "charon-up", ("full", True))]
     assert poller.calls == [("event", "ChildUp"), ("lost",), ("restarted",), ("poke",)]
+
+
+def test_wire_gives_keepalive_every_action_and_each_time_charon_is_reached() -> None:
+    sa = IkeSa("home", "1", state="ESTABLISHED")
+
+    async def main() -> Recorder:
+        charon = Charon("unix:///nonexistent/charon.vici")
+        keepalive = Recorder()
+        wire(charon, keepalive=keepalive)  # type: ignore[arg-type]
+        await charon._resynced(False)  # first contact: a connection still down is tried
+        await charon.events._dispatch(SaUp(sa, peer_new=True))
+        charon._lost("gone")
+        await charon._resynced(True)
+        await charon.close()
+        return keepalive
+
+    assert asyncio.run(main()).calls == [("resync", False), ("action", "SaUp"),
+                                         ("resync", True)]
