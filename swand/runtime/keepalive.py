@@ -14,7 +14,9 @@ Per connection, one keeper task:
   (VICI ``timeout = -1``: charon answers at once): the command connection is the loader's
   too, and a blocking initiate towards an unreachable peer would hold a config load back
   for `initiate_timeout`. The outcome comes from the SA events (an `SaUp` or `SaDown` of
-  the connection), or is a failure when neither came within `initiate_timeout`.
+  the connection; charon destroys an IKE_SA that never came up without an event, so a
+  `list-sas` every `initiate_poll` seconds that no longer shows it is a failure too), or
+  is a failure when nothing decided it within `initiate_timeout`.
 - While initiation fails it retries with exponential backoff: 1 s doubling to 60 s, each
   step jittered by ±20 %; a network change cuts the wait short, and charon coming back
   (the EventWatcher resynchronised) cuts it short and starts the backoff afresh.
@@ -85,6 +87,7 @@ class Keepalive:
         netlink: NetlinkWatcher | None = None,
         follow_network: bool = True,
         initiate_timeout: float = 15.0,
+        initiate_poll: float = 1.0,
         backoff_start: float = 1.0,
         backoff_cap: float = 60.0,
         mobike_grace: float = 1.0,
@@ -99,6 +102,7 @@ class Keepalive:
         self.netlink = netlink if netlink is not None or not follow_network \
             else NetlinkWatcher()
         self.initiate_timeout = initiate_timeout
+        self.initiate_poll = initiate_poll
         self.backoff_start = backoff_start
         self.backoff_cap = backoff_cap
         self.mobike_grace = mobike_grace
@@ -290,15 +294,30 @@ class Keepalive:
                 await self._session.request(
                     "initiate", {"ike": conn, "child": child, "timeout": -1,
                                  "init-limits": "no"}, timeout=10.0)
-            try:
-                up = await asyncio.wait_for(outcome, self.initiate_timeout)
-            except TimeoutError:
+            up = await self._outcome_of(conn, outcome)
+            if up is None:
                 raise ViciCommandError(
-                    "initiate", f"no IKE_SA up within {self.initiate_timeout:g} s") from None
+                    "initiate", f"no IKE_SA up within {self.initiate_timeout:g} s")
             if not up:
-                raise ViciCommandError("initiate", "the IKE_SA went down before it was up")
+                raise ViciCommandError("initiate", "the IKE_SA failed before it was up")
         finally:
             self._outcome.pop(conn, None)
+
+    async def _outcome_of(self, conn: str, outcome: asyncio.Future[bool]) -> bool | None:
+        """True (up) or False (down) as the SA events say; False as well when charon no
+        longer lists an active IKE_SA of `conn` (one that never came up is destroyed
+        without an ike-updown event); None when `initiate_timeout` passed undecided."""
+        deadline = time.monotonic() + self.initiate_timeout
+        while (left := deadline - time.monotonic()) > 0:
+            done, _ = await asyncio.wait({outcome}, timeout=min(left, self.initiate_poll))
+            if done:
+                return outcome.result()
+            sas = await self._charon_sas(conn)
+            if outcome.done():
+                return outcome.result()
+            if not any(sa.get("state") in ACTIVE_STATES for sa in sas):
+                return False
+        return None
 
     def _on_net(self, state: NetState) -> None:
         """NetlinkWatcher callback: when the way out changed (the first state is only

@@ -129,3 +129,23 @@ def test_no_sa_event_within_the_initiate_timeout_is_a_failure() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_an_ike_sa_charon_gave_up_on_without_an_event_is_a_failure() -> None:
+    """charon destroys an IKE_SA that never came up without an ike-updown event: the
+    poll of `list-sas` no longer showing it decides (the fake lists no SA)."""
+    async def main() -> None:
+        watcher, charon = FakeWatcher(), SerialCharon()
+        keepalive = Keepalive("unix:///nonexistent", ["home"], watcher,  # type: ignore[arg-type]
+                              follow_network=False, down_grace=0.0, initiate_poll=0.001,
+                              session=charon)  # type: ignore[arg-type]
+        task = asyncio.create_task(keepalive.run())
+        for _ in range(200):
+            if keepalive.failures["home"]:
+                break
+            await asyncio.sleep(0.005)
+        assert keepalive.failures["home"] == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
