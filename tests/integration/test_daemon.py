@@ -6,7 +6,9 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,6 +166,37 @@ def test_a_running_daemon_holds_three_vici_connections_and_logs_a_restart_once(l
         metrics = gw.http_get("http://127.0.0.1:9818/metrics")
         assert "swand_charon_restarts_total 1.0" in metrics
         print(f"\nswand run holds {held} VICI connections")
+
+
+def test_a_config_load_does_not_wait_behind_an_initiate_to_an_absent_peer(lab: Lab):
+    """Keepalive and the loader share the write connection, and charon serves one
+    connection's commands in order. Proven by order, not time: the SIGHUP's load is
+    logged before keepalive's pending initiate fails (a blocking initiate is answered
+    first and the load waits behind it, up to 15 s)."""
+    gw = lab.gateway
+    base = configs.gateway_conf() + extra_conn("keep")
+    gw.write_swanctl_conf(base)
+    with start_swand(gw, extra='[keepalive]\nconns = ["keep"]\n') as swand:
+        swand.wait_for_event("keepalive_initiate")
+        gw.write_swanctl_conf(base + extra_conn("new"))
+        swand.sighup()
+        swand.wait_for_event("config_reconciled", timeout=30,
+                             predicate=lambda e: "sighup" in e["reasons"])
+        swand.wait_for_event("keepalive_initiate_failed", timeout=30)
+        events = swand.events()
+        failed = next(i for i, e in enumerate(events)
+                      if e.get("event") == "keepalive_initiate_failed")
+        loaded = next(i for i, e in enumerate(events) if e.get("event") == "config_reconciled"
+                      and "sighup" in e.get("reasons", ()))
+        assert loaded < failed, swand.tail(30)
+        assert "new" in conn_names(lab)
+        asked = next(e for e in events if e.get("event") == "reload_requested")
+        print(f"\nSIGHUP to loaded: {stamp(events[loaded]) - stamp(asked):.3f} s, initiate "
+              f"pending until {stamp(events[failed]) - stamp(asked):.3f} s")
+
+
+def stamp(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def swand_pid(host: Host) -> int:
