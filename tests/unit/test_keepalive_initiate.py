@@ -39,6 +39,8 @@ class SerialCharon:
         self.peer_answers = asyncio.Event()  # never set: the peer is unreachable
         self.initiated = asyncio.Event()
         self.commands: list[str] = []
+        #: what `list-sas` answers after the first initiate (before it: no SA)
+        self.lists: list[dict[str, Any]] = []
 
     async def streamed(self, command: str, _event: str, _args: Any = None,
                        timeout: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -46,7 +48,7 @@ class SerialCharon:
             self.commands.append(command)
             if command == "list-conns":
                 return [{"home": {"children": {"home": {}}}}], {}
-            return [], {}
+            return (list(self.lists) if self.initiated.is_set() else []), {}
 
     async def request(self, command: str, args: dict[str, Any] | None = None,
                       timeout: float = 0.0, check: bool = True) -> dict[str, Any]:
@@ -70,11 +72,12 @@ async def _until(condition: Any) -> None:
     raise AssertionError("condition never held")
 
 
-def _start(initiate_timeout: float = 15.0) -> tuple[Keepalive, FakeWatcher, SerialCharon]:
+def _start(initiate_timeout: float = 15.0, initiate_poll: float = 1.0
+           ) -> tuple[Keepalive, FakeWatcher, SerialCharon]:
     watcher, charon = FakeWatcher(), SerialCharon()
     keepalive = Keepalive("unix:///nonexistent", ["home"], watcher,  # type: ignore[arg-type]
                           follow_network=False, down_grace=0.0,
-                          initiate_timeout=initiate_timeout,
+                          initiate_timeout=initiate_timeout, initiate_poll=initiate_poll,
                           session=charon)  # type: ignore[arg-type]
     watcher.add_callback(keepalive.on_action)  # what `wire` does with charon's actions
     return keepalive, watcher, charon
@@ -115,37 +118,27 @@ def test_the_outcome_comes_from_the_sa_events() -> None:
     asyncio.run(main())
 
 
-def test_no_sa_event_within_the_initiate_timeout_is_a_failure() -> None:
-    async def main() -> None:
-        keepalive, _, charon = _start(initiate_timeout=0.005)
-        task = asyncio.create_task(keepalive.run())
-        await charon.initiated.wait()
-        for _ in range(200):  # the 5 ms timeout: wait on the condition, not a fixed time
-            if keepalive.failures["home"]:
-                break
-            await asyncio.sleep(0.005)
-        assert keepalive.failures["home"] == 1
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+async def _first_failure(keepalive: Keepalive) -> None:
+    """Run `keepalive` until its first failed attempt (waiting on the condition, in 5 ms
+    steps: these tests' timeouts are a few ms), then stop it."""
+    task = asyncio.create_task(keepalive.run())
+    for _ in range(200):
+        if keepalive.failures["home"]:
+            break
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert keepalive.failures["home"] == 1
 
-    asyncio.run(main())
+
+def test_no_sa_event_within_the_initiate_timeout_is_a_failure() -> None:
+    keepalive, _, charon = _start(initiate_timeout=0.005)
+    charon.lists = [{"home": {"state": "CONNECTING"}}]  # charon still trying
+    asyncio.run(_first_failure(keepalive))
 
 
 def test_an_ike_sa_charon_gave_up_on_without_an_event_is_a_failure() -> None:
     """charon destroys an IKE_SA that never came up without an ike-updown event: the
     poll of `list-sas` no longer showing it decides (the fake lists no SA)."""
-    async def main() -> None:
-        watcher, charon = FakeWatcher(), SerialCharon()
-        keepalive = Keepalive("unix:///nonexistent", ["home"], watcher,  # type: ignore[arg-type]
-                              follow_network=False, down_grace=0.0, initiate_poll=0.001,
-                              session=charon)  # type: ignore[arg-type]
-        task = asyncio.create_task(keepalive.run())
-        for _ in range(200):
-            if keepalive.failures["home"]:
-                break
-            await asyncio.sleep(0.005)
-        assert keepalive.failures["home"] == 1
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
+    keepalive, _, _ = _start(initiate_poll=0.001)
+    asyncio.run(_first_failure(keepalive))
