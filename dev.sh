@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # swand's two entry points on a fresh Debian 12 machine, run as root:
 #   ./dev.sh demo   install what is missing, build the lab, run swand as its gateway
-#   ./dev.sh test   install what is missing, run ruff and the whole test suite
+#   ./dev.sh test   install what is missing, run ruff, mypy and the whole test suite
 # Everything the tests need is installed here, so CI (.ci/run) calls `./dev.sh test`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -77,6 +77,7 @@ case "${1:-}" in
     shift
     setup
     "$VENV/bin/ruff" check swand tests bench
+    "$VENV/bin/mypy"   # [tool.mypy] in pyproject.toml: swand/ must type-check clean
     # charon 6.0 for the lab: Debian trixie in a cached chroot (built once, ~45 s); if it
     # cannot be built, the 6.0 tests fail with the reason
     "$VENV/bin/python" -m swand.lab build-trixie || true

@@ -579,23 +579,24 @@ class LegacyIptablesBackend(ThreadedBackend):
     def _observe(self, wanted: set[tuple[Family, str]]
                  ) -> dict[tuple[Family, str], tuple[ObservedTable, tuple[int, int]]]:
         out: dict[tuple[Family, str], tuple[ObservedTable, tuple[int, int]]] = {}
-        for family in ("ipv4", "ipv6") if ipv6_available() else ("ipv4",):
-            present = _tables_present(family)  # type: ignore[arg-type]
+        families: tuple[Family, ...] = ("ipv4", "ipv6") if ipv6_available() else ("ipv4",)
+        for family in families:
+            present = _tables_present(family)
             for table in TABLES:
                 key = (family, table)
                 if table not in present and key not in wanted:
                     continue
                 builtins = {b for (t, _), b in HOOKS.items() if t == table}
                 try:
-                    info, blob, hooks = read_table_blob(family, table)  # type: ignore[arg-type]
+                    info, blob, hooks = read_table_blob(family, table)
                 except OSError as exc:
                     if key in wanted:
                         raise FirewallBackendError(
                             f"cannot read {family} table {table!r}: {exc.strerror}"
                         ) from None
                     continue
-                chains = parse_tags(family, blob, hooks, builtins)  # type: ignore[arg-type]
-                out[key] = (ObservedTable(family, table, chains), info)  # type: ignore[arg-type]
+                chains = parse_tags(family, blob, hooks, builtins)
+                out[key] = (ObservedTable(family, table, chains), info)
         return out
 
     def apply_sync(self, desired: DesiredFirewall) -> ApplyReport:

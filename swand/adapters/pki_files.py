@@ -240,10 +240,12 @@ def key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+    """The digest matching the curve's strength (SHA-256 for RSA)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {256: hashes.SHA256(), 384: hashes.SHA384()}.get(key.curve.key_size,
-                                                                 hashes.SHA512())
+        if key.curve.key_size <= 256:
+            return hashes.SHA256()
+        return hashes.SHA384() if key.curve.key_size <= 384 else hashes.SHA512()
     return hashes.SHA256()
 
 

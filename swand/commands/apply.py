@@ -70,7 +70,7 @@ async def apply_once(cfg: SwandConfig, *, firewall: FirewallHook | None = _firew
             async with asyncio.timeout(timeout):
                 report = await loader.reconcile(session)  # the folder was just read
         except (ViciError, TimeoutError) as exc:
-            return None, [*config_lines, f"charon: {exc or 'no answer within the timeout'}"]
+            return None, [*config_lines, f"charon: {str(exc) or 'no answer within the timeout'}"]
         report.config_errors = list(config_errors)
         failures = report.failure_lines()
         if firewall is not None:

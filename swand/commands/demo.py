@@ -104,6 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
         # the road warrior: any certificate of the lab CA, an address from rw_pool
         lab.configure_clients([roadwarrior])
         # the home server: a certificate whose DN pins it to 10.8.0.1
+        assert lab.ca is not None  # made by Lab.up()
         t520 = lab.ca.issue(HOME_SERVER, common_name=HOME_SERVER)
         t520.install(Path(home.swanctl_dir), lab.ca)
         home.write_swanctl_conf(configs.client_conf(

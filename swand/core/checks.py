@@ -639,9 +639,9 @@ def check_client_cert_curves(inp: CheckInput) -> list[Finding]:
         if as_client:
             by_path = {f.path: f for f in inp.certs}
             for lc in _local_certs(conn):
-                f = by_path.get(_cert_key(lc.name, "x509"))
-                if f is not None:
-                    candidates.append((f, lc.setting_origin))
+                own = by_path.get(_cert_key(lc.name, "x509"))
+                if own is not None:
+                    candidates.append((own, lc.setting_origin))
         setting = conn.settings.get("proposals")
         proposals = parse_proposals(setting.value) if setting else []
         if not proposals or any(p.is_default for p in proposals):
@@ -812,7 +812,7 @@ def check_remote_ids(inp: CheckInput) -> list[Finding]:
     for conn in _connections(inp.tree):
         if _pinned_by_address(conn):
             continue  # selected by the peer's address, or an initiator: ids may repeat
-        remotes = _rounds(conn, "remote") or [None]
+        remotes: list[Section | None] = [*_rounds(conn, "remote")] or [None]
         locals_ = _rounds(conn, "local")
         local_id = (locals_[0].get("id") or "") if locals_ else ""
         for rnd in remotes[:1]:

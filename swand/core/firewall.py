@@ -601,7 +601,7 @@ def _networks_of(text: str) -> list[str]:
     if ".." in text or ("-" in text and "/" not in text):
         first, _, last = text.partition(".." if ".." in text else "-")
         a, b = ipaddress.ip_address(first.strip()), ipaddress.ip_address(last.strip())
-        return [str(n) for n in ipaddress.summarize_address_range(a, b)]  # type: ignore[arg-type]
+        return [str(n) for n in ipaddress.summarize_address_range(a, b)]
     return [str(ipaddress.ip_network(text, strict=False))]
 
 

@@ -475,8 +475,8 @@ def _translate_secrets(tree: Section, shared: dict[str, Item], tokens: dict[str,
     # tokens first: swanctl loads them before the shared secrets
     for sname, sec in secrets_sec.sections.items():
         if sname.startswith("token"):
-            msg = {k: s.value for k, s in sec.settings.items()}
-            tokens[sname] = _item("token", sname, "load-token", msg, sec.origin)
+            token = {k: s.value for k, s in sec.settings.items()}
+            tokens[sname] = _item("token", sname, "load-token", token, sec.origin)
     for sname, sec in secrets_sec.sections.items():
         stype = next((t for t in SECRET_TYPES if sname.startswith(t)), None)
         if stype is None:
@@ -493,7 +493,7 @@ def _translate_secrets(tree: Section, shared: dict[str, Item], tokens: dict[str,
             broken.add(("shared", sname))
             continue
         owners = [s.value for k, s in sec.settings.items() if k.startswith("id")]
-        msg = {"id": sname, "type": stype, "data": _shared_data(value.value),
+        msg: dict[str, Any] = {"id": sname, "type": stype, "data": _shared_data(value.value),
                "owners": owners}
         shared[sname] = _item("shared", sname, "load-shared", msg, sec.origin)
 
@@ -579,6 +579,6 @@ def translate(tree: Section, src: CredentialSource) -> tuple[DesiredState, list[
 
 def conn_children(item: Item) -> tuple[str, ...]:
     """Names of the CHILD_SA configs of a load-conn item."""
-    body = next(iter(item.message.values()), {})
+    body: object = next(iter(item.message.values()), None)
     children = body.get("children", {}) if isinstance(body, Mapping) else {}
     return tuple(children) if isinstance(children, Mapping) else ()

@@ -16,7 +16,7 @@ class RecordingVici:
     """A fake charon: answers every command with success and records what it got."""
 
     def __init__(self, path: Path) -> None:
-        from vici.protocol import FiniteStream, Message, Packet  # type: ignore[import-untyped]
+        from vici.protocol import FiniteStream, Message, Packet
 
         self._codec = (FiniteStream, Message, Packet)
         self.path = path

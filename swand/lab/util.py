@@ -39,7 +39,7 @@ def sh(
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
+    predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
     message: str | Callable[[], str] = "condition",
 ) -> T:
     """Poll `predicate` until it returns something truthy and return that value.

@@ -368,6 +368,7 @@ class EventWatcher:
     async def _consume_forever(self) -> None:
         while True:
             item = await self._next()
+            assert item is not None  # without a timeout, _next waits for an item
             self._busy = True
             if self._overflow:
                 # we dropped events: the queue is no longer a complete history
