@@ -37,9 +37,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
-from swand.adapters.worker import ThreadedBackend
+from swand.adapters.firewall_backend import ApplyReport, FirewallBackendError, ThreadedBackend
 from swand.core.firewall import (
     HOOKS,
     OWNED_PREFIX,
@@ -63,51 +63,6 @@ from swand.log import get_logger
 log = get_logger("swand.iptables")
 
 XTABLES_LOCK = "/run/xtables.lock"
-
-
-class FirewallBackendError(Exception):
-    """The backend cannot (or must not) program the firewall; the message says why."""
-
-
-@dataclass(frozen=True)
-class ApplyReport:
-    """What one pass did: tables committed, rules inserted/deleted, how long it took."""
-
-    backend: str
-    changed_tables: tuple[str, ...] = ()
-    inserted: int = 0
-    deleted: int = 0
-    chains_created: int = 0
-    chains_deleted: int = 0
-    rules_desired: int = 0
-    seconds: float = 0.0
-    attempts: int = 1
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.changed_tables)
-
-
-class FirewallBackend(Protocol):
-    """What the reconciler needs from a firewall backend (legacy iptables, nftables)."""
-
-    name: str
-
-    async def apply(self, desired: DesiredFirewall) -> ApplyReport:
-        """Make the kernel hold exactly `desired` in swand's chains; write nothing when it
-        already does."""
-        ...
-
-    async def observe(self) -> Any:
-        """The tags of every rule swand owns, per table or chain (for tests and status;
-        the shape is the backend's own)."""
-        ...
-
-    async def flush(self) -> ApplyReport:
-        """Remove everything swand owns."""
-        ...
-
-    async def close(self) -> None: ...
 
 
 # --- backend detection ----------------------------------------------------------------

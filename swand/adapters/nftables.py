@@ -27,8 +27,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from swand.adapters.iptables_legacy import ApplyReport, FirewallBackendError
-from swand.adapters.worker import ThreadedBackend
+from swand.adapters.firewall_backend import ApplyReport, FirewallBackendError, ThreadedBackend
 from swand.core.firewall import DeleteRule, DesiredFirewall, InsertRule, Rule, diff_chain
 from swand.core.nftables import (
     CHAINS_BY_NAME,

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"swand: {exc}", file=sys.stderr)
         return 2
     configure_logging(cfg.log.format, cfg.log.level)
-    from swand.adapters.iptables_legacy import FirewallBackendError
+    from swand.adapters.firewall_backend import FirewallBackendError
     from swand.app import Daemon
     from swand.core.firewall import BackendChoiceError
 

@@ -37,10 +37,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from swand.adapters.firewall_backend import FirewallBackend
+from swand.adapters.netlink import NetState
+from swand.adapters.sysctl import ProcSysctl, SysctlChange
 from swand.config import SwandConfig
 from swand.core.events import parse_list_sas
 from swand.core.firewall import (
@@ -158,7 +161,7 @@ class FirewallPassError(Exception):
     """A pass that must not change anything (the message lists the problems)."""
 
 
-def make_backend(cfg: SwandConfig) -> Any:
+def make_backend(cfg: SwandConfig) -> FirewallBackend:
     """The backend ``[firewall] backend`` asks for (see `choose_backend`), logged with why.
 
     Raises BackendChoiceError when it must refuse (legacy rules on an nftables host
@@ -181,7 +184,7 @@ async def remove_other_backend(backend_name: str) -> None:
     from swand.adapters import iptables_legacy as legacy
     from swand.adapters import nftables as nft
 
-    other: Any = None
+    other: FirewallBackend | None = None
     try:
         if backend_name == "nftables":
             other = legacy.LegacyIptablesBackend()
@@ -211,8 +214,20 @@ class _Egress:
     name6: str | None = None
     #: the watcher's egress and interfaces last acted on (the rest of its state is
     #: keepalive's)
-    seen: tuple[Any, ...] | None = None
-    task: asyncio.Task | None = None
+    seen: tuple[str | None, dict[str, tuple[str, ...]], str | None] | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class SysctlWriter(Protocol):
+    """`swand.adapters.sysctl.ProcSysctl` (a temporary folder or a fake in tests)."""
+
+    def read(self, key: str) -> str | None:
+        """The value of `key` (``net/ipv6/conf/eth0/accept_ra``), None when absent."""
+        ...
+
+    def apply(self, want: Mapping[str, str]) -> Sequence[SysctlChange]:
+        """Make every key hold its value; return what changed."""
+        ...
 
 
 class FirewallReconciler:
@@ -223,22 +238,18 @@ class FirewallReconciler:
         cfg: SwandConfig,
         snapshot: SnapshotFn,
         *,
-        backend: Any = None,
-        sysctl: Any = None,
+        backend: FirewallBackend | None = None,
+        sysctl: SysctlWriter | None = None,
         min_interval: float = 0.2,
         interval: float | None = None,
-        net_state: Callable[[], Awaitable[Any]] | None = None,
+        net_state: Callable[[], Awaitable[NetState]] | None = None,
         on_report: Callable[[FirewallReport, PassRequest], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._on_report = on_report
         self._snapshot = snapshot
         self._backend = backend
-        if sysctl is None:
-            from swand.adapters.sysctl import ProcSysctl
-
-            sysctl = ProcSysctl()
-        self._sysctl = sysctl
+        self._sysctl: SysctlWriter = sysctl if sysctl is not None else ProcSysctl()
         self._net_state = net_state
         self._egress = _Egress()
         self.runner = BoundedFrequencyRunner(
@@ -246,7 +257,7 @@ class FirewallReconciler:
             max_interval=interval or cfg.firewall.interval,
             backoff_initial=0.5, backoff_max=min(30.0, interval or cfg.firewall.interval),
         )
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.last_report: FirewallReport | None = None
         self.last_good: FirewallReport | None = None
         self.last_desired: DesiredFirewall | None = None
@@ -257,7 +268,7 @@ class FirewallReconciler:
     # --- lifecycle ----------------------------------------------------------------
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> FirewallBackend:
         if self._backend is None:
             self._backend = make_backend(self.cfg)
         return self._backend
@@ -314,14 +325,14 @@ class FirewallReconciler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.ready.wait(), 5.0)
 
-    def _set_net(self, state: Any) -> None:
+    def _set_net(self, state: NetState) -> None:
         egress = self.cfg.firewall.egress
         self._egress.name = state.egress if egress == "auto" else egress
         self._egress.interfaces = dict(state.interfaces)
         self._egress.name6 = effective_egress6(self.cfg, state)
 
-    def _on_net(self, state: Any) -> None:
-        seen = (state.egress, state.interfaces, getattr(state, "egress6", None))
+    def _on_net(self, state: NetState) -> None:
+        seen = (state.egress, state.interfaces, state.egress6)
         if seen == self._egress.seen:
             return
         self._egress.seen = seen

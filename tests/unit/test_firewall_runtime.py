@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from swand.adapters.iptables_legacy import ApplyReport
+from swand.adapters.firewall_backend import ApplyReport
 from swand.adapters.netlink import NetState
 from swand.adapters.sysctl import SysctlChange
 from swand.config import FirewallSettings, SwandConfig

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from swand.adapters.iptables_legacy import ApplyReport
+from swand.adapters.firewall_backend import ApplyReport
 from swand.adapters.netlink import NetState
 from swand.config import SwandConfig
 from swand.core.firewall import (
