@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swand.adapters.firewall_backend import ApplyReport, FirewallBackendError, ThreadedBackend
+from swand.core.backoff import Backoff
 from swand.core.firewall import (
     HOOKS,
     OWNED_PREFIX,
@@ -94,7 +95,7 @@ def xtables_lock(path: str = XTABLES_LOCK, timeout: float = 5.0) -> Iterator[Non
     fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout
-        delay = 0.005
+        backoff = Backoff(0.005, 0.1)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,8 +106,7 @@ def xtables_lock(path: str = XTABLES_LOCK, timeout: float = 5.0) -> Iterator[Non
                         f"{path}: another program has held the xtables lock for "
                         f"{timeout:g} s"
                     ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
+                time.sleep(backoff.next_delay())
         yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -558,7 +558,7 @@ class LegacyIptablesBackend(ThreadedBackend):
         """One read-plan-commit pass (on the worker thread, under the xtables lock)."""
         self._check_thread()
         started = time.perf_counter()
-        delay = 0.01
+        backoff = Backoff(0.01, 0.5)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with xtables_lock(self.lock_path, self.lock_timeout):
@@ -569,10 +569,10 @@ class LegacyIptablesBackend(ThreadedBackend):
                     raise FirewallBackendError(
                         f"iptables commit kept failing: {exc}"
                     ) from None
+                delay = backoff.next_delay()
                 log.warning("iptables commit raced, retrying", error=str(exc),
                             attempt=attempt, retry_in=delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _pass(self, desired: DesiredFirewall) -> ApplyReport:

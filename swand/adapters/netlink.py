@@ -27,10 +27,12 @@ import asyncio
 import contextlib
 import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swand.clock import SYSTEM_CLOCK, Clock
+from swand.core.backoff import Backoff
 from swand.log import get_logger
 
 log = get_logger("swand.netlink")
@@ -170,11 +172,18 @@ class NetlinkWatcher:
     `netns=None` means the namespace swand runs in (tests pass a lab namespace).
     """
 
-    def __init__(self, netns: str | None = None, settle: float = 0.05,
-                 backoff_max: float = 30.0) -> None:
+    def __init__(
+        self, netns: str | None = None, settle: float = 0.05, backoff_max: float = 30.0, *,
+        clock: Clock = SYSTEM_CLOCK,
+        open_socket: Callable[[str | None], Awaitable[Any]] = _open,
+        dump: Callable[[Any], Awaitable[NetState]] = _dump,
+    ) -> None:
         self.netns = netns
+        #: the RTNL socket and the full read (fakes in unit tests)
+        self._open, self._dump = open_socket, dump
         self.settle = settle
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(1.0, backoff_max)
+        self.clock = clock
         self.state: NetState | None = None
         self.ready = asyncio.Event()
         self.resyncs = 0
@@ -184,32 +193,31 @@ class NetlinkWatcher:
         self._callbacks.append(on_change)
 
     async def run(self) -> None:
-        backoff = 1.0
         while True:
             ipr = None
             try:
-                ipr = await _open(self.netns)
-                self._publish(await _dump(ipr))
+                ipr = await self._open(self.netns)
+                self._publish(await self._dump(ipr))
                 self.ready.set()
-                backoff = 1.0
+                self.backoff.reset()
                 await self._follow(ipr)
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
-                    backoff = await self._failed(exc, backoff)
+                    await self._failed(exc)
                     continue
                 self.resyncs += 1
                 log.warning("netlink events overflowed, re-reading", resyncs=self.resyncs)
             except Exception as exc:
-                backoff = await self._failed(exc, backoff)
+                await self._failed(exc)
             finally:
                 if ipr is not None:
                     with contextlib.suppress(Exception):
                         ipr.close()
 
-    async def _failed(self, exc: Exception, backoff: float) -> float:
-        log.warning("netlink failed, retrying", error=repr(exc), retry_in=backoff)
-        await asyncio.sleep(backoff)
-        return min(backoff * 2, self.backoff_max)
+    async def _failed(self, exc: Exception) -> None:
+        retry_in = self.backoff.next_delay()
+        log.warning("netlink failed, retrying", error=repr(exc), retry_in=retry_in)
+        await self.clock.sleep(retry_in)
 
     async def _follow(self, ipr: Any) -> None:
         while True:
@@ -217,8 +225,8 @@ class NetlinkWatcher:
             async for msg in ipr.get():
                 dirty = dirty or _relevant(msg)
             if dirty:
-                await asyncio.sleep(self.settle)  # a burst (link up + routes) -> one read
-                self._publish(await _dump(ipr))
+                await self.clock.sleep(self.settle)  # a burst (link up + routes) -> one read
+                self._publish(await self._dump(ipr))
 
     def _publish(self, state: NetState) -> None:
         if state == self.state:

@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from swand.adapters.firewall_backend import ApplyReport, FirewallBackendError, ThreadedBackend
+from swand.core.backoff import Backoff
 from swand.core.firewall import DeleteRule, DesiredFirewall, InsertRule, Rule, diff_chain
 from swand.core.nftables import (
     CHAINS_BY_NAME,
@@ -280,6 +281,7 @@ class NftablesBackend(ThreadedBackend):
     def apply_sync(self, desired: DesiredFirewall) -> ApplyReport:
         started = time.perf_counter()
         want = nft_chains(desired)
+        backoff = Backoff(0.02, 0.5)
         for attempt in range(1, self.max_attempts + 1):
             obs = read_table_netlink()
             if obs.has_foreign_objects:  # rare: let libnftables name them, with handles
@@ -299,7 +301,7 @@ class NftablesBackend(ThreadedBackend):
             # a concurrent change (a handle that vanished): re-read and re-plan
             log.warning("nftables transaction failed, retrying", error=_short(err),
                         attempt=attempt)
-            time.sleep(0.02 * attempt)
+            time.sleep(backoff.next_delay())
         raise FirewallBackendError(f"nftables transaction kept failing: {_short(err)}")
 
     def _plan(self, want: dict[str, tuple[Rule, ...]], obs: _Observed

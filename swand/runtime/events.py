@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import inspect
 import os
-import random
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -52,6 +51,7 @@ from swand.adapters.vici import (
     ViciSession,
     parse_uri,
 )
+from swand.core.backoff import Backoff
 from swand.core.charon import charon_start_time, is_restart
 from swand.core.events import (
     Action,
@@ -257,7 +257,7 @@ class EventWatcher:
     # --- reader -----------------------------------------------------------------------
 
     async def _read_forever(self) -> None:
-        delay = self._backoff_min
+        backoff = Backoff(self._backoff_min, self._backoff_max, jitter=0.2)
         first = True
         connections = 0
         while True:
@@ -273,8 +273,7 @@ class EventWatcher:
                     log.warning("events_connect_failed", vici=self.uri, error=str(exc))
                     first = False
                     self._lost(str(exc))
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self._backoff_max)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             missing = sorted(set(self._wanted) - registered)
             if registered != self.stats.registered:
@@ -287,7 +286,7 @@ class EventWatcher:
                 if self._metrics is not None:
                     self._metrics.record_vici_reconnect()
             first = False
-            delay = self._backoff_min
+            backoff.reset()
             self.connected = True
             self._push(_ResyncMark())
             try:
@@ -459,6 +458,7 @@ class EventWatcher:
         """list-sas + stats through the watcher's own command session, into the table."""
         if self._session is None:
             self._session = ViciSession(self.uri, self._connect_timeout)
+        retry = Backoff(0.1, 0.2)
         for attempt in range(3):
             try:
                 # a session left from before charon restarted fails once, then reconnects
@@ -473,7 +473,7 @@ class EventWatcher:
                     log.warning("events_resync_failed", vici=self.uri, error=str(exc))
                     asyncio.get_running_loop().call_later(1.0, self._push, _ResyncMark())
                     return
-                await asyncio.sleep(0.1 * (attempt + 1))
+                await asyncio.sleep(retry.next_delay())
         self.last_stats = stats
         instance = self._instance(stats)
         pending = frozenset(

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from swand.adapters.firewall_backend import FirewallBackend
 from swand.adapters.netlink import NetState
 from swand.adapters.sysctl import ProcSysctl, SysctlChange
+from swand.clock import SYSTEM_CLOCK, Clock, TimerHandle
 from swand.config import SwandConfig
 from swand.core.events import parse_list_sas
 from swand.core.firewall import (
@@ -244,6 +245,7 @@ class FirewallReconciler:
         interval: float | None = None,
         net_state: Callable[[], Awaitable[NetState]] | None = None,
         on_report: Callable[[FirewallReport, PassRequest], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.cfg = cfg
         self._on_report = on_report
@@ -256,14 +258,16 @@ class FirewallReconciler:
             "firewall", self._pass, min_interval=min_interval,
             max_interval=interval or cfg.firewall.interval,
             backoff_initial=0.5, backoff_max=min(30.0, interval or cfg.firewall.interval),
+            clock=clock,
         )
+        self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self.last_report: FirewallReport | None = None
         self.last_good: FirewallReport | None = None
         self.last_desired: DesiredFirewall | None = None
         #: CHILD_SAs with forward rules, and when `list-sas` last listed each
         self._child_seen: dict[ChildSA, float] = {}
-        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_timer: TimerHandle | None = None
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -364,8 +368,7 @@ class FirewallReconciler:
     def _poke_later(self, delay: float, reason: str) -> None:
         if self._settle_timer is not None:
             self._settle_timer.cancel()
-        self._settle_timer = asyncio.get_running_loop().call_later(
-            delay, self.poke, reason)
+        self._settle_timer = self.clock.call_later(delay, lambda: self.poke(reason))
 
     async def _reconcile(self) -> FirewallReport:
         started = time.perf_counter()
@@ -386,7 +389,7 @@ class FirewallReconciler:
                 "firewall not changed, last good rules stay: " + "; ".join(map(str, problems))
             )
         mode = resolve_mode(fw.mode, snap.plugins)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         child_seen = held_child_sas(snap.child_sas, self._child_seen, now,
                                     settling=snap.settling, hold=SETTLE_HOLD)
         listed = set(snap.child_sas)

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from swand.adapters.netlink import NetlinkWatcher, NetState
 from swand.adapters.vici import ViciCommandError, ViciError, ViciSession
+from swand.clock import SYSTEM_CLOCK, Clock, TimerHandle
+from swand.core.backoff import Backoff
 from swand.core.events import Action, SaDown, SaMoved, SaUp, locally_deleted
 from swand.log import get_logger
 from swand.runtime.events import EventWatcher
@@ -57,16 +57,8 @@ log = get_logger("swand.keepalive")
 
 ACTIVE_STATES = frozenset({"CONNECTING", "ESTABLISHED", "REKEYING", "REKEYED", "PASSIVE"})
 
-
-def backoff_delays(
-    start: float = 1.0, cap: float = 60.0, jitter: float = 0.2,
-    rand: Callable[[float, float], float] = random.uniform,
-) -> Iterable[float]:
-    """1, 2, 4, ... 60, 60, ... seconds, each multiplied by a factor in 1 ± jitter."""
-    delay = start
-    while True:
-        yield delay * rand(1.0 - jitter, 1.0 + jitter)
-        delay = min(delay * 2, cap)
+#: each backoff step is multiplied by a random factor in 1 ± this
+BACKOFF_JITTER = 0.2
 
 
 class Keepalive:
@@ -93,6 +85,7 @@ class Keepalive:
         mobike_grace: float = 1.0,
         settle: float = 0.3,
         down_grace: float = 0.5,
+        clock: Clock = SYSTEM_CLOCK,
         session: ViciSession | None = None,
     ) -> None:
         self.uri = uri
@@ -108,6 +101,7 @@ class Keepalive:
         self.mobike_grace = mobike_grace
         self.settle = settle
         self.down_grace = down_grace
+        self.clock = clock
         #: monotonic time of the next attempt while backing off (None: not failing)
         self.next_retry: dict[str, float | None] = dict.fromkeys(self.conns)
         #: the backoff delay last waited (0 when the last attempt succeeded)
@@ -125,7 +119,7 @@ class Keepalive:
         self._fresh_start = dict.fromkeys(self.conns, False)
         #: the way out last seen (None: not yet read) and the pending re-check of a change
         self._way_out: tuple[Any, ...] | None = None
-        self._net_check: asyncio.TimerHandle | None = None
+        self._net_check: TimerHandle | None = None
         self._replacing: set[asyncio.Task[None]] = set()
         #: the pending outcome of a non-blocking initiate, settled by the SA events
         self._outcome: dict[str, asyncio.Future[bool]] = {}
@@ -205,32 +199,30 @@ class Keepalive:
                 await self._session.close()
 
     async def _keeper(self, conn: str) -> None:
-        delays: Iterator[float] = iter(())
-        failing = False
+        backoff = Backoff(self.backoff_start, self.backoff_cap, jitter=BACKOFF_JITTER)
         # a just-loaded connection with `start_action = start` is being initiated by
         # charon itself: let it go first, as after a down
-        await asyncio.sleep(self.down_grace)
+        await self.clock.sleep(self.down_grace)
         while True:
             if conn not in self.held:
                 ok = await self._ensure_up(conn)
                 if ok:
-                    delays, failing = iter(()), False
+                    backoff.reset()
                     self.last_delay[conn] = 0.0
                 else:
-                    if not failing or self._fresh_start[conn]:
-                        delays = iter(backoff_delays(self.backoff_start, self.backoff_cap))
-                        failing = True
+                    if self._fresh_start[conn]:
+                        backoff.reset()
                         self._fresh_start[conn] = False
-                    delay = next(delays)
+                    delay = backoff.next_delay()
                     self.last_delay[conn] = delay
-                    self.next_retry[conn] = time.monotonic() + delay
+                    self.next_retry[conn] = self.clock.monotonic() + delay
                     await self._wait(conn, delay)
                     self.next_retry[conn] = None
                     continue
             woken_by = await self._wait(conn, None)
             if woken_by == "down":
                 # charon may restart it itself (close_action/dpd_action): let it go first
-                await asyncio.sleep(self.down_grace)
+                await self.clock.sleep(self.down_grace)
 
     async def _wait(self, conn: str, timeout: float | None) -> str:
         """Until kicked or `timeout` passes; returns "down", "network" or "timeout".
@@ -238,17 +230,9 @@ class Keepalive:
         During a backoff (a timeout) only a network change cuts the wait short: the
         downs of our own failed attempts must not."""
         kick, net = self._kick[conn], self._net_kick[conn]
-        waiters = {asyncio.ensure_future(net.wait()): "network"}
-        if timeout is None:
-            waiters[asyncio.ensure_future(kick.wait())] = "down"
-        try:
-            done, _ = await asyncio.wait(waiters, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-        woken_by = "network" if net.is_set() else waiters[next(iter(done))] if done \
-            else "timeout"
+        woken = await self.clock.wait_any([net] if timeout is not None else [net, kick],
+                                          timeout)
+        woken_by = "network" if net.is_set() else "down" if woken else "timeout"
         kick.clear()
         net.clear()
         return woken_by
@@ -328,8 +312,7 @@ class Keepalive:
         log.debug("keepalive_net_change", addresses=sorted(state.global_addresses))
         if self._net_check is not None:
             self._net_check.cancel()
-        self._net_check = asyncio.get_running_loop().call_later(
-            self.settle, self._network_changed)
+        self._net_check = self.clock.call_later(self.settle, self._network_changed)
 
     def _addresses(self) -> frozenset[str]:
         assert self.netlink is not None and self.netlink.state is not None
@@ -355,7 +338,7 @@ class Keepalive:
 
     async def _replace_stale(self, conn: str) -> None:
         """Give MOBIKE `mobike_grace` seconds; then replace SAs whose address is gone."""
-        await asyncio.sleep(self.mobike_grace)
+        await self.clock.sleep(self.mobike_grace)
         addresses = self._addresses()
         stale = [sa for sa in self.watcher.table.live_for_conn(conn)
                  if sa.local_host and sa.local_host not in addresses]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from swand.clock import SYSTEM_CLOCK, Clock
+from swand.core.backoff import Backoff
 from swand.log import get_logger
 
 log = get_logger("swand.runner")
@@ -48,18 +49,18 @@ class BoundedFrequencyRunner:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         jitter: float = 0.1,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self._pass_fn = pass_fn
         self.min_interval = min_interval
         self.max_interval = max_interval
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.jitter = jitter
+        self.clock = clock
+        self.backoff = Backoff(backoff_initial, backoff_max, jitter=jitter)
         self._pending: PassRequest | None = None
         self._wake = asyncio.Event()
         self._last_start = float("-inf")
-        self._failures = 0
         self.passes = 0
         self.failed_passes = 0
         self.last_success: float | None = None
@@ -80,35 +81,28 @@ class BoundedFrequencyRunner:
     def _periodic_delay(self) -> float:
         return self.max_interval * (1 + random.uniform(-self.jitter, self.jitter))
 
-    def _backoff_delay(self) -> float:
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** (self._failures - 1))
-        return delay * (1 + random.uniform(0, self.jitter))
-
     async def run(self) -> None:
         """Loop forever; cancel the task to stop (a running pass is cancelled too)."""
         while True:
             # after a failure the retry is already pending: only success waits here
             if self._pending is None:
                 self._idle.set()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._periodic_delay())
-                except TimeoutError:
+                if not await self.clock.wait_any([self._wake], self._periodic_delay()):
                     self.poke("periodic")
             self._wake.clear()
-            wait = self._last_start + self.min_interval - time.monotonic()
+            wait = self._last_start + self.min_interval - self.clock.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self.clock.sleep(wait)
             request, self._pending = self._pending or PassRequest({"periodic"}), None
-            self._last_start = time.monotonic()
+            self._last_start = self.clock.monotonic()
             self.passes += 1
             try:
                 await self._pass_fn(request)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one failed pass must never kill the daemon
-                self._failures += 1
                 self.failed_passes += 1
-                retry_in = self._backoff_delay()
+                retry_in = self.backoff.next_delay()
                 log.error(
                     "pass failed", runner=self.name, reasons=sorted(request.reasons),
                     error=str(exc), error_type=type(exc).__name__,
@@ -118,7 +112,7 @@ class BoundedFrequencyRunner:
                 if self._pending is None:
                     self._pending = PassRequest()
                 self._pending.merge("retry", True)
-                await asyncio.sleep(retry_in)
+                await self.clock.sleep(retry_in)
             else:
-                self._failures = 0
-                self.last_success = time.time()
+                self.backoff.reset()
+                self.last_success = self.clock.time()

@@ -380,15 +380,6 @@ def test_keepalive_does_not_hold_after_its_own_terminate() -> None:
     assert not k.held and k._kick["home"].is_set()
 
 
-def test_backoff_doubles_to_a_minute_with_jitter() -> None:
-    from swand.runtime.keepalive import backoff_delays
-
-    steady = backoff_delays(rand=lambda lo, hi: 1.0)
-    assert [next(steady) for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
-    low = backoff_delays(rand=lambda lo, hi: lo)
-    assert next(low) == pytest.approx(0.8)
-
-
 def test_initial_contact_log_makes_an_established_down_a_replacement() -> None:
     """charon destroys the stale SA before the new one's up; its log line says why."""
     table = PeerTable()

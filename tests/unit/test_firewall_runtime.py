@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from swand.adapters.firewall_backend import ApplyReport
 from swand.adapters.netlink import NetState
 from swand.adapters.sysctl import SysctlChange
+from swand.clock import FakeClock
 from swand.config import FirewallSettings, SwandConfig
 from swand.core.firewall import ChildSA, DesiredFirewall, Pool
 from swand.runtime.firewall import FirewallPassError, FirewallReconciler, FirewallSnapshot
@@ -34,6 +36,9 @@ class FakeBackend:
         self.applied.append(desired)
         return ApplyReport("fake", changed_tables=("ipv4/filter",) if changed else ())
 
+    async def flush(self) -> ApplyReport:
+        return await self.apply(DesiredFirewall({}))
+
     async def close(self) -> None:
         self.journal.append("closed")
 
@@ -43,7 +48,7 @@ class FakeSysctl:
         self.journal = journal
         self.values: dict[str, str] = {}
 
-    def apply(self, want: dict[str, str]) -> list[SysctlChange]:
+    def apply(self, want: Mapping[str, str]) -> list[SysctlChange]:
         self.journal.append("sysctl")
         changes = [SysctlChange(k, self.values.get(k), v) for k, v in want.items()
                    if self.values.get(k) != v]
@@ -52,7 +57,8 @@ class FakeSysctl:
 
 
 def make(snapshots: list[Any], *, net: NetState = NET, interval: float = 10.0,
-         **firewall: Any) -> tuple[FirewallReconciler, FakeBackend, FakeSysctl, list[str]]:
+         clock: FakeClock | None = None, **firewall: Any
+         ) -> tuple[FirewallReconciler, FakeBackend, FakeSysctl, list[str]]:
     journal: list[str] = []
     cfg = dataclasses.replace(SwandConfig(), firewall=FirewallSettings(**firewall),
                               source="test.toml")
@@ -68,7 +74,7 @@ def make(snapshots: list[Any], *, net: NetState = NET, interval: float = 10.0,
 
     backend, sysctl = FakeBackend(journal), FakeSysctl(journal)
     fw = FirewallReconciler(cfg, snapshot, backend=backend, sysctl=sysctl, net_state=net_state,
-                            min_interval=0.01, interval=interval)
+                            min_interval=0.01, interval=interval, clock=clock or FakeClock())
     return fw, backend, sysctl, journal
 
 
@@ -126,21 +132,23 @@ def test_disabled_touches_nothing() -> None:
 
 def test_runner_follows_pokes_and_repeats_periodically() -> None:
     snapshots: list[Any] = [FirewallSnapshot(POOLS, ())]
-    fw, backend, _, journal = make(snapshots, interval=0.2)
+    clock = FakeClock()
+    fw, backend, _, journal = make(snapshots, interval=10.0, clock=clock)
 
     async def scenario() -> None:
         await fw.start()
         await asyncio.wait_for(fw.wait_idle(), 5)
         assert len(backend.applied) == 1
         snapshots[0] = FirewallSnapshot(POOLS, (SA,))
+        await clock.advance(0.01)  # the runner's minimum interval
         fw.poke("child-updown")
-        await asyncio.sleep(0.05)
         await asyncio.wait_for(fw.wait_idle(), 5)
         assert "SWAND-FWD" in str(backend.applied[-1].tables[("ipv4", "filter")].chains)
         assert fw.last_report is not None and fw.last_report.sas == 1
-        before = len(backend.applied)
-        await asyncio.sleep(0.6)  # periodic passes (the drift check)
-        assert len(backend.applied) >= before + 2
+        for passes in (3, 4):  # periodic passes (the drift check): 10 s +- 10 %
+            await clock.advance(11.0)
+            await asyncio.wait_for(fw.wait_idle(), 5)
+            assert len(backend.applied) == passes
         await fw.stop()
 
     asyncio.run(scenario())

@@ -6,9 +6,12 @@ the old IKE_SA DELETING without children, the new one not yet listed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from swand.adapters.firewall_backend import ApplyReport
 from swand.adapters.netlink import NetState
+from swand.adapters.sysctl import SysctlChange
+from swand.clock import FakeClock
 from swand.config import SwandConfig
 from swand.core.firewall import (
     ChildSA,
@@ -58,12 +61,15 @@ class _Backend:
         self.applied.append(desired)
         return ApplyReport("fake")
 
+    async def flush(self) -> ApplyReport:
+        return ApplyReport("fake")
+
     async def close(self) -> None:
         pass
 
 
 class _Sysctl:
-    def apply(self, want: dict[str, str]) -> list[object]:
+    def apply(self, want: Mapping[str, str]) -> list[SysctlChange]:
         return []
 
 
@@ -80,8 +86,10 @@ def test_the_reconciler_keeps_a_moving_sa_and_drops_it_after_the_hold() -> None:
     async def net_state() -> NetState:
         return NetState("eth0", {"eth0": ("192.0.2.1/24",)})
 
+    clock = FakeClock()
     fw = FirewallReconciler(SwandConfig(), snapshot, backend=backend, sysctl=_Sysctl(),
-                            net_state=net_state, min_interval=0.01, interval=60.0)
+                            net_state=net_state, min_interval=0.01, interval=60.0,
+                            clock=clock)
 
     def forward_rules() -> str:
         return str(backend.applied[-1].tables[("ipv4", "filter")].chains)
@@ -91,15 +99,17 @@ def test_the_reconciler_keeps_a_moving_sa_and_drops_it_after_the_hold() -> None:
         await asyncio.wait_for(fw.wait_idle(), 5)
         assert "10.8.0.129" in forward_rules()
         snapshots[0] = FirewallSnapshot(POOLS, (), settling=True)
+        await clock.advance(0.01)  # the runner's minimum interval
         fw.poke("ike-rekey")
-        await asyncio.sleep(0.05)
         await asyncio.wait_for(fw.wait_idle(), 5)
         assert "10.8.0.129" in forward_rules()  # held
         passes = len(backend.applied)
         snapshots[0] = FirewallSnapshot(POOLS, ())
-        await asyncio.sleep(SETTLE_HOLD + 0.2)  # no poke: the reconciler's own re-read
+        await clock.advance(SETTLE_HOLD - 0.01)
+        assert len(backend.applied) == passes
+        await clock.advance(0.01)  # no poke: the reconciler's own re-read
         await asyncio.wait_for(fw.wait_idle(), 5)
-        assert len(backend.applied) > passes
+        assert len(backend.applied) == passes + 1
         assert "10.8.0.129" not in forward_rules()
         await fw.stop()
 

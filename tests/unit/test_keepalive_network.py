@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from swand.adapters.netlink import NetState
+from swand.clock import FakeClock
 from swand.runtime.keepalive import Keepalive
 
 
@@ -41,10 +42,26 @@ class FakeNetlink:
             callback(self.state)
 
 
-def make(settle: float = 0.05) -> tuple[Keepalive, FakeWatcher, FakeNetlink, list[str]]:
+class FakeSession:
+    """Records the requests keepalive sends to charon."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    async def request(self, cmd: str, msg: dict[str, Any], **_kw: Any) -> dict[str, Any]:
+        self.sent.append((cmd, msg.get("ike-id")))
+        return {}
+
+    async def close(self) -> None:
+        pass
+
+
+def make(clock: FakeClock, settle: float = 0.05, session: FakeSession | None = None,
+         ) -> tuple[Keepalive, FakeWatcher, FakeNetlink, list[str]]:
     watcher, netlink = FakeWatcher(), FakeNetlink()
     keepalive = Keepalive("unix:///nonexistent", ["home"], watcher,  # type: ignore[arg-type]
-                          netlink=netlink, settle=settle)  # type: ignore[arg-type]
+                          netlink=netlink, settle=settle, clock=clock,  # type: ignore[arg-type]
+                          session=session or FakeSession())  # type: ignore[arg-type]
     kicks: list[str] = []
     keepalive.kick = lambda conn, network=False: kicks.append(conn)  # type: ignore[method-assign]
     return keepalive, watcher, netlink, kicks
@@ -52,16 +69,21 @@ def make(settle: float = 0.05) -> tuple[Keepalive, FakeWatcher, FakeNetlink, lis
 
 def test_first_state_is_only_noted_and_a_burst_is_checked_once() -> None:
     async def main() -> list[str]:
-        _, _, netlink, kicks = make()
+        clock = FakeClock()
+        _, _, netlink, kicks = make(clock)
         netlink.publish({"192.0.2.5"})  # the state at start: not a change
-        await asyncio.sleep(0.1)
+        await clock.advance(1.0)
         assert kicks == []
         netlink.publish(set())  # old address gone ...
+        await clock.advance(0.04)
         netlink.publish({"198.51.100.30"})  # ... new one, then its route: one burst
+        await clock.advance(0.04)
         netlink.publish({"198.51.100.30"}, {("up0", "198.51.100.1")})
-        await asyncio.sleep(0.02)
-        assert kicks == []  # still settling
-        await asyncio.sleep(0.1)
+        await clock.advance(0.049)
+        assert kicks == []  # still settling: 49 ms into the 50 ms after the last change
+        await clock.advance(0.001)
+        assert kicks == ["home"]
+        await clock.advance(1.0)
         return kicks
 
     assert asyncio.run(main()) == ["home"]  # no SA: initiated at once, once
@@ -69,11 +91,12 @@ def test_first_state_is_only_noted_and_a_burst_is_checked_once() -> None:
 
 def test_a_change_elsewhere_than_the_way_out_is_ignored() -> None:
     async def main() -> list[str]:
-        _, _, netlink, kicks = make()
+        clock = FakeClock()
+        _, _, netlink, kicks = make(clock)
         netlink.publish({"192.0.2.5"})
         # a virtual IP on ipsec0, a link-local address: other parts of the state
         netlink.publish({"192.0.2.5"}, interfaces={"ipsec0": ("10.8.0.1/32",)})
-        await asyncio.sleep(0.1)
+        await clock.advance(1.0)
         return kicks
 
     assert asyncio.run(main()) == []
@@ -81,21 +104,19 @@ def test_a_change_elsewhere_than_the_way_out_is_ignored() -> None:
 
 def test_an_sa_whose_address_is_gone_is_replaced_after_the_mobike_grace() -> None:
     async def main() -> tuple[list[str], list[Any]]:
-        keepalive, watcher, netlink, kicks = make()
-        keepalive.mobike_grace = 0.05
+        clock = FakeClock()
+        session = FakeSession()
+        keepalive, watcher, netlink, kicks = make(clock, session=session)
+        keepalive.mobike_grace = 1.0
         sa = SimpleNamespace(conn="home", uniqueid="7", local_host="192.0.2.5")
         watcher.live["home"] = [sa]
-        sent: list[Any] = []
-
-        async def request(cmd: str, msg: dict[str, Any], **_kw: Any) -> dict[str, Any]:
-            sent.append((cmd, msg["ike-id"]))
-            return {}
-
-        keepalive._session.request = request  # type: ignore[method-assign]
+        sent = session.sent
         netlink.publish({"192.0.2.5"})
         netlink.publish({"198.51.100.30"})
-        await asyncio.sleep(0.2)
-        assert "7" in keepalive._own_terminates
+        await clock.advance(0.05 + 0.99)  # settled; MOBIKE may still move the SA
+        assert sent == [] and kicks == []
+        await clock.advance(0.01)
+        assert keepalive._own_terminates == {"7"}
         return kicks, sent
 
     kicks, sent = asyncio.run(main())

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from swand.adapters import netlink
 from swand.adapters.netlink import NetlinkWatcher, NetState
+from swand.clock import FakeClock
 
 
 class FakeSocket:
@@ -23,7 +23,7 @@ class FakeSocket:
 
     async def get(self) -> AsyncIterator[dict[str, Any]]:
         if not self.batches:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # nothing more: until cancelled
         batch = self.batches.pop(0)
         if isinstance(batch, BaseException):
             raise batch
@@ -38,8 +38,10 @@ def route(table: int) -> dict[str, Any]:
     return {"event": "RTM_NEWROUTE", "table": table}
 
 
-def run_watcher(monkeypatch: pytest.MonkeyPatch, sockets: list[FakeSocket],
-                states: list[NetState], seconds: float) -> tuple[NetlinkWatcher, list[Any]]:
+def run_watcher(sockets: list[FakeSocket], states: list[NetState], seconds: float
+                ) -> tuple[NetlinkWatcher, list[Any]]:
+    """Run a watcher over `sockets` (one per open) and `states` (one per dump, the last
+    repeated) for `seconds` of fake time."""
     opened: list[FakeSocket] = []
 
     async def fake_open(_netns: str | None) -> FakeSocket:
@@ -49,15 +51,15 @@ def run_watcher(monkeypatch: pytest.MonkeyPatch, sockets: list[FakeSocket],
     async def fake_dump(_ipr: Any) -> NetState:
         return states.pop(0) if len(states) > 1 else states[0]
 
-    monkeypatch.setattr(netlink, "_open", fake_open)
-    monkeypatch.setattr(netlink, "_dump", fake_dump)
     published: list[NetState] = []
 
     async def main() -> NetlinkWatcher:
-        watcher = NetlinkWatcher(settle=0.0)
+        clock = FakeClock()
+        watcher = NetlinkWatcher(settle=0.0, clock=clock, open_socket=fake_open,
+                                 dump=fake_dump)
         watcher.add_callback(published.append)
         task = asyncio.create_task(watcher.run())
-        await asyncio.sleep(seconds)
+        await clock.advance(seconds)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -72,24 +74,26 @@ A = NetState("eth0", {"eth0": ("192.0.2.1/24",)})
 B = NetState("eth1", {"eth1": ("198.51.100.2/24",)})
 
 
-def test_table_220_is_ignored_and_only_changes_are_published(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_table_220_is_ignored_and_only_changes_are_published() -> None:
     sock = FakeSocket([[route(220)], [route(254)], [route(254)]])
     # dumps: the first state, then one per main-table event (A unchanged, then B); a
     # dump for the table-220 event would shift them and publish A once more at the end
-    watcher, published = run_watcher(monkeypatch, [sock], [A, A, B, A], 0.1)
+    watcher, published = run_watcher([sock], [A, A, B, A], 0.1)
     assert published == [A, B] and watcher.state == B and watcher.ready.is_set()
 
 
-def test_enobufs_reopens_and_reads_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enobufs_reopens_and_reads_again() -> None:
     first = FakeSocket([OSError(errno.ENOBUFS, "No buffer space available")])
     second = FakeSocket([])
-    watcher, published = run_watcher(monkeypatch, [first, second], [A, B], 0.1)
+    watcher, published = run_watcher([first, second], [A, B], 0.1)
     assert watcher.resyncs == 1 and published == [A, B]
 
 
-def test_other_failures_are_retried_after_a_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_failures_are_retried_after_a_backoff() -> None:
     first = FakeSocket([OSError(errno.EBADF, "Bad file descriptor")])
     second = FakeSocket([])
-    watcher, published = run_watcher(monkeypatch, [first, second], [A, B], 1.3)
+    watcher, published = run_watcher([first, second], [A, B], 0.99)
+    assert published == [A]  # the retry waits 1 s
+    first = FakeSocket([OSError(errno.EBADF, "Bad file descriptor")])
+    watcher, published = run_watcher([first, FakeSocket([])], [A, B], 1.0)
     assert watcher.resyncs == 0 and published == [A, B]

@@ -1,127 +1,147 @@
-"""The bounded-frequency runner: coalescing, rate limit, periodic pass, backoff."""
+"""The bounded-frequency runner: coalescing, rate limit, periodic pass, backoff.
+
+Time is a `FakeClock`: each test says when time moves, nothing sleeps."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+import pytest
+from structlog.testing import capture_logs
+
+from swand.clock import FakeClock
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
+def run(scenario: Callable[[FakeClock], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await asyncio.wait_for(scenario(FakeClock()), 10)
+
+    asyncio.run(main())
 
 
-def test_pokes_coalesce_into_one_pass():
-    seen: list[PassRequest] = []
+def start(runner: BoundedFrequencyRunner) -> asyncio.Task[None]:
+    return asyncio.create_task(runner.run())
 
-    async def scenario():
-        async def pass_fn(req):
-            seen.append(req)
 
-        r = BoundedFrequencyRunner("t", pass_fn, min_interval=0.05, max_interval=60)
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def recorder(clock: FakeClock, seen: list[tuple[float, PassRequest]],
+             fail_first: int = 0) -> Callable[[PassRequest], Coroutine[Any, Any, None]]:
+    async def pass_fn(req: PassRequest) -> None:
+        seen.append((clock.monotonic(), req))
+        if len(seen) <= fail_first:
+            raise RuntimeError("charon said no")
+
+    return pass_fn
+
+
+def test_pokes_coalesce_into_one_pass() -> None:
+    seen: list[tuple[float, PassRequest]] = []
+
+    async def scenario(clock: FakeClock) -> None:
+        r = BoundedFrequencyRunner("t", recorder(clock, seen), min_interval=0.05,
+                                   max_interval=60, clock=clock)
         r.poke("a")
         r.poke("b", full=True)
-        task = asyncio.create_task(r.run())
-        await asyncio.sleep(0.02)
+        task = start(r)
         await r.wait_idle()
-        task.cancel()
+        await stop(task)
 
-    run(scenario())
+    run(scenario)
     assert len(seen) == 1
-    assert seen[0].reasons == {"a", "b"} and seen[0].full
+    assert seen[0][1].reasons == {"a", "b"} and seen[0][1].full
 
 
-def test_min_interval_is_respected():
-    starts: list[float] = []
+def test_min_interval_is_respected() -> None:
+    seen: list[tuple[float, PassRequest]] = []
 
-    async def scenario():
-        async def pass_fn(_req):
-            starts.append(time.monotonic())
-
-        r = BoundedFrequencyRunner("t", pass_fn, min_interval=0.2, max_interval=60)
-        task = asyncio.create_task(r.run())
-        for _ in range(3):
-            r.poke("x")
-            await asyncio.sleep(0.01)
-            await r.wait_idle()
-        task.cancel()
-
-    run(scenario())
-    assert len(starts) == 3
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(g >= 0.19 for g in gaps), gaps
-
-
-def test_periodic_pass_without_pokes():
-    count = 0
-
-    async def scenario():
-        nonlocal count
-
-        async def pass_fn(req):
-            nonlocal count
-            assert "periodic" in req.reasons
-            count += 1
-
-        r = BoundedFrequencyRunner("t", pass_fn, min_interval=0.0, max_interval=0.05)
-        task = asyncio.create_task(r.run())
-        await asyncio.sleep(0.3)
-        task.cancel()
-
-    run(scenario())
-    assert count >= 3
-
-
-def test_failure_retries_with_backoff_and_full_pass():
-    seen: list[PassRequest] = []
-
-    async def scenario():
-        async def pass_fn(req):
-            seen.append(req)
-            if len(seen) < 3:
-                raise RuntimeError("charon said no")
-
-        r = BoundedFrequencyRunner(
-            "t", pass_fn, min_interval=0.0, max_interval=60, backoff_initial=0.05
-        )
-        r.poke("start")
-        task = asyncio.create_task(r.run())
-        await asyncio.sleep(0.02)
+    async def scenario(clock: FakeClock) -> None:
+        r = BoundedFrequencyRunner("t", recorder(clock, seen), min_interval=0.2,
+                                   max_interval=60, clock=clock)
+        task = start(r)
+        r.poke("x")
         await r.wait_idle()
-        task.cancel()
-        assert r.failed_passes == 2 and r.last_success is not None
+        r.poke("y")
+        await clock.advance(0.19)
+        assert len(seen) == 1  # 0.19 s after the first pass: still waiting
+        await clock.advance(0.01)
+        await r.wait_idle()
+        assert len(seen) == 2
+        await stop(task)
 
-    run(scenario())
+    run(scenario)
+    assert seen[1][0] - seen[0][0] == pytest.approx(0.2)
+
+
+def test_periodic_pass_without_pokes() -> None:
+    seen: list[tuple[float, PassRequest]] = []
+
+    async def scenario(clock: FakeClock) -> None:
+        r = BoundedFrequencyRunner("t", recorder(clock, seen), min_interval=0.0,
+                                   max_interval=10.0, clock=clock)
+        task = start(r)
+        await clock.advance(8.9)  # the earliest periodic pass: 10 s - 10 % jitter
+        assert seen == []
+        await clock.advance(2.1)  # the latest: 10 s + 10 %
+        assert len(seen) == 1
+        for passes in (2, 3):  # each 9 to 11 s after the one before
+            await clock.advance(11.0)
+            assert len(seen) == passes
+        await stop(task)
+
+    run(scenario)
     assert len(seen) == 3
-    assert seen[1].full and "retry" in seen[1].reasons
+    assert all("periodic" in req.reasons and not req.full for _, req in seen)
 
 
-def test_the_retry_delay_logged_is_the_one_waited():
+def test_failure_retries_with_backoff_and_full_pass() -> None:
+    seen: list[tuple[float, PassRequest]] = []
+
+    async def scenario(clock: FakeClock) -> None:
+        r = BoundedFrequencyRunner("t", recorder(clock, seen, fail_first=2), min_interval=0.0,
+                                   max_interval=60, backoff_initial=1.0, jitter=0.0,
+                                   clock=clock)
+        r.poke("start")
+        task = start(r)
+        await clock.advance(0.99)
+        assert len(seen) == 1  # the first retry: after 1 s
+        await clock.advance(0.01)
+        assert len(seen) == 2
+        await clock.advance(1.99)  # the second: 2 s after the first retry
+        assert len(seen) == 2
+        await clock.advance(0.01)
+        await r.wait_idle()
+        assert r.failed_passes == 2 and r.last_success is not None
+        await stop(task)
+
+    run(scenario)
+    assert len(seen) == 3
+    assert seen[1][1].full and "retry" in seen[1][1].reasons
+
+
+def test_the_retry_delay_logged_is_the_one_waited() -> None:
     """`retry_in` in the 'pass failed' line is what an operator reads: the retry must
     come after that delay, not after a second, differently jittered one."""
-    from structlog.testing import capture_logs
+    seen: list[tuple[float, PassRequest]] = []
 
-    starts: list[float] = []
-    delays = iter([0.05, 0.6, 0.6, 0.6])
-
-    async def scenario():
-        async def pass_fn(_req):
-            starts.append(time.monotonic())
-            if len(starts) == 1:
-                raise RuntimeError("charon said no")
-
-        r = BoundedFrequencyRunner("t", pass_fn, min_interval=0.0, max_interval=60)
-        r._backoff_delay = lambda: next(delays)  # type: ignore[method-assign]
+    async def scenario(clock: FakeClock) -> None:
+        r = BoundedFrequencyRunner("t", recorder(clock, seen, fail_first=1),
+                                   min_interval=0.0, max_interval=60, jitter=0.5, clock=clock)
         r.poke("start")
-        task = asyncio.create_task(r.run())
-        await asyncio.sleep(0.02)
-        await r.wait_idle()
-        task.cancel()
+        task = start(r)
+        await clock.run_loop()
+        (failed,) = [e for e in logs if e["event"] == "pass failed"]
+        await clock.advance(failed["retry_in"] - 0.01)
+        assert len(seen) == 1
+        await clock.advance(0.02)
+        assert len(seen) == 2
+        await stop(task)
 
     with capture_logs() as logs:
-        run(scenario())
-    (failed,) = [e for e in logs if e["event"] == "pass failed"]
-    assert failed["retry_in"] == 0.05
-    assert len(starts) == 2 and 0.04 <= starts[1] - starts[0] < 0.5, starts
+        run(scenario)
