@@ -156,6 +156,7 @@ def test_request_decodes_and_checks() -> None:
 
 def test_timeout_poisons_then_reconnects() -> None:
     connections = 0
+    slow_received, release_slow = asyncio.Event(), asyncio.Event()
 
     async def handler(reader, writer):
         nonlocal connections
@@ -168,7 +169,8 @@ def test_timeout_poisons_then_reconnects() -> None:
                 return
             _, name = named(packet)
             if name == "slow":
-                await asyncio.sleep(0.5)  # reply arrives after the client gave up
+                slow_received.set()
+                await release_slow.wait()  # the reply arrives after the client gave up
             writer.write(response({"answer": name, "conn": str(mine)}))
             try:
                 await writer.drain()
@@ -179,13 +181,16 @@ def test_timeout_poisons_then_reconnects() -> None:
         async with FakeCharon(handler) as fake:
             s = await ViciSession.connect(fake.path)
             with pytest.raises(ViciConnectionError, match="no reply within"):
-                await s.request("slow", timeout=0.1)
+                await s.request("slow", timeout=0.01)
             assert not s.connected
+            release_slow.set()
             # the late "slow" reply must not answer this one: a fresh connection does
             assert await s.request("fast") == {"answer": "fast", "conn": "2"}
             assert s.generation == 2
+            slow_received.clear()
+            release_slow.clear()
             task = asyncio.create_task(s.request("slow"))
-            await asyncio.sleep(0.1)
+            await slow_received.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -266,15 +271,18 @@ def test_missing_socket_fails_fast() -> None:
 
 
 def test_close_does_not_wait_for_a_command_in_flight() -> None:
+    received = asyncio.Event()
+
     async def handler(reader, writer):
         await read_packet(reader)
-        await asyncio.sleep(10)  # never answers
+        received.set()
+        await asyncio.Event().wait()  # never answers
 
     async def main():
         async with FakeCharon(handler) as fake:
             s = await ViciSession.connect(fake.path)
             task = asyncio.create_task(s.request("slow", timeout=30))
-            await asyncio.sleep(0.1)
+            await received.wait()
             loop = asyncio.get_running_loop()
             start = loop.time()
             await s.close()
