@@ -16,12 +16,14 @@ import time
 from typing import Any
 
 from swand import __version__
+from swand.adapters.http_metrics import serve
 from swand.adapters.sdnotify import SdNotify
 from swand.adapters.vici import ViciError
 from swand.config import SwandConfig, gateway_name
 from swand.core.firewall import Pool, configured_pools
 from swand.log import get_logger
 from swand.runtime.charon import Charon
+from swand.runtime.keepalive import Keepalive
 from swand.runtime.loader import ConfigLoader, LoadReport
 from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
@@ -62,8 +64,6 @@ class Daemon:
         self.routes = self._make_routes(cfg)
         self.keepalive: Any = None
         if cfg.keepalive.conns:
-            from swand.runtime.keepalive import Keepalive
-
             self.keepalive = Keepalive(cfg.charon.vici, cfg.keepalive.conns,
                                        self.charon.events, session=self.charon.commands)
         self.config_runner = BoundedFrequencyRunner(
@@ -209,8 +209,6 @@ class Daemon:
                  firewall=self.cfg.firewall.enabled)
         metrics_server = None
         if self.cfg.metrics.listen:
-            from swand.adapters.http_metrics import serve
-
             metrics_server = serve(self.cfg.metrics.listen,
                                    MetricsCollector(self.poller, self.registry))
             if metrics_server:

@@ -75,6 +75,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_common_arguments(p, default=argparse.SUPPRESS)
         if command is None or name == command:
+            # lazily on purpose: a command module imports what its command needs at the
+            # top (`run` the whole daemon, `check` the parsers), and `swand check` must
+            # not pay for, or fail on, the daemon's bindings
             module = importlib.import_module(f"swand.commands.{MODULES.get(name, name)}")
             module.add_arguments(p)
             _add_common_to_actions(p)

@@ -55,6 +55,8 @@ def _short(err: object) -> str:
 def nftables_available() -> bool:
     """Whether libnftables' Python binding can be imported here."""
     try:
+        # inside: python3-nftables is a Debian package that may be missing (then only
+        # legacy iptables is available), and this import is the test for it
         import nftables  # noqa: F401
     except ImportError:
         return False
@@ -241,7 +243,7 @@ class NftablesBackend(ThreadedBackend):
     def _ctx(self) -> Any:
         if self._nft is None:
             try:
-                import nftables
+                import nftables  # inside: optional, see nftables_available
             except ImportError:
                 raise FirewallBackendError(
                     "[firewall] backend = \"nftables\" needs libnftables' Python binding: "

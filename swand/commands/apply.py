@@ -19,7 +19,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from swand.adapters.vici import ViciError, ViciSession
 from swand.config import ConfigError, SwandConfig, load_config
+from swand.runtime.firewall import apply_firewall_once
 from swand.runtime.loader import ConfigLoader, LoadReport
 
 #: the firewall step of `swand apply`: (config, VICI session) -> failure lines. Resolved
@@ -35,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _firewall(cfg: SwandConfig, session: Any) -> list[str]:
-    """The firewall hook: one pass of swand.runtime.firewall (issue 3)."""
-    from swand.runtime.firewall import apply_firewall_once
-
+    """The firewall hook: one pass of swand.runtime.firewall."""
     try:
         report = await apply_firewall_once(cfg, session)
     except Exception as exc:  # every failure becomes one line, never a traceback
@@ -54,8 +54,6 @@ async def apply_once(cfg: SwandConfig, *, firewall: FirewallHook | None = _firew
 
     The folder is read before charon is contacted: a file that does not parse is
     reported (and nothing changed) even when charon is down."""
-    from swand.adapters.vici import ViciError, ViciSession
-
     loader = ConfigLoader(cfg.swanctl.dir, terminate_removed=cfg.swanctl.terminate_removed)
     parsed, config_errors = loader.reread()
     config_lines = [str(e) for e in config_errors]

@@ -24,6 +24,8 @@ from swand.config import ConfigError, SwandConfig, load_config
 from swand.core import checks, plugins
 from swand.core.checks import CheckInput, CredentialFile, Finding, SystemFacts
 from swand.core.settings import Section, SettingsError, parse_file
+from swand.core.swanctl import referenced_files, translate
+from swand.runtime.loader import read_credentials
 
 CERT_FOLDERS = ("x509",)
 CA_FOLDERS = ("x509ca",)
@@ -86,9 +88,6 @@ def read_folder(swanctl_dir: Path, folder: str) -> tuple[CredentialFile, ...]:
 def translation_findings(tree: Section, swanctl_dir: Path) -> list[Finding]:
     """The loader's translation problems (a named file missing, an undecryptable key...),
     through the same code `swand apply` and `swand run` use."""
-    from swand.core.swanctl import translate
-    from swand.runtime.loader import read_credentials
-
     _, errors = translate(tree, read_credentials(str(swanctl_dir), tree))
     out = []
     for err in errors:
@@ -283,8 +282,6 @@ def collect(args: argparse.Namespace) -> list[Finding]:
 
     def outside_files(tree: Section) -> tuple[CredentialFile, ...]:
         """Certificates named by absolute path (`certs = /etc/ssl/gw.pem`)."""
-        from swand.core.swanctl import referenced_files
-
         out = []
         for path in referenced_files(tree, str(swanctl_dir)):
             if Path(path).is_relative_to(swanctl_dir):

@@ -20,18 +20,24 @@ import re
 import sys
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from swand.adapters.pki_files import (
     PkiError,
     SwanctlPki,
     check_client_name,
     common_name,
+    dn_string,
     generate_password,
     issue_client,
     list_clients,
     pkcs12_bytes,
+    read_crl,
     revoke_client,
     write_new,
 )
+from swand.adapters.vici import ViciError, ViciSession
 from swand.config import ConfigError, load_config
 from swand.core import profiles
 from swand.core.settings import SettingsError, parse_file
@@ -214,7 +220,6 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
     # Apple devices import only the legacy (3DES/SHA-1) PKCS#12 (strongSwan's Apple
     # interoperability notes): the mobileconfig embeds that one whatever --modern says.
     apple_p12 = pkcs12_bytes(issued, password, modern=False) if args.modern else p12
-    from cryptography.hazmat.primitives.serialization import Encoding
 
     client = profiles.ClientInfo(
         name=name, dn=issued.dn, san=issued.san, p12=p12,
@@ -279,8 +284,6 @@ def cmd_add(args: argparse.Namespace, swanctl_dir: Path) -> int:
 
 async def _revoke_live(uri: str, crl_der: bytes, identities: set[str]) -> list[str]:
     """Load the CRL into charon and end the SAs of the revoked identities."""
-    from swand.adapters.vici import ViciSession
-
     ended: list[str] = []
     session = await ViciSession.connect(uri)
     try:
@@ -308,9 +311,6 @@ def _norm(identity: str) -> str:
 
 
 def cmd_revoke(args: argparse.Namespace, swanctl_dir: Path, vici_uri: str) -> int:
-    from swand.adapters.pki_files import dn_string, read_crl
-    from swand.adapters.vici import ViciError
-
     pki = SwanctlPki(swanctl_dir)
     name = check_client_name(args.name)
     cert, crl_der = revoke_client(pki, name)
@@ -318,7 +318,6 @@ def cmd_revoke(args: argparse.Namespace, swanctl_dir: Path, vici_uri: str) -> in
     print(f"client {name}: serial {cert.serial_number:x} revoked; {pki.crl} now lists "
           f"{len(list(crl)) if crl else 0} certificate(s)")
     identities = {_norm(dn_string(cert.subject))}
-    from cryptography import x509
 
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

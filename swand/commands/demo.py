@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from swand.lab import INTERNET_HOST, Lab, configs, wait_for
+from swand.lab.daemon import start_swand
+
 #: the reference setup's gateway id and the home server's certificate name
 DEMO_GATEWAY_ID = "vpn.example.org"
 HOME_SERVER = "t520"
@@ -88,8 +91,6 @@ def _demo(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("swand demo: needs root (network namespaces, charon)", file=sys.stderr)
         return 2
-    from swand.lab import INTERNET_HOST, Lab, configs, wait_for
-    from swand.lab.daemon import start_swand
 
     etc = find_etc()
     say = print

@@ -20,6 +20,8 @@ import json
 import sys
 from typing import Any
 
+from swand.adapters.iptables_legacy import LegacyIptablesBackend
+from swand.adapters.nftables import NftablesBackend, nftables_available
 from swand.config import ConfigError, load_config
 
 
@@ -29,9 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def flush_firewall() -> dict[str, Any]:
     """Remove swand's chains, jumps and table; return what was done per backend."""
-    from swand.adapters.iptables_legacy import LegacyIptablesBackend
-    from swand.adapters.nftables import NftablesBackend, nftables_available
-
     backends: list[Any] = [LegacyIptablesBackend()]
     if nftables_available():
         backends.append(NftablesBackend())

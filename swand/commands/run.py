@@ -6,7 +6,11 @@ import argparse
 import asyncio
 import sys
 
+from swand.adapters.firewall_backend import FirewallBackendError
+from swand.app import Daemon
 from swand.config import ConfigError, load_config
+from swand.core.firewall import BackendChoiceError
+from swand.log import configure_logging, get_logger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swand.log import configure_logging, get_logger
-
     try:
         cfg = load_config(args.config).with_overrides(
             vici=args.vici, swanctl_dir=args.swanctl_dir,
@@ -25,9 +27,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"swand: {exc}", file=sys.stderr)
         return 2
     configure_logging(cfg.log.format, cfg.log.level)
-    from swand.adapters.firewall_backend import FirewallBackendError
-    from swand.app import Daemon
-    from swand.core.firewall import BackendChoiceError
 
     try:
         return asyncio.run(Daemon(cfg).run())

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from swand.adapters.vici import ViciError, ViciSession
+from swand.config import ConfigError, load_config
 from swand.core import metrics as core
 from swand.core.untrusted import SkipFn, Unparsable, ignore_skip, shown, valid_text
 
@@ -141,8 +143,6 @@ def _number(value: object, default: float) -> float:
 async def fetch_view(
     uri: str, timeout: float, on_skip: SkipFn = ignore_skip,
 ) -> core.CharonView:
-    from swand.adapters.vici import ViciSession
-
     session = await ViciSession.connect(uri, timeout=timeout)
     try:
         version = core.parse_version(await session.request("version", timeout=timeout))
@@ -165,9 +165,6 @@ def read_last_downs(path: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from swand.adapters.vici import ViciError
-    from swand.config import ConfigError, load_config
-
     try:
         cfg = load_config(args.config).with_overrides(vici=args.vici)
     except ConfigError as exc:

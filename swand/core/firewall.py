@@ -27,6 +27,7 @@ Modes (how tunnel traffic is recognised):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import ipaddress
 import itertools
@@ -773,8 +774,6 @@ def diff_chain(
 
 def _lis(seq: Sequence[int]) -> list[int]:
     """Indices into `seq` of one longest strictly increasing subsequence (O(n log n))."""
-    import bisect
-
     tails: list[int] = []  # seq values
     tails_idx: list[int] = []
     prev = [-1] * len(seq)

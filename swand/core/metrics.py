@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+
 from swand.core.charon import parse_charon_time
 from swand.core.events import (
     ChildDown,
@@ -331,7 +333,6 @@ def parse_cert(event: Mapping[str, Any]) -> Certificate | None:
         data = data.encode("utf-8", errors="surrogateescape")
     if not isinstance(data, bytes | bytearray):
         return None
-    from cryptography import x509  # lazy: only the poller needs it
 
     try:
         cert = x509.load_der_x509_certificate(bytes(data))

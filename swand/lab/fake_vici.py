@@ -11,13 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from vici.protocol import FiniteStream, Message, Packet
+
 
 class RecordingVici:
     """A fake charon: answers every command with success and records what it got."""
 
     def __init__(self, path: Path) -> None:
-        from vici.protocol import FiniteStream, Message, Packet
-
         self._codec = (FiniteStream, Message, Packet)
         self.path = path
         self.log: list[tuple[str, dict]] = []

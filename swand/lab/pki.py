@@ -1,7 +1,8 @@
 """A throw-away CA for the lab: ECDSA P-384 certificates made with `cryptography`.
 
-Certificates are what a real road-warrior deployment uses (issue 7 builds the product's
-PKI); the lab's CA is deliberately separate and simple so tests never depend on it.
+Certificates are what a real road-warrior deployment uses (the product's PKI is
+swand.adapters.pki_files); the lab's CA is deliberately separate and simple so tests never
+depend on it.
 """
 
 from __future__ import annotations

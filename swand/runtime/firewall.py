@@ -41,8 +41,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swand.adapters import iptables_legacy as legacy
+from swand.adapters import nftables as nft
 from swand.adapters.firewall_backend import FirewallBackend
-from swand.adapters.netlink import NetState
+from swand.adapters.netlink import NetlinkWatcher, NetState, read_net_state
 from swand.adapters.sysctl import ProcSysctl, SysctlChange
 from swand.clock import SYSTEM_CLOCK, Clock, TimerHandle
 from swand.config import SwandConfig
@@ -167,9 +169,6 @@ def make_backend(cfg: SwandConfig) -> FirewallBackend:
 
     Raises BackendChoiceError when it must refuse (legacy rules on an nftables host
     without ``backend = "legacy"``)."""
-    from swand.adapters import iptables_legacy as legacy
-    from swand.adapters import nftables as nft
-
     name, why = choose_backend(
         cfg.firewall.backend, iptables_variant=legacy.iptables_variant(),
         nft_has_rules=nft.nftables_has_rules(), nft_available=nft.nftables_available(),
@@ -182,9 +181,6 @@ def make_backend(cfg: SwandConfig) -> FirewallBackend:
 async def remove_other_backend(backend_name: str) -> None:
     """After switching backend, remove what swand left in the other one (best effort: a
     failure is logged, never fatal)."""
-    from swand.adapters import iptables_legacy as legacy
-    from swand.adapters import nftables as nft
-
     other: FirewallBackend | None = None
     try:
         if backend_name == "nftables":
@@ -318,7 +314,6 @@ class FirewallReconciler:
     async def _start_egress(self, follow: bool = True) -> None:
         if self._net_state is not None:
             return
-        from swand.adapters.netlink import NetlinkWatcher, read_net_state
 
         if not follow:
             self._set_net(await read_net_state())

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from swand.adapters.vici import ViciCommandError, ViciError, ViciLimitError
 from swand.core import loadplan
 from swand.core.loadplan import LoadPlan, LoadRecord, Observed, Step
 from swand.core.settings import (
@@ -572,8 +573,6 @@ class ConfigLoader:
         """A pool whose connection was just removed: the terminated SAs release their
         leases as charon destroys them, a moment after `terminate` returns. Retry for up
         to 2 s before calling the unload refused."""
-        from swand.adapters.vici import ViciCommandError
-
         if not report.results or not _online_leases(report.results[-1].error):
             return False
         for _ in range(20):
@@ -632,8 +631,6 @@ class ConfigLoader:
 
     async def _run_step(self, session: Session, step: Step, report: LoadReport,
                         returned_ids: set[str]) -> bool:
-        from swand.adapters.vici import ViciCommandError, ViciError, ViciLimitError
-
         item = step.item
         label = item.label() if item else f"{step.kind} '{step.name}'"
         where = _where(item)
@@ -692,8 +689,6 @@ class ConfigLoader:
         whole sequence without waiting for swand: the window is charon's own processing
         time (keys come first after the clear, the signing key is what a client waits
         for), not a round trip per credential."""
-        from swand.adapters.vici import ViciError
-
         items = self._reload_items()
         pipelined = _pipelining(session)
         if pipelined is None:
@@ -743,8 +738,6 @@ class ConfigLoader:
     async def _reload_credentials(self, session: Session, report: LoadReport,
                                   returned_ids: set[str]) -> bool:
         """`_reload_items` one by one (charon lost them, or a session without pipelining)."""
-        from swand.adapters.vici import ViciCommandError, ViciLimitError
-
         ok = True
         for item in self._reload_items():
             try:
