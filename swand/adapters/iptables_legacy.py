@@ -162,7 +162,8 @@ def _tables_present(family: Family) -> set[str]:
         return set()
 
 
-def _getsockopt(sock: socket.socket, level: int, opt: int, buf: ctypes.Array) -> None:
+def _getsockopt(sock: socket.socket, level: int, opt: int,
+                buf: ctypes.Array[ctypes.c_char]) -> None:
     size = ctypes.c_uint32(ctypes.sizeof(buf))
     if _libc.getsockopt(sock.fileno(), level, opt, buf, ctypes.byref(size)) != 0:
         err = ctypes.get_errno()
@@ -199,7 +200,12 @@ def read_table_info(family: Family, table: str) -> tuple[int, int]:
     return values[11], values[12]
 
 
-def read_table_blob(family: Family, table: str) -> tuple[tuple[int, int], bytes, tuple]:
+#: a built-in chain's (hook entry offset, underflow offset, name) in a table blob
+Hook = tuple[int, int, str]
+
+
+def read_table_blob(family: Family, table: str
+                    ) -> tuple[tuple[int, int], bytes, tuple[Hook, ...]]:
     """(num_entries, size), the raw entries, and the hook offsets of one table -- the two
     getsockopt calls libiptc's iptc_init makes, without building its rule cache."""
     lay = LAYOUTS[family]
@@ -223,7 +229,7 @@ def read_table_blob(family: Family, table: str) -> tuple[tuple[int, int], bytes,
     return (num, size), blob, hooks
 
 
-def parse_tags(family: Family, blob: bytes, hooks: tuple, wanted_builtins: set[str],
+def parse_tags(family: Family, blob: bytes, hooks: tuple[Hook, ...], wanted_builtins: set[str],
                ) -> dict[str, tuple[str | None, ...]]:
     """Tags per chain for swand's chains and the given built-in chains.
 
@@ -295,7 +301,7 @@ class _EntryFactory:
         self.layout = LAYOUTS[family]
         self._templates: dict[Rule, _Template] = {}
 
-    def entry(self, rule: Rule) -> ctypes.Array:
+    def entry(self, rule: Rule) -> ctypes.Array[ctypes.c_ubyte]:
         reqid = _reqid_of(rule)
         shape = replace(rule, src=None, dst=None, chain="", matches=_with_reqid(
             rule.matches, str(_REQID_SENTINEL[0]) if reqid is not None else None))

@@ -83,7 +83,7 @@ class ViciCommandError(ViciError):
     ``matches`` or per-item errors).
     """
 
-    def __init__(self, command: str, errmsg: str, reply: dict | None = None) -> None:
+    def __init__(self, command: str, errmsg: str, reply: dict[str, Any] | None = None) -> None:
         super().__init__(f"vici {command}: {errmsg}")
         self.command = command
         self.errmsg = errmsg
@@ -152,7 +152,7 @@ def encode_request(command: str, message: Mapping[str, Any] | None = None) -> by
     """A complete CMD_REQUEST packet (without the 4-byte length), limits checked."""
     _check_name(command, "<command>")
     body = Message.serialize(normalize_message(message)) if message else None
-    packet = Packet.request(command, body)
+    packet: bytes = Packet.request(command, body)
     if len(packet) > MAX_MESSAGE:
         raise ViciLimitError(
             f"vici {command}: message is {len(packet)} bytes, more than VICI's "
@@ -161,13 +161,14 @@ def encode_request(command: str, message: Mapping[str, Any] | None = None) -> by
     return packet
 
 
-def decode_message(stream: FiniteStream, decode: bool, uri: str) -> dict:
+def decode_message(stream: FiniteStream, decode: bool, uri: str) -> dict[str, Any]:
     """Deserialize a message body into plain dicts; malformed input is a protocol error."""
     try:
         raw = Message.deserialize(stream)
     except Exception as exc:  # the codec raises struct.error, UnicodeError, its own...
         raise ViciConnectionError(f"vici {uri}: malformed message from charon: {exc}") from exc
-    return _plain(raw, decode)
+    message: dict[str, Any] = _plain(raw, decode)
+    return message
 
 
 def _plain(value: Any, decode: bool) -> Any:
@@ -409,7 +410,7 @@ class ViciSession:
         timeout: float = 30.0,
         check: bool = True,
         decode: bool = True,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Send `command` and return charon's reply as a dict.
 
         check=True raises ViciCommandError when the reply says ``success = no``.
@@ -464,7 +465,7 @@ class ViciSession:
         timeout: float = 60.0,
         decode: bool = True,
         check: bool = True,
-    ) -> tuple[list[dict], dict]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Register for `event`, send `command`, collect its events until the reply.
 
         Returns (events, reply), e.g. ``streamed("list-sas", "list-sa")``. The event is
@@ -474,7 +475,7 @@ class ViciSession:
         """
         _check_name(event, "<event>")
         packet = encode_request(command, message)
-        events: list[dict] = []
+        events: list[dict[str, Any]] = []
         async with self._lock:
             conn = await self._ensure_connected()
             try:
@@ -512,9 +513,9 @@ class ViciSession:
             )
 
     async def _read_reply(
-        self, conn: _Connection, command: str, event: str | None, events: list[dict],
+        self, conn: _Connection, command: str, event: str | None, events: list[dict[str, Any]],
         decode: bool,
-    ) -> dict:
+    ) -> dict[str, Any]:
         wanted = event.encode() if event else None
         held = 0  # bytes of the events kept so far
         while True:
@@ -545,7 +546,7 @@ class ViciSession:
             )
 
     @staticmethod
-    def _checked(command: str, reply: dict, check: bool) -> dict:
+    def _checked(command: str, reply: dict[str, Any], check: bool) -> dict[str, Any]:
         if check:
             success = reply.get("success")
             if isinstance(success, bytes):
@@ -586,7 +587,7 @@ class ViciEventStream:
         self.uri = conn.uri
         self._conn = conn
         self._decode = decode
-        self._pending: deque[tuple[str, dict]] = deque()
+        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
         self.registered: set[str] = set()
 
     @classmethod
@@ -616,11 +617,11 @@ class ViciEventStream:
         self.registered |= accepted
         return accepted
 
-    def _event(self, parsed: Any) -> tuple[str, dict]:
+    def _event(self, parsed: Any) -> tuple[str, dict[str, Any]]:
         name = parsed.event_type.decode("utf-8", errors="replace")
         return name, decode_message(parsed.payload, self._decode, self.uri)
 
-    async def next_event(self) -> tuple[str, dict]:
+    async def next_event(self) -> tuple[str, dict[str, Any]]:
         """The next (event name, payload); raises ViciConnectionError when closed."""
         if self._pending:
             return self._pending.popleft()

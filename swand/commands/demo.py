@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from swand.lab import INTERNET_HOST, Lab, configs, wait_for
 from swand.lab.daemon import start_swand
@@ -66,7 +67,7 @@ def install_gateway_config(etc: Path, swanctl_dir: Path) -> None:
     (swanctl_dir / "conf.d" / "lab.conf").write_text(LAB_OVERRIDES)
 
 
-def connected_table(sas: list[dict]) -> list[str]:
+def connected_table(sas: list[dict[str, Any]]) -> list[str]:
     """One line per IKE SA on the gateway: connection, remote id, address, virtual IP."""
     lines = [f"  {'connection':<14} {'remote id':<32} {'remote address':<16} virtual IP"]
     for sa in sorted(sas, key=lambda s: s.get("name", "")):

@@ -32,7 +32,7 @@ class Backoff:
     def next_delay(self) -> float:
         """The delay before the next attempt; counts one more failure."""
         # min() first: 2**failures must not overflow a float after a long outage
-        delay = min(self.cap, self.initial * 2 ** min(self.failures, 64))
+        delay = min(self.cap, self.initial * 2.0 ** min(self.failures, 64))
         self.failures += 1
         if self.jitter:
             delay *= self.rand(1.0 - self.jitter, 1.0 + self.jitter)

@@ -323,8 +323,9 @@ def load_private_key(data: bytes) -> object | None:
 
 def _public_bytes(key: object) -> bytes | None:
     try:
-        return key.public_bytes(  # type: ignore[attr-defined]
+        der: bytes = key.public_bytes(  # type: ignore[attr-defined]
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return der
     except (AttributeError, ValueError):
         return None
 

@@ -215,7 +215,7 @@ class Charon:
                                f" {self.tail()}")
             try:
                 with self.session(timeout=1.0) as s:
-                    version = decode(s.version())
+                    version: dict[str, str] = decode(s.version())
             except OSError:
                 pass
             else:

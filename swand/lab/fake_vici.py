@@ -20,7 +20,7 @@ class RecordingVici:
     def __init__(self, path: Path) -> None:
         self._codec = (FiniteStream, Message, Packet)
         self.path = path
-        self.log: list[tuple[str, dict]] = []
+        self.log: list[tuple[str, dict[str, Any]]] = []
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(str(path))
         self.sock.listen(4)

@@ -293,7 +293,8 @@ class Host:
 
     def version(self) -> dict[str, str]:
         with self.session() as s:
-            return decode(s.version())
+            version: dict[str, str] = decode(s.version())
+            return version
 
     def list_sas(self, ike: str | None = None) -> list[dict[str, Any]]:
         """IKE SAs as dicts of str, each with its connection name under "name"."""

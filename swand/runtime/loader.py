@@ -73,7 +73,7 @@ class Session(Protocol):
 
     async def request(self, command: str, message: Mapping[str, Any] | None = None, *,
                       timeout: float = 30.0, check: bool = True,
-                      decode: bool = True) -> dict: ...
+                      decode: bool = True) -> dict[str, Any]: ...
 
 
 @runtime_checkable

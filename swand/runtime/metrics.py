@@ -67,7 +67,7 @@ log = get_logger("swand.metrics")
 POLLER_EVENTS = ("child-updown", "child-rekey", "ike-updown")
 
 
-def _parse_lists(conn_events: list[dict], sa_events: list[dict]
+def _parse_lists(conn_events: list[dict[str, Any]], sa_events: list[dict[str, Any]]
                  ) -> tuple[tuple[core.ConfiguredConn, ...], tuple[IkeSa, ...]]:
     return (core.parse_conns(conn_events, report_unparsable),
             core.parse_sas(sa_events, report_unparsable))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid as uuidlib
+from typing import Any
 
 from swand.core.profiles.common import ClientInfo, GatewayInfo, ProfileError, parse_proposal
 
@@ -31,7 +32,8 @@ SSWAN_PROXY_KEYS: dict[str, bool] = {"host": True, "port": False, "exclusions": 
 SSWAN_TYPES = ("ikev2-eap", "ikev2-cert", "ikev2-cert-eap", "ikev2-eap-tls", "ikev2-byod-eap")
 
 
-def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None = None) -> dict:
+def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None = None
+                  ) -> dict[str, Any]:
     """The strongSwan Android app's profile (`NAME.sswan`), p12 and CA embedded.
 
     The app accepts the full strongSwan proposal syntax, so the gateway's first proposals
@@ -40,7 +42,7 @@ def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None =
     (`split-tunneling.block-ipv6`, CharonVpnService); a gateway that tunnels IPv6 hands
     out an IPv6 address and ::/0, which the app routes into the tunnel by itself.
     """
-    profile: dict = {
+    profile: dict[str, Any] = {
         "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"swand:{gw.address}:{client.name}")),
         "name": f"VPN {gw.address}",
         "type": "ikev2-cert",
@@ -64,15 +66,15 @@ def sswan_profile(gw: GatewayInfo, client: ClientInfo, *, local_id: str | None =
     return profile
 
 
-def sswan_text(profile: dict) -> str:
+def sswan_text(profile: dict[str, Any]) -> str:
     return json.dumps(profile, indent=2) + "\n"
 
 
-def validate_sswan(profile: dict) -> list[str]:
+def validate_sswan(profile: dict[str, Any]) -> list[str]:
     """Problems the Android app would have importing `profile` (empty list: fine)."""
     problems: list[str] = []
 
-    def check(obj: dict, known: dict[str, bool], where: str) -> None:
+    def check(obj: dict[str, Any], known: dict[str, bool], where: str) -> None:
         for key, required in known.items():
             if required and key not in obj:
                 problems.append(f"{where}{key}: required")
