@@ -17,16 +17,16 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from swand.adapters.vici import ViciError, ViciSession
 from swand.config import ConfigError, SwandConfig, load_config
 from swand.runtime.firewall import apply_firewall_once
 from swand.runtime.loader import ConfigLoader, LoadReport
 
-#: the firewall step of `swand apply`: (config, VICI session) -> failure lines. Resolved
-#: lazily so `swand apply --no-firewall` never imports iptables or netlink bindings.
-FirewallHook = Callable[[SwandConfig, Any], Awaitable[list[str]]]
+#: the firewall step of `swand apply`: (config, VICI session) -> failure lines. The
+#: bindings (iptc, pyroute2, nftables) load only when a pass runs, so `swand apply
+#: --no-firewall` never loads them.
+FirewallHook = Callable[[SwandConfig, ViciSession], Awaitable[list[str]]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give up on a charon that does not answer (default 30)")
 
 
-async def _firewall(cfg: SwandConfig, session: Any) -> list[str]:
+async def _firewall(cfg: SwandConfig, session: ViciSession) -> list[str]:
     """The firewall hook: one pass of swand.runtime.firewall."""
     try:
         report = await apply_firewall_once(cfg, session)

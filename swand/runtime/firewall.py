@@ -46,6 +46,7 @@ from swand.adapters import nftables as nft
 from swand.adapters.firewall_backend import FirewallBackend
 from swand.adapters.netlink import NetlinkWatcher, NetState, read_net_state
 from swand.adapters.sysctl import ProcSysctl, SysctlChange
+from swand.adapters.vici import ViciSession
 from swand.clock import SYSTEM_CLOCK, Clock, TimerHandle
 from swand.config import SwandConfig
 from swand.core.events import parse_list_sas
@@ -92,7 +93,7 @@ SnapshotFn = Callable[[], Awaitable[FirewallSnapshot]]
 
 
 def vici_snapshot(
-    session: Any, config_pools: Callable[[], tuple[Pool, ...]] | None = None
+    session: ViciSession, config_pools: Callable[[], tuple[Pool, ...]] | None = None
 ) -> SnapshotFn:
     """A snapshot callable over a `swand.adapters.vici.ViciSession`: ``get-pools``,
     ``list-sas`` and ``stats`` (its ``plugins`` list picks the mode for ``auto``).
@@ -425,7 +426,7 @@ class FirewallReconciler:
         )
 
 
-async def apply_firewall_once(cfg: SwandConfig, session: Any) -> FirewallReport:
+async def apply_firewall_once(cfg: SwandConfig, session: ViciSession) -> FirewallReport:
     """``swand apply``: one reconcile of sysctls and rules from charon's current state.
 
     Raises (FirewallPassError, FirewallBackendError, ViciError, ...) with a message that

@@ -118,7 +118,7 @@ class Keepalive:
         self._owns_session = session is None
         self._fresh_start = dict.fromkeys(self.conns, False)
         #: the way out last seen (None: not yet read) and the pending re-check of a change
-        self._way_out: tuple[Any, ...] | None = None
+        self._way_out: tuple[frozenset[str], frozenset[tuple[str, str]]] | None = None
         self._net_check: TimerHandle | None = None
         self._replacing: set[asyncio.Task[None]] = set()
         #: the pending outcome of a non-blocking initiate, settled by the SA events
