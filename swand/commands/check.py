@@ -10,6 +10,7 @@ findings of `swand.core.checks` and `swand.core.plugins`. Exit status: 0 with no
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -20,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from swand.adapters.vici import ViciError, ViciSession
 from swand.config import ConfigError, SwandConfig, load_config
 from swand.core import checks, plugins
 from swand.core.checks import CheckInput, CredentialFile, Finding, SystemFacts
@@ -145,9 +147,6 @@ def probe_rulesets() -> tuple[str, ...] | None:
 
 def probe_charon_plugins(uri: str) -> tuple[list[str] | None, str]:
     """The plugins charon reports as loaded (VICI `stats`), or None and why not."""
-    import asyncio
-
-    from swand.adapters.vici import ViciError, ViciSession
 
     async def ask() -> list[str]:
         session = await ViciSession.connect(uri, timeout=CHARON_TIMEOUT)

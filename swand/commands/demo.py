@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from swand.lab import INTERNET_HOST, Lab, configs, wait_for
+from swand.lab import INTERNET_HOST, Lab, LabError, configs, wait_for
 from swand.lab.daemon import start_swand
 
 #: the reference setup's gateway id and the home server's certificate name
@@ -79,8 +79,6 @@ def connected_table(sas: list[dict[str, Any]]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """The demo; a lab that cannot be built (a charon plugin missing, ...) is one line."""
-    from swand.lab import LabError
-
     try:
         return _demo(args)
     except LabError as exc:
