@@ -6,14 +6,18 @@ moves a `swand.clock.FakeClock` or waits on a condition, never sleeps more than 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 UNIT = Path(__file__).resolve().parent
 MAX_SLEEP = 0.01
 
 
-def _unit_test_files() -> list[Path]:
-    return sorted(UNIT.glob("*.py"))
+@functools.cache
+def _unit_test_trees() -> tuple[tuple[str, tuple[ast.AST, ...]], ...]:
+    """(file name, every node) of each module in tests/unit, parsed once."""
+    return tuple((path.name, tuple(ast.walk(ast.parse(path.read_text(), str(path)))))
+                 for path in sorted(UNIT.glob("*.py")))
 
 
 def _attribute_path(node: ast.expr) -> str:
@@ -28,23 +32,22 @@ def _attribute_path(node: ast.expr) -> str:
 
 def test_no_unit_test_sleeps_longer_than_10_ms() -> None:
     found = []
-    for path in _unit_test_files():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for name, nodes in _unit_test_trees():
+        for node in nodes:
             if not (isinstance(node, ast.Call) and node.args
                     and _attribute_path(node.func) in ("asyncio.sleep", "time.sleep")):
                 continue
             arg = node.args[0]
             if not isinstance(arg, ast.Constant) or not isinstance(arg.value, int | float):
-                found.append(f"{path.name}:{node.lineno}: sleep of a computed time")
+                found.append(f"{name}:{node.lineno}: sleep of a computed time")
             elif arg.value > MAX_SLEEP:
-                found.append(f"{path.name}:{node.lineno}: sleep({arg.value})")
+                found.append(f"{name}:{node.lineno}: sleep({arg.value})")
     assert not found, "use a FakeClock or wait on a condition: " + "; ".join(found)
 
 
 def test_no_lab_test_in_tests_unit() -> None:
-    found = [f"{path.name}:{node.lineno}"
-             for path in _unit_test_files()
-             for node in ast.walk(ast.parse(path.read_text(), str(path)))
+    found = [f"{name}:{getattr(node, 'lineno', 0)}"
+             for name, nodes in _unit_test_trees() for node in nodes
              if isinstance(node, ast.Attribute) and node.attr == "lab"
              and _attribute_path(node) == "pytest.mark.lab"]
     assert not found, "lab tests belong in tests/integration: " + ", ".join(found)
