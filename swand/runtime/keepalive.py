@@ -82,6 +82,7 @@ class Keepalive:
         initiate_poll: float = 1.0,
         backoff_start: float = 1.0,
         backoff_cap: float = 60.0,
+        backoff_jitter: float = BACKOFF_JITTER,
         mobike_grace: float = 1.0,
         settle: float = 0.3,
         down_grace: float = 0.5,
@@ -98,6 +99,7 @@ class Keepalive:
         self.initiate_poll = initiate_poll
         self.backoff_start = backoff_start
         self.backoff_cap = backoff_cap
+        self.backoff_jitter = backoff_jitter
         self.mobike_grace = mobike_grace
         self.settle = settle
         self.down_grace = down_grace
@@ -199,7 +201,7 @@ class Keepalive:
                 await self._session.close()
 
     async def _keeper(self, conn: str) -> None:
-        backoff = Backoff(self.backoff_start, self.backoff_cap, jitter=BACKOFF_JITTER)
+        backoff = Backoff(self.backoff_start, self.backoff_cap, jitter=self.backoff_jitter)
         # a just-loaded connection with `start_action = start` is being initiated by
         # charon itself: let it go first, as after a down
         await self.clock.sleep(self.down_grace)
