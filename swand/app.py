@@ -26,6 +26,7 @@ from swand.runtime.charon import Charon
 from swand.runtime.keepalive import Keepalive
 from swand.runtime.loader import ConfigLoader, LoadReport
 from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
+from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
 from swand.runtime.wiring import firewall_reconciler, wire
 
@@ -54,8 +55,6 @@ class Daemon:
                                                 on_report=self._firewall_report)
         self.ndp: Any = None
         if cfg.firewall.enabled and cfg.ipv6.mode == "routed":
-            from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
-
             self.ndp = NdpProxyReconciler(
                 cfg, lease_snapshot(self.charon.queries),
                 on_report=lambda report, _request: self.registry.record_ndp_proxies(

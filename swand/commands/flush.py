@@ -21,8 +21,10 @@ import sys
 from typing import Any
 
 from swand.adapters.iptables_legacy import LegacyIptablesBackend
+from swand.adapters.ndp_proxy import NdpProxyTable
 from swand.adapters.nftables import NftablesBackend, nftables_available
 from swand.config import ConfigError, load_config
+from swand.core.leases import plan_objects
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +53,6 @@ async def flush_firewall() -> dict[str, Any]:
 
 async def flush_ndp_proxies() -> int:
     """Remove swand's NDP proxy entries (protocol 250); return how many."""
-    from swand.adapters.ndp_proxy import NdpProxyTable
-    from swand.core.leases import plan_objects
-
     table = NdpProxyTable()
     try:
         applied = await table.apply(plan_objects(frozenset(), await table.read()))
