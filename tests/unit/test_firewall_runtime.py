@@ -48,6 +48,9 @@ class FakeSysctl:
         self.journal = journal
         self.values: dict[str, str] = {}
 
+    def read(self, key: str) -> str | None:
+        return self.values.get(key)
+
     def apply(self, want: Mapping[str, str]) -> list[SysctlChange]:
         self.journal.append("sysctl")
         changes = [SysctlChange(k, self.values.get(k), v) for k, v in want.items()

@@ -69,6 +69,9 @@ class _Backend:
 
 
 class _Sysctl:
+    def read(self, key: str) -> str | None:
+        return None
+
     def apply(self, want: Mapping[str, str]) -> list[SysctlChange]:
         return []
 
