@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swand.core.checks import Finding, Pool, finding_at, pools_of
-from swand.core.checks import _overlap as pools_overlap
+from swand.core.checks.pools import _overlap as pools_overlap
 from swand.core.settings import Section
 
 
