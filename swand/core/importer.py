@@ -480,16 +480,17 @@ class _Conn:
         jitter = margin * fuzz // 100
         ike_time = max(ike_life - margin, 0)
         if _yes(reauth, True):
-            self.put(c, "reauth_time", f"{ike_time}s", ike_v or reauth,
+            self.put(c, "reauth_time", f"{ike_time}s", ike_v if ike_v is not None else reauth,
                      why="ipsec.conf reauthenticates by default (reauth=yes)")
             self.put(c, "rekey_time", "0", reauth)
         else:
-            self.put(c, "rekey_time", f"{ike_time}s", ike_v or reauth)
+            self.put(c, "rekey_time", f"{ike_time}s", ike_v if ike_v is not None else reauth)
             self.put(c, "reauth_time", "0", reauth)
         self.put(c, "over_time", f"{margin}s", margin_v)
         self.put(c, "rand_time", f"{jitter}s", fuzz_v)
         self.put(ch, "life_time", f"{child_life}s", child_v)
-        self.put(ch, "rekey_time", f"{max(child_life - margin, 0)}s", child_v or margin_v)
+        self.put(ch, "rekey_time", f"{max(child_life - margin, 0)}s",
+                 child_v if child_v is not None else margin_v)
         self.put(ch, "rand_time", f"{jitter}s", fuzz_v)
         for life_key, margin_key, prefix in (("lifebytes", "marginbytes", "bytes"),
                                              ("lifepackets", "marginpackets", "packets")):
