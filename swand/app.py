@@ -27,6 +27,7 @@ from swand.runtime.keepalive import Keepalive
 from swand.runtime.loader import ConfigLoader, LoadReport
 from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
 from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
+from swand.runtime.routes import RouteReconciler, vici_lease_snapshot
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
 from swand.runtime.wiring import firewall_reconciler, wire
 
@@ -100,7 +101,6 @@ class Daemon:
     def _make_routes(self, cfg: SwandConfig) -> Any:
         if not cfg.routes.enabled:
             return None
-        from swand.runtime.routes import RouteReconciler, vici_lease_snapshot
 
         return RouteReconciler(
             cfg, vici_lease_snapshot(self.charon.queries),

@@ -7,10 +7,13 @@ a security daemon's config must never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from swand.core.routes import protocol_problem, table_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/swand/swand.toml")
 DEFAULT_VICI_URI = "unix:///var/run/charon.vici"
@@ -254,8 +257,6 @@ def _ipv6_mode(cfg: SwandConfig, where: str) -> SwandConfig:
 
 
 def _check_routes(routes: RoutesSettings, where: str) -> None:
-    from swand.core.routes import protocol_problem, table_problem
-
     for key, problem in (("protocol", protocol_problem(routes.protocol)),
                          ("table", table_problem(routes.table))):
         if problem:
@@ -268,8 +269,6 @@ def _check_routes(routes: RoutesSettings, where: str) -> None:
 
 def gateway_name(cfg: SwandConfig) -> str:
     """This gateway's name in its fleet: ``[fleet] gateway``, else the host name."""
-    import socket
-
     return cfg.fleet.gateway or socket.gethostname()
 
 

@@ -25,6 +25,7 @@ from swand.adapters.vici import ViciError, ViciSession
 from swand.config import ConfigError, SwandConfig, load_config
 from swand.core import checks, plugins
 from swand.core.checks import CheckInput, CredentialFile, Finding, SystemFacts
+from swand.core.fleet import check_fleet_pools, gateway_pools
 from swand.core.settings import Section, SettingsError, parse_file
 from swand.core.swanctl import referenced_files, translate
 from swand.runtime.loader import read_credentials
@@ -338,8 +339,6 @@ def fleet_findings(tree: Section, conf: str, cfg: SwandConfig, args: argparse.Na
                    ) -> list[Finding]:
     """Pools that double-lease with the other gateways' (``--fleet`` or ``[fleet]
     peers``); a peer file that cannot be read is a warning naming it."""
-    from swand.core.fleet import check_fleet_pools, gateway_pools
-
     paths = args.fleet if getattr(args, "fleet", None) else list(cfg.fleet.peers)
     peers = []
     out: list[Finding] = []

@@ -23,6 +23,7 @@ from typing import Any
 from swand.adapters.iptables_legacy import LegacyIptablesBackend
 from swand.adapters.ndp_proxy import NdpProxyTable
 from swand.adapters.nftables import NftablesBackend, nftables_available
+from swand.adapters.routes import NetlinkRoutes
 from swand.config import ConfigError, load_config
 from swand.core.leases import plan_objects
 
@@ -63,8 +64,6 @@ async def flush_ndp_proxies() -> int:
 
 async def flush_routes(table: int, protocol: int) -> dict[str, Any]:
     """Remove every route in `table` with `protocol` (swand's, see [routes])."""
-    from swand.adapters.routes import NetlinkRoutes
-
     routes = NetlinkRoutes()
     try:
         owned = await routes.read_owned(table, protocol)

@@ -22,6 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cryptography import x509
+
+from swand.adapters.pki_files import dn_string
 from swand.core.importer import (
     IPSEC_D_FOLDERS,
     ImportResult,
@@ -38,6 +41,7 @@ from swand.core.ipsecconf import (
     parse_ipsec_conf,
     parse_ipsec_secrets,
 )
+from swand.core.settings import Origin
 
 DEFAULT_CONF = "/etc/ipsec.conf"
 DEFAULT_SECRETS = "/etc/ipsec.secrets"
@@ -77,9 +81,6 @@ def _ipsec_d_files(ipsec_d: str) -> dict[str, list[str]]:
 def ca_subjects(ipsec_d: str) -> dict[str, str]:
     """Subject (as strongSwan prints it) -> path of each certificate in ipsec.d/cacerts
     that parses (PEM or DER); the others are still copied, just not found by subject."""
-    from cryptography import x509
-
-    from swand.adapters.pki_files import dn_string
 
     out: dict[str, str] = {}
     folder = os.path.join(ipsec_d, "cacerts")
@@ -114,8 +115,6 @@ def run_import(conf_path: str, secrets_path: str | None, ipsec_d: str | None,
     credential file to copy exists (a missing one is an error naming the line).
     `local_addresses`: the gateway's addresses for stroke's left/right swap (None:
     unknown, left is this host)."""
-    from swand.core.settings import Origin
-
     ipsec_d = ipsec_d if ipsec_d is not None else (
         os.path.join(os.path.dirname(os.path.abspath(conf_path)), "ipsec.d")
         if conf_path != DEFAULT_CONF else DEFAULT_IPSEC_D)

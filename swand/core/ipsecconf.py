@@ -33,6 +33,7 @@ ipsec.conf. A secret's value never appears in a repr or an error.
 
 from __future__ import annotations
 
+import base64
 import glob
 import os
 from collections.abc import Iterator
@@ -703,7 +704,5 @@ def _swanctl_secret(word: str, quoted: bool) -> str:
     base64, but ipsec.secrets takes a quoted "0x..." literally and swanctl does not:
     such a literal is written as `0s` + its base64."""
     if quoted and word[:2].lower() in ("0x", "0s"):
-        import base64
-
         return "0s" + base64.b64encode(word.encode()).decode()
     return word

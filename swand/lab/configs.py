@@ -6,6 +6,8 @@ against configurations written the way an administrator writes them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 IKE_PROPOSAL = "aes256-sha384-prfsha384-ecp384"
 ESP_PROPOSAL = "aes256gcm16-ecp384"
 
@@ -103,8 +105,6 @@ def client_conf(
 def reference_ipsec_files(which: str) -> tuple[str, str]:
     """(ipsec.conf, ipsec.secrets) of the reference setup as docs/service.md shows them:
     `which` is "gateway" or "t520". Read from the docs, so the docs stay what is tested."""
-    from pathlib import Path
-
     docs = Path(__file__).resolve().parents[2] / "docs" / "service.md"
     marker = "# /etc/ipsec.conf on the home server t520" if which == "t520" else \
         "# /etc/ipsec.conf — the reference setup"
