@@ -293,8 +293,8 @@ class Keepalive:
         """True (up) or False (down) as the SA events say; False as well when charon no
         longer lists an active IKE_SA of `conn` (one that never came up is destroyed
         without an ike-updown event); None when `initiate_timeout` passed undecided."""
-        deadline = time.monotonic() + self.initiate_timeout
-        while (left := deadline - time.monotonic()) > 0:
+        deadline = self.clock.monotonic() + self.initiate_timeout
+        while (left := deadline - self.clock.monotonic()) > 0:
             done, _ = await asyncio.wait({outcome}, timeout=min(left, self.initiate_poll))
             if done:
                 return outcome.result()

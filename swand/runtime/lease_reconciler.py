@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from swand.clock import SYSTEM_CLOCK, Clock, TimerHandle
 from swand.core.firewall import held_child_sas
 from swand.core.leases import Lease
 from swand.runtime.firewall import SETTLE_HOLD
@@ -40,7 +41,7 @@ class LeaseReconciler(Generic[ReportT]):
         min_interval: float,
         interval: float,
         on_report: Callable[[ReportT, PassRequest], None] | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
         self._adapter = adapter
@@ -49,11 +50,11 @@ class LeaseReconciler(Generic[ReportT]):
         self._clock = clock
         #: leases with a kernel object, and when `list-sas` last listed each
         self._seen: dict[Lease, float] = {}
-        self._settle_timer: asyncio.TimerHandle | None = None
+        self._settle_timer: TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.runner = BoundedFrequencyRunner(
             name, self._pass, min_interval=min_interval, max_interval=interval,
-            backoff_initial=0.25, backoff_max=min(5.0, interval))
+            backoff_initial=0.25, backoff_max=min(5.0, interval), clock=clock)
         self.last_report: ReportT | None = None
 
     # -- what a subclass says ----------------------------------------------------------
@@ -75,7 +76,7 @@ class LeaseReconciler(Generic[ReportT]):
 
     async def start(self) -> None:
         if self._net_state is None:
-            from swand.adapters.netlink import NetlinkWatcher
+            from swand.adapters.netlink import NetlinkWatcher  # pyroute2: only when used
 
             watcher = NetlinkWatcher()
             watcher.add_callback(self._on_net)
@@ -133,7 +134,7 @@ class LeaseReconciler(Generic[ReportT]):
         (for `SETTLE_HOLD`; a pass is poked when the hold ends). The caller stores the
         result in `_seen` once its pass has written it."""
         listed = tuple(leases)
-        seen = held_child_sas(listed, self._seen, self._clock(), settling=settling,
+        seen = held_child_sas(listed, self._seen, self._clock.monotonic(), settling=settling,
                               hold=SETTLE_HOLD)
         if len(seen) > len(listed):
             self._poke_later(SETTLE_HOLD, "settling")
@@ -142,4 +143,4 @@ class LeaseReconciler(Generic[ReportT]):
     def _poke_later(self, delay: float, reason: str) -> None:
         if self._settle_timer is not None:
             self._settle_timer.cancel()
-        self._settle_timer = asyncio.get_running_loop().call_later(delay, self.poke, reason)
+        self._settle_timer = self._clock.call_later(delay, lambda: self.poke(reason))

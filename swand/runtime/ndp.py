@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from swand.clock import SYSTEM_CLOCK, Clock
 from swand.config import SwandConfig
 from swand.core.firewall import ike_sas_settling
 from swand.core.leases import (
@@ -100,14 +101,16 @@ class NdpProxyReconciler(LeaseReconciler[NdpReport]):
         min_interval: float = 0.2,
         interval: float | None = None,
         on_report: Callable[[NdpReport, PassRequest], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if table is None:
-            from swand.adapters.ndp_proxy import NdpProxyTable
+            from swand.adapters.ndp_proxy import NdpProxyTable  # pyroute2: only when used
 
             table = NdpProxyTable()
         super().__init__("ndp-proxy", adapter=table, net_state=net_state,
                          min_interval=min_interval,
-                         interval=interval or cfg.firewall.interval, on_report=on_report)
+                         interval=interval or cfg.firewall.interval, on_report=on_report,
+                         clock=clock)
         self.cfg = cfg
         self._snapshot = snapshot
         self._table = table

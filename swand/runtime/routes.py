@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from swand.clock import SYSTEM_CLOCK, Clock
 from swand.config import SwandConfig
 from swand.core.firewall import (
     DEFAULT_TUNNEL_INTERFACE,
@@ -104,10 +105,10 @@ class RouteReconciler(LeaseReconciler[RoutesReport]):
         charon_up: Callable[[], bool | None] | None = None,
         min_interval: float = 0.1,
         on_report: Callable[[RoutesReport, PassRequest], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if routes is None:
-            from swand.adapters.routes import NetlinkRoutes
+            from swand.adapters.routes import NetlinkRoutes  # pyroute2: only when used
 
             routes = NetlinkRoutes()
         super().__init__("routes", adapter=routes, net_state=net_state,

@@ -12,6 +12,7 @@ import pytest
 from swand.adapters.netlink import NetState
 from swand.adapters.routes import RouteChanges
 from swand.adapters.vici import ViciConnectionError
+from swand.clock import FakeClock
 from swand.config import RoutesSettings, SwandConfig
 from swand.core.leases import Lease
 from swand.core.routes import KernelRoute
@@ -49,17 +50,9 @@ class FakeRoutes:
         pass
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make(snapshots: list[Any], *, owned: set[KernelRoute] | None = None,
          charon_up: bool | None = True, **routes: Any
-         ) -> tuple[RouteReconciler, FakeRoutes, Clock, dict[str, bool | None]]:
+         ) -> tuple[RouteReconciler, FakeRoutes, FakeClock, dict[str, bool | None]]:
     cfg = dataclasses.replace(SwandConfig(), routes=RoutesSettings(enabled=True, **routes))
     state: dict[str, bool | None] = {"up": charon_up}
 
@@ -72,7 +65,7 @@ def make(snapshots: list[Any], *, owned: set[KernelRoute] | None = None,
     async def net_state() -> NetState:
         return NET
 
-    fake, clock = FakeRoutes(owned), Clock()
+    fake, clock = FakeRoutes(owned), FakeClock(start=100.0)
     rec = RouteReconciler(cfg, snapshot, routes=fake, net_state=net_state,
                           charon_up=lambda: state["up"], clock=clock)
     return rec, fake, clock, state
@@ -127,10 +120,10 @@ def test_a_rekey_does_not_withdraw_but_a_delete_does() -> None:
     rec, fake, clock, _ = make([LeaseInputs((A, B), LIBIPSEC), settling_without_a,
                                 settling_without_a, LeaseInputs((B,), LIBIPSEC)])
     run(rec)
-    clock.now += SETTLE_HOLD / 2
+    asyncio.run(clock.advance(SETTLE_HOLD / 2))
     run(rec)  # IKE_SA mid-rekey: A's CHILD_SA briefly unlisted, its route stays
     assert route(A.address) in fake.owned
-    clock.now += SETTLE_HOLD
+    asyncio.run(clock.advance(SETTLE_HOLD))
     run(rec)  # held too long: gone
     assert fake.owned == {route(B.address)}
     run(rec)
