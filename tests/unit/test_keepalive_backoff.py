@@ -9,6 +9,7 @@ from typing import Any
 
 from swand.adapters.vici import ViciCommandError
 from swand.clock import FakeClock
+from swand.core.events import IkeSa, SaUp
 from swand.runtime.keepalive import Keepalive
 
 
@@ -26,12 +27,14 @@ class Watcher:
 
 
 class Charon:
-    """No IKE SA; `home` is loaded; `initiate` fails until `accept` is set."""
+    """No IKE SA; `home` is loaded; `initiate` fails until `accept` is set, then the SA
+    comes up as charon says it: by an event (keepalive initiates without blocking)."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.accept = False
         self.initiated_at: list[float] = []
+        self.keepalive: Keepalive | None = None
 
     async def streamed(self, command: str, _event: str, _msg: Any = None,
                        **_kw: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -44,6 +47,9 @@ class Charon:
         self.initiated_at.append(self.clock.monotonic() - 1000.0)
         if not self.accept:
             raise ViciCommandError("initiate", "establishing CHILD_SA 'home' failed")
+        assert self.keepalive is not None
+        asyncio.get_running_loop().call_soon(
+            self.keepalive.on_action, SaUp(IkeSa("home", "1", "ESTABLISHED"), True))
         return {}
 
     async def close(self) -> None:
@@ -57,6 +63,7 @@ def test_failed_initiations_back_off_and_a_network_change_cuts_the_wait() -> Non
         keepalive = Keepalive("unix:///nonexistent", ["home"], Watcher(),  # type: ignore[arg-type]
                               follow_network=False, backoff_jitter=0.0, clock=clock,
                               session=charon)  # type: ignore[arg-type]
+        charon.keepalive = keepalive
         task = asyncio.create_task(keepalive.run())
         await clock.advance(0.5)  # down_grace: charon's own start_action goes first
         await clock.advance(1.0 + 2.0 + 4.0)
