@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from swand.core.settings import Origin, Section, SettingsError, parse_file, parse_text
@@ -185,6 +185,7 @@ def config(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(text=config())
+@example(text=" include .\n")  # found by hypothesis: the deviation was not allowed for
 def test_structured_same_as_libstrongswan(
     text: str, strongswan_settings: Any, section_as_tree: Any
 ) -> None:
@@ -203,6 +204,8 @@ def test_structured_same_as_libstrongswan(
             if ours is None and "without end" in error:
                 assert _truncated(theirs["tree"]), "finite tree rejected as endless"
                 return
+            if ours is None and "is a directory" in error:
+                return  # a documented deviation: libstrongswan reads a directory as empty
             assert ours == theirs["tree"], text
         else:
             assert ours is None, f"libstrongswan rejects {text!r}"
