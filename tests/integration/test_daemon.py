@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from swand.lab import Host, Lab, configs, wait_for
-from swand.lab.daemon import start_swand
+from swand.lab.daemon import SwandProcess, start_swand
 
 pytestmark = pytest.mark.lab
 
@@ -147,7 +147,7 @@ def test_a_running_daemon_holds_three_vici_connections_and_logs_a_restart_once(l
     with start_swand(gw, firewall=True, metrics="127.0.0.1:9818", extra=keep) as swand:
         swand.wait_for_event("firewall reconciled")
         gw.http_get("http://127.0.0.1:9818/metrics")
-        pid = swand_pid(gw)
+        pid = swand_pid(swand)
         wait_for(lambda: vici_connections_of(gw, pid) == 3, 5, interval=0.1,
                  message=lambda: f"{vici_connections_of(gw, pid)} VICI connections")
         time.sleep(1.5)  # a metrics poll, a firewall pass, a keepalive attempt later
@@ -199,10 +199,14 @@ def stamp(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def swand_pid(host: Host) -> int:
-    """The pid of the `swand run` python process in `host`'s namespace."""
-    out = host.run(["pgrep", "-f", "-n", "swand run -c"]).stdout.split()
-    return int(out[-1])
+def swand_pid(swand: SwandProcess) -> int:
+    """The pid of this test's `swand run` python process. Not `pgrep -f`: that sees
+    every namespace's processes and picked another lab's daemon on a busy machine.
+    (`setpriv` and `ip netns exec` exec the command, so the Popen pid is python's.)"""
+    pid = swand.proc.pid
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"swand" in cmdline and b"run" in cmdline, cmdline
+    return pid
 
 
 def test_objects_unloaded_by_someone_else_are_repaired_within_one_interval(lab: Lab):
