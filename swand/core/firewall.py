@@ -621,6 +621,8 @@ def _text(v: object) -> str:
 
 
 def _list(v: object) -> list[object]:
+    """A VICI reply value as a list (VICI sends a list, a lone value or nothing): already
+    split by charon, so not swanctl.conf's comma syntax (`swanctl.split_list`)."""
     if v is None:
         return []
     if isinstance(v, list | tuple):

@@ -180,6 +180,8 @@ def _yes(v: Value | None, default: bool) -> bool:
 
 
 def _split(value: str) -> list[str]:
+    """An ipsec.conf comma list. Not `swanctl.split_list`: ipsec.conf is another language
+    with its own quoting rules, read by starter's parser, not by swanctl."""
     return [t.strip() for t in value.split(",") if t.strip()]
 
 

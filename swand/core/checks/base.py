@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography.x509.oid import ObjectIdentifier
 
 from swand.core.settings import Origin, Section
+from swand.core.swanctl import split_list
 
 Severity = Literal["error", "warning"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -139,9 +139,9 @@ def _rounds(conn: Section, side: str) -> list[Section]:
 
 
 def _list(value: str | None) -> list[str]:
-    if not value:
-        return []
-    return [t for t in re.split(r"[,\s]+", value) if t]
+    """A swanctl.conf list value as swanctl's loader splits it (commas only; a space inside
+    a token stays), so a check judges the list charon is sent."""
+    return split_list(value) if value else []
 
 
 def _is_road_warrior(conn: Section) -> bool:

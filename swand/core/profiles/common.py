@@ -12,7 +12,7 @@ import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from swand.core import proposals
+from swand.core import proposals, swanctl
 from swand.core.proposals import Proposal, is_aead
 from swand.core.settings import Section, Setting
 
@@ -44,8 +44,9 @@ def parse_proposals(values: Iterable[str], ike: bool) -> tuple[Proposal, ...]:
 
 
 def split_list(value: str) -> tuple[str, ...]:
-    """A swanctl comma-separated list value."""
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+    """A swanctl comma-separated list value, split exactly as swanctl's loader splits it
+    (`swanctl.split_list`), so a profile sees the lists charon is sent."""
+    return tuple(swanctl.split_list(value))
 
 
 # --- the gateway's facts ---------------------------------------------------------------------
