@@ -218,6 +218,14 @@ def split_list(value: str) -> list[str]:
     return out
 
 
+def is_road_warrior(conn: Section) -> bool:
+    """Whether a connection serves road warriors: it hands its clients virtual IPs from
+    pools (`pools` non-empty as swanctl sends it). Where clients dial from does not
+    decide it (`remote_addrs` may name the range roaming clients come from), nor how they
+    authenticate (EAP clients roam too), nor a pinned client id (still a road warrior)."""
+    return bool(split_list(conn.get("pools") or ""))
+
+
 def digest(command: str, message: Mapping[str, Any], *, secret: bool = False) -> str:
     """A content hash of one command: equal iff the bytes sent would be equal (keyed per
     process when the message holds a secret).

@@ -10,6 +10,7 @@ from typing import Literal
 from cryptography.x509.oid import ObjectIdentifier
 
 from swand.core.settings import Origin, Section
+from swand.core.swanctl import is_road_warrior as _is_road_warrior
 from swand.core.swanctl import split_list
 
 Severity = Literal["error", "warning"]
@@ -142,10 +143,6 @@ def _list(value: str | None) -> list[str]:
     """A swanctl.conf list value as swanctl's loader splits it (commas only; a space inside
     a token stays), so a check judges the list charon is sent."""
     return split_list(value) if value else []
-
-
-def _is_road_warrior(conn: Section) -> bool:
-    return bool(_list(conn.get("pools")))
 
 
 def _remote_auths(conn: Section) -> list[str]:

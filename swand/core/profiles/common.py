@@ -123,19 +123,20 @@ def _auth_rounds(conn: Section, side: str) -> list[Section]:
     return [s for name, s in conn.sections.items() if name == side or name.startswith(side)]
 
 
-def _is_road_warrior(conn: Section) -> bool:
-    """Pools, certificate-authenticated clients, and any identity (a connection pinned to
-    one client's id, like `t520` or a `--static-ip` client, is not the road-warrior one)."""
+def _takes_any_certificate_client(conn: Section) -> bool:
+    """Certificate-authenticated clients with any identity: the connection a new client
+    profile joins (an EAP one cannot take a certificate client; one pinned to a client's
+    id, like `t520` or a `--static-ip` client, is that client's alone)."""
     remotes = _auth_rounds(conn, "remote")
     first = remotes[0] if remotes else None
     auth = _value(first, "auth", "pubkey") or "pubkey"
     remote_id = _value(first, "id", "%any") or "%any"
-    return bool(_value(conn, "pools")) and auth.startswith("pubkey") and remote_id == "%any"
+    return auth.startswith("pubkey") and remote_id == "%any"
 
 
 def find_road_warrior(root: Section, conn_name: str | None = None) -> Section:
-    """The road-warrior connection: the named one, or the only one with pools and pubkey
-    client authentication."""
+    """The road-warrior connection: the named one, or the only road-warrior one
+    (`swanctl.is_road_warrior`) that takes any certificate client."""
     conns = root.sections.get("connections")
     if conns is None or not conns.sections:
         raise ProfileError(f"{root.origin.file}: no connections section")
@@ -147,7 +148,8 @@ def find_road_warrior(root: Section, conn_name: str | None = None) -> Section:
                 f"(have: {', '.join(conns.sections)})"
             )
         return conn
-    candidates = [c for c in conns.sections.values() if _is_road_warrior(c)]
+    candidates = [c for c in conns.sections.values()
+                  if swanctl.is_road_warrior(c) and _takes_any_certificate_client(c)]
     if len(candidates) != 1:
         have = ", ".join(c.name for c in candidates) or "none"
         raise ProfileError(
