@@ -178,7 +178,8 @@ class DesiredFirewall:
 
 @dataclass(frozen=True)
 class Pool:
-    """A virtual IP pool as CIDRs (normalised, as iptables prints them)."""
+    """A virtual IP pool as CIDRs (normalised, as iptables prints them): what the rules
+    NAT and forward (not checks.ConfiguredPool's ranges, nor metrics.PoolUsage)."""
 
     name: str
     networks: tuple[str, ...]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swand.core.checks import Finding, Pool, finding_at, pools_of
+from swand.core.checks import ConfiguredPool, Finding, finding_at, pools_of
 from swand.core.checks.pools import _overlap as pools_overlap
 from swand.core.settings import Section
 
@@ -27,10 +27,10 @@ class GatewayPools:
     """One gateway's pools and which remote identities use each one."""
 
     name: str  # the file it came from
-    pools: tuple[Pool, ...]
+    pools: tuple[ConfiguredPool, ...]
     users: dict[str, frozenset[str]]
 
-    def pinned_to(self, pool: Pool) -> frozenset[str] | None:
+    def pinned_to(self, pool: ConfiguredPool) -> frozenset[str] | None:
         """The identities a one-address pool is pinned to (None: not a pinned pool)."""
         if pool.size != 1:
             return None

@@ -154,7 +154,10 @@ class Lease:
 
 
 @dataclass(frozen=True)
-class Pool:
+class PoolUsage:
+    """A pool as charon reports it (list-pools): its use and leases right now, not its
+    configuration (checks.ConfiguredPool) nor its networks (firewall.Pool)."""
+
     name: str
     base: str = ""
     size: int = 0
@@ -184,7 +187,7 @@ class CharonView:
     counters: tuple[tuple[str, int], ...] = ()
     conns: tuple[ConfiguredConn, ...] = ()
     sas: tuple[IkeSa, ...] = ()
-    pools: tuple[Pool, ...] = ()
+    pools: tuple[PoolUsage, ...] = ()
     certs: tuple[Certificate, ...] = ()
 
 
@@ -294,7 +297,7 @@ def parse_sas(
     return parse_list_sas(events, on_skip=on_skip, component=component).sas
 
 
-def parse_pools(reply: Mapping[str, Any], on_skip: SkipFn = ignore_skip) -> tuple[Pool, ...]:
+def parse_pools(reply: Mapping[str, Any], on_skip: SkipFn = ignore_skip) -> tuple[PoolUsage, ...]:
     """get-pools (with leases = yes); a pool that cannot be read goes to `on_skip`."""
     pools = []
     for name, body in reply.items():
@@ -307,14 +310,14 @@ def parse_pools(reply: Mapping[str, Any], on_skip: SkipFn = ignore_skip) -> tupl
     return tuple(sorted(pools, key=lambda p: p.name))
 
 
-def _pool(name: str, body: Mapping[str, Any]) -> Pool:
+def _pool(name: str, body: Mapping[str, Any]) -> PoolUsage:
     leases_section = body.get("leases") or {}
     leases = tuple(
         Lease(_s(lease.get("address")), _s(lease.get("identity")),
               _s(lease.get("status")) == "online")
         for lease in leases_section.values() if isinstance(lease, Mapping)
     ) if isinstance(leases_section, Mapping) else ()
-    return Pool(
+    return PoolUsage(
         name=name, base=_s(body.get("base")), size=_i(body.get("size")),
         online=_i(body.get("online")), offline=_i(body.get("offline")), leases=leases,
     )

@@ -246,7 +246,7 @@ def test_any_bytes_in_any_label_still_scrape(raw: list[bytes]) -> None:
                 for i, n in enumerate(names))
     sas += (m.IkeSa(conn="rw", uniqueid="99", state="ESTABLISHED",
                     remote_id="c1.lab"),)
-    pools = tuple(m.Pool(name=n, size=1) for n in set(names))
+    pools = tuple(m.PoolUsage(name=n, size=1) for n in set(names))
     view = m.CharonView(taken_at=1.0, sas=sas, pools=pools,
                         info=m.CharonInfo(daemon=names[0], version=names[-1]))
     snap = m.MetricsSnapshot(charon_up=True, view=view, per_peer=True,

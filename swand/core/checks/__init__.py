@@ -48,7 +48,7 @@ from swand.core.checks.keepalive import (
     check_keepalive,
 )
 from swand.core.checks.pools import (
-    Pool,
+    ConfiguredPool,
     check_pools,
     check_remote_ids,
     pools_of,
@@ -108,12 +108,12 @@ __all__ = [
     "IKE_INTERMEDIATE",
     "ULA",
     "CheckInput",
+    "ConfiguredPool",
     "CredentialFile",
     "Finding",
     "IPInterface",
     "IPNetwork",
     "Identity",
-    "Pool",
     "Severity",
     "SystemFacts",
     "cert_has_identity",

@@ -13,7 +13,7 @@ from swand.core.checks.base import (
     finding_at,
 )
 from swand.core.checks.pools import (
-    Pool,
+    ConfiguredPool,
     pools_of,
 )
 from swand.core.settings import Section
@@ -23,7 +23,7 @@ from swand.core.settings import Section
 ULA = ipaddress.ip_network("fc00::/7")
 
 
-def _v6_ranges(pool: Pool) -> list[tuple[ipaddress.IPv6Address, ipaddress.IPv6Address]]:
+def _v6_ranges(pool: ConfiguredPool) -> list[tuple[ipaddress.IPv6Address, ipaddress.IPv6Address]]:
     return [(a, b) for a, b in pool.ranges
             if isinstance(a, ipaddress.IPv6Address) and isinstance(b, ipaddress.IPv6Address)]
 

@@ -25,7 +25,10 @@ from swand.core.settings import Origin, Section
 # --- pools, identities ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Pool:
+class ConfiguredPool:
+    """A pool as swanctl.conf writes it, with where (for findings) and its address ranges;
+    charon's view of its use is metrics.PoolUsage, the firewall's networks firewall.Pool."""
+
     name: str
     origin: Origin
     addrs: str
@@ -51,7 +54,7 @@ def _pool_range(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Addres
     return net.network_address, net.broadcast_address
 
 
-def pools_of(tree: Section) -> tuple[list[Pool], list[Finding]]:
+def pools_of(tree: Section) -> tuple[list[ConfiguredPool], list[Finding]]:
     """The pools with address ranges (dhcp/radius pools are skipped)."""
     pools, out = [], []
     sec = tree.sections.get("pools")
@@ -70,11 +73,11 @@ def pools_of(tree: Section) -> tuple[list[Pool], list[Finding]]:
                 continue
             if r is not None:
                 ranges.append(r)
-        pools.append(Pool(name, setting.origin, setting.value.strip(), tuple(ranges)))
+        pools.append(ConfiguredPool(name, setting.origin, setting.value.strip(), tuple(ranges)))
     return pools, out
 
 
-def _overlap(a: Pool, b: Pool) -> bool:
+def _overlap(a: ConfiguredPool, b: ConfiguredPool) -> bool:
     return any(
         x[0].version == y[0].version and int(x[0]) <= int(y[1]) and int(y[0]) <= int(x[1])
         for x in a.ranges for y in b.ranges

@@ -15,7 +15,7 @@ from swand.core.checks.base import (
     finding_at,
 )
 from swand.core.checks.pools import (
-    Pool,
+    ConfiguredPool,
     pools_of,
 )
 
@@ -39,7 +39,7 @@ def _rule_sources(line: str) -> list[IPNetwork] | None:
     return nets
 
 
-def ruleset_nat_covers(rulesets: Iterable[str], pool: Pool) -> bool:
+def ruleset_nat_covers(rulesets: Iterable[str], pool: ConfiguredPool) -> bool:
     """Some SNAT/MASQUERADE rule (iptables-save or nft syntax) whose source covers the
     pool, or matches any source."""
     for text in rulesets:
