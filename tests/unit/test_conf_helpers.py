@@ -76,3 +76,29 @@ def test_client_add_ignores_a_connection_without_pools() -> None:
     to join (fails before the shared rule)."""
     root = parse_text(_CONNS)
     assert profiles.find_road_warrior(root).name == "fixed"
+
+
+def test_check_flags_proposals_separated_by_spaces() -> None:
+    """`proposals = a b` is one proposal to swanctl, which charon rejects; checks split on
+    spaces before and passed it (fails before the shared splitter)."""
+    from swand.core import checks
+
+    text = """
+connections {
+    rw {
+        pools = p4
+        proposals = aes256-sha256-modp2048 aes128-sha1-modp2048
+        remote {
+            auth = pubkey
+        }
+    }
+}
+pools {
+    p4 {
+        addrs = 10.9.0.0/24
+    }
+}
+"""
+    inp = checks.CheckInput(tree=parse_text(text, "swanctl.conf"), conf_file="swanctl.conf")
+    errors = [f for f in checks.run_checks(inp) if f.severity == "error"]
+    assert any("proposals" in str(f) and "modp2048 aes128" in str(f) for f in errors)
