@@ -410,3 +410,162 @@ def test_the_default_caps_hold_a_100k_sa_list_sas() -> None:
     assert len(LIST_SA_EVENT) < 1024
     assert vici.MAX_STREAMED_EVENTS >= 3 * 100_000
     assert vici.MAX_STREAMED_BYTES >= 3 * 85 * 1024 * 1024  # 100k SAs: 85 MiB
+
+
+# --- the fast decoder and decoding off the loop ------------------------------------------
+
+
+SAMPLE = {
+    "rw": {"uniqueid": "4", "state": "ESTABLISHED", "remote-vips": ["10.9.0.3", "fd00::3"],
+           "empty-list": [], "empty": {}, "blank": "",
+           "child-sas": {"net-3": {"name": "net", "local-ts": ["10.10.0.0/16"],
+                                   "bytes-in": "12", "odd": "\xe9t\xe9"}}},
+    "up": "yes",
+}
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_decode_body_equals_the_vici_codec(decode: bool) -> None:
+    from swand.adapters.vici import decode_body
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value.decode("utf-8", "surrogateescape") if decode else value
+
+    body = Message.serialize(SAMPLE)
+    expected = plain(Message.deserialize(FiniteStream(body)))
+    assert decode_body(b"xx" + body, 2, decode, "u") == expected
+    assert decode_body(body + b"", 0, True, "u") == SAMPLE
+
+
+@pytest.mark.parametrize("cut", [1, 3, 10, -1, -5])
+def test_decode_body_refuses_a_truncated_message(cut: int) -> None:
+    from swand.adapters.vici import decode_body
+
+    body = Message.serialize(SAMPLE)
+    with pytest.raises(ViciConnectionError, match="malformed message from charon"):
+        decode_body(body[:cut], 0, True, "u")
+
+
+@pytest.mark.parametrize("body", [
+    bytes([9]),                                   # unknown element type
+    bytes([2]),                                   # end of a section never opened
+    bytes([1, 1]) + b"a",                         # a section never closed
+    bytes([4, 1]) + b"l" + bytes([5, 0, 1]) + b"x" + bytes([3]),  # list without its end
+    bytes([3, 2]) + b"\xff\xfe" + bytes([0, 0]),  # a key that is not UTF-8
+])
+def test_decode_body_refuses_malformed_input(body: bytes) -> None:
+    from swand.adapters.vici import decode_body
+
+    with pytest.raises(ViciConnectionError, match="malformed message from charon"):
+        decode_body(body, 0, True, "u")
+
+
+def test_large_streamed_reply_is_decoded_in_order_off_the_loop() -> None:
+    """More events than a batch: decoded by the decoder thread, in charon's order, and
+    unwanted events interleaved are dropped."""
+    from swand.adapters.vici import _EventBatches
+
+    n = _EventBatches.BATCH * 2 + 7
+    threads: set[str] = set()
+
+    async def handler(reader, writer):
+        while True:
+            try:
+                packet = await read_packet(reader)
+            except asyncio.IncompleteReadError:
+                return
+            kind, _ = named(packet)
+            if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+            else:
+                for i in range(n):
+                    writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
+                    if i == 5:
+                        writer.write(event("list-conn", {"x": {}}))
+                writer.write(response({}))
+            await writer.drain()
+
+    import swand.adapters.vici as vici_adapter
+
+    real = vici_adapter._decode_events
+
+    def spy(*args):
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return real(*args)
+
+    async def main():
+        async with FakeCharon(handler) as fake:
+            s = await ViciSession.connect(fake.path)
+            events, _ = await s.streamed("list-sas", "list-sa")
+            assert [e[f"sa{i}"]["uniqueid"] for i, e in enumerate(events)] == [
+                str(i) for i in range(n)]
+            await s.close()
+
+    vici_adapter._decode_events = spy
+    try:
+        run(main())
+    finally:
+        vici_adapter._decode_events = real
+    assert threads and all(t.startswith("vici-decode") for t in threads)
+
+
+def test_an_sa_event_is_handled_while_a_slow_list_sas_is_in_progress() -> None:
+    """charon streams a large list-sas slowly; an SA event on the event connection is
+    handled (by a consumer in the same loop) before the list-sas completes."""
+
+    async def main():
+        handled = asyncio.Event()
+        release = asyncio.Event()
+        listing = asyncio.Event()
+
+        async def handler(reader, writer):
+            while True:
+                try:
+                    packet = await read_packet(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                kind, name = named(packet)
+                if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+                    if kind == Packet.EVENT_REGISTER and name == "child-updown":
+                        await writer.drain()
+                        await listing.wait()  # once the listing is under way
+                        writer.write(event("child-updown", {"up": "yes", "rw": {}}))
+                elif name == "list-sas":
+                    for i in range(2000):
+                        writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
+                        if i == 1000:
+                            await writer.drain()
+                            listing.set()
+                            await release.wait()  # charon busy: the rest comes later
+                    writer.write(response({}))
+                await writer.drain()
+
+        async with FakeCharon(handler) as fake:
+            stream = await ViciEventStream.connect(fake.path)
+
+            async def consume() -> None:
+                name, payload = await stream.next_event()
+                assert name == "child-updown" and payload["up"] == "yes"
+                handled.set()
+
+            session = await ViciSession.connect(fake.path)
+            poll = asyncio.create_task(session.streamed("list-sas", "list-sa"))
+            await stream.register(["child-updown"])
+            consumer = asyncio.create_task(consume())
+            await handled.wait()
+            assert not poll.done()  # the event did not wait for the listing
+            release.set()
+            events, _ = await poll
+            assert len(events) == 2000
+            await consumer
+            await stream.close()
+            await session.close()
+
+    run(main())
