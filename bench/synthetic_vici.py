@@ -99,9 +99,28 @@ def sa_event(i: int) -> bytes:
     return event_packet("list-sa", {"rw": sa})
 
 
+def updown_event(i: int, up: bool, sent: float) -> bytes:
+    """A child-updown event for SA `i` (the recorded IKE_SA, like `sa_event`), stamped
+    with the server's CLOCK_MONOTONIC in `bench-sent` so a client on this host can tell
+    how long the event waited before it was handled."""
+    sa = json.loads(json.dumps(RECORDED_IKE_SA))
+    vip = f"10.{64 + i // 65536}.{i // 256 % 256}.{i % 256}"
+    sa.update({"uniqueid": str(2 * i + 1), "remote-id": f"client{i}@bench.test",
+               "remote-vips": [vip]})
+    child = sa["child-sas"].pop("net-3")
+    child.update({"uniqueid": str(2 * i + 2), "reqid": str(i + 1),
+                  "remote-ts": [f"{vip}/32"]})
+    sa["child-sas"][f"net-{2 * i + 2}"] = child
+    message = {"rw": sa, "bench-sent": f"{sent:.6f}"}
+    if up:
+        message["up"] = "yes"
+    return event_packet("child-updown", message)
+
+
 class SyntheticCharon:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, event_rate: float = 0.0) -> None:
         self.n = n
+        self.event_rate = event_rate
         started = time.monotonic()
         self.list_sa_events = b"".join(sa_event(i) for i in range(n))
         self.build_s = time.monotonic() - started
@@ -111,6 +130,7 @@ class SyntheticCharon:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         registered: set[str] = set()
+        emitters: list[asyncio.Task[None]] = []
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 (length,) = struct.unpack("!I", await reader.readexactly(4))
@@ -120,6 +140,8 @@ class SyntheticCharon:
                 if kind == Packet.EVENT_REGISTER:
                     registered.add(name)
                     writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+                    if name == "child-updown" and self.event_rate > 0:
+                        emitters.append(asyncio.create_task(self.emit(writer, registered)))
                 elif kind == Packet.EVENT_UNREGISTER:
                     registered.discard(name)
                     writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
@@ -128,6 +150,16 @@ class SyntheticCharon:
                     await self.command(name, registered, writer)
                 await writer.drain()
         writer.close()
+
+    async def emit(self, writer: asyncio.StreamWriter, registered: set[str]) -> None:
+        """child-updown events at `event_rate` per second (alternately down and up of
+        SA i), while the connection stays registered."""
+        i = 0
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while "child-updown" in registered and not writer.is_closing():
+                writer.write(updown_event(i % self.n, bool(i % 2), time.monotonic()))
+                i += 1
+                await asyncio.sleep(1 / self.event_rate)
 
     async def command(self, name: str, registered: set[str],
                       writer: asyncio.StreamWriter) -> None:
@@ -152,8 +184,8 @@ class SyntheticCharon:
             writer.write(frame(bytes([Packet.CMD_UNKNOWN])))
 
 
-async def serve(path: str, n: int) -> None:
-    charon = SyntheticCharon(n)
+async def serve(path: str, n: int, event_rate: float = 0.0) -> None:
+    charon = SyntheticCharon(n, event_rate)
     server = await asyncio.start_unix_server(charon.handle, path=path, limit=1 << 20)
     print(json.dumps({"ready": True, "build_s": charon.build_s,
                       "bytes": len(charon.list_sa_events)}), flush=True)
@@ -248,6 +280,8 @@ def main() -> int:
     s = sub.add_parser("serve")
     s.add_argument("socket")
     s.add_argument("--sas", type=int, default=1000)
+    s.add_argument("--event-rate", type=float, default=0.0,
+                   help="child-updown events per second to each registered connection")
     m = sub.add_parser("measure")
     m.add_argument("uri")
     m.add_argument("--scrapes", type=int, default=10)
@@ -257,7 +291,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.cmd == "serve":
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(args.socket, args.sas))
+            asyncio.run(serve(args.socket, args.sas, args.event_rate))
     elif args.cmd == "measure":
         print(json.dumps(asyncio.run(measure(args.uri, args.scrapes))))
     else:

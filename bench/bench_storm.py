@@ -1,0 +1,346 @@
+"""Reconnect storm benchmark with real IKE SAs (run as root; not part of pytest).
+
+    .venv/bin/python bench/bench_storm.py --sas 1000 [--clients 4] [--rounds 3]
+
+The lab of bench_metrics.py (a gateway charon, N client charons with many PSK
+connections each, kernel-libipsec, encap). Each round runs three storms against a freshly
+started gateway charon, every client initiating all its connections at once:
+
+- `none`: no firewall at all (how fast charon alone brings the SAs up);
+- `updown`: charon's updown plugin running strongSwan's `_updown iptables` per CHILD_SA
+  (swanctl's `updown = /usr/lib/ipsec/_updown iptables`, what `leftfirewall=yes` did);
+- `swand`: `swand run` owning the gateway (loader, events, metrics with `per_peer`,
+  firewall: legacy backend, policy mode, per-SA forward rules).
+
+Measured from the gateway's own event stream (`child-updown` up, one per client, stamped
+on arrival) and from outside: a poller in the gateway's namespace reads the filter table
+(`iptables-legacy-save` for swand, `iptables-save` (nft) for `_updown`) and, for swand,
+`/metrics` (`swand_peer_info{virtual_ip=...}`) in a loop and stamps the first time each
+client's virtual IP appears. Per client: rule latency = rule seen - SA up. Per storm: time
+from the first IKE_SA up to the last CHILD_SA up, to the last rule, to the last /metrics
+series. Everything is removed at exit (namespaces, charons, files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_metrics import GATEWAY_CONF, PLUGINS, MiniCharon, MiniLab, sh
+
+UPDOWN = "/usr/lib/ipsec/_updown iptables"
+METRICS_PORT = 9818
+
+#: runs inside the gateway's namespace: prints "<virtual ip> <monotonic time>" the first
+#: time each 10.9.x.y shows up in the source (a table dump or /metrics)
+WATCHER = r"""
+import re, subprocess, sys, time, urllib.request
+kind, arg = sys.argv[1], sys.argv[2]
+vip = re.compile(r"10\.9\.\d+\.\d+") if kind == "rules" else re.compile(
+    r'swand_peer_info\{[^}]*virtual_ip="(10\.9\.\d+\.\d+)"')
+seen = set()
+while True:
+    t0 = time.monotonic()
+    try:
+        if kind == "rules":
+            text = subprocess.run([arg, "-t", "filter"], capture_output=True, text=True).stdout
+        else:
+            text = urllib.request.urlopen(arg, timeout=5).read().decode()
+    except OSError:
+        time.sleep(0.05)
+        continue
+    t = (t0 + time.monotonic()) / 2
+    new = set(vip.findall(text)) - seen
+    if new:
+        seen |= new
+        sys.stdout.write("".join(f"{v} {t:.4f}\n" for v in new))
+        sys.stdout.flush()
+    time.sleep(0.02)
+"""
+
+
+class Watcher:
+    """A WATCHER process in the namespace; `first_seen` fills as it prints."""
+
+    def __init__(self, ns: str, kind: str, arg: str) -> None:
+        self.first_seen: dict[str, float] = {}
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                      WATCHER, kind, arg], stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            v, t = line.split()
+            self.first_seen.setdefault(v, float(t))
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+class SaEvents:
+    """The gateway's ike-updown/child-updown stream, stamped on arrival."""
+
+    def __init__(self, gateway: MiniCharon) -> None:
+        self.first_ike_up: float | None = None
+        self.child_up: dict[str, float] = {}
+        self.errors = 0
+        self._stop = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(gateway,), daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self, gateway: MiniCharon) -> None:
+        with contextlib.suppress(OSError), gateway.session(timeout=3600) as s:
+            listener = s.listen(["ike-updown", "child-updown"], timeout=0.5)
+            self._ready.set()
+            for name, payload in listener:
+                if self._stop:
+                    break
+                if name is None:
+                    continue
+                now = time.monotonic()
+                if payload.get("up") != b"yes":
+                    continue
+                for key, sa in payload.items():
+                    if key == "up" or not isinstance(sa, dict):
+                        continue
+                    if name == b"ike-updown":
+                        if self.first_ike_up is None:
+                            self.first_ike_up = now
+                        continue
+                    for vip in sa.get("remote-vips", []):
+                        self.child_up.setdefault(vip.decode(), now)
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+def gateway_conf(updown: bool) -> str:
+    if not updown:
+        return GATEWAY_CONF
+    return GATEWAY_CONF.replace("esp_proposals = aes128gcm16",
+                                f"esp_proposals = aes128gcm16\n                updown = {UPDOWN}")
+
+
+def flush_tables(ns: str) -> None:
+    for tool in ("iptables-legacy", "ip6tables-legacy", "iptables-nft", "ip6tables-nft"):
+        for table in ("filter", "nat", "mangle"):
+            sh(tool, "-t", table, "-F", ns=ns, check=False)
+            sh(tool, "-t", table, "-X", ns=ns, check=False)
+    sh("nft", "flush", "ruleset", ns=ns, check=False)
+
+
+def restart(lab: MiniLab, scenario: str) -> None:
+    """Every charon stopped and started afresh; the gateway's tables empty."""
+    assert lab.gateway
+    for c in [*lab.clients, lab.gateway]:
+        c.stop()
+    flush_tables(lab.gw_ns)
+    conf = lab.gateway.dir / "strongswan.conf"
+    text = conf.read_text()
+    if " updown " not in text:
+        conf.write_text(text.replace(f"load = {PLUGINS}", f"load = {PLUGINS} updown "))
+    (lab.gateway.dir / "swanctl" / "swanctl.conf").write_text(gateway_conf(scenario == "updown"))
+    for c in [lab.gateway, *lab.clients]:
+        c.start()
+    for c in [lab.gateway, *lab.clients]:
+        c.wait()
+
+
+def start_swand(lab: MiniLab) -> subprocess.Popen[bytes]:
+    gw = lab.gateway
+    assert gw
+    toml = gw.dir / "swand.toml"
+    toml.write_text(
+        f'[charon]\nvici = "{gw.uri}"\n[swanctl]\ndir = "{gw.dir / "swanctl"}"\n'
+        '[firewall]\nenabled = true\nbackend = "legacy"\nmode = "policy"\negress = "br0"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\nper_peer = true\n'
+        '[log]\nformat = "json"\nlevel = "info"\n')
+    log = open(gw.dir / "swand.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(["ip", "netns", "exec", gw.ns, sys.executable, "-m", "swand",
+                             "run", "-c", str(toml)], cwd=str(Path(__file__).parent.parent),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while b"firewall reconciled" not in (gw.dir / "swand.log").read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("swand run did not start: "
+                               + (gw.dir / "swand.log").read_text()[-3000:])
+        time.sleep(0.1)
+    return proc
+
+
+def stop_swand(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float) -> dict[str, Any]:
+    assert lab.gateway
+    restart(lab, scenario)
+    swand = None
+    watchers: list[Watcher] = []
+    if scenario == "swand":
+        swand = start_swand(lab)
+    else:
+        lab.gateway.swanctl("--load-all")
+    try:
+        lab.configure_clients(per_client)
+        if scenario == "swand":
+            watchers = [Watcher(lab.gw_ns, "rules", "iptables-legacy-save"),
+                        Watcher(lab.gw_ns, "metrics",
+                                f"http://127.0.0.1:{METRICS_PORT}/metrics")]
+        elif scenario == "updown":
+            watchers = [Watcher(lab.gw_ns, "rules", "iptables-save")]
+        events = SaEvents(lab.gateway)
+        target = per_client * len(lab.clients)
+        started = time.monotonic()
+        lab.initiate_all(per_client)
+        initiated = time.monotonic() - started
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            done = len(events.child_up) >= target and all(
+                len(w.first_seen) >= target for w in watchers)
+            if done:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+        events.stop()
+        for w in watchers:
+            w.stop()
+    finally:
+        if swand is not None:
+            stop_swand(swand)
+    t0 = events.first_ike_up or started
+    ups = events.child_up
+    res: dict[str, Any] = {
+        "scenario": scenario, "sas_up": len(ups), "initiate_s": initiated,
+        "all_up_s": (max(ups.values()) - t0) if ups else float("nan"),
+    }
+    for w in watchers:
+        lat = [w.first_seen[v] - ups[v] for v in ups if v in w.first_seen]
+        res[f"{w.proc.args[-2]}_present"] = len(w.first_seen)
+        res[f"{w.proc.args[-2]}_all_s"] = (max(w.first_seen.values()) - t0
+                                           if w.first_seen else float("nan"))
+        res[f"{w.proc.args[-2]}_p50_s"] = pct(lat, 0.5)
+        res[f"{w.proc.args[-2]}_p99_s"] = pct(lat, 0.99)
+        res[f"{w.proc.args[-2]}_max_s"] = max(lat) if lat else float("nan")
+    return res
+
+
+class StormLab(MiniLab):
+    def configure_clients(self, per_client: int) -> None:
+        # MiniLab.configure loads the gateway too; here the scenario did that already
+        from bench_metrics import PSK
+
+        for ci, client in enumerate(self.clients):
+            with client.session() as s:
+                s.load_shared({"type": "IKE", "data": PSK})
+                for k in range(per_client):
+                    s.load_conn({f"c{k}": {
+                        "version": "2", "encap": "yes", "remote_addrs": ["192.0.2.1"],
+                        "vips": ["0.0.0.0"], "proposals": ["aes128-sha256-x25519"],
+                        "local-1": {"auth": "psk", "id": f"c{ci}-{k}@bench.test"},
+                        "remote-1": {"auth": "psk", "id": "gw.bench.test"},
+                        "children": {"net": {"remote_ts": ["10.10.0.0/16"],
+                                             "esp_proposals": ["aes128gcm16"]}},
+                    }})
+
+
+def fmt(v: float) -> str:
+    return f"{v:.2f}" if v == v else "-"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sas", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--scenarios", default="none,updown,swand")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_storm: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    per_client = -(-args.sas // args.clients)
+    lab = StormLab(args.clients)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    rows: list[dict[str, Any]] = []
+    try:
+        lab.up()
+        for rnd in range(args.rounds):
+            for scenario in args.scenarios.split(","):
+                with open("/proc/loadavg") as f:
+                    load = float(f.read().split()[0])
+                res = storm(lab, scenario, per_client, args.timeout)
+                res.update(round=rnd, load=load)
+                rows.append(res)
+                print(json.dumps(res), flush=True)
+    finally:
+        lab.down()
+    print()
+    print("| round | scenario | load | SAs up | all SAs up (s) | rules present | last rule (s) "
+          "| rule latency p50 / p99 / max (s) | in /metrics | last /metrics (s) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['round']} | {r['scenario']} | {r['load']:.1f} | {r['sas_up']} | "
+              f"{fmt(r['all_up_s'])} | {r.get('rules_present', '')} | "
+              f"{fmt(r.get('rules_all_s', float('nan')))} | "
+              f"{fmt(r.get('rules_p50_s', float('nan')))} / "
+              f"{fmt(r.get('rules_p99_s', float('nan')))} / "
+              f"{fmt(r.get('rules_max_s', float('nan')))} | {r.get('metrics_present', '')} | "
+              f"{fmt(r.get('metrics_all_s', float('nan')))} |")
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["scenario"], []).append(r)
+
+    def med(s: str, k: str) -> float:
+        vals = [r[k] for r in by.get(s, []) if k in r and r[k] == r[k]]
+        return statistics.median(vals) if vals else float("nan")
+
+    print()
+    for s in by:
+        print(f"median {s}: all up {fmt(med(s, 'all_up_s'))} s, last rule "
+              f"{fmt(med(s, 'rules_all_s'))} s, p99 {fmt(med(s, 'rules_p99_s'))} s")
+    if "swand" in by and "updown" in by:
+        ratio = med("swand", "rules_all_s") / med("updown", "rules_all_s")
+        print(f"rules: swand / _updown = {ratio:.3f}")
+    if "none" in by:
+        for s in ("updown", "swand"):
+            if s in by:
+                print(f"SAs up: {s} / none = {med(s, 'all_up_s') / med('none', 'all_up_s'):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
