@@ -28,7 +28,7 @@ import concurrent.futures
 import contextlib
 import struct
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from vici.protocol import FiniteStream, Message, Packet
@@ -243,9 +243,14 @@ def decode_body(data: bytes, pos: int, decode: bool, uri: str) -> dict[str, Any]
     return section
 
 
-def _decode_events(packets: list[tuple[bytes, int]], decode: bool, uri: str
-                   ) -> list[dict[str, Any]]:
-    return [decode_body(raw, offset, decode, uri) for raw, offset in packets]
+#: turns a batch of decoded events into what the caller keeps (runs on the decoder thread)
+BatchParser = Callable[[list[dict[str, Any]]], Iterable[Any]]
+
+
+def _decode_events(packets: list[tuple[bytes, int]], decode: bool, uri: str,
+                   parse: BatchParser | None = None) -> list[Any]:
+    events = [decode_body(raw, offset, decode, uri) for raw, offset in packets]
+    return events if parse is None else list(parse(events))
 
 
 _decoder: concurrent.futures.ThreadPoolExecutor | None = None
@@ -432,16 +437,18 @@ class _EventBatches:
 
     BATCH = 512
 
-    def __init__(self, event: str, decode: bool, uri: str) -> None:
+    def __init__(self, event: str, decode: bool, uri: str,
+                 parse: BatchParser | None = None) -> None:
         self.event = event
         self.wanted = event.encode()
         self.decode = decode
         self.uri = uri
+        self.parse = parse
         self.count = 0
         #: bytes of the wanted events taken so far (the stream cap counts them)
         self.held = 0
         self._batch: list[tuple[bytes, int]] = []
-        self._futures: list[asyncio.Future[list[dict[str, Any]]]] = []
+        self._futures: list[asyncio.Future[list[Any]]] = []
 
     def add(self, raw: bytes) -> int:
         """Take one EVENT packet; returns how many wanted events were taken so far."""
@@ -458,14 +465,14 @@ class _EventBatches:
     def _submit(self) -> None:
         batch, self._batch = self._batch, []
         self._futures.append(asyncio.get_running_loop().run_in_executor(
-            _decoder_thread(), _decode_events, batch, self.decode, self.uri))
+            _decoder_thread(), _decode_events, batch, self.decode, self.uri, self.parse))
 
-    async def result(self) -> list[dict[str, Any]]:
+    async def result(self) -> list[Any]:
         if not self._futures:
-            return _decode_events(self._batch, self.decode, self.uri)
+            return _decode_events(self._batch, self.decode, self.uri, self.parse)
         if self._batch:
             self._submit()
-        events: list[dict[str, Any]] = []
+        events: list[Any] = []
         for future in self._futures:
             events.extend(await future)
         return events
@@ -591,17 +598,23 @@ class ViciSession:
         timeout: float = 60.0,
         decode: bool = True,
         check: bool = True,
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        parse: BatchParser | None = None,
+    ) -> tuple[list[Any], dict[str, Any]]:
         """Register for `event`, send `command`, collect its events until the reply.
 
         Returns (events, reply), e.g. ``streamed("list-sas", "list-sa")``. The event is
         unregistered afterwards so the connection carries nothing unsolicited. A reply
         that grows past `MAX_STREAMED_EVENTS` events or `MAX_STREAMED_BYTES` raises
         ViciReplyTooLarge (and closes the connection) instead of holding it all.
+
+        Large replies are decoded on a worker thread while they arrive. `parse` (pure,
+        thread-safe) turns each batch of decoded events into what is kept, on that
+        thread: 100,000 decoded list-sa dicts never exist at once, and the loop never
+        runs the parsing (nor the garbage collections a million short-lived dicts cause).
         """
         _check_name(event, "<event>")
         packet = encode_request(command, message)
-        batches = _EventBatches(event, decode, self.uri)
+        batches = _EventBatches(event, decode, self.uri, parse)
         async with self._lock:
             conn = await self._ensure_connected()
             try:

@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,6 @@ from swand.core.events import (
     ChildRekey,
     ChildUp,
     IkeDown,
-    IkeSa,
     IkeUp,
     SaEvent,
 )
@@ -65,12 +66,6 @@ log = get_logger("swand.metrics")
 
 #: events the poller's own stream follows (final counters and liveness)
 POLLER_EVENTS = ("child-updown", "child-rekey", "ike-updown")
-
-
-def _parse_lists(conn_events: list[dict[str, Any]], sa_events: list[dict[str, Any]]
-                 ) -> tuple[tuple[core.ConfiguredConn, ...], tuple[IkeSa, ...]]:
-    return (core.parse_conns(conn_events, report_unparsable),
-            core.parse_sas(sa_events, report_unparsable))
 
 
 def _release_memory() -> None:
@@ -89,6 +84,42 @@ def _release_memory() -> None:
 
 
 _malloc_trim: Any = None
+
+
+def _release(holder: list[Any]) -> None:
+    """Drop the objects in `holder` (its only reference) and give the memory back."""
+    holder.clear()
+    _release_memory()
+
+
+#: the GIL hand-over interval while a poll's decoder and accounting threads run: the
+#: loop thread waits up to this long for the GIL after each socket call (default 5 ms)
+POLL_SWITCH_INTERVAL = 0.001
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a poll; what survives it is frozen.
+
+    A poll of 100,000 SAs allocates ~500,000 tracked objects (IkeSa, ChildSa, their
+    tuples, the accumulator's entries), and each allocation burst triggers full
+    collections that walk every live object with the GIL held: 0.3-1.6 s stalls of the
+    event loop, several per poll (bench/README.md). The poll's objects are acyclic
+    (frozen dataclasses and tuples, freed by reference counting when the next snapshot
+    replaces them), so they are moved to the permanent generation instead of being
+    walked again and again. Garbage cycles made during the poll itself are frozen with
+    them: `gc.get_freeze_count()` stays flat under churn (bench_churn.py checks it)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(POLL_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 class MetricsRegistry:
@@ -256,6 +287,7 @@ class MetricsPoller:
         self._certs_at = 0.0
         self._wake = asyncio.Event()
         self._events_task: asyncio.Task[None] | None = None
+        self._deferred: list[Callable[[], None]] | None = None
 
     @property
     def snapshot(self) -> core.MetricsSnapshot:
@@ -265,15 +297,26 @@ class MetricsPoller:
 
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         """Feed a raw SA event from this poller's own stream (standalone use)."""
-        self.accumulator.apply_event(name, payload, time.time(), report_unparsable)
+        at = time.time()
+        self._to_accumulator(
+            lambda: self.accumulator.apply_event(name, payload, at, report_unparsable))
         if name in ("child-updown", "ike-updown", "child-rekey"):
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
 
     def on_sa_event(self, event: SaEvent) -> None:
         """Feed an SA event the daemon's event watcher decoded (once, for everyone)."""
-        self.accumulator.apply_sa_event(event, time.time())
+        at = time.time()
+        self._to_accumulator(lambda: self.accumulator.apply_sa_event(event, at))
         if isinstance(event, IkeUp | IkeDown | ChildUp | ChildDown | ChildRekey):
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
+
+    def _to_accumulator(self, change: Callable[[], None]) -> None:
+        """Apply a change to the traffic accumulator now, or after the poll's accounting
+        thread is done with it (it would otherwise race the thread)."""
+        if self._deferred is not None:
+            self._deferred.append(change)
+        else:
+            change()
 
     def charon_lost(self) -> None:
         """charon went away (its socket closed or refuses): publish `up 0` now."""
@@ -283,7 +326,7 @@ class MetricsPoller:
         """charon restarted (swand.runtime.charon.Charon noticed): its SAs went without
         events, so the traffic counters retire them at their last seen values."""
         self.registry.record_charon_restart()
-        self.accumulator.charon_restarted()
+        self._to_accumulator(self.accumulator.charon_restarted)
         self._wake.set()
 
     def _publish_down(self) -> None:
@@ -303,6 +346,10 @@ class MetricsPoller:
 
     async def poll_once(self) -> bool:
         """Read charon once and publish a snapshot; False (and `up 0`) if unreachable."""
+        with _collector_paused():
+            return await self._poll_once()
+
+    async def _poll_once(self) -> bool:
         started = time.monotonic()
         try:
             view = await self._read_view()
@@ -312,6 +359,28 @@ class MetricsPoller:
                 log.warning("charon_poll_failed", vici=self.uri, error=text)
             self._publish_down()
             return False
+        # accounting and rendering are pure and ~10 us per SA: on a thread, so a poll of
+        # 100,000 SAs never holds the loop; events arriving meanwhile wait in a list
+        self._deferred = []
+        try:
+            snap, families = await asyncio.to_thread(self._account, view, started)
+        finally:
+            deferred, self._deferred = self._deferred, None
+        for change in deferred:
+            change()
+        # the previous snapshot (100,000 SAs: ~500,000 objects) is freed on a thread too:
+        # its last reference dropped in the loop would deallocate it there
+        previous = [self.current]
+        self.current = (snap, families)
+        self._write_state()
+        del view, snap, families
+        await asyncio.to_thread(_release, previous)
+        return True
+
+    def _account(self, view: core.CharonView, started: float
+                 ) -> tuple[core.MetricsSnapshot, list[core.Family]]:
+        """The accumulator brought up to `view`, and the snapshot with its families
+        (on a worker thread while `_deferred` holds the events arriving meanwhile)."""
         now = view.taken_at
         self.accumulator.observe(view.sas, now)
         keep = [(c.name, ch) for c in view.conns for ch in c.children]
@@ -323,10 +392,7 @@ class MetricsPoller:
             per_peer=self.per_peer, poll_duration=time.monotonic() - started,
             polled_at=now,
         )
-        self._publish(snap)
-        del view, snap
-        _release_memory()
-        return True
+        return snap, core.charon_families(snap)
 
     async def _read_view(self) -> core.CharonView:
         s = self._session
@@ -349,10 +415,14 @@ class MetricsPoller:
                     await s.request("get-counters", timeout=self.timeout))
             except ViciCommandError:
                 self._counters_supported = False  # counters plugin not loaded
-        conn_events, _ = await s.streamed("list-conns", "list-conn", timeout=self.timeout)
-        sa_events, _ = await s.streamed("list-sas", "list-sa", {"noblock": "yes"},
-                                        timeout=self.timeout)
+        conns = tuple(core.parse_conns(
+            (await s.streamed("list-conns", "list-conn", timeout=self.timeout))[0],
+            report_unparsable))
         now = time.time()
+        # each batch of list-sa events is parsed on the decoder thread as it arrives
+        sas, _ = await s.streamed(
+            "list-sas", "list-sa", {"noblock": "yes"}, timeout=self.timeout,
+            parse=lambda batch: core.parse_sas(batch, report_unparsable))
         pools = core.parse_pools(await s.request("get-pools", {"leases": "yes"},
                                                  timeout=self.timeout), report_unparsable)
         if now - self._certs_at >= self.cert_interval:
@@ -360,12 +430,9 @@ class MetricsPoller:
                                               timeout=self.timeout, decode=False)
             self._certs = core.parse_certs(cert_events, report_unparsable)
             self._certs_at = now
-        # parsing is pure and ~40 us per SA: off the loop, so 10k+ SAs do not stall it
-        conns, sas = await asyncio.to_thread(_parse_lists, conn_events, sa_events)
-        del conn_events, sa_events
         return core.CharonView(
             taken_at=now, info=self._info, stats=stats, counters=counters,
-            conns=conns, sas=sas, pools=pools, certs=self._certs,
+            conns=conns, sas=tuple(sas), pools=pools, certs=self._certs,
         )
 
     def _publish(self, snap: core.MetricsSnapshot) -> None:
