@@ -205,7 +205,8 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float) -> dict[str, Any]:
+def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
+          keep: Path | None = None) -> dict[str, Any]:
     assert lab.gateway
     restart(lab, scenario)
     swand = None
@@ -241,6 +242,14 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float) -> dict[
     finally:
         if swand is not None:
             stop_swand(swand)
+        if keep:
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("swand.log", "charon.log"):
+                src = lab.gateway.dir / name
+                if src.exists():
+                    (keep / f"{scenario}-{time.strftime('%H%M%S')}-{name}").write_bytes(
+                        src.read_bytes())
+                    src.unlink()
     t0 = events.first_ike_up or started
     ups = events.child_up
     res: dict[str, Any] = {
@@ -288,6 +297,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--scenarios", default="none,updown,swand")
+    ap.add_argument("--keep-logs", type=Path, default=None,
+                    help="copy the gateway's charon.log and swand.log here after each storm")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_storm: needs root (network namespaces)", file=sys.stderr)
@@ -302,7 +313,7 @@ def main() -> int:
             for scenario in args.scenarios.split(","):
                 with open("/proc/loadavg") as f:
                     load = float(f.read().split()[0])
-                res = storm(lab, scenario, per_client, args.timeout)
+                res = storm(lab, scenario, per_client, args.timeout, args.keep_logs)
                 res.update(round=rnd, load=load)
                 rows.append(res)
                 print(json.dumps(res), flush=True)

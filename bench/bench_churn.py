@@ -1,0 +1,316 @@
+"""Churn benchmark: `swand run` with its real firewall (legacy backend, in a throw-away
+network namespace) against a synthetic charon whose SAs come and go (root; not pytest).
+
+    .venv/bin/python bench/bench_churn.py --sas 10000 --rate 100 --minutes 5
+
+The synthetic charon (bench/synthetic_vici.py's wire protocol and recorded SA) starts
+with `--sas` IKE_SAs (of 1.2 x that many clients) and then, every 100 ms, takes
+`rate/10` random SAs down and brings `rate/10` offline clients back with new SAs
+(ike-updown + child-updown each, to every connection registered for them); list-sas
+always answers the current set. Measured:
+
+- events: sent by the server vs `swand_vici_events_total` (nothing lost);
+- after the churn stops: how long until the forward rules (`iptables-legacy-save` in
+  the namespace) name exactly the virtual IPs of the live SAs (goal: within 1 s);
+- swand's resident memory each minute (goal: minute 5 within 5 % of minute 1) and its
+  CPU time (user + system) next to the events it handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_vici import (
+    RECORDED_IKE_SA,
+    SyntheticCharon,
+    event_packet,
+    frame,
+    response,
+)
+from vici.protocol import FiniteStream, Message, Packet
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = 9819
+VIP = re.compile(r"10\.(6[4-9]|7\d)\.\d+\.\d+")
+
+
+def vip(client: int) -> str:
+    return f"10.{64 + client // 65536}.{client // 256 % 256}.{client % 256}"
+
+
+def sa_dict(client: int, seq: int) -> dict[str, Any]:
+    """Client `client`'s SA number `seq`: its identity and virtual IP are the client's,
+    the unique ids, reqid and SPIs new for every connection."""
+    sa = json.loads(json.dumps(RECORDED_IKE_SA))
+    v = vip(client)
+    sa.update({"uniqueid": str(2 * seq + 1), "remote-id": f"client{client}@bench.test",
+               "remote-vips": [v], "initiator-spi": f"{seq:016x}",
+               "responder-spi": f"{seq * 7:016x}"})
+    child = sa["child-sas"].pop("net-3")
+    child.update({"uniqueid": str(2 * seq + 2), "reqid": str(seq + 1),
+                  "remote-ts": [f"{v}/32"], "spi-in": f"{seq:08x}",
+                  "spi-out": f"{seq * 3:08x}", "bytes-in": str(seq % 997 * 1000)})
+    sa["child-sas"][f"net-{2 * seq + 2}"] = child
+    return sa
+
+
+class ChurnCharon(SyntheticCharon):
+    """`n` clients online out of 1.2 n; a client that reconnects keeps its identity and
+    virtual IP (a road warrior coming back), its SA gets new ids."""
+
+    def __init__(self, n: int) -> None:
+        self.live: dict[int, bytes] = {}
+        self.seq_of: dict[int, int] = {}
+        for client in range(n):
+            self._add(client, client)
+        self.offline = list(range(n, n + n // 5))
+        self.next_seq = n
+        self.listeners: list[tuple[asyncio.StreamWriter, set[str]]] = []
+        self.sent = 0
+        super().__init__(0)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        registered: set[str] = set()
+        self.listeners.append((writer, registered))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                data = await reader.readexactly(length)
+                kind, name = data[0], data[2:2 + data[1]].decode()
+                if kind == Packet.EVENT_REGISTER:
+                    registered.add(name)
+                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+                elif kind == Packet.EVENT_UNREGISTER:
+                    registered.discard(name)
+                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+                elif kind == Packet.CMD_REQUEST:
+                    Message.deserialize(FiniteStream(data[2 + data[1]:]))
+                    await self.command(name, registered, writer)
+                await writer.drain()
+        self.listeners = [x for x in self.listeners if x[0] is not writer]
+        writer.close()
+
+    async def command(self, name: str, registered: set[str],
+                      writer: asyncio.StreamWriter) -> None:
+        if name == "list-sas":
+            if "list-sa" in registered:
+                writer.write(b"".join(self.live.values()))
+            writer.write(response({}))
+        elif name == "stats":
+            stats = dict(self.stats)
+            stats["ikesas"] = {"total": str(len(self.live)), "half-open": "0"}
+            stats["plugins"] = ["vici", "kernel-netlink", "socket-default", "attr"]
+            writer.write(response(stats))
+        elif name in ("list-conns", "list-certs", "list-authorities", "version",
+                      "get-pools"):
+            await super().command(name, registered, writer)
+        else:  # get-conns, get-keys, load-*, ...: an empty charon that accepts
+            writer.write(response({"success": "yes"}))
+
+    def _emit(self, name: str, message: dict[str, Any]) -> None:
+        packet = event_packet(name, message)
+        for writer, registered in self.listeners:
+            if name in registered and not writer.is_closing():
+                writer.write(packet)
+                self.sent += 1
+
+    def _add(self, client: int, seq: int) -> dict[str, Any]:
+        sa = sa_dict(client, seq)
+        self.live[client] = event_packet("list-sa", {"rw": sa})
+        self.seq_of[client] = seq
+        return sa
+
+    def down(self, client: int) -> None:
+        del self.live[client]
+        sa = sa_dict(client, self.seq_of.pop(client))
+        self.offline.append(client)
+        self._emit("child-updown", {"rw": sa})
+        self._emit("ike-updown", {"rw": sa})
+
+    def up(self, rng: random.Random) -> None:
+        client = self.offline.pop(rng.randrange(len(self.offline)))
+        sa = self._add(client, self.next_seq)
+        self.next_seq += 1
+        self._emit("ike-updown", {"rw": sa, "up": "yes"})
+        self._emit("child-updown", {"rw": sa, "up": "yes"})
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(RSS MB, CPU seconds of all its threads); `ip netns exec` execs, so the Popen's
+    pid is swand's Python."""
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 1024
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / tick
+
+
+async def rules_vips(ns: str) -> set[str]:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns, "iptables-legacy-save", "-t", "filter",
+        stdout=subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return {m.group(0) for m in VIP.finditer(out.decode())}
+
+
+def scrape_events(ns: str) -> dict[str, float]:
+    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                          "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
+                          f"'http://127.0.0.1:{PORT}/metrics',timeout=10).read().decode())"],
+                         capture_output=True, text=True).stdout
+    events: dict[str, float] = {}
+    for line in out.splitlines():
+        if line.startswith("swand_vici_events_total{"):
+            name = line.split('event="', 1)[1].split('"', 1)[0]
+            events[name] = float(line.rsplit(" ", 1)[1])
+    return events
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="swand-churn-"))
+    sock = work / "charon.vici"
+    charon = ChurnCharon(args.sas)
+    server = await asyncio.start_unix_server(charon.handle, path=str(sock), limit=1 << 20)
+    ns = f"swchurn{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    for c in (["ip", "link", "set", "lo", "up"],
+              ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
+              ["ip", "addr", "add", "192.0.2.1/24", "dev", "eth0"],
+              ["ip", "link", "set", "eth0", "up"]):
+        subprocess.run(["ip", "netns", "exec", ns, *c], check=True)
+    (work / "swanctl").mkdir()
+    (work / "swanctl" / "swanctl.conf").write_text("")
+    toml = work / "swand.toml"
+    toml.write_text(f'[charon]\nvici = "unix://{sock}"\ninterval = 10\n'
+                    f'[swanctl]\ndir = "{work / "swanctl"}"\n'
+                    '[firewall]\nenabled = true\nbackend = "legacy"\nmode = "policy"\n'
+                    'egress = "eth0"\n'
+                    f'[metrics]\nlisten = "127.0.0.1:{PORT}"\n[log]\nformat = "json"\n'
+                    'level = "warning"\n')
+    log = open(work / "swand.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "swand", "run",
+                             "-c", str(toml)], cwd=str(ROOT), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    res: dict[str, Any] = {"sas": args.sas, "rate": args.rate, "minutes": args.minutes}
+    try:
+        want = {vip(i) for i in charon.live}
+        deadline = time.monotonic() + 300
+        while await rules_vips(ns) != want:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("swand did not converge at start: "
+                                   + (work / "swand.log").read_text()[-3000:])
+            await asyncio.sleep(0.5)
+        res["start_converged_s"] = 300 - (deadline - time.monotonic())
+        _, cpu0 = proc_stats(proc.pid)
+        sent0 = charon.sent
+        base_events = await asyncio.to_thread(scrape_events, ns)
+        rng = random.Random(16)
+        per_tick = max(1, round(args.rate / 10))
+        started = time.monotonic()
+        end = started + args.minutes * 60
+        samples: list[tuple[float, float, float]] = []
+        next_sample = started + 60
+        tick = started
+        while time.monotonic() < end:
+            for i in rng.sample(sorted(charon.live), per_tick):
+                charon.down(i)
+            for _ in range(per_tick):
+                charon.up(rng)
+            tick += 0.1
+            now = time.monotonic()
+            if now >= next_sample:
+                rss, cpu = proc_stats(proc.pid)
+                samples.append((now - started, rss, cpu - cpu0))
+                print(json.dumps({"t": round(now - started), "rss_mb": rss,
+                                  "cpu_s": cpu - cpu0, "live": len(charon.live)}),
+                      flush=True)
+                next_sample += 60
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        stopped = time.monotonic()
+        rss, cpu = proc_stats(proc.pid)
+        if not samples or stopped - started - samples[-1][0] > 30:
+            samples.append((stopped - started, rss, cpu - cpu0))
+        want = {vip(i) for i in charon.live}
+        converged = None
+        while time.monotonic() - stopped < 60:
+            have = await rules_vips(ns)
+            if have == want:
+                converged = time.monotonic() - stopped
+                break
+            await asyncio.sleep(0.05)
+        if converged is None:
+            res["rules_missing"] = len(want - have)
+            res["rules_extra"] = len(have - want)
+        await asyncio.sleep(2)
+        events = await asyncio.to_thread(scrape_events, ns)
+        rss, cpu = proc_stats(proc.pid)
+        handled = sum(events.get(k, 0) - base_events.get(k, 0)
+                      for k in ("ike-updown", "child-updown"))
+        res.update(
+            converged_after_stop_s=converged, events_sent=charon.sent - sent0,
+            events_counted=handled, cpu_s=cpu - cpu0, rss_end_mb=rss,
+            rss_by_minute=[(round(t), round(r, 1)) for t, r, _ in samples],
+            live_sas=len(charon.live), churn_s=stopped - started,
+            rss_min1_min5=(samples[-1][1] / samples[0][1]) if len(samples) >= 2 else None,
+        )
+        return res
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        server.close()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        if args.keep_log:
+            args.keep_log.write_bytes((work / "swand.log").read_bytes())
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sas", type=int, default=10000)
+    ap.add_argument("--rate", type=float, default=100.0,
+                    help="disconnects (and as many connects) per second")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--keep-log", type=Path, default=None)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_churn: needs root (network namespace)", file=sys.stderr)
+        return 2
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    res = asyncio.run(run(args))
+    res["load_at_start"] = float(load)
+    print(json.dumps(res))
+    per_event = res["cpu_s"] / max(1.0, res["events_counted"]) * 1000
+    print(f"\n{res['sas']:,} SAs, {res['rate']:.0f}+{res['rate']:.0f}/s for "
+          f"{res['churn_s']:.0f} s: events sent {res['events_sent']}, counted by swand "
+          f"{res['events_counted']:.0f}; rules == SAs {res['converged_after_stop_s']} s "
+          f"after the churn; RSS by minute {res['rss_by_minute']} "
+          f"(last/first {res['rss_min1_min5']}); CPU {res['cpu_s']:.1f} s "
+          f"({per_event:.2f} ms per event)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
