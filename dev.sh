@@ -15,6 +15,8 @@ cd "$(dirname "$0")"
 # (tests/unit/test_plugins.py checks this against swand/lab/charon.py's DEFAULT_PLUGINS).
 # strongswan-starter: starter and the stroke plugin, the reference side of `swand import`'s
 # conformance test.
+# strongswan-libcharon also ships /usr/lib/ipsec/_updown and the updown plugin:
+# bench/bench_storm.py's reference (`_updown iptables` per CHILD_SA, leftfirewall=yes).
 APT_PACKAGES=(
   charon-systemd strongswan-swanctl strongswan-pki
   libstrongswan strongswan-libcharon libstrongswan-standard-plugins
