@@ -39,10 +39,8 @@ from synthetic_vici import (
     RECORDED_IKE_SA,
     SyntheticCharon,
     event_packet,
-    frame,
     response,
 )
-from vici.protocol import FiniteStream, Message, Packet
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 9819
@@ -84,26 +82,11 @@ class ChurnCharon(SyntheticCharon):
         self.sent = 0
         super().__init__(0)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        registered: set[str] = set()
+    def connected(self, writer: asyncio.StreamWriter, registered: set[str]) -> None:
         self.listeners.append((writer, registered))
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                length = int.from_bytes(await reader.readexactly(4), "big")
-                data = await reader.readexactly(length)
-                kind, name = data[0], data[2:2 + data[1]].decode()
-                if kind == Packet.EVENT_REGISTER:
-                    registered.add(name)
-                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
-                elif kind == Packet.EVENT_UNREGISTER:
-                    registered.discard(name)
-                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
-                elif kind == Packet.CMD_REQUEST:
-                    Message.deserialize(FiniteStream(data[2 + data[1]:]))
-                    await self.command(name, registered, writer)
-                await writer.drain()
+
+    def disconnected(self, writer: asyncio.StreamWriter) -> None:
         self.listeners = [x for x in self.listeners if x[0] is not writer]
-        writer.close()
 
     async def command(self, name: str, registered: set[str],
                       writer: asyncio.StreamWriter) -> None:

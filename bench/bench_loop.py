@@ -36,16 +36,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SYNTH = str(Path(__file__).resolve().parent / "synthetic_vici.py")
 TICK = 0.005
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Ticker:
@@ -101,6 +94,8 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 async def measure(uri: str, polls: int, fw_uri: str | None) -> dict[str, Any]:
+    from synthetic_vici import rss_mb
+
     from swand.runtime.metrics import MetricsPoller, MetricsRegistry
 
     base = rss_mb()

@@ -291,6 +291,10 @@ class MiniLab:
         # the gateway from a swanctl.conf, so `swand run` can own it unchanged later
         (self.gateway.dir / "swanctl" / "swanctl.conf").write_text(GATEWAY_CONF)
         self.gateway.swanctl("--load-all")
+        self.configure_clients(per_client)
+
+    def configure_clients(self, per_client: int) -> None:
+        """Each client charon: the PSK and `per_client` connections, own identity each."""
         for ci, client in enumerate(self.clients):
             with client.session() as s:
                 s.load_shared({"type": "IKE", "data": PSK})

@@ -267,25 +267,6 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     return res
 
 
-class StormLab(MiniLab):
-    def configure_clients(self, per_client: int) -> None:
-        # MiniLab.configure loads the gateway too; here the scenario did that already
-        from bench_metrics import PSK
-
-        for ci, client in enumerate(self.clients):
-            with client.session() as s:
-                s.load_shared({"type": "IKE", "data": PSK})
-                for k in range(per_client):
-                    s.load_conn({f"c{k}": {
-                        "version": "2", "encap": "yes", "remote_addrs": ["192.0.2.1"],
-                        "vips": ["0.0.0.0"], "proposals": ["aes128-sha256-x25519"],
-                        "local-1": {"auth": "psk", "id": f"c{ci}-{k}@bench.test"},
-                        "remote-1": {"auth": "psk", "id": "gw.bench.test"},
-                        "children": {"net": {"remote_ts": ["10.10.0.0/16"],
-                                             "esp_proposals": ["aes128gcm16"]}},
-                    }})
-
-
 def fmt(v: float) -> str:
     return f"{v:.2f}" if v == v else "-"
 
@@ -304,7 +285,7 @@ def main() -> int:
         print("bench_storm: needs root (network namespaces)", file=sys.stderr)
         return 2
     per_client = -(-args.sas // args.clients)
-    lab = StormLab(args.clients)
+    lab = MiniLab(args.clients)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[dict[str, Any]] = []
     try:

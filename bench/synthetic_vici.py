@@ -131,6 +131,7 @@ class SyntheticCharon:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         registered: set[str] = set()
         emitters: list[asyncio.Task[None]] = []
+        self.connected(writer, registered)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 (length,) = struct.unpack("!I", await reader.readexactly(4))
@@ -149,7 +150,14 @@ class SyntheticCharon:
                     Message.deserialize(FiniteStream(data[2 + data[1]:]))
                     await self.command(name, registered, writer)
                 await writer.drain()
+        self.disconnected(writer)
         writer.close()
+
+    def connected(self, writer: asyncio.StreamWriter, registered: set[str]) -> None:
+        """A client connected; `registered` is its live set of event registrations."""
+
+    def disconnected(self, writer: asyncio.StreamWriter) -> None:
+        """The client went away."""
 
     async def emit(self, writer: asyncio.StreamWriter, registered: set[str]) -> None:
         """child-updown events at `event_rate` per second (alternately down and up of
