@@ -21,6 +21,7 @@ from swand.runtime.metrics import MetricsPoller, MetricsRegistry
 
 DATA = Path(__file__).parent / "data" / "events"
 SAS = 1200
+CHURNED = 300
 
 
 def _template() -> dict[str, Any]:
@@ -130,7 +131,8 @@ async def _poll_with_events(pause_in_account: bool) -> tuple[MetricsPoller, bool
         else:
             charon.release.set()
             await asyncio.get_running_loop().run_in_executor(None, accounting.wait, 10)
-            poller.on_event("child-updown", down_event(3, 5000))
+            for i in range(CHURNED):  # a burst of downs while the thread accounts
+                poller.on_event("child-updown", down_event(i, 5000))
             handled_during_poll = not poll.done()
             go_on.set()
         assert await poll
@@ -155,10 +157,10 @@ def test_an_sa_event_is_handled_while_a_slow_poll_is_in_progress() -> None:
     assert _bytes_in(poller) == (SAS - 1) * 100 + 5000
 
 
-def test_an_event_during_the_accounting_thread_is_applied_not_lost() -> None:
-    """The poll's accounting runs on a thread; an event arriving then is kept and
-    applied after it (it would otherwise race the thread or be dropped)."""
+def test_events_during_the_accounting_thread_are_applied_not_lost() -> None:
+    """The poll's accounting runs on a thread; a burst of SA events arriving then is
+    kept and applied after it (it would otherwise race the thread or be dropped)."""
     poller, during = asyncio.run(asyncio.wait_for(_poll_with_events(True), 30))
     assert during
-    assert _bytes_in(poller) == (SAS - 1) * 100 + 5000
+    assert _bytes_in(poller) == (SAS - CHURNED) * 100 + CHURNED * 5000
     assert poller._deferred is None
