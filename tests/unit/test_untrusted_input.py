@@ -139,8 +139,10 @@ class FakeSession:
     async def request(self, command: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"get-pools": {}, "stats": {"plugins": ["kernel-netlink"]}}[command]
 
-    async def streamed(self, *args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], dict]:
-        return self.sa_events, {}
+    async def streamed(self, *args: Any, parse: Any = None,
+                       **kwargs: Any) -> tuple[list[Any], dict]:
+        # as ViciSession.streamed: `parse` turns the events into what the caller keeps
+        return (self.sa_events if parse is None else list(parse(self.sa_events))), {}
 
 
 def recording_backend() -> Any:
