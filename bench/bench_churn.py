@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_metrics import stop_group
 from synthetic_vici import (
     RECORDED_IKE_SA,
     SyntheticCharon,
@@ -254,13 +253,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         return res
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         log.close()
         server.close()
         subprocess.run(["ip", "netns", "del", ns], check=False)

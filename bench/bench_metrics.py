@@ -133,13 +133,19 @@ def measure_daemon(lab: MiniLab, scrapes: int, target: int) -> dict[str, float]:
         return {"daemon_scrape_s": float(out[0]), "daemon_rss_mb": float(out[1]) / 2**20,
                 "daemon_established": float(out[2]), "swanctl_again_s": swanctl_time}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 10)
         log.close()
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM to the process group a benchmark started; SIGKILL if it does not stop."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def sh(*argv: str, check: bool = True, ns: str | None = None, **kw: Any) -> str:

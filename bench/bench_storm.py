@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_metrics import GATEWAY_CONF, PLUGINS, MiniCharon, MiniLab, sh
+from bench_metrics import GATEWAY_CONF, PLUGINS, MiniCharon, MiniLab, sh, stop_group
 
 UPDOWN = "/usr/lib/ipsec/_updown iptables"
 METRICS_PORT = 9818
@@ -188,16 +188,6 @@ def start_swand(lab: MiniLab) -> subprocess.Popen[bytes]:
     return proc
 
 
-def stop_swand(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -241,7 +231,7 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
             w.stop()
     finally:
         if swand is not None:
-            stop_swand(swand)
+            stop_group(swand)
         if keep:
             keep.mkdir(parents=True, exist_ok=True)
             for name in ("swand.log", "charon.log"):
