@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -259,7 +260,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         if args.keep_log:
             args.keep_log.write_bytes((work / "swand.log").read_bytes())
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:

@@ -92,7 +92,7 @@ class FirewallSnapshot:
 SnapshotFn = Callable[[], Awaitable[FirewallSnapshot]]
 
 
-def _forwarding(batch: list[dict]) -> list[tuple[tuple[ChildSA, ...], bool]]:
+def _forwarding(batch: list[dict[str, Any]]) -> list[tuple[tuple[ChildSA, ...], bool]]:
     """One batch of list-sa events (on the VICI decoder thread): its forwarding CHILD_SAs
     and whether one of its IKE_SAs settles, read through the SA model events and metrics
     read too."""
