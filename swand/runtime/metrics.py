@@ -95,6 +95,11 @@ def _release(holder: list[Any]) -> None:
 #: the GIL hand-over interval while a poll's decoder and accounting threads run: the
 #: loop thread waits up to this long for the GIL after each socket call (default 5 ms)
 POLL_SWITCH_INTERVAL = 0.001
+#: the collector is paused (and the heap frozen after the poll) only from this many SAs
+#: in the last poll: below it a full collection costs milliseconds, and a small gateway's
+#: long-lived daemon should not pay freeze's price every poll (cycles frozen while still
+#: garbage are never collected)
+GC_PAUSE_MIN_SAS = 10_000
 
 
 @contextlib.contextmanager
@@ -348,7 +353,11 @@ class MetricsPoller:
 
     async def poll_once(self) -> bool:
         """Read charon once and publish a snapshot; False (and `up 0`) if unreachable."""
-        with _collector_paused():
+        # size unknown before the first poll: pause (one freeze of start-up's long-lived
+        # objects costs nothing); later only where the last poll was large
+        view = self.current[0].view
+        large = view is None or len(view.sas) >= GC_PAUSE_MIN_SAS
+        with _collector_paused() if large else contextlib.nullcontext():
             return await self._poll_once()
 
     async def _poll_once(self) -> bool:

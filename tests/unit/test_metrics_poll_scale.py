@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import struct
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 from vici.protocol import Message, Packet
 
-from swand.runtime.metrics import MetricsPoller, MetricsRegistry
+from swand.runtime.metrics import GC_PAUSE_MIN_SAS, MetricsPoller, MetricsRegistry
 
 DATA = Path(__file__).parent / "data" / "events"
 SAS = 1200
@@ -164,3 +166,42 @@ def test_events_during_the_accounting_thread_are_applied_not_lost() -> None:
     assert during
     assert _bytes_in(poller) == (SAS - CHURNED) * 100 + CHURNED * 5000
     assert poller._deferred is None
+
+
+class _Node:
+    """An object that can sit in a reference cycle and be watched by a weakref."""
+
+    def __init__(self) -> None:
+        self.me: _Node | None = self
+
+
+def test_a_small_gateway_never_freezes_its_garbage() -> None:
+    """gc.freeze after a poll keeps the cyclic garbage of that moment forever; only a
+    large gateway (>= GC_PAUSE_MIN_SAS SAs in the last poll) pays that each poll. On a
+    small one, a cycle that became garbage in the old generation before a poll is still
+    collected after it. (The first poll, size unknown, freezes start-up's objects once.)"""
+
+    async def two_polls() -> weakref.ref[_Node]:
+        charon = SlowCharon(pause_after=SAS)  # never pauses
+        server = await asyncio.start_unix_server(charon.handle, charon.path)
+        poller = MetricsPoller(f"unix://{charon.path}", MetricsRegistry(), own_events=False)
+        try:
+            assert await poller.poll_once()
+            node = _Node()
+            gc.collect()  # still referenced: survives into the oldest generation
+            watch = weakref.ref(node)
+            del node  # now garbage that only a full collection finds
+            assert await poller.poll_once()
+            return watch
+        finally:
+            await poller.close()
+            server.close()
+            charon.dir.cleanup()
+
+    assert SAS < GC_PAUSE_MIN_SAS
+    try:
+        watch = asyncio.run(asyncio.wait_for(two_polls(), 30))
+        gc.collect()
+        assert watch() is None, "the garbage cycle was frozen by a small gateway's poll"
+    finally:
+        gc.unfreeze()
