@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 
 from swand.adapters.vici import ViciError, ViciSession
 from swand.config import ConfigError, SwandConfig, load_config
-from swand.runtime.firewall import apply_firewall_once
 from swand.runtime.loader import ConfigLoader, LoadReport
 
 #: the firewall step of `swand apply`: (config, VICI session) -> failure lines. The
@@ -38,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _firewall(cfg: SwandConfig, session: ViciSession) -> list[str]:
     """The firewall hook: one pass of swand.runtime.firewall."""
+    # imported here: the firewall (backends, rule rendering) is 0.12 s of imports that
+    # `swand apply --no-firewall` and a gateway without [firewall] never use (bench_load)
+    from swand.runtime.firewall import apply_firewall_once
+
     try:
         report = await apply_firewall_once(cfg, session)
     except Exception as exc:  # every failure becomes one line, never a traceback
