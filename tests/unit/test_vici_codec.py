@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import tempfile
 from pathlib import Path
@@ -94,6 +95,29 @@ async def read_packet(reader: asyncio.StreamReader) -> bytes:
 
 def named(packet: bytes) -> tuple[int, str]:
     return packet[0], packet[2:2 + packet[1]].decode()
+
+
+def commands_handler(on_command, on_register=None):
+    """A fake charon's connection handler: event (un)registrations are confirmed (then
+    `on_register(name, writer)`, if given, may write more), every command goes to
+    `on_command(name, writer)`, which writes the answer; the loop ends when the client
+    closes the connection."""
+
+    async def handler(reader, writer):
+        while True:
+            try:
+                kind, name = named(await read_packet(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
+                if on_register is not None and kind == Packet.EVENT_REGISTER:
+                    await on_register(name, writer)
+            else:
+                await on_command(name, writer)
+            await writer.drain()
+
+    return handler
 
 
 class FakeCharon:
@@ -201,21 +225,13 @@ def test_timeout_poisons_then_reconnects() -> None:
 
 
 def test_streamed_collects_events_until_the_reply() -> None:
-    async def handler(reader, writer):
-        while True:
-            try:
-                packet = await read_packet(reader)
-            except asyncio.IncompleteReadError:
-                return
-            kind, _ = named(packet)
-            if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
-                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
-            else:
-                for i in range(3):
-                    writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
-                writer.write(event("other", {"x": "y"}))
-                writer.write(response({}))
-            await writer.drain()
+    async def list_sas(_name, writer):
+        for i in range(3):
+            writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
+        writer.write(event("other", {"x": "y"}))
+        writer.write(response({}))
+
+    handler = commands_handler(list_sas)
 
     async def main():
         async with FakeCharon(handler) as fake:
@@ -341,26 +357,25 @@ def endless_list_sas(limit: int, event_packet: bytes = LIST_SA_EVENT):
     events, so a client without a cap fails by its timeout, not by eating the machine)."""
     served: list[int] = []
 
-    async def handler(reader, writer):
+    async def command(name, writer):
+        if name != "list-sas":
+            writer.write(response({"answer": name}))
+            return
         sent = 0
         try:
-            while True:
-                kind, name = named(await read_packet(reader))
-                if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
-                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
-                elif name == "list-sas":
-                    while sent < limit:
-                        writer.write(event_packet)
-                        sent += 1
-                        if sent % 64 == 0:
-                            await writer.drain()
-                else:
-                    writer.write(response({"answer": name}))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            while sent < limit:
+                writer.write(event_packet)
+                sent += 1
+                if sent % 64 == 0:
+                    await writer.drain()
         finally:
             served.append(sent)
+
+    serve = commands_handler(command)
+
+    async def handler(reader, writer):
+        with contextlib.suppress(ConnectionError):
+            await serve(reader, writer)
 
     return handler, served
 
@@ -472,22 +487,14 @@ def test_large_streamed_reply_is_decoded_in_order_off_the_loop() -> None:
     n = _EventBatches.BATCH * 2 + 7
     threads: set[str] = set()
 
-    async def handler(reader, writer):
-        while True:
-            try:
-                packet = await read_packet(reader)
-            except asyncio.IncompleteReadError:
-                return
-            kind, _ = named(packet)
-            if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
-                writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
-            else:
-                for i in range(n):
-                    writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
-                    if i == 5:
-                        writer.write(event("list-conn", {"x": {}}))
-                writer.write(response({}))
-            await writer.drain()
+    async def list_sas(_name, writer):
+        for i in range(n):
+            writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
+            if i == 5:
+                writer.write(event("list-conn", {"x": {}}))
+        writer.write(response({}))
+
+    handler = commands_handler(list_sas)
 
     import swand.adapters.vici as vici_adapter
 
@@ -524,28 +531,24 @@ def test_an_sa_event_is_handled_while_a_slow_list_sas_is_in_progress() -> None:
         release = asyncio.Event()
         listing = asyncio.Event()
 
-        async def handler(reader, writer):
-            while True:
-                try:
-                    packet = await read_packet(reader)
-                except asyncio.IncompleteReadError:
-                    return
-                kind, name = named(packet)
-                if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
-                    writer.write(frame(bytes([Packet.EVENT_CONFIRM])))
-                    if kind == Packet.EVENT_REGISTER and name == "child-updown":
-                        await writer.drain()
-                        await listing.wait()  # once the listing is under way
-                        writer.write(event("child-updown", {"up": "yes", "rw": {}}))
-                elif name == "list-sas":
-                    for i in range(2000):
-                        writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
-                        if i == 1000:
-                            await writer.drain()
-                            listing.set()
-                            await release.wait()  # charon busy: the rest comes later
-                    writer.write(response({}))
+        async def registered(name, writer):
+            if name == "child-updown":
                 await writer.drain()
+                await listing.wait()  # once the listing is under way
+                writer.write(event("child-updown", {"up": "yes", "rw": {}}))
+
+        async def list_sas(name, writer):
+            if name != "list-sas":
+                return
+            for i in range(2000):
+                writer.write(event("list-sa", {f"sa{i}": {"uniqueid": str(i)}}))
+                if i == 1000:
+                    await writer.drain()
+                    listing.set()
+                    await release.wait()  # charon busy: the rest comes later
+            writer.write(response({}))
+
+        handler = commands_handler(list_sas, registered)
 
         async with FakeCharon(handler) as fake:
             stream = await ViciEventStream.connect(fake.path)
