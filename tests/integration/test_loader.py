@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -59,6 +61,16 @@ def sas(host: Any) -> dict[str, str]:
     """connection name -> IKE SA unique id, of the established SAs."""
     return {sa["name"]: sa["uniqueid"] for sa in host.list_sas()
             if sa.get("state") == "ESTABLISHED"}
+
+
+@contextlib.asynccontextmanager
+async def loaded(gw: Any) -> AsyncIterator[tuple[ConfigLoader, ViciSession]]:
+    """A loader and a session on the gateway, its swanctl.conf loaded once (asserted ok):
+    the start of every scenario that then changes something."""
+    loader = ConfigLoader(str(gw.swanctl_dir))
+    async with await ViciSession.connect(gw.vici_uri) as session:
+        assert (await loader.reconcile(session, reread=True)).ok
+        yield loader, session
 
 
 @in_lab
@@ -156,9 +168,7 @@ def test_broken_file_keeps_everything_and_drift_is_repaired(
     gw.write_swanctl_conf(good)
 
     async def scenario() -> None:
-        loader = ConfigLoader(str(gw.swanctl_dir))
-        async with await ViciSession.connect(gw.vici_uri) as session:
-            assert (await loader.reconcile(session, reread=True)).ok
+        async with loaded(gw) as (loader, session):
             lab.connect(c1)
             up = sas(gw)
             gw.write_swanctl_conf(good + "connections {\n  broken {\n")
@@ -198,9 +208,7 @@ def test_a_credential_that_fails_keeps_the_last_good_state(
     cert = gw.swanctl_dir / "x509" / "gateway.pem"
 
     async def scenario() -> None:
-        loader = ConfigLoader(str(gw.swanctl_dir))
-        async with await ViciSession.connect(gw.vici_uri) as session:
-            assert (await loader.reconcile(session, reread=True)).ok
+        async with loaded(gw) as (loader, session):
             keys = (await session.request("get-keys"))["keys"]
             cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
             report = await loader.reconcile(session, reread=True)
@@ -415,9 +423,7 @@ def test_rotated_gateway_certificate_and_key_replace_the_old_ones(
     gw.write_swanctl_conf(gateway(conn("rw")))
 
     async def scenario() -> None:
-        loader = ConfigLoader(str(gw.swanctl_dir))
-        async with await ViciSession.connect(gw.vici_uri) as session:
-            assert (await loader.reconcile(session, reread=True)).ok
+        async with loaded(gw) as (loader, session):
             old_keys = (await session.request("get-keys"))["keys"]
             old_serial = gw.cert.cert.serial_number
             lab.connect(c1)
@@ -458,9 +464,7 @@ def test_pool_with_online_leases_is_reported_and_the_rest_still_loads(
     gw.write_swanctl_conf(text)
 
     async def scenario() -> None:
-        loader = ConfigLoader(str(gw.swanctl_dir))
-        async with await ViciSession.connect(gw.vici_uri) as session:
-            assert (await loader.reconcile(session, reread=True)).ok
+        async with loaded(gw) as (loader, session):
             lab.connect(c1)
             gw.write_swanctl_conf(text.replace("10.8.0.128/25", "10.9.0.0/24").replace(
                 "connections {", "connections {" + conn("added", remote_id="x@lab.test")))
@@ -531,9 +535,7 @@ def test_swanctl_load_all_beside_swand_leaves_nothing_to_repair(
     gw.write_swanctl_conf(gateway(conn("rw"), conn("other", remote_id="x@lab.test")))
 
     async def scenario() -> None:
-        loader = ConfigLoader(str(gw.swanctl_dir))
-        async with await ViciSession.connect(gw.vici_uri) as session:
-            assert (await loader.reconcile(session, reread=True)).ok
+        async with loaded(gw) as (loader, session):
             lab.connect(c1)
             up = sas(gw)
             gw.swanctl("--load-all", "--noprompt")
