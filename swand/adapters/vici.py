@@ -245,10 +245,15 @@ def decode_body(data: bytes, pos: int, decode: bool, uri: str) -> dict[str, Any]
 
 #: turns a batch of decoded events into what the caller keeps (runs on the decoder thread)
 BatchParser = Callable[[list[dict[str, Any]]], Iterable[Any]]
+#: the same from the undecoded events: (packet, offset of the message body) each
+RawBatchParser = Callable[[list[tuple[bytes, int]]], Iterable[Any]]
 
 
 def _decode_events(packets: list[tuple[bytes, int]], decode: bool, uri: str,
-                   parse: BatchParser | None = None) -> list[Any]:
+                   parse: BatchParser | None = None,
+                   parse_raw: RawBatchParser | None = None) -> list[Any]:
+    if parse_raw is not None:
+        return list(parse_raw(packets))
     events = [decode_body(raw, offset, decode, uri) for raw, offset in packets]
     return events if parse is None else list(parse(events))
 
@@ -438,12 +443,14 @@ class _EventBatches:
     BATCH = 512
 
     def __init__(self, event: str, decode: bool, uri: str,
-                 parse: BatchParser | None = None) -> None:
+                 parse: BatchParser | None = None,
+                 parse_raw: RawBatchParser | None = None) -> None:
         self.event = event
         self.wanted = event.encode()
         self.decode = decode
         self.uri = uri
         self.parse = parse
+        self.parse_raw = parse_raw
         self.count = 0
         #: bytes of the wanted events taken so far (the stream cap counts them)
         self.held = 0
@@ -465,11 +472,13 @@ class _EventBatches:
     def _submit(self) -> None:
         batch, self._batch = self._batch, []
         self._futures.append(asyncio.get_running_loop().run_in_executor(
-            _decoder_thread(), _decode_events, batch, self.decode, self.uri, self.parse))
+            _decoder_thread(), _decode_events, batch, self.decode, self.uri, self.parse,
+            self.parse_raw))
 
     async def result(self) -> list[Any]:
         if not self._futures:
-            return _decode_events(self._batch, self.decode, self.uri, self.parse)
+            return _decode_events(self._batch, self.decode, self.uri, self.parse,
+                                  self.parse_raw)
         if self._batch:
             self._submit()
         events: list[Any] = []
@@ -599,6 +608,7 @@ class ViciSession:
         decode: bool = True,
         check: bool = True,
         parse: BatchParser | None = None,
+        parse_raw: RawBatchParser | None = None,
     ) -> tuple[list[Any], dict[str, Any]]:
         """Register for `event`, send `command`, collect its events until the reply.
 
@@ -611,10 +621,12 @@ class ViciSession:
         thread-safe) turns each batch of decoded events into what is kept, on that
         thread: 100,000 decoded list-sa dicts never exist at once, and the loop never
         runs the parsing (nor the garbage collections a million short-lived dicts cause).
+        `parse_raw` (instead of `parse`) gets each batch undecoded, as (packet, offset of
+        the message body) pairs, for a caller with a faster way from the bytes.
         """
         _check_name(event, "<event>")
         packet = encode_request(command, message)
-        batches = _EventBatches(event, decode, self.uri, parse)
+        batches = _EventBatches(event, decode, self.uri, parse, parse_raw)
         async with self._lock:
             conn = await self._ensure_connected()
             try:

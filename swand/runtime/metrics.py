@@ -49,6 +49,7 @@ from swand.adapters.vici import (
     ViciError,
     ViciEventStream,
     ViciSession,
+    decode_body,
 )
 from swand.core import metrics as core
 from swand.core.events import (
@@ -56,9 +57,12 @@ from swand.core.events import (
     ChildRekey,
     ChildUp,
     IkeDown,
+    IkeSa,
     IkeUp,
     SaEvent,
 )
+from swand.core.list_sa import sas_from_list_sa
+from swand.core.untrusted import SkipFn
 from swand.log import get_logger
 from swand.runtime.untrusted import report_unparsable, unparsable_counts
 
@@ -127,6 +131,21 @@ def _collector_paused() -> Iterator[None]:
         sys.setswitchinterval(interval)
         gc.freeze()
         gc.set_threshold(young, middle, old)
+
+
+def parse_list_sa_packets(packets: list[tuple[bytes, int]], uri: str,
+                          on_skip: SkipFn = report_unparsable) -> list[IkeSa]:
+    """list-sas' list-sa events, undecoded ((packet, offset of the body) each), as the SA
+    model: straight from the bytes (`core.list_sa`, ~2.5x less CPU at 100,000 SAs), and
+    a message not in charon's plain shape through the general path (`decode_body` +
+    `parse_sas`), which decides it as before: an SA it cannot read goes to `on_skip`,
+    a malformed message raises ViciConnectionError."""
+    sas: list[IkeSa] = []
+    for raw, offset in packets:
+        plain = sas_from_list_sa(raw, offset)
+        sas += plain if plain is not None else core.parse_sas(
+            [decode_body(raw, offset, True, uri)], on_skip)
+    return sas
 
 
 class MetricsRegistry:
@@ -430,10 +449,11 @@ class MetricsPoller:
             (await s.streamed("list-conns", "list-conn", timeout=self.timeout))[0],
             report_unparsable))
         now = time.time()
-        # each batch of list-sa events is parsed on the decoder thread as it arrives
+        # each batch of list-sa events is parsed on the decoder thread as it arrives,
+        # straight from the bytes
         sas, _ = await s.streamed(
             "list-sas", "list-sa", {"noblock": "yes"}, timeout=self.timeout,
-            parse=lambda batch: core.parse_sas(batch, report_unparsable))
+            parse_raw=lambda batch: parse_list_sa_packets(batch, s.uri))
         pools = core.parse_pools(await s.request("get-pools", {"leases": "yes"},
                                                  timeout=self.timeout), report_unparsable)
         if now - self._certs_at >= self.cert_interval:
