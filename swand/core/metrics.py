@@ -402,14 +402,28 @@ class TrafficAccumulator:
     def observe(self, sas: Iterable[IkeSa], now: float) -> None:
         """A complete list-sas: every CHILD_SA in it is alive, every other one retired."""
         seen: set[str] = set()
+        live, peer_seen, key_seen = self._live, self._peer_seen, self._key_seen
         for ike in sas:
             for child in ike.children:
-                if not child.uniqueid:
+                uid = child.uniqueid
+                if not uid:
                     continue
-                seen.add(child.uniqueid)
-                self._alive(child.uniqueid, ike.conn, child.name, ike.identity,
-                            child_traffic(child), now)
-        for uid in [u for u in self._live if u not in seen]:
+                seen.add(uid)
+                entry = live.get(uid)
+                if entry is None:
+                    self._alive(uid, ike.conn, child.name, ike.identity,
+                                child_traffic(child), now)
+                    continue
+                # as _alive for a live entry, inline (100,000 SAs a poll): counters
+                # that did not grow keep the entry's Traffic instead of a new one
+                peer_seen[(ike.conn, ike.identity)] = now
+                key_seen[(ike.conn, child.name)] = now
+                old = entry.traffic
+                if (child.bytes_in > old.bytes_in or child.bytes_out > old.bytes_out
+                        or child.packets_in > old.packets_in
+                        or child.packets_out > old.packets_out):
+                    entry.traffic = old.max(child_traffic(child))
+        for uid in [u for u in live if u not in seen]:
             self._retire(uid)
 
     def apply_event(self, name: str, payload: Mapping[str, Any], now: float,
@@ -452,10 +466,22 @@ class TrafficAccumulator:
     # -- reading --
 
     def totals(self) -> dict[tuple[str, str], Traffic]:
-        out = dict(self._closed)
+        # summed as plain ints first: one Traffic per (connection, child), not per SA
+        sums: dict[tuple[str, str], list[int]] = {}
         for entry in self._live.values():
             key = (entry.connection, entry.child)
-            out[key] = out.get(key, ZERO) + entry.traffic
+            t = entry.traffic
+            acc = sums.get(key)
+            if acc is None:
+                sums[key] = [t.bytes_in, t.bytes_out, t.packets_in, t.packets_out]
+            else:
+                acc[0] += t.bytes_in
+                acc[1] += t.bytes_out
+                acc[2] += t.packets_in
+                acc[3] += t.packets_out
+        out = dict(self._closed)
+        for key, acc in sums.items():
+            out[key] = out.get(key, ZERO) + Traffic(*acc)
         return out
 
     def peer_totals(self) -> list[PeerTotals]:
