@@ -42,6 +42,8 @@ _SKIP = -1
 #: a key met as the other kind of element than charon sends it (a list where a value is
 #: read, a value where a section is): not plain, the general path decides
 _ODD = -2
+#: a key no table names yet
+_UNKNOWN = -3
 #: what charon 5.9.8 / 6.0 put in a list-sa that the model does not read: known valid
 #: names, so they need no check; any other name is checked once and remembered
 _IKE_OTHERS = ("version", "local-port", "remote-port", "initiator", "initiator-spi",
@@ -103,13 +105,15 @@ def _key(raw: bytes) -> str:
     return name
 
 
-def _other(raw: bytes, *tables: dict[bytes, int]) -> int:
-    """The slot of a key no table names: checked as decode_body checks every key."""
+def _other(raw: bytes, slot: int, *tables: dict[bytes, int]) -> None:
+    """A key met as the other kind (`_ODD`: not plain), or one no table names: checked
+    as decode_body checks every key, then stepped over like the known ones."""
+    if slot == _ODD:
+        raise _NotPlain
     raw.decode("utf-8")  # UnicodeDecodeError (a ValueError): not plain
     for table in tables:
         if len(table) < _CACHE_MAX:
             table[raw] = _SKIP
-    return _SKIP
 
 
 def _shared(value: bytes, default: str = "") -> str:
@@ -154,13 +158,11 @@ def _fields(data: bytes, pos: int, as_value: dict[bytes, int], as_list: dict[byt
             end = pos + 2 + data[pos + 1]
             key = data[pos + 2:end]
             pos = end + 2 + ((data[end] << 8) | data[end + 1])
-            slot = get_value(key)
-            if slot is None:
-                slot = _other(key, as_value, as_list)
+            slot = get_value(key, _UNKNOWN)
             if slot >= 0:
                 values[slot] = data[end + 2:pos]
-            elif slot == _ODD:
-                raise _NotPlain
+            elif slot != -1:  # not _SKIP: _ODD or _UNKNOWN
+                _other(key, slot, as_value, as_list)
         elif kind == 4:  # list
             end = pos + 2 + data[pos + 1]
             key = data[pos + 2:end]
@@ -173,13 +175,11 @@ def _fields(data: bytes, pos: int, as_value: dict[bytes, int], as_list: dict[byt
             if data[pos] != 6:
                 raise _NotPlain
             pos += 1
-            slot = as_list.get(key)
-            if slot is None:
-                slot = _other(key, as_value, as_list)
+            slot = as_list.get(key, _UNKNOWN)
             if slot >= 0:
                 values[slot] = items
-            elif slot == _ODD:
-                raise _NotPlain
+            elif slot != -1:
+                _other(key, slot, as_value, as_list)
         elif kind == 2:  # section end
             return kind, pos + 1, b""
         elif kind == 1:  # section start
@@ -225,6 +225,12 @@ def _children(data: bytes, pos: int) -> tuple[tuple[ChildSa, ...], int]:
     """The ``child-sas`` section (its name read), up to and past its end. A duplicate
     child name keeps its first place and its last value, as a dict does; a value or
     list among the sections is left out, as from_vici leaves it."""
+    if data[pos] == 1:  # what charon sends: one CHILD_SA after another
+        end = pos + 2 + data[pos + 1]
+        key = _key(data[pos + 2:end])
+        child, after = _child(data, end, key)
+        if data[after] == 2:  # ...and here only one
+            return (child,), after + 1
     children: dict[str, ChildSa | None] = {}
     while True:
         kind = data[pos]
@@ -285,6 +291,11 @@ def sas_from_list_sa(data: bytes, pos: int) -> list[IkeSa] | None:
     sas: dict[str, IkeSa | None] = {}
     end = len(data)
     try:
+        if data[pos] == 1:  # what charon sends: the message is one IKE_SA
+            stop = pos + 2 + data[pos + 1]
+            sa, after = _ike(data, stop, sys.intern(_key(data[pos + 2:stop])))
+            if after == end:
+                return [sa]
         while pos < end:
             kind = data[pos]
             stop = pos + 2 + data[pos + 1]
