@@ -283,9 +283,12 @@ def test_replies_parse_the_same_on_both_versions(rw_lab: Any) -> None:
     """`get-pools`, `list-sas`, `list-conns`, `stats`, `list-certs` as swand's adapter
     decodes them, through swand's pure parsers: the same meaning on 5.9 and 6.0 (before
     and after a CHILD_SA rekey)."""
+    from swand.adapters.vici import decode_body
     from swand.core.charon import charon_start_time
     from swand.core.events import parse_list_sas
     from swand.core.firewall import Pool, child_sas_from_vici, pools_from_vici, resolve_mode
+    from swand.core.list_sa import sas_from_list_sa
+    from swand.core.metrics import parse_sas
 
     lab = rw_lab
     gw = lab.gateway
@@ -301,6 +304,9 @@ def test_replies_parse_the_same_on_both_versions(rw_lab: Any) -> None:
                 "pools": await s.request("get-pools", {"leases": "yes"}),
                 # blocking, as the firewall reads it (`noblock` skips SAs in an exchange)
                 "sas": (await s.streamed("list-sas", "list-sa"))[0],
+                # undecoded, as the metrics poll reads them (swand.core.list_sa)
+                "sas_raw": (await s.streamed("list-sas", "list-sa",
+                                             parse_raw=lambda batch: batch))[0],
                 "conns": (await s.streamed("list-conns", "list-conn"))[0],
                 "certs": (await s.streamed("list-certs", "list-cert"))[0],
             }
@@ -311,6 +317,8 @@ def test_replies_parse_the_same_on_both_versions(rw_lab: Any) -> None:
                     sas = (await s.streamed("list-sas", "list-sa"))[0]
                     children = sas[0]["rw"].get("child-sas", {}) if sas else {}
                     if children.get("rw-2", {}).get("state") == "INSTALLED":
+                        out["sas_rekeyed_raw"] = (await s.streamed(
+                            "list-sas", "list-sa", parse_raw=lambda batch: batch))[0]
                         return sas
                     await asyncio.sleep(0.1)
 
@@ -340,6 +348,14 @@ def test_replies_parse_the_same_on_both_versions(rw_lab: Any) -> None:
     assert (sa.conn, sa.state, sa.remote_vips, sa.identity) == (
         "rw", "ESTABLISHED", (vip,), "client1@lab.test")
     assert sa.established is not None and [c.name for c in sa.children] == ["rw"]
+
+    # the poll's path straight from charon's bytes: the SAs the general path reads
+    for raw in (r["sas_raw"], r["sas_rekeyed_raw"]):
+        assert raw
+        for packet, offset in raw:
+            fast = sas_from_list_sa(packet, offset)
+            assert fast is not None
+            assert tuple(fast) == parse_sas([decode_body(packet, offset, True, "lab")])
 
     (conn,) = r["conns"]
     assert set(conn["rw"]["children"]) == {"rw"}
