@@ -38,13 +38,14 @@ from __future__ import annotations
 import calendar
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
 
 from swand.core.charon import parse_charon_time
 from swand.core.events import (
+    ALIVE_STATES,
     ChildDown,
     ChildRekey,
     ChildSa,
@@ -189,6 +190,49 @@ class CharonView:
     sas: tuple[IkeSa, ...] = ()
     pools: tuple[PoolUsage, ...] = ()
     certs: tuple[Certificate, ...] = ()
+    #: when each SA in `sas` was established (Unix time), by unique id; None for a
+    #: poll's view, whose `established` fields are relative to `taken_at`
+    established_at: Mapping[str, float] | None = None
+
+
+def established_times(view: CharonView) -> Mapping[str, float]:
+    """When each SA of `view` was established (Unix time), by unique id."""
+    if view.established_at is not None:
+        return view.established_at
+    return {sa.uniqueid: view.taken_at - sa.established
+            for sa in view.sas if sa.established is not None}
+
+
+def view_with_live_sas(view: CharonView, live: Iterable[IkeSa],
+                       up_at: Mapping[str, float], now: float) -> CharonView:
+    """`view` (the last poll, or the last such refresh of it) with its SA set taken
+    from the event table's live SAs (`swand.core.events.PeerTable.live`): what SA
+    counts, peers and virtual IPs follow between polls without re-reading `list-sas`.
+
+    The table holds established (or rekeying) IKE_SAs only; the SAs in other states
+    (connecting, half-open, deleting) stay as the last poll saw them, unless the table
+    now has them. Everything else in `view` (stats, counters, connections, pools with
+    their leases, certificates) is the last poll's. Establishment times: the poll's
+    where it saw the SA, else `up_at` (when its up event arrived), else `now` minus the
+    SA's own `established` (what its event said)."""
+    sas = tuple(live)
+    live_ids = {sa.uniqueid for sa in sas}
+    others = tuple(sa for sa in view.sas if sa.uniqueid not in live_ids
+                   and sa.state.upper() not in ALIVE_STATES)
+    known = established_times(view)
+    established: dict[str, float] = {}
+    for sa in sas:
+        at = known.get(sa.uniqueid)
+        if at is None:
+            at = up_at.get(sa.uniqueid)
+        if at is None:
+            at = now - (sa.established or 0)
+        established[sa.uniqueid] = at
+    for sa in others:
+        at = known.get(sa.uniqueid)
+        if at is not None:
+            established[sa.uniqueid] = at
+    return replace(view, sas=sas + others, established_at=established)
 
 
 @dataclass(frozen=True, slots=True)
@@ -718,12 +762,13 @@ def charon_families(snap: MetricsSnapshot) -> list[Family]:
             sorted({((ike.conn, ike.identity, ike.remote_host,
                       ",".join(ike.remote_vips), ike.state), 1.0) for ike in view.sas}),
         ))
+        established_at = established_times(view)
         fams.append(_gauge(
             "swand_peer_established_timestamp_seconds",
             "when the peer's current IKE_SA was established, Unix time",
             ("connection", "remote_id"),
-            sorted({(ike.conn, ike.identity): view.taken_at - ike.established
-                    for ike in view.sas if ike.established is not None}.items()),
+            sorted({(ike.conn, ike.identity): established_at[ike.uniqueid]
+                    for ike in view.sas if ike.uniqueid in established_at}.items()),
         ))
     return fams + traffic
 

@@ -17,7 +17,12 @@ Two pieces, composed by app.py:
 In the daemon (`swand.runtime.wiring`) the `Charon` owner feeds it: decoded SA events
 (`poller.on_sa_event`, idempotent: the accumulator ignores what it already counted),
 `poller.charon_lost()` and `poller.charon_restarted()`; the poller detects no restart
-itself.
+itself. There it also reads the event watcher's peer table (`use_live_sas`): a change of
+the SA set (`sa_set_changed`) no longer forces a full poll (at 10,000 SAs ~1 s of
+`list-sas` per burst of events); the SA-set-derived families (SA counts, peers, virtual
+IPs) are re-rendered from the table at most every `refresh_delay` seconds, while traffic
+counters, charon's stats and pool leases keep coming from the periodic poll (and the
+final counters of down events).
 
 Usage::
 
@@ -38,7 +43,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +57,14 @@ from swand.adapters.vici import (
     ViciSession,
     decode_body,
 )
+from swand.clock import SYSTEM_CLOCK, Clock
 from swand.core import metrics as core
 from swand.core.events import (
     ChildDown,
     ChildRekey,
     ChildUp,
     IkeDown,
+    IkeRekey,
     IkeSa,
     IkeUp,
     SaEvent,
@@ -104,6 +112,9 @@ POLL_SWITCH_INTERVAL = 0.001
 #: long-lived daemon should not pay freeze's price every poll (cycles frozen while still
 #: garbage are never collected)
 GC_PAUSE_MIN_SAS = 10_000
+#: a refresh from the event table with at least this many SAs renders on a worker
+#: thread (10,000 SAs: ~50 ms of pure Python); smaller ones inline
+REFRESH_THREAD_MIN = 2_000
 
 
 @contextlib.contextmanager
@@ -288,6 +299,8 @@ class MetricsPoller:
         cert_interval: float = 300.0, timeout: float = 30.0,
         state_path: str | os.PathLike[str] | None = None,
         session: ViciSession | None = None,
+        live_sas: Callable[[], Iterable[IkeSa]] | None = None,
+        refresh_delay: float = 0.5, clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.uri = uri
         self.registry = registry
@@ -314,6 +327,19 @@ class MetricsPoller:
         self._wake = asyncio.Event()
         self._events_task: asyncio.Task[None] | None = None
         self._deferred: list[Callable[[], None]] | None = None
+        #: the event table's live SAs (daemon); None: SA events force a poll instead
+        self.live_sas = live_sas
+        self.refresh_delay = refresh_delay
+        self.clock = clock
+        self._table_changed = asyncio.Event()
+        self._table_changes = 0
+        #: a poll's accounting and a table refresh never run at once (both read the
+        #: accumulator on a thread, both publish)
+        self._accounting = asyncio.Lock()
+        #: when the up (or rekey) event of an SA arrived (Unix time), by unique id: its
+        #: establishment time until a poll sees it
+        self._up_at: dict[str, float] = {}
+        self._refresh_task: asyncio.Task[None] | None = None
 
     @property
     def snapshot(self) -> core.MetricsSnapshot:
@@ -330,11 +356,56 @@ class MetricsPoller:
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
 
     def on_sa_event(self, event: SaEvent) -> None:
-        """Feed an SA event the daemon's event watcher decoded (once, for everyone)."""
+        """Feed an SA event the daemon's event watcher decoded (once, for everyone).
+
+        With the event table (`use_live_sas`) the event only updates the traffic
+        accumulator (final counters) and the SA's establishment time; the SA set is
+        re-read from the table after `sa_set_changed`. Without it, a re-poll follows."""
         at = time.time()
         self._to_accumulator(lambda: self.accumulator.apply_sa_event(event, at))
-        if isinstance(event, IkeUp | IkeDown | ChildUp | ChildDown | ChildRekey):
+        if self.live_sas is not None:
+            self._note_establishment(event)
+        elif isinstance(event, IkeUp | IkeDown | ChildUp | ChildDown | ChildRekey):
             self._wake.set()  # re-poll soon so up/down shows without waiting an interval
+
+    def _note_establishment(self, event: SaEvent) -> None:
+        """Remember when an SA came up (its up event: `established` seconds ago), so
+        the peer's establishment timestamp does not drift until a poll states it."""
+        up_at = self._up_at
+        now = self.clock.time()
+        if isinstance(event, IkeUp):
+            sa = event.sa
+
+            def up() -> None:
+                up_at.setdefault(sa.uniqueid, now - (sa.established or 0))
+
+            self._to_accumulator(up)
+        elif isinstance(event, IkeRekey):
+            old, new = event.old, event.new
+
+            def rekeyed() -> None:  # the new IKE_SA is established now (as charon says)
+                up_at.pop(old.uniqueid, None)
+                up_at.setdefault(new.uniqueid, now - (new.established or 0))
+
+            self._to_accumulator(rekeyed)
+        elif isinstance(event, IkeDown):
+            uid = event.sa.uniqueid
+
+            def down() -> None:
+                up_at.pop(uid, None)
+
+            self._to_accumulator(down)
+
+    def use_live_sas(self, live_sas: Callable[[], Iterable[IkeSa]]) -> None:
+        """Read the SA set between polls from the event watcher's table (`live_sas()`:
+        e.g. `table.live.values()`, read on the loop); see `sa_set_changed`."""
+        self.live_sas = live_sas
+
+    def sa_set_changed(self) -> None:
+        """The table's SA set changed (`SaSetChanged`): re-render the SA-derived
+        families from it within `refresh_delay` (coalesced), without polling charon."""
+        self._table_changes += 1
+        self._table_changed.set()
 
     def _to_accumulator(self, change: Callable[[], None]) -> None:
         """Apply a change to the traffic accumulator now, or after the poll's accounting
@@ -353,6 +424,7 @@ class MetricsPoller:
         events, so the traffic counters retire them at their last seen values."""
         self.registry.record_charon_restart()
         self._to_accumulator(self.accumulator.charon_restarted)
+        self._to_accumulator(self._up_at.clear)
         self._wake.set()
 
     def _publish_down(self) -> None:
@@ -381,6 +453,7 @@ class MetricsPoller:
 
     async def _poll_once(self) -> bool:
         started = time.monotonic()
+        table_changes = self._table_changes
         try:
             view = await self._read_view()
         except (ViciConnectionError, OSError) as exc:
@@ -391,21 +464,88 @@ class MetricsPoller:
             return False
         # accounting and rendering are pure and ~10 us per SA: on a thread, so a poll of
         # 100,000 SAs never holds the loop; events arriving meanwhile wait in a list
-        self._deferred = []
-        try:
-            snap, families = await asyncio.to_thread(self._account, view, started)
-        finally:
-            deferred, self._deferred = self._deferred, None
-        for change in deferred:
-            change()
-        # the previous snapshot (100,000 SAs: ~500,000 objects) is freed on a thread too:
-        # its last reference dropped in the loop would deallocate it there
-        previous = [self.current]
-        self.current = (snap, families)
-        self._write_state()
+        async with self._accounting:
+            self._deferred = []
+            try:
+                snap, families = await asyncio.to_thread(self._account, view, started)
+            finally:
+                deferred, self._deferred = self._deferred, None
+            for change in deferred:
+                change()
+            # the previous snapshot (100,000 SAs: ~500,000 objects) is freed on a thread
+            # too: its last reference dropped in the loop would deallocate it there
+            previous = [self.current]
+            self.current = (snap, families)
+            self._write_state()
+        if self._table_changes != table_changes:
+            # the SA set changed while list-sas was read: the table is newer than it
+            self._table_changed.set()
         del view, snap, families
         await asyncio.to_thread(_release, previous)
         return True
+
+    async def refresh_from_table(self) -> bool:
+        """Re-render the snapshot with the SA set of the event table (`live_sas`): SA
+        counts per connection and state, peers (`swand_peer_info` with `per_peer`),
+        virtual IPs, connection/child up; the traffic totals as the accumulator has them
+        now (polls plus the final counters of down events: the table's SAs carry the
+        counters of their up events and are never fed to `accumulator.observe`).
+        charon's stats, counters and pool leases wait for the next poll. False (nothing
+        published) before the first poll or while charon is down."""
+        if self.live_sas is None:
+            return False
+        async with self._accounting:
+            snap = self.current[0]
+            if not snap.charon_up or snap.view is None:
+                return False
+            live = tuple(self.live_sas())  # on the loop: the table changes there
+            now = self.clock.time()
+            large = len(live) >= REFRESH_THREAD_MIN
+            self._deferred = []
+            try:
+                if large:
+                    result = await asyncio.to_thread(self._refreshed, snap, live, now)
+                else:
+                    result = self._refreshed(snap, live, now)
+            finally:
+                deferred, self._deferred = self._deferred, None
+            for change in deferred:
+                change()
+            if self.current[0] is not snap:
+                return False  # charon went away meanwhile: its `up 0` stays
+            previous = [self.current]
+            self.current = result
+            self._write_state()
+        del result, snap, live
+        if large:
+            await asyncio.to_thread(previous.clear)
+        return True
+
+    def _refreshed(self, snap: core.MetricsSnapshot, live: tuple[IkeSa, ...], now: float
+                   ) -> tuple[core.MetricsSnapshot, list[core.Family]]:
+        """`snap` with the table's SA set and the accumulator's totals (pure; on a
+        worker thread when large, while `_deferred` holds the events arriving)."""
+        assert snap.view is not None
+        if len(self._up_at) > 2 * len(live) + 1024:  # SAs gone without a down event
+            ids = {sa.uniqueid for sa in live}
+            for uid in [u for u in self._up_at if u not in ids]:
+                del self._up_at[uid]
+        view = core.view_with_live_sas(snap.view, live, self._up_at, now)
+        refreshed = replace(
+            snap, view=view, traffic=tuple(sorted(self.accumulator.totals().items())),
+            peers=tuple(self.accumulator.peer_totals()) if self.per_peer else ())
+        return refreshed, core.charon_families(refreshed)
+
+    async def _refresh_forever(self) -> None:
+        """Refresh from the table after each change, at most every `refresh_delay`."""
+        while True:
+            await self._table_changed.wait()
+            await self.clock.sleep(self.refresh_delay)  # let a burst of events settle
+            self._table_changed.clear()
+            try:
+                await self.refresh_from_table()
+            except Exception as exc:  # never stop refreshing for one bad render
+                log.error("metrics_table_refresh_failed", error=repr(exc))
 
     def _account(self, view: core.CharonView, started: float
                  ) -> tuple[core.MetricsSnapshot, list[core.Family]]:
@@ -507,7 +647,18 @@ class MetricsPoller:
 
     async def run(self) -> None:
         """Poll every `interval` seconds (sooner after an SA event), retrying every
-        second while charon is unreachable. Runs until cancelled."""
+        second while charon is unreachable. Runs until cancelled. With the event table
+        (`use_live_sas`) the refresher from it runs beside."""
+        if self.live_sas is not None and self._refresh_task is None:
+            self._refresh_task = asyncio.create_task(self._refresh_forever(),
+                                                     name="metrics-table-refresh")
+        try:
+            await self._poll_forever()
+        finally:
+            if self._refresh_task is not None:
+                self._refresh_task.cancel()
+
+    async def _poll_forever(self) -> None:
         while True:
             ok = await self.poll_once()
             self._wake.clear()
@@ -517,10 +668,12 @@ class MetricsPoller:
                     await asyncio.sleep(0.2)  # let a burst of events settle
 
     async def close(self) -> None:
-        if self._events_task is not None:
-            self._events_task.cancel()
+        for task in (self._events_task, self._refresh_task):
+            if task is None:
+                continue
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._events_task
+                await task
         if self._owns_session:
             await self._session.close()
 

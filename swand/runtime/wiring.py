@@ -15,7 +15,9 @@ firewall's reaction to an SA event proves the path the daemon takes:
   reconciler (routed IPv6: one entry per leased address) and the routes reconciler
   (`[routes]`: a kernel route per leased virtual IP; also poked when charon goes away);
 - the metrics poller gets each decoded SA event (the traffic accumulator's final
-  counters), `charon_lost` and `charon_restarted`, and a poll after charon is back;
+  counters), `charon_lost` and `charon_restarted`, and a poll after charon is back; it
+  reads the SA set between polls from the watcher's peer table (`use_live_sas`), told
+  by every `SaSetChanged` (`sa_set_changed`): an SA event costs no `list-sas`;
 - the configuration runner is asked for a full pass when charon is back after an outage;
 - keepalive (`Keepalive(..., charon.events, session=charon.commands)`) gets every action
   (re-initiate after a down, holds, the outcome of its initiates) and each time charon is
@@ -74,6 +76,8 @@ def wire(
         if isinstance(action, SaSetChanged):
             for reconciler in per_sa:
                 reconciler.poke("sa-change")
+            if poller is not None:
+                poller.sa_set_changed()
 
     async def on_up(up: CharonUp) -> None:
         if poller is not None and up.restarted:
@@ -100,3 +104,5 @@ def wire(
     charon.on_down(on_down)
     if poller is not None:
         charon.on_sa_event(poller.on_sa_event)
+        events = charon.events
+        poller.use_live_sas(lambda: events.table.live.values())

@@ -23,6 +23,12 @@ class Recorder:
     def on_sa_event(self, event: Any) -> None:
         self.calls.append(("event", type(event).__name__))
 
+    def use_live_sas(self, live_sas: Any) -> None:
+        self.live_sas = live_sas
+
+    def sa_set_changed(self) -> None:
+        self.calls.append(("sa-set-changed",))
+
     def charon_lost(self) -> None:
         self.calls.append(("lost",))
 
@@ -82,7 +88,10 @@ def test_wire_pokes_the_firewall_on_every_sa_set_change_and_charon_coming_back()
     assert firewall.calls == [("poke", "sa-change"), ("poke", "sa-change"),
                               ("poke", "charon-up")]
     assert runner.calls == [("poke", "charon-up", ("full", True))]
-    assert poller.calls == [("event", "ChildUp"), ("lost",), ("restarted",), ("poke",)]
+    # the SA set changes reach the poller as such (a re-render from the table, no poll)
+    assert poller.calls == [("event", "ChildUp"), ("sa-set-changed",), ("sa-set-changed",),
+                            ("lost",), ("restarted",), ("poke",)]
+    assert [sa.uniqueid for sa in poller.live_sas()] == ["1"]  # the watcher's table
 
 
 def test_wire_gives_keepalive_every_action_and_each_time_charon_is_reached() -> None:
