@@ -11,9 +11,13 @@ always answers the current set. Measured:
 
 - events: sent by the server vs `swand_vici_events_total` (nothing lost);
 - after the churn stops: how long until the forward rules (`iptables-legacy-save` in
-  the namespace) name exactly the virtual IPs of the live SAs (goal: within 1 s);
+  the namespace) name exactly the virtual IPs of the live SAs (goal: within 1 s), and
+  until `/metrics` counts exactly the live IKE_SAs (`swand_ike_sas`);
 - swand's resident memory each minute (goal: minute 5 within 5 % of minute 1) and its
   CPU time (user + system) next to the events it handled.
+
+`--no-firewall` runs swand without its firewall (events, metrics, loader only): the
+CPU time of the event path and the metrics alone.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class ChurnCharon(SyntheticCharon):
         self.next_seq = n
         self.listeners: list[tuple[asyncio.StreamWriter, set[str]]] = []
         self.sent = 0
+        #: list-sas commands answered (the metrics poll's and the firewall's reads)
+        self.list_sas = 0
         super().__init__(0)
 
     def connected(self, writer: asyncio.StreamWriter, registered: set[str]) -> None:
@@ -91,6 +97,7 @@ class ChurnCharon(SyntheticCharon):
     async def command(self, name: str, registered: set[str],
                       writer: asyncio.StreamWriter) -> None:
         if name == "list-sas":
+            self.list_sas += 1
             if "list-sa" in registered:
                 writer.write(b"".join(self.live.values()))
             writer.write(response({}))
@@ -152,17 +159,27 @@ async def rules_vips(ns: str) -> set[str]:
     return {m.group(0) for m in VIP.finditer(out.decode())}
 
 
+def scrape(ns: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                           "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
+                           f"'http://127.0.0.1:{PORT}/metrics',timeout=10).read().decode())"],
+                          capture_output=True, text=True).stdout
+
+
 def scrape_events(ns: str) -> dict[str, float]:
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
-                          "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
-                          f"'http://127.0.0.1:{PORT}/metrics',timeout=10).read().decode())"],
-                         capture_output=True, text=True).stdout
+    out = scrape(ns)
     events: dict[str, float] = {}
     for line in out.splitlines():
         if line.startswith("swand_vici_events_total{"):
             name = line.split('event="', 1)[1].split('"', 1)[0]
             events[name] = float(line.rsplit(" ", 1)[1])
     return events
+
+
+def scrape_ike_sas(ns: str) -> int:
+    """The IKE_SAs `/metrics` counts (all connections and states)."""
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in scrape(ns).splitlines()
+                     if line.startswith("swand_ike_sas{")))
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,19 +199,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     toml = work / "swand.toml"
     toml.write_text(f'[charon]\nvici = "unix://{sock}"\ninterval = 10\n'
                     f'[swanctl]\ndir = "{work / "swanctl"}"\n'
-                    '[firewall]\nenabled = true\nbackend = "legacy"\nmode = "policy"\n'
-                    'egress = "eth0"\n'
+                    f'[firewall]\nenabled = {str(not args.no_firewall).lower()}\n'
+                    'backend = "legacy"\nmode = "policy"\negress = "eth0"\n'
                     f'[metrics]\nlisten = "127.0.0.1:{PORT}"\n[log]\nformat = "json"\n'
                     'level = "warning"\n')
     log = open(work / "swand.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "swand", "run",
                              "-c", str(toml)], cwd=str(ROOT), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    res: dict[str, Any] = {"sas": args.sas, "rate": args.rate, "minutes": args.minutes}
+    res: dict[str, Any] = {"sas": args.sas, "rate": args.rate, "minutes": args.minutes,
+                           "firewall": not args.no_firewall}
+
+    async def converged_now(want: set[str]) -> bool:
+        if args.no_firewall:
+            return await asyncio.to_thread(scrape_ike_sas, ns) == len(want)
+        return await rules_vips(ns) == want
+
     try:
         want = {vip(i) for i in charon.live}
         deadline = time.monotonic() + 300
-        while await rules_vips(ns) != want:
+        while not await converged_now(want):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("swand did not converge at start: "
                                    + (work / "swand.log").read_text()[-3000:])
@@ -202,6 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         res["start_converged_s"] = 300 - (deadline - time.monotonic())
         _, cpu0 = proc_stats(proc.pid)
         sent0 = charon.sent
+        list_sas0 = charon.list_sas
         base_events = await asyncio.to_thread(scrape_events, ns)
         rng = random.Random(16)
         per_tick = max(1, round(args.rate / 10))
@@ -227,26 +252,40 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, tick - time.monotonic()))
         stopped = time.monotonic()
         rss, cpu = proc_stats(proc.pid)
+        res["list_sas_during_churn"] = charon.list_sas - list_sas0
+        text = await asyncio.to_thread(scrape, ns)
+        res["event_queue_at_stop"] = next(
+            (float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("swand_event_queue_depth ")), None)
         if not samples or stopped - started - samples[-1][0] > 30:
             samples.append((stopped - started, rss, cpu - cpu0))
         want = {vip(i) for i in charon.live}
-        converged = None
-        while time.monotonic() - stopped < 60:
+        converged = metrics_converged = None
+        while not args.no_firewall and time.monotonic() - stopped < 60:
             have = await rules_vips(ns)
             if have == want:
                 converged = time.monotonic() - stopped
                 break
             await asyncio.sleep(0.05)
-        if converged is None:
+        if converged is None and not args.no_firewall:
             res["rules_missing"] = len(want - have)
             res["rules_extra"] = len(have - want)
+        while time.monotonic() - stopped < 60:
+            counted = await asyncio.to_thread(scrape_ike_sas, ns)
+            if counted == len(want):
+                metrics_converged = time.monotonic() - stopped
+                break
+            await asyncio.sleep(0.05)
+        if metrics_converged is None:
+            res["metrics_ike_sas"] = counted
         await asyncio.sleep(2)
         events = await asyncio.to_thread(scrape_events, ns)
         rss, cpu = proc_stats(proc.pid)
         handled = sum(events.get(k, 0) - base_events.get(k, 0)
                       for k in ("ike-updown", "child-updown"))
         res.update(
-            converged_after_stop_s=converged, events_sent=charon.sent - sent0,
+            converged_after_stop_s=converged, metrics_after_stop_s=metrics_converged,
+            events_sent=charon.sent - sent0,
             events_counted=handled, cpu_s=cpu - cpu0, rss_end_mb=rss,
             rss_by_minute=[(round(t), round(r, 1)) for t, r, _ in samples],
             live_sas=len(charon.live), churn_s=stopped - started,
@@ -270,6 +309,8 @@ def main() -> int:
                     help="disconnects (and as many connects) per second")
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--keep-log", type=Path, default=None)
+    ap.add_argument("--no-firewall", action="store_true",
+                    help="swand without its firewall: the event path and metrics only")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_churn: needs root (network namespace)", file=sys.stderr)
@@ -282,8 +323,9 @@ def main() -> int:
     per_event = res["cpu_s"] / max(1.0, res["events_counted"]) * 1000
     print(f"\n{res['sas']:,} SAs, {res['rate']:.0f}+{res['rate']:.0f}/s for "
           f"{res['churn_s']:.0f} s: events sent {res['events_sent']}, counted by swand "
-          f"{res['events_counted']:.0f}; rules == SAs {res['converged_after_stop_s']} s "
-          f"after the churn; RSS by minute {res['rss_by_minute']} "
+          f"{res['events_counted']:.0f}; rules == SAs {res['converged_after_stop_s']} s, "
+          f"/metrics == SAs {res['metrics_after_stop_s']} s after the churn; "
+          f"RSS by minute {res['rss_by_minute']} "
           f"(last/first {res['rss_min1_min5']}); CPU {res['cpu_s']:.1f} s "
           f"({per_event:.2f} ms per event)")
     return 0

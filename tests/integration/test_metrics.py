@@ -135,12 +135,15 @@ def test_live_exposition_is_promtool_clean(lab: Lab):
         lab.connect(lab.client(1))
         wait_for(lambda: scrape(lab).get('swand_connection_up{connection="rw"}') == 1.0, 15,
                  message="swand_connection_up{rw} 1")
+        # the SA's event shows it at once; pool leases come with the next periodic poll
+        leased = 'swand_pool_leases{pool="pool4",state="online"} 1.0'
+        wait_for(lambda: leased in gw.http_get(URL), 15, message="the lease, polled")
         text = gw.http_get(URL)
         out = subprocess.run(["promtool", "check", "metrics"], input=text,
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout
         assert "swand_certificate_not_after_timestamp_seconds{" in text
-        assert 'swand_pool_leases{pool="pool4",state="online"} 1.0' in text
+        assert leased in text
         assert 'swand_charon_ike_events_total{counter="ike-auth-in-req"}' in text  # counters
 
 
