@@ -17,7 +17,10 @@ always answers the current set. Measured:
   CPU time (user + system) next to the events it handled.
 
 `--no-firewall` runs swand without its firewall (events, metrics, loader only): the
-CPU time of the event path and the metrics alone.
+CPU time of the event path and the metrics alone; then "converged" means `/metrics`
+counts the live SAs (with `--per-peer`: names exactly their peers) and no event waits.
+`--clean-deletes` sends the downs as clients' deletes (state DELETING) instead of
+vanished peers (ESTABLISHED: the watcher waits up to 0.5 s each for a DPD log line).
 """
 
 from __future__ import annotations
@@ -75,7 +78,10 @@ class ChurnCharon(SyntheticCharon):
     """`n` clients online out of 1.2 n; a client that reconnects keeps its identity and
     virtual IP (a road warrior coming back), its SA gets new ids."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, clean_deletes: bool = False) -> None:
+        #: downs as a client's delete (state DELETING) rather than a vanished peer's
+        #: (ESTABLISHED: the watcher looks up to 0.5 s for charon's DPD log line)
+        self.clean_deletes = clean_deletes
         self.live: dict[int, bytes] = {}
         self.seq_of: dict[int, int] = {}
         for client in range(n):
@@ -128,6 +134,8 @@ class ChurnCharon(SyntheticCharon):
     def down(self, client: int) -> None:
         del self.live[client]
         sa = sa_dict(client, self.seq_of.pop(client))
+        if self.clean_deletes:
+            sa["state"] = "DELETING"
         self.offline.append(client)
         self._emit("child-updown", {"rw": sa})
         self._emit("ike-updown", {"rw": sa})
@@ -176,16 +184,29 @@ def scrape_events(ns: str) -> dict[str, float]:
     return events
 
 
-def scrape_ike_sas(ns: str) -> int:
-    """The IKE_SAs `/metrics` counts (all connections and states)."""
-    return round(sum(float(line.rsplit(" ", 1)[1]) for line in scrape(ns).splitlines()
-                     if line.startswith("swand_ike_sas{")))
+def scrape_sa_view(ns: str) -> tuple[int, float, set[str]]:
+    """What `/metrics` says: IKE_SAs counted (all connections and states), the event
+    queue's depth, the peers' identities (`swand_peer_info`, with per_peer only)."""
+    text = scrape(ns)
+    count, depth, peers = 0.0, -1.0, set()
+    for line in text.splitlines():
+        if line.startswith("swand_ike_sas{"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("swand_event_queue_depth "):
+            depth = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("swand_peer_info{"):
+            peers.add(line.split('remote_id="', 1)[1].split('"', 1)[0])
+    return round(count), depth, peers
+
+
+def identity(client: int) -> str:
+    return f"client{client}@bench.test"
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="swand-churn-"))
     sock = work / "charon.vici"
-    charon = ChurnCharon(args.sas)
+    charon = ChurnCharon(args.sas, clean_deletes=args.clean_deletes)
     server = await asyncio.start_unix_server(charon.handle, path=str(sock), limit=1 << 20)
     ns = f"swchurn{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -201,7 +222,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f'[swanctl]\ndir = "{work / "swanctl"}"\n'
                     f'[firewall]\nenabled = {str(not args.no_firewall).lower()}\n'
                     'backend = "legacy"\nmode = "policy"\negress = "eth0"\n'
-                    f'[metrics]\nlisten = "127.0.0.1:{PORT}"\n[log]\nformat = "json"\n'
+                    f'[metrics]\nlisten = "127.0.0.1:{PORT}"\n'
+                    f'per_peer = {str(args.per_peer).lower()}\n[log]\nformat = "json"\n'
                     'level = "warning"\n')
     log = open(work / "swand.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "swand", "run",
@@ -210,9 +232,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"sas": args.sas, "rate": args.rate, "minutes": args.minutes,
                            "firewall": not args.no_firewall}
 
+    async def metrics_now() -> bool:
+        """/metrics shows the live SAs: as many (and, with per_peer, the same peers),
+        and no event waits (the count alone is constant under churn)."""
+        count, depth, peers = await asyncio.to_thread(scrape_sa_view, ns)
+        res["metrics_seen"] = [count, depth]
+        if args.per_peer and peers != {identity(i) for i in charon.live}:
+            return False
+        return count == len(charon.live) and depth == 0
+
     async def converged_now(want: set[str]) -> bool:
         if args.no_firewall:
-            return await asyncio.to_thread(scrape_ike_sas, ns) == len(want)
+            return await metrics_now()
         return await rules_vips(ns) == want
 
     try:
@@ -270,14 +301,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if converged is None and not args.no_firewall:
             res["rules_missing"] = len(want - have)
             res["rules_extra"] = len(have - want)
-        while time.monotonic() - stopped < 60:
-            counted = await asyncio.to_thread(scrape_ike_sas, ns)
-            if counted == len(want):
+        while time.monotonic() - stopped < 120:
+            if await metrics_now():
                 metrics_converged = time.monotonic() - stopped
                 break
             await asyncio.sleep(0.05)
-        if metrics_converged is None:
-            res["metrics_ike_sas"] = counted
         await asyncio.sleep(2)
         events = await asyncio.to_thread(scrape_events, ns)
         rss, cpu = proc_stats(proc.pid)
@@ -311,6 +339,10 @@ def main() -> int:
     ap.add_argument("--keep-log", type=Path, default=None)
     ap.add_argument("--no-firewall", action="store_true",
                     help="swand without its firewall: the event path and metrics only")
+    ap.add_argument("--clean-deletes", action="store_true",
+                    help="downs as clients' deletes (DELETING), not vanished peers")
+    ap.add_argument("--per-peer", action="store_true",
+                    help="[metrics] per_peer = true; /metrics must name the live peers")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_churn: needs root (network namespace)", file=sys.stderr)
