@@ -162,6 +162,10 @@ class EventWatcher:
         self._metrics = metrics
         self._wanted = tuple(events)
         self._queue: deque[SaEvent | _ResyncMark] = deque()
+        #: when each queued IKE_SA down was read (keyed by the object's id while it is
+        #: queued): its wait for DPD evidence counts from then, not from when the consumer
+        #: reaches it, so a burst of downs waits `log_wait` once, not once each
+        self._down_read_at: dict[int, float] = {}
         self._wakeup = asyncio.Event()
         self._queue_limit = queue_limit
         self._overflow = False
@@ -343,6 +347,8 @@ class EventWatcher:
                 log.error("events_queue_overflow", limit=self._queue_limit)
             return
         self._queue.append(item)
+        if isinstance(item, IkeDown):
+            self._down_read_at[id(item)] = self._clock()
         depth = len(self._queue)
         if depth > self.stats.queue_high_water:
             self.stats.queue_high_water = depth
@@ -373,6 +379,7 @@ class EventWatcher:
                 # we dropped events: the queue is no longer a complete history
                 self._overflow = False
                 self._queue.clear()
+                self._down_read_at.clear()
                 item = _ResyncMark()
             try:
                 if isinstance(item, _ResyncMark):
@@ -395,11 +402,14 @@ class EventWatcher:
         be a DPD (charon's "giving up" log line is raised asynchronously and can trail
         the down event) or an INITIAL_CONTACT replacement (charon destroys the old SA
         before the new one's up, and logs "destroying duplicate IKE_SA"). Look ahead,
-        up to `log_wait`, for the log line or the new SA's up, and apply it first."""
+        up to `log_wait` after the down was read, for the log line or the new SA's up,
+        and apply it first. (Counted from the read: 1,000 clients gone at once after an
+        uplink flap must not hold the consumer 1,000 times `log_wait`.)"""
+        read_at = self._down_read_at.pop(id(down), None)
         sa = down.sa
         if sa.state != "ESTABLISHED" or "IKE_DPD" in sa.tasks_active:
             return
-        deadline = self._clock() + self._log_wait
+        deadline = (self._clock() if read_at is None else read_at) + self._log_wait
         scanned = 0
         replaced = False
         while True:

@@ -450,6 +450,37 @@ def test_last_down_names_the_peer_by_its_identity() -> None:
     assert downs == [{"reason": "dpd", "connection": "rw", "peer": "carol@example.org"}]
 
 
+def test_a_burst_of_unexplained_downs_waits_for_evidence_once_not_once_each() -> None:
+    """An ESTABLISHED down without IKE_DPD waits up to `log_wait` for charon's log line
+    (DPD) or the new SA's up (INITIAL_CONTACT). The wait counts from when the down was
+    read: 50 clients gone at once, read 1 s ago, are all applied without waiting (the
+    consumer used to wait `log_wait` for each in turn: 25 s here)."""
+    import asyncio
+
+    from swand.runtime.events import EventWatcher
+
+    now = [0.0]
+
+    async def main() -> None:
+        watcher = EventWatcher("unix:///nonexistent", clock=lambda: now[0], log_wait=0.5)
+        sas = [IkeSa("rw", str(uid), state="ESTABLISHED", remote_id=f"c{uid}@lab.test",
+                     remote_vips=(f"10.8.0.{uid}",)) for uid in range(1, 51)]
+        for sa in sas:
+            await watcher._apply(IkeUp(sa))
+        for sa in sas:
+            watcher._push(IkeDown(sa))
+        now[0] = 1.0  # the consumer reaches them a second after they were read
+        consumer = asyncio.create_task(watcher._consume_forever())
+        try:
+            await watcher.idle(timeout=2.0)
+        finally:
+            consumer.cancel()
+        assert not watcher.table.live and sum(watcher.stats.downs.values()) == 50
+        assert not watcher._down_read_at
+
+    asyncio.run(main())
+
+
 # --- text a peer can put into charon's log (issue 12, item 6) ----------------------------
 
 #: every phrase swand looks for in a log line, as (part of) a peer's identity
