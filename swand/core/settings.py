@@ -63,6 +63,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 # Limits that turn pathological input into a SettingsError instead of a hang, a
 # RecursionError or a tree charon could not take anyway.
@@ -237,32 +238,87 @@ def parse_text(text: str | bytes, name: str = "<string>", base_dir: str | None =
 
 
 # --------------------------------------------------------------------------- lexer
+#
+# settings_lexer.l's start conditions, each as one compiled regular expression: flex
+# takes the longest match among a state's rules, the expressions below get the same
+# extent by the order of their alternatives and by possessive (non-backtracking)
+# repetition. The scanner runs once over the whole input (includes spliced where flex
+# splices its buffers) before the parser, so a lexical error becomes an error token in
+# its place: the parser raises it only if it gets that far, as with flex's lazy scan.
 
 _NAME = r'[^#{}:.,="\r\n\t ]'
-_NAME_RUN = re.compile(_NAME + "+")
-_REF_NAME = re.compile(f"{_NAME}+(?:\\.{_NAME}+)*")
+#: what INITIAL and ref eat between tokens: one unit is flex's longest of
+#: `[\t ]*#[^\r\n]*`, `[\t\r ]+` and `\n|#.*\n` (a comment reached from blanks ends at a
+#: carriage return, one reached at its `#` runs through the newline)
+_SKIP = r"(?>#[^\n]*\n|[\t ]*#[^\r\n]*|[\t\r ]+|\n)*+"
+#: INITIAL. Groups: 1 a name, then (2) `= value` up to `#`, `}`, a newline or the end, if
+#: the value has no quote, or (3) `{`: a whole setting or section head in one match (the
+#: common case; anything else comes as single tokens); 4 punctuation; 5 the head of
+#: `"include"[\t ]+/[^=]` (trailing context: a last blank may serve as it); 6 a name.
+#: Nothing after the blanks: the end of the buffer.
+_INITIAL = re.compile(
+    _SKIP
+    + "(?:"
+    + f"((?!include[\\t ]){_NAME}++)"
+    + f"(?:{_SKIP}(?:=[\\t\\r ]*+([^#}}\"\\n]*+)(?!\")|(\\{{)))?"
+    + r'|([{},.:="])'
+    + r"|(include(?:[\t ]+(?=[^=\t ])|[\t ]+(?=[\t ])))"
+    + f"|({_NAME}++)"
+    + ")?"
+)
+#: ref: 1 a comma, 2 a dotted name; nothing: the references end
+_REF = re.compile(_SKIP + rf"(?:(,)|({_NAME}+(?:\.{_NAME}+)*))?")
+#: val: 1 a word, 2 a quote; nothing: `#`, `}`, a newline or the end ends the value
+_VAL = re.compile(r'[\t\r ]*+(?:([^#}"\r\n\t ]+)|("))?')
 _VALUE_RUN = re.compile(r'[^#}"\r\n\t ]+')
-_STR_RUN = re.compile(r'[^\\\r"]+')
-_INC_RUN = re.compile(r'[^"\\#}\r\n\t ]+')
+#: str: the contents up to the closing quote (or a lone backslash at the end)
+_STR_BODY = re.compile(r'(?:[^\\"]++|\\[\s\S])*+')
+_STR_ESCAPE = re.compile(r"\\(\r?\n|[\s\S])|\r")
+_STR_ESCAPED = {"n": "\n", "r": "\r", "t": "\t"}
+#: inc: an unquoted pattern (`\"`, `\#`, `\}`, `\ ` escaped, carriage returns dropped)
+_INC_BODY = re.compile(r'(?:[^"\\#}\r\n\t ]++|\\["#} ]|\\|\r)*+')
+_INC_ESCAPE = re.compile(r'\\(["#} ])|\r')
 _GLOB_MAGIC = re.compile(r"[*?\[]")
-_BLANKS = re.compile(r"[\t\r ]+")
 
 
-def _comment_end(text: str, pos: int, stop_at_cr: bool) -> int:
-    """End of a comment starting at pos: before the next newline (or carriage return)."""
-    ends = [i for i in (text.find("\n", pos), text.find("\r", pos) if stop_at_cr else -1) if i >= 0]
-    return min(ends) if ends else len(text)
+def _unescape_string(match: re.Match[str]) -> str:
+    escaped = match.group(1)
+    if escaped is None or escaped[-1] == "\n":  # a carriage return, an escaped line end
+        return ""
+    return _STR_ESCAPED.get(escaped, escaped)
 
 
-# token kinds
+def _scan_string(text: str, pos: int) -> tuple[str | None, int, str]:
+    """The str start condition from after an opening quote: (contents, position after
+    the closing quote, "") or (None, pos, the error)."""
+    body_end = _STR_BODY.match(text, pos).end()  # type: ignore[union-attr]
+    body = text[pos:body_end]
+    if "\\" in body or "\r" in body:
+        body = _STR_ESCAPE.sub(_unescape_string, body)
+    if len(body) > MAX_VALUE_BYTES:
+        return None, pos, f"quoted string longer than {MAX_VALUE_BYTES} bytes"
+    if not text.startswith('"', body_end):
+        return None, pos, "unterminated quoted string (no closing '\"')"
+    return body, body_end + 1, ""
+
+
+# token kinds; the others are punctuation characters
 _T_NAME, _T_STRING, _T_NEWLINE, _T_EOF = "NAME", "STRING", "NEWLINE", "EOF"
+_T_SETTING = "SETTING"  # NAME '=' value NEWLINE, in one token (value None: unset)
+_T_OPEN = "OPEN"  # NAME '{', in one token
+_T_ERROR = "ERROR"  # a lexical error: text is the message
 
 
-@dataclass
-class _Token:
+class _Token(NamedTuple):
     kind: str  # one of the _T_* or a punctuation character
     text: str
-    origin: Origin
+    file: str
+    line: int
+    value: str | None = None  # _T_SETTING's value
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.file, self.line)
 
 
 class _Frame:
@@ -279,6 +335,9 @@ class _Frame:
         self.pending_origin: Origin | None = None
 
 
+_INITIAL_STATE, _REF_STATE, _VAL_STATE = 0, 1, 2
+
+
 class _Lexer:
     """A re-implementation of settings_lexer.l's start conditions (INITIAL, ref, val,
     inc, str) over a stack of files, so includes splice tokens exactly where flex
@@ -288,17 +347,10 @@ class _Lexer:
         self.parser = parser
         self.frames = [frame]
         self.base_dir = base_dir
-        self.state = "INITIAL"
         self.files_opened = 1
         self.last_origin = Origin(frame.name, 1)
-        self._inc_pattern = ""  # the include pattern being scanned (inc state)
-        self._inc_origin = self.last_origin
 
-    # -- helpers
-    @staticmethod
-    def _origin(frame: _Frame) -> Origin:
-        return Origin(frame.name, frame.line)
-
+    # -- files
     def _eof(self) -> bool:
         """At the end of the current buffer: pop it like flex's <<EOF>> rule and open
         the includer's next glob match. Returns True when no input is left at all."""
@@ -314,7 +366,7 @@ class _Lexer:
         if not includer.pending:
             return
         name = includer.pending.pop(0)
-        origin = includer.pending_origin or self._origin(includer)
+        origin = includer.pending_origin or Origin(includer.name, includer.line)
         self._check_cycle(name, origin)
         self.files_opened += 1
         if self.files_opened > MAX_FILES:
@@ -352,218 +404,125 @@ class _Lexer:
         self._open_next(frame)
 
     # -- the scanner
-    def tokens(self) -> Iterator[_Token]:
-        """Yield tokens until the end of all input (then one EOF token)."""
-        while True:
+    def tokens(self) -> list[_Token]:
+        """All tokens up to the end of all input (then one EOF token), or up to a
+        lexical error (then one ERROR token)."""
+        out: list[_Token] = []
+        try:
+            self._scan(out)
+        except SettingsError as err:
+            out.append(_Token(_T_ERROR, err.message, err.origin.file, err.origin.line))
+        return out
+
+    def _scan(self, out: list[_Token]) -> None:
+        append = out.append
+        count_lines = str.count
+        initial, ref, val = _INITIAL.match, _REF.match, _VAL.match
+        state = _INITIAL_STATE
+        while True:  # per buffer, until it ends or an include pushes another
             frame = self.frames[-1]
-            text, pos = frame.text, frame.pos
-            if pos >= len(text):
-                if self.state == "val":  # <<EOF>> in val ends the value
-                    self.state = "INITIAL"
-                    yield _Token(_T_NEWLINE, "", self._origin(frame))
-                    continue
-                if self.state == "inc":  # <<EOF>> in inc: include what we have
-                    self.state = "INITIAL"
-                    self._include(self._inc_pattern, self._inc_origin)
-                    continue
+            text, pos, line, name = frame.text, frame.pos, frame.line, frame.name
+            size = len(text)
+            while True:
+                if state == _INITIAL_STATE:
+                    m = initial(text, pos)
+                    assert m is not None
+                    kind = m.lastindex
+                    if kind is None:  # blanks up to the end of the buffer
+                        line += count_lines(text, "\n", pos, size)
+                        pos = size
+                        break
+                    start = m.start(1 if kind <= 3 else kind)
+                    end = m.end()
+                    if start != pos:
+                        line += count_lines(text, "\n", pos, start)
+                    if kind == 2:  # key = value
+                        value: str | None = m.group(2)
+                        if value and ("\t" in value or "\r" in value or " " in value):
+                            value = " ".join(_VALUE_RUN.findall(value))
+                        append(_Token(_T_SETTING, m.group(1), name, line, value or None))
+                        line += count_lines(text, "\n", start, end)
+                    elif kind == 3:  # name {
+                        append(_Token(_T_OPEN, m.group(1), name, line))
+                        line += count_lines(text, "\n", start, end)
+                    elif kind == 4:
+                        char = text[start]
+                        append(_Token(char, char, name, line))
+                        if char == "=":
+                            state = _VAL_STATE
+                        elif char == ":":
+                            state = _REF_STATE
+                    elif kind == 5:
+                        frame.pos, frame.line = self._scan_include(frame, end, line)
+                        if self.frames[-1] is not frame:
+                            break  # on in the included file
+                        pos, line = frame.pos, frame.line
+                        continue
+                    else:  # 1, 6: a name
+                        append(_Token(_T_NAME, text[start:end], name, line))
+                    pos = end
+                elif state == _VAL_STATE:
+                    m = val(text, pos)
+                    assert m is not None
+                    kind = m.lastindex
+                    pos = m.end()
+                    if kind == 1:
+                        append(_Token(_T_NAME, m.group(1), name, line))
+                    elif kind == 2:
+                        contents, after, error = _scan_string(text, pos)
+                        if contents is None:
+                            raise SettingsError(Origin(name, line), error)
+                        append(_Token(_T_STRING, contents, name, line))
+                        line += count_lines(text, "\n", pos, after)
+                        pos = after
+                    else:  # `#`, `}` and the newline are scanned again in INITIAL
+                        append(_Token(_T_NEWLINE, "", name, line))
+                        state = _INITIAL_STATE
+                else:  # ref
+                    m = ref(text, pos)
+                    assert m is not None
+                    kind = m.lastindex
+                    end = m.end()
+                    line += count_lines(text, "\n", pos, end)
+                    pos = end
+                    if kind == 1:
+                        append(_Token(",", ",", name, line))
+                    elif kind == 2:
+                        append(_Token(_T_NAME, m.group(2), name, line))
+                    elif pos >= size:
+                        break  # the buffer ends, the state stays ref
+                    else:
+                        state = _INITIAL_STATE  # anything else ends the references
+            if self.frames[-1] is frame:  # the buffer ended
+                frame.pos, frame.line = pos, line
                 if self._eof():
-                    yield _Token(_T_EOF, "", self.last_origin)
+                    origin = self.last_origin
+                    append(_Token(_T_EOF, "", origin.file, origin.line))
                     return
-                continue
-            c = text[pos]
-            state = self.state
-            if state == "INITIAL":
-                yield from self._scan_initial(frame, c)
-            elif state == "ref":
-                yield from self._scan_ref(frame, c)
-            elif state == "val":
-                yield from self._scan_val(frame, c)
-            else:  # inc
-                self._scan_inc(frame, c)
 
-    def _skip_blank(self, frame: _Frame, c: str) -> bool:
-        """Whitespace, comments and newlines, eaten in INITIAL and ref. flex picks the
-        longest of `[\\t ]*#[^\\r\\n]*`, `[\\t\\r ]+` and `\\n|#.*\\n`, so a comment
-        reached from a blank ends at a carriage return, one reached at its `#` runs to
-        the newline (or, on a last line without one, to a carriage return)."""
+    def _scan_include(self, frame: _Frame, pos: int, line: int) -> tuple[int, int]:
+        """inc (and str, for a quoted pattern) from after `include` and its blanks, then
+        the include itself. Returns where the includer goes on (position, line)."""
         text = frame.text
-        if c in " \t\r":
-            m = _BLANKS.match(text, frame.pos)
-            assert m is not None
-            if "\r" not in m.group() and text.startswith("#", m.end()):
-                frame.pos = _comment_end(text, m.end(), stop_at_cr=True)
-            else:
-                frame.pos = m.end()
-            return True
-        if c == "\n":
-            frame.pos += 1
-            frame.line += 1
-            return True
-        if c == "#":
-            newline = text.find("\n", frame.pos)
-            if newline >= 0:
-                frame.pos = newline
-            else:
-                frame.pos = _comment_end(text, frame.pos, stop_at_cr=True)
-            return True
-        return False
-
-    def _scan_initial(self, frame: _Frame, c: str) -> Iterator[_Token]:
-        if self._skip_blank(frame, c):
-            return
-        origin = self._origin(frame)
-        if c in "{},.":
-            frame.pos += 1
-            yield _Token(c, c, origin)
-            return
-        if c == ":":
-            frame.pos += 1
-            self.state = "ref"
-            yield _Token(c, c, origin)
-            return
-        if c == "=":
-            frame.pos += 1
-            self.state = "val"
-            yield _Token(c, c, origin)
-            return
-        if c == '"':
-            frame.pos += 1
-            yield _Token('"', c, origin)
-            return
-        if c == "i" and frame.text.startswith("include", frame.pos):
-            head = self._include_head(frame.text, frame.pos)
-            if head:
-                frame.pos += head
-                self.state = "inc"
-                self._inc_pattern = ""
-                self._inc_origin = origin
-                return
-        m = _NAME_RUN.match(frame.text, frame.pos)
-        assert m is not None
-        frame.pos = m.end()
-        yield _Token(_T_NAME, m.group(), origin)
-
-    @staticmethod
-    def _include_head(text: str, pos: int) -> int:
-        """Length of the `"include"[\\t ]+` head if flex's rule `"include"[\\t ]+/[^=]`
-        matches at pos (longest match, trailing context not consumed), else 0."""
-        start = pos + 7
-        end = start
-        while end < len(text) and text[end] in " \t":
-            end += 1
-        run = end - start
-        if run == 0:
-            return 0
-        if end < len(text) and text[end] != "=":
-            return 7 + run
-        if run >= 2:  # the last blank serves as the trailing context
-            return 7 + run - 1
-        return 0
-
-    def _scan_ref(self, frame: _Frame, c: str) -> Iterator[_Token]:
-        if self._skip_blank(frame, c):
-            return
-        origin = self._origin(frame)
-        if c == ",":
-            frame.pos += 1
-            yield _Token(",", c, origin)
-            return
-        m = _REF_NAME.match(frame.text, frame.pos)
-        if m:
-            frame.pos = m.end()
-            yield _Token(_T_NAME, m.group(), origin)
-            return
-        self.state = "INITIAL"  # anything else ends the references
-
-    def _scan_val(self, frame: _Frame, c: str) -> Iterator[_Token]:
-        if c in " \t\r":
-            frame.pos += 1
-            return
-        origin = self._origin(frame)
-        if c in "#}\n":
-            self.state = "INITIAL"
-            yield _Token(_T_NEWLINE, "", origin)
-            return
-        if c == '"':
-            frame.pos += 1
-            yield _Token(_T_STRING, self._scan_string(frame, origin), origin)
-            return
-        m = _VALUE_RUN.match(frame.text, frame.pos)
-        assert m is not None
-        frame.pos = m.end()
-        yield _Token(_T_NAME, m.group(), origin)
-
-    def _scan_inc(self, frame: _Frame, c: str) -> None:
-        text = frame.text
-        if c == "\r":
-            frame.pos += 1
-            return
-        if c in "#}\n \t":
-            if c in " \t":
-                frame.pos += 1
-            self.state = "INITIAL"
-            self._include(self._inc_pattern, self._inc_origin)
-            return
-        if c == '"':
-            frame.pos += 1
-            self._inc_pattern += self._scan_string(frame, self._origin(frame))
-            self.state = "INITIAL"
-            self._include(self._inc_pattern, self._inc_origin)
-            return
-        if c == "\\":
-            nxt = text[frame.pos + 1 : frame.pos + 2]
-            if nxt and nxt in '"#} ':
-                self._inc_pattern += nxt
-                frame.pos += 2
-            else:
-                self._inc_pattern += "\\"
-                frame.pos += 1
-            return
-        m = _INC_RUN.match(text, frame.pos)
-        assert m is not None
-        frame.pos = m.end()
-        self._inc_pattern += m.group()
-
-    def _scan_string(self, frame: _Frame, start: Origin) -> str:
-        """The str start condition, after the opening quote; returns the contents."""
-        text = frame.text
-        out: list[str] = []
-        size = 0
-        while True:
-            pos = frame.pos
-            if pos >= len(text):
-                raise SettingsError(start, "unterminated quoted string (no closing '\"')")
-            c = text[pos]
-            if c == '"':
-                frame.pos += 1
-                return "".join(out)
-            if c == "\r":
-                frame.pos += 1
-                continue
-            if c == "\\":
-                nxt = text[pos + 1 : pos + 2]
-                if not nxt:
-                    raise SettingsError(start, "unterminated quoted string (no closing '\"')")
-                if nxt == "\n":
-                    frame.pos += 2
-                    frame.line += 1
-                    continue
-                if nxt == "\r" and text[pos + 2 : pos + 3] == "\n":
-                    frame.pos += 3
-                    frame.line += 1
-                    continue
-                piece = {"n": "\n", "r": "\r", "t": "\t"}.get(nxt, nxt)
-                frame.pos += 2
-            else:
-                m = _STR_RUN.match(text, pos)
-                assert m is not None
-                piece = m.group()
-                frame.pos = m.end()
-                frame.line += piece.count("\n")
-            out.append(piece)
-            size += len(piece)
-            if size > MAX_VALUE_BYTES:
-                raise SettingsError(start, f"quoted string longer than {MAX_VALUE_BYTES} bytes")
+        origin = Origin(frame.name, line)
+        end = _INC_BODY.match(text, pos).end()  # type: ignore[union-attr]
+        pattern = text[pos:end]
+        if "\\" in pattern or "\r" in pattern:
+            pattern = _INC_ESCAPE.sub(lambda m: m.group(1) or "", pattern)
+        pos = end
+        after = text[pos : pos + 1]
+        if after == '"':
+            contents, end, error = _scan_string(text, pos + 1)
+            if contents is None:
+                raise SettingsError(origin, error)
+            pattern += contents
+            line += text.count("\n", pos, end)
+            pos = end
+        elif after in (" ", "\t"):
+            pos += 1
+        frame.pos, frame.line = pos, line
+        self._include(pattern, origin)
+        return pos, line
 
 
 def _glob(pattern: str) -> list[str]:
@@ -617,22 +576,32 @@ class _RawSection:
             self.add_ref(name, origin)
 
 
+#: token kinds that begin with a name (a compound token is described by its name)
+_NAME_KINDS = (_T_NAME, _T_SETTING, _T_OPEN)
+
+
 def _describe(token: _Token) -> str:
     if token.kind == _T_EOF:
         return "end of file"
-    if token.kind == _T_NAME:
+    if token.kind in _NAME_KINDS:
         return f"'{token.text}'"
     if token.kind == _T_NEWLINE:
         return "end of line"
     if token.kind == '"':
         return "quoted string (quotes are only allowed in values)"
-    if token.kind in ".,":
+    if token.kind in (".", ","):
         return f"'{token.kind}' (names cannot contain '.' or ',')"
     return f"'{token.kind}'"
 
 
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+
 class _Parser:
-    """Recursive descent over settings_parser.y's grammar, building _RawSections."""
+    """settings_parser.y's grammar over the scanner's tokens, building _RawSections:
+    sections are a loop with an explicit stack (the hot path: whole settings and section
+    heads come as one token each), the rarer shapes a recursive descent."""
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
@@ -667,50 +636,75 @@ class _Parser:
 
     def run(self, name: str, text: str, is_file: bool, base_dir: str | None = None) -> Section:
         frame = _Frame(name, text, os.path.realpath(name) if is_file else None)
-        self.lexer = _Lexer(self, frame, base_dir)
-        self.stream = self.lexer.tokens()
-        self.ahead: _Token | None = None
+        self.tokens = _Lexer(self, frame, base_dir).tokens()
+        self.index = 0
         self.root = _RawSection("", Origin(name, 0))
-        self._statements(self.root, depth=0, opener=None)
+        self._statements()
         return _Resolver(self.root, self.warnings).resolve()
 
     def _peek(self) -> _Token:
-        if self.ahead is None:
-            self.ahead = next(self.stream)
-        return self.ahead
+        token = self.tokens[self.index]
+        if token.kind == _T_ERROR:  # the scanner stopped here
+            raise SettingsError(token.origin, token.text)
+        return token
 
     def _next(self) -> _Token:
         token = self._peek()
-        self.ahead = None
+        self.index += 1
         return token
 
-    def _statements(self, into: _RawSection, depth: int, opener: _Token | None) -> None:
+    def _statements(self) -> None:
+        tokens = self.tokens
+        into = self.root
+        opener: _Token | None = None  # the name that opened `into`
+        stack: list[tuple[_RawSection, _Token | None]] = []  # the sections around it
         while True:
-            token = self._next()
-            if token.kind == _T_NEWLINE:
+            token = tokens[self.index]
+            self.index += 1
+            kind = token.kind
+            if kind == _T_SETTING:
+                value = token.value
+                if value is not None and len(value) * 4 > MAX_VALUE_BYTES and \
+                        _utf8_length(value) > MAX_VALUE_BYTES:
+                    raise SettingsError(token.origin, f"value longer than {MAX_VALUE_BYTES} bytes")
+                into.kv[token.text] = (value, Origin(token.file, token.line))
                 continue
-            if token.kind == "}":
+            if kind == "}":
                 if opener is None:
                     raise SettingsError(token.origin, "unexpected '}' (no section to close)")
-                return
-            if token.kind == _T_EOF:
+                parent, outer = stack.pop()
+                parent.add_section(into)
+                into, opener = parent, outer
+                continue
+            if kind == _T_OPEN:
+                section: _RawSection | None = self._section(token, len(stack), [])
+            elif kind == _T_NEWLINE:
+                continue
+            elif kind == _T_EOF:
                 if opener is not None:
                     raise SettingsError(
                         opener.origin,
                         f"section '{opener.text}' is not closed: missing '}}' before "
-                        f"the end of {token.origin.file}",
+                        f"the end of {token.file}",
                     )
                 return
-            if token.kind != _T_NAME:
-                hint = " (a section needs a name)" if token.kind == "{" else ""
+            elif kind == _T_ERROR:
+                raise SettingsError(token.origin, token.text)
+            elif kind != _T_NAME:
+                hint = " (a section needs a name)" if kind == "{" else ""
                 raise SettingsError(token.origin, f"unexpected {_describe(token)}{hint}")
-            self._statement(into, token, depth)
+            else:
+                section = self._statement(into, token, len(stack))
+            if section is not None:
+                stack.append((into, opener))
+                into, opener = section, token
 
-    def _statement(self, into: _RawSection, name: _Token, depth: int) -> None:
+    def _statement(self, into: _RawSection, name: _Token, depth: int) -> _RawSection | None:
+        """After a name: a setting (added to `into`) or a section head (returned)."""
         token = self._next()
         if token.kind == "=":
             self._setting(into, name)
-            return
+            return None
         refs: list[_Token] = []
         if token.kind == ":":
             while True:
@@ -735,23 +729,27 @@ class _Parser:
             where = ""
             if token.origin != name.origin and token.kind != _T_EOF:
                 where = (
-                    f" (line {name.origin.line})"
-                    if token.origin.file == name.origin.file
+                    f" (line {name.line})"
+                    if token.file == name.file
                     else f" ({name.origin})"
                 )
             got = ("a word (not shown: it may be a secret)"
-                   if token.kind == _T_NAME and is_secret_key(name.text) else _describe(token))
+                   if token.kind in _NAME_KINDS and is_secret_key(name.text)
+                   else _describe(token))
             raise SettingsError(
                 token.origin if token.kind != _T_EOF else name.origin,
                 f"expected '=' or '{{' after '{name.text}'{where}, got {got}",
             )
+        return self._section(name, depth, refs)
+
+    @staticmethod
+    def _section(name: _Token, depth: int, refs: list[_Token]) -> _RawSection:
         if depth + 1 > MAX_DEPTH:
             raise SettingsError(name.origin, f"sections nested deeper than {MAX_DEPTH} levels")
         section = _RawSection(name.text, name.origin)
         for ref in refs:
             section.add_ref(ref.text, ref.origin)
-        self._statements(section, depth + 1, name)
-        into.add_section(section)
+        return section
 
     def _setting(self, into: _RawSection, name: _Token) -> None:
         parts: list[str] = []
@@ -760,9 +758,9 @@ class _Parser:
             token = self._peek()
             if token.kind not in (_T_NAME, _T_STRING):
                 break
-            self._next()
+            self.index += 1
             parts.append(token.text)
-            size += len(token.text.encode("utf-8", "surrogateescape")) + 1
+            size += _utf8_length(token.text) + 1
             if size > MAX_VALUE_BYTES + 1:
                 raise SettingsError(name.origin, f"value longer than {MAX_VALUE_BYTES} bytes")
         into.add_kv(name.text, " ".join(parts) if parts else None, name.origin)

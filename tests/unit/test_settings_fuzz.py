@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+import settings_reference as reference
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -387,3 +389,133 @@ def test_arbitrary_text(text: str) -> None:
         parse_text(text, name="t.conf", base_dir="/nonexistent-swand-dir")
     except SettingsError as err:
         assert err.origin.file == "t.conf"
+
+
+# --- the scanner against its predecessor ------------------------------------------------
+#
+# settings_reference.py is the per-character scanner this module replaced (checked
+# against libstrongswan and the conformance corpus when it was current). The current
+# one must agree with it exactly: trees, origins, references, warnings, error messages
+# and their file:line. No libstrongswan needed, so these run many examples.
+
+DIFF = settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+#: shapes the one-match fast path (a whole `key = value` or `name {`) must get right or
+#: leave to the single tokens
+DIFF_FRAGMENTS = [
+    *FRAGMENTS,
+    "a = b c",
+    "a=b",
+    "a =\t\r b \r ",
+    "a = b # c",
+    "a = b}",
+    "a = b}\n",
+    "a\n=\nb",
+    "a #c\n= b",
+    'a = "x',
+    'a = x"y z"w',
+    "a {",
+    "a\n{",
+    "a # c\n {",
+    "a : b.c, d {",
+    "a :\n b ,\n c\n{",
+    "include x",
+    "include\t",
+    "include \t=",
+    "include x\"y z\"",
+    "include a\\ b\\#\\}\\\"\\q",
+    "secret x",
+    " \t#c\r",
+    "#c\r",
+    "\r#c",
+    "\\r",
+    "\\\r\n",
+]
+
+
+def _dump(section: Any) -> tuple[Any, ...]:
+    """A tree as plain data: every name, path, origin, reference and value, in order."""
+    return (
+        section.name, section.path, (section.origin.file, section.origin.line),
+        section.references,
+        tuple((k, s.value, s.origin.file, s.origin.line) for k, s in section.settings.items()),
+        tuple(_dump(sub) for sub in section.sections.values()),
+    )
+
+
+def _outcome(parse: Any, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    try:
+        tree = parse(*args, **kwargs)
+    except (SettingsError, reference.SettingsError) as err:
+        return ("error", str(err))
+    return ("tree", _dump(tree), tuple(tree.warnings))
+
+
+def _same_as_reference(text: bytes) -> None:
+    nowhere = "/nonexistent-swand-dir"  # relative includes find nothing
+    ours = _outcome(parse_text, text, name="d.conf", base_dir=nowhere)
+    theirs = _outcome(reference.parse_text, text, name="d.conf", base_dir=nowhere)
+    assert ours == theirs, text
+
+
+@DIFF
+@given(st.lists(st.sampled_from(DIFF_FRAGMENTS), max_size=80).map("".join))
+def test_token_soup_same_as_reference_scanner(text: str) -> None:
+    _same_as_reference(text.encode("utf-8", "surrogateescape"))
+
+
+@settings(DIFF, max_examples=200)
+@given(config())
+def test_structured_same_as_reference_scanner(text: str) -> None:
+    _same_as_reference(text.encode("utf-8", "surrogateescape"))
+
+
+@DIFF
+@given(st.binary(max_size=400))
+def test_bytes_same_as_reference_scanner(data: bytes) -> None:
+    _same_as_reference(data)
+
+
+def test_pairs_and_triples_of_fragments_same_as_reference_scanner() -> None:
+    for a, b in itertools.product(DIFF_FRAGMENTS, repeat=2):
+        _same_as_reference((a + b).encode("utf-8", "surrogateescape"))
+    for a, b, c in itertools.product(DIFF_FRAGMENTS[::2], repeat=3):
+        _same_as_reference((a + b + c).encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize("size", [65534, 65535, 65536])
+@pytest.mark.parametrize("shape", ["k = {}\n", "k = a {}\n", 'k = "{}"\n', 'k = "{}', "k = é{}"])
+def test_value_limits_same_as_reference_scanner(size: int, shape: str) -> None:
+    _same_as_reference(shape.format("x" * size).encode())
+
+
+INCLUDE_FRAGMENTS = [
+    *DIFF_FRAGMENTS, "include f1.conf\n", "include f2.conf ", 'include "f*.conf"', "include d/*\n",
+]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    files=st.lists(
+        st.lists(st.sampled_from(INCLUDE_FRAGMENTS), max_size=12).map("".join),
+        min_size=1, max_size=3,
+    )
+)
+def test_include_soup_same_as_reference_scanner(files: list[str]) -> None:
+    """Includes anywhere (cycles and missing files too), files ending in any state."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        (base / "d").mkdir()
+        (base / "d" / "a").write_text("da = 1 \\\n")
+        for index, body in enumerate(files):
+            (base / f"f{index}.conf").write_bytes(body.encode("utf-8", "surrogateescape"))
+        top = base / "f0.conf"
+        assert _outcome(parse_file, top) == _outcome(reference.parse_file, top), files
