@@ -782,11 +782,74 @@ class _Resolver:
         self.missing_refs: set[tuple[str, Origin]] = set()
 
     def resolve(self) -> Section:
-        root = self._build((), [self.top], depth=0, ancestors=())
+        if self._has_references(self.top):
+            root = self._build((), [self.top], depth=0, ancestors=())
+        else:
+            root = self._build_plain(self.top, "", [self.top])
         for name, origin in sorted(self.missing_refs, key=lambda r: (str(r[1]), r[0])):
             self.warnings.append(f"{origin}: referenced section '{name}' does not exist")
         root.warnings = self.warnings
         return root
+
+    @staticmethod
+    def _has_references(top: _RawSection) -> bool:
+        pending = [top]
+        while pending:
+            raw = pending.pop()
+            if raw.refs:
+                return True
+            pending.extend(raw.sections.values())
+        return False
+
+    def _build_plain(self, raw: _RawSection, path: str, chain: list[_RawSection]) -> Section:
+        """`_build` for a tree without references (the usual one, and the larger): every
+        path is the one section written there, so the tree is copied, not looked up.
+        The limits are checked in `_build`'s order with its origins; the lookup `_build`
+        would make of a child visits the top and every section down to `raw` (`chain`)."""
+        self.count += 1
+        depth = len(chain) - 1
+        if depth:
+            if len(raw.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise SettingsError(
+                    raw.origin,
+                    f"section name longer than {MAX_NAME_BYTES} bytes: strongSwan cannot "
+                    "look it up (swanctl would load it empty)",
+                )
+            if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+                raise SettingsError(
+                    raw.origin,
+                    f"section path longer than {MAX_PATH_BYTES} bytes: strongSwan cannot "
+                    "look it up (swanctl would load it empty)",
+                )
+        if self.count > MAX_RESOLVED_SECTIONS:
+            raise SettingsError(
+                raw.origin,
+                f"section references expand to more than {MAX_RESOLVED_SECTIONS} sections",
+            )
+        if depth > MAX_DEPTH:  # pragma: no cover - the parser stops deeper nesting
+            raise SettingsError(
+                raw.origin,
+                f"sections nested deeper than {MAX_DEPTH} levels at '{path}' "
+                "(does a section reference its own ancestor?)",
+            )
+        node = Section(name=raw.name if depth else "", origin=raw.origin, path=path)
+        settings = node.settings
+        for key, (value, origin) in raw.kv.items():
+            if value is not None:
+                settings[key] = Setting(key, value, origin)
+        sections = node.sections
+        lookup = len(chain)
+        for name, sub in raw.sections.items():
+            if self.work + lookup > MAX_REFERENCE_WORK:
+                raise SettingsError(
+                    chain[MAX_REFERENCE_WORK - self.work].origin,
+                    "section references too complex to resolve",
+                )
+            self.work += lookup
+            chain.append(sub)
+            sections[name] = self._build_plain(sub, f"{path}.{name}" if depth else name, chain)
+            chain.pop()
+        return node
 
     def _find(
         self,

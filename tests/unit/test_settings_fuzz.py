@@ -16,6 +16,7 @@ import settings_reference as reference
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from swand.core import settings as current
 from swand.core.settings import Origin, Section, SettingsError, parse_file, parse_text
 
 FAST = settings(
@@ -519,3 +520,24 @@ def test_include_soup_same_as_reference_scanner(files: list[str]) -> None:
             (base / f"f{index}.conf").write_bytes(body.encode("utf-8", "surrogateescape"))
         top = base / "f0.conf"
         assert _outcome(parse_file, top) == _outcome(reference.parse_file, top), files
+
+
+LIMIT_TEXTS = [
+    "a {\n b {\n  c {\n   k = 1\n  }\n  d { }\n }\n e { f { g { } } }\n}\nh { }\n",
+    "a { b { c { d { e { } } } } }\nf { g { } }\n",
+    "t { x { y = 1 } }\nu : t { z { } }\n",  # with a reference: the general resolver
+]
+
+
+@pytest.mark.parametrize("text", LIMIT_TEXTS)
+@pytest.mark.parametrize(("work", "sections"), [
+    (1, 100_000), (4, 100_000), (9, 100_000), (13, 100_000), (500_000, 3), (500_000, 8),
+])
+def test_resolution_limits_same_as_reference(text: str, work: int, sections: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limits of resolution hit at the same section with the same origin, also on
+    the path for trees without references (lowered here to reach them)."""
+    for module in (current, reference):
+        monkeypatch.setattr(module, "MAX_REFERENCE_WORK", work)
+        monkeypatch.setattr(module, "MAX_RESOLVED_SECTIONS", sections)
+    _same_as_reference(text.encode())
