@@ -106,6 +106,8 @@ class CredentialSource:
         default_factory=dict, repr=False)
     files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     unreadable: Mapping[str, str] = field(default_factory=dict)
+    #: `referenced_files` of the tree, when the edge computed them already (else None)
+    named: tuple[str, ...] | None = field(default=None, repr=False)
 
 
 # --- outputs ----------------------------------------------------------------------------
@@ -519,7 +521,8 @@ def translate(tree: Section, src: CredentialSource) -> tuple[DesiredState, list[
     tokens: dict[str, Item] = {}
 
     # files of the folders that could not be read: swanctl skips them with a message
-    named = set(referenced_files(tree, src.swanctl_dir))
+    named = set(src.named if src.named is not None else
+                referenced_files(tree, src.swanctl_dir))
     for path, reason in sorted(src.unreadable.items()):
         folder = posixpath.basename(posixpath.dirname(path))
         if path in named or folder not in CREDENTIAL_FOLDERS or \
