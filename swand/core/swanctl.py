@@ -35,10 +35,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
-
 from swand.core.settings import Origin, Section
 
 # --- swanctl's tables -------------------------------------------------------------------
@@ -390,8 +386,15 @@ def _is_encrypted(data: bytes) -> bool:
     return offset < len(data) and data[offset] == 0x30
 
 
+# cryptography is imported where a key must be decrypted or a PKCS#12 container opened:
+# importing it costs `swand apply` ~30 ms of start-up, and most folders need neither
+
+
 def _key_to_vici(key: Any) -> tuple[str, bytes]:
     """A decrypted key as swanctl sends it: the specific type and its DER encoding."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
     der = serialization.Encoding.DER
     none = serialization.NoEncryption()
     if isinstance(key, rsa.RSAPrivateKey):
@@ -406,6 +409,8 @@ def _key_to_vici(key: Any) -> tuple[str, bytes]:
 
 
 def _decrypt_key(data: bytes, passwords: list[str]) -> Any | None:
+    from cryptography.hazmat.primitives import serialization
+
     loader = (serialization.load_pem_private_key if b"-----BEGIN" in data
               else serialization.load_der_private_key)
     for pw in passwords:
@@ -440,6 +445,9 @@ def _translate_key(tree: Section, folder: str, vici_type: str, name: str, data: 
 def _translate_pkcs12(tree: Section, name: str, data: bytes, certs: dict[str, Item],
                       keys: dict[str, Item], errors: list[LoadError],
                       broken: set[tuple[str, str]]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     rel = f"pkcs12/{name}"
     parsed = None
     for pw in _decryption_secrets(tree, "pkcs12", name):
