@@ -90,16 +90,21 @@ class PipelinedSession(Session, Protocol):
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a folder is parsed and translated: the parse
-    allocates ~100 containers per connection that all stay alive, and every collection
-    the allocations trigger walks them in vain (and the generations above them, the
-    whole heap included): 40 % of the parse of 1,000 connections. Their garbage is
-    acyclic and freed by reference counting; cycles wait for the next collection."""
+    """No cyclic garbage collection while a folder is parsed and translated, and what is
+    alive afterwards moved to the permanent generation (as the metrics poll does).
+
+    The parse allocates ~100 containers per connection that all stay alive: every
+    collection their allocation triggered walked them in vain (and the whole heap, in
+    the full ones), 40 % of the parse of 1,000 connections; and once they were old, a
+    full collection during the loads that follow cost up to 0.2 s (bench/README.md).
+    Frozen, no collection walks them. The parse's garbage is acyclic and freed by
+    reference counting (frozen or not), so is a replaced desired state."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if enabled:
             gc.enable()
 
@@ -262,6 +267,9 @@ def _read_named(paths: list[str]) -> dict[str, bytes | None]:
             out[path] = None
     return out
 
+
+#: what a pass asks charon before it plans
+_OBSERVE_COMMANDS = ("get-conns", "get-pools", "get-authorities", "get-keys", "get-shared")
 
 # --- pipelining -------------------------------------------------------------------------
 
@@ -443,11 +451,23 @@ class ConfigLoader:
         return True, errors
 
     async def _observe(self, session: Session) -> Observed:
-        conns = await session.request("get-conns")
-        pools = await session.request("get-pools")
-        auths = await session.request("get-authorities")
-        keys = await session.request("get-keys")
-        shared = await session.request("get-shared")
+        """What charon has loaded: five small commands, the last four in one round trip
+        where the session pipelines (the first alone: a plain request is sent again on
+        a fresh connection when charon restarted meanwhile)."""
+        first, *rest = _OBSERVE_COMMANDS
+        replies = [await session.request(first)]
+        pipelined = _pipelining(session)
+        if pipelined is None:
+            replies += [await session.request(command) for command in rest]
+        else:
+            answers = await pipelined.pipelined([(c, {}) for c in rest], timeout=30.0)
+            for command, answer in zip(rest, answers, strict=True):
+                if isinstance(answer, Exception):
+                    raise answer
+                if _reply_error(answer) is not None:
+                    raise ViciCommandError(command, str(_reply_error(answer)), answer)
+                replies.append(answer)
+        conns, pools, auths, keys, shared = replies
         return Observed(
             conns=frozenset(conns.get("conns", []) or []),
             pools=frozenset(pools.keys()),
@@ -462,6 +482,10 @@ class ConfigLoader:
         regardless of the record (the first pass always is)."""
         started = time.monotonic()
         report = LoadReport()
+        # charon is asked what it has first: it answers while the folder is parsed (the
+        # requests are written before the parse holds the loop)
+        observing = asyncio.ensure_future(self._observe(session))
+        await asyncio.sleep(0)
         if reread or self.desired is None:
             ok, errors = self.reread()
             report.config_errors = list(errors)
@@ -470,6 +494,10 @@ class ConfigLoader:
                 # the last good state stays: still repair drift with it, if there is one
                 report.parsed = False
                 if self.desired is None:
+                    # charon's answers are not needed, but the commands must finish: a
+                    # cancelled one would cost the session its connection
+                    with contextlib.suppress(ViciError):
+                        await observing
                     report.standing_errors = list(errors)
                     report.duration = time.monotonic() - started
                     return report
@@ -481,7 +509,7 @@ class ConfigLoader:
         if full:
             self.forget()
         report.full = full
-        observed = await self._observe(session)
+        observed = await observing
         if reread or full:
             self._failed.clear()
         the_plan = loadplan.plan(self.desired, observed, self.record,
