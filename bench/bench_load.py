@@ -6,7 +6,7 @@ loads): full load and unchanged reload, with `swanctl --load-all` and with swand
 process, which adds Python's start-up). Goals: swand's full load no slower than swanctl's;
 swand's unchanged reload under 5 % of swanctl's full load.
 
-    .venv/bin/python bench/bench_load.py [--conns 1000] [--rounds 3]   (root: lab)
+    .venv/bin/python bench/bench_load.py [--conns 1000] [--rounds 3] [--base TREE]  (root)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import statistics
 import subprocess
 import sys
@@ -111,15 +112,49 @@ def swanctl_load(uri: str, folder: Path) -> float:
     return elapsed
 
 
-def swand_apply(uri: str, folder: Path) -> float:
+def _env(tree: str | None) -> dict[str, str] | None:
+    """The environment of a process that imports swand from `tree` (None: as we do)."""
+    return None if tree is None else {**os.environ, "PYTHONPATH": tree}
+
+
+def swand_apply(uri: str, folder: Path, tree: str | None = None) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "swand", "apply", "--no-firewall",
                            "--swanctl-dir", str(folder), "--vici", uri],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=_env(tree),
+                          cwd=tree)  # `-m` puts the working directory first on the path
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"swand apply failed: {proc.stderr[-500:]}")
     return elapsed
+
+
+async def first_load(uri: str, folder: Path) -> float:
+    """The daemon's first pass as a fresh daemon runs it: `reconcile` of a new loader,
+    swand imported but nothing parsed yet."""
+    session = ViciSession(uri)
+    try:
+        t0 = time.perf_counter()
+        report = await ConfigLoader(str(folder)).reconcile(session, reread=True)
+        elapsed = time.perf_counter() - t0
+        assert report.ok, report.failure_lines()[:5]
+    finally:
+        await session.close()
+    return elapsed
+
+
+def swand_first_load(uri: str, folder: Path, tree: str | None = None) -> float:
+    """`first_load` in a new process importing swand from `tree`."""
+    proc = subprocess.run([sys.executable, __file__, "--first-load", uri, str(folder)],
+                          capture_output=True, text=True, check=False, env=_env(tree))
+    if proc.returncode != 0:
+        raise SystemExit(f"first load failed: {proc.stderr[-500:]}")
+    return float(proc.stdout.split()[-1])
+
+
+def _load() -> float:
+    with open("/proc/loadavg") as handle:
+        return float(handle.read().split()[0])
 
 
 async def swand_run(host: object, uri: str, folder: Path) -> dict[str, float]:
@@ -154,7 +189,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--base", metavar="TREE",
+                    help="a checkout of swand to compare with (e.g. main in a second "
+                         "worktree): its `swand apply` and first load run in every round "
+                         "too, interleaved with ours")
+    ap.add_argument("--first-load", nargs=2, metavar=("URI", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.first_load:
+        print(asyncio.run(first_load(args.first_load[0], Path(args.first_load[1]))))
+        return
     results: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
@@ -165,6 +208,7 @@ def main() -> None:
         host = lab.add_host("bench")
         uri = host.vici_uri
         for _ in range(args.rounds):
+            add("load average (1 min) at the round's start", _load())
             host.restart_charon()
             add("swanctl --load-all, full", swanctl_load(uri, folder))
             add("swanctl --load-all, unchanged", swanctl_load(uri, folder))
@@ -179,6 +223,14 @@ def main() -> None:
             add("swand reconcile after charon restart", run["restart"])
             host.restart_charon()
             add("swand apply, full (process)", swand_apply(uri, folder))
+            host.restart_charon()
+            add("swand first load (fresh process)", swand_first_load(uri, folder))
+            if args.base:
+                host.restart_charon()
+                add("base: swand apply, full (process)", swand_apply(uri, folder, args.base))
+                host.restart_charon()
+                add("base: swand first load (fresh process)",
+                    swand_first_load(uri, folder, args.base))
     print(f"{args.conns} connections, median of {args.rounds} rounds, charon 5.9.8:")
     medians = {k: statistics.median(v) for k, v in results.items()}
     for name, value in medians.items():
@@ -197,6 +249,22 @@ def main() -> None:
     print(f"  swand after restart / swanctl full: {ratio('swand reconcile after charon restart')}")
     print(f"  swand unchanged / swanctl full:     "
           f"{ratio('swand reconcile, unchanged (in-process)')}")
+    print(f"  swand apply / swanctl full:         {ratio('swand apply, full (process)')}")
+    print(f"  first load / swanctl full:          {ratio('swand first load (fresh process)')}")
+    if args.base:
+        print(f"  base apply / swanctl full:          "
+              f"{ratio('base: swand apply, full (process)')}")
+        print(f"  base first load / swanctl full:     "
+              f"{ratio('base: swand first load (fresh process)')}")
+    print("every round (s; ratios to the round's swanctl --load-all, full):")
+    for name, values in results.items():
+        print(f"  {name:45s} " + " ".join(f"{v:7.3f}" for v in values))
+    for name in ("swand reconcile, full (in-process)", "swand first load (fresh process)",
+                 "swand apply, full (process)", "base: swand first load (fresh process)",
+                 "base: swand apply, full (process)"):
+        if name in results:
+            print(f"  {name + ' / swanctl':45s} " + " ".join(
+                f"{a / b:7.2f}" for a, b in zip(results[name], base, strict=True)))
 
 if __name__ == "__main__":
     main()
