@@ -6,7 +6,8 @@ loads): full load and unchanged reload, with `swanctl --load-all` and with swand
 process, which adds Python's start-up). Goals: swand's full load no slower than swanctl's;
 swand's unchanged reload under 5 % of swanctl's full load.
 
-    .venv/bin/python bench/bench_load.py [--conns 1000] [--rounds 3] [--base TREE]  (root)
+    .venv/bin/python bench/bench_load.py [--conns 1000] [--rounds 3] [--base TREE]
+        [--start-up-only]                                                   (root: lab)
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -152,6 +155,24 @@ def swand_first_load(uri: str, folder: Path, tree: str | None = None) -> float:
     return float(proc.stdout.split()[-1])
 
 
+def _start_up_round(host: Any, uri: str, folder: Path, base: str | None,
+                    add: Callable[[str, float], None], reverse: bool) -> None:
+    """One round of the start-up measures, each after a charon restart."""
+    steps: list[tuple[str, Callable[[], float]]] = [
+        ("swand first load (fresh process)", lambda: swand_first_load(uri, folder)),
+        ("swand apply, full (process)", lambda: swand_apply(uri, folder)),
+    ]
+    if base:
+        steps += [
+            ("base: swand first load (fresh process)",
+             lambda: swand_first_load(uri, folder, base)),
+            ("base: swand apply, full (process)", lambda: swand_apply(uri, folder, base)),
+        ]
+    for name, measure in (steps[::-1] if reverse else steps):
+        host.restart_charon()
+        add(name, measure())
+
+
 def _load() -> float:
     with open("/proc/loadavg") as handle:
         return float(handle.read().split()[0])
@@ -193,6 +214,9 @@ def main() -> None:
                     help="a checkout of swand to compare with (e.g. main in a second "
                          "worktree): its `swand apply` and first load run in every round "
                          "too, interleaved with ours")
+    ap.add_argument("--start-up-only", action="store_true",
+                    help="per round only swanctl's full load, `swand apply` and the first "
+                         "load (and the base's), in an order alternated per round")
     ap.add_argument("--first-load", nargs=2, metavar=("URI", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.first_load:
@@ -207,10 +231,13 @@ def main() -> None:
         folder = write_folder(Path(tmp), args.conns)
         host = lab.add_host("bench")
         uri = host.vici_uri
-        for _ in range(args.rounds):
+        for index in range(args.rounds):
             add("load average (1 min) at the round's start", _load())
             host.restart_charon()
             add("swanctl --load-all, full", swanctl_load(uri, folder))
+            if args.start_up_only:
+                _start_up_round(host, uri, folder, args.base, add, reverse=index % 2 == 1)
+                continue
             add("swanctl --load-all, unchanged", swanctl_load(uri, folder))
             host.restart_charon()
             t0 = time.perf_counter()
@@ -245,17 +272,16 @@ def main() -> None:
         return (f"{statistics.median(values):5.1f} % "
                 f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
 
-    print(f"  swand full / swanctl full:          {ratio('swand reconcile, full (in-process)')}")
-    print(f"  swand after restart / swanctl full: {ratio('swand reconcile after charon restart')}")
-    print(f"  swand unchanged / swanctl full:     "
-          f"{ratio('swand reconcile, unchanged (in-process)')}")
-    print(f"  swand apply / swanctl full:         {ratio('swand apply, full (process)')}")
-    print(f"  first load / swanctl full:          {ratio('swand first load (fresh process)')}")
-    if args.base:
-        print(f"  base apply / swanctl full:          "
-              f"{ratio('base: swand apply, full (process)')}")
-        print(f"  base first load / swanctl full:     "
-              f"{ratio('base: swand first load (fresh process)')}")
+    for label, name in (
+            ("swand full", "swand reconcile, full (in-process)"),
+            ("swand after restart", "swand reconcile after charon restart"),
+            ("swand unchanged", "swand reconcile, unchanged (in-process)"),
+            ("swand apply", "swand apply, full (process)"),
+            ("first load", "swand first load (fresh process)"),
+            ("base apply", "base: swand apply, full (process)"),
+            ("base first load", "base: swand first load (fresh process)")):
+        if name in results:
+            print(f"  {label + ' / swanctl full:':36s}{ratio(name)}")
     print("every round (s; ratios to the round's swanctl --load-all, full):")
     for name, values in results.items():
         print(f"  {name:45s} " + " ".join(f"{v:7.3f}" for v in values))
