@@ -487,7 +487,11 @@ class ConfigLoader:
         observing = asyncio.ensure_future(self._observe(session))
         await asyncio.sleep(0)
         if reread or self.desired is None:
-            ok, errors = self.reread()
+            try:
+                ok, errors = self.reread()
+            except BaseException:  # no command left running behind a failed pass
+                observing.cancel()
+                raise
             report.config_errors = list(errors)
             self._parse_errors = [] if ok else list(errors)
             if not ok:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -388,3 +389,44 @@ def test_removed_certificate_clears_and_reloads_back_to_back(tmp_path: Path) -> 
     assert charon.sent[charon.sent.index("clear-creds"):] == [
         "clear-creds", "load-cert", "load-authority", "load-conn"]
     assert charon.certs == [b"CA"]
+
+
+def test_charon_is_asked_while_the_folder_is_parsed(tmp_path: Path) -> None:
+    """The pass's questions to charon go out before the parse; a folder that does not
+    parse still lets them finish, and a parse that crashes leaves none running."""
+    charon = FakeCharon()
+    loader = ConfigLoader(folder(tmp_path, CONF))
+    parsed = loader.reread
+
+    def reread() -> Any:
+        asked_before_parse.extend(charon.sent)
+        return parsed()
+
+    asked_before_parse: list[str] = []
+    loader.reread = reread  # type: ignore[method-assign]
+    assert run(loader.reconcile(charon, reread=True)).ok
+    assert asked_before_parse[:1] == ["get-conns"]  # (this fake answers at once)
+
+    broken = ConfigLoader(folder(tmp_path / "b", "connections {"))
+    report = run(broken.reconcile(charon, reread=True))
+    assert not report.parsed and report.standing_errors
+
+    def crash() -> Any:
+        raise RuntimeError("bug")
+
+    class SilentCharon(FakeCharon):
+        async def request(self, command: str, message: Any = None, **_: Any) -> dict:
+            await asyncio.Event().wait()  # never answers
+            return {}
+
+    crashing = ConfigLoader(folder(tmp_path / "c", CONF))
+    crashing.reread = crash  # type: ignore[method-assign]
+
+    async def crashed_pass() -> list[asyncio.Task[Any]]:
+        with pytest.raises(RuntimeError):
+            await crashing.reconcile(SilentCharon(), reread=True)
+        await asyncio.sleep(0)
+        return [t for t in asyncio.all_tasks()
+                if t is not asyncio.current_task() and not t.done()]
+
+    assert run(crashed_pass()) == []
