@@ -89,22 +89,26 @@ class PipelinedSession(Session, Protocol):
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a folder is parsed and translated, and what is
-    alive afterwards moved to the permanent generation (as the metrics poll does).
+def collector_paused(*, freeze: bool = True) -> Iterator[None]:
+    """No cyclic garbage collection while a folder is parsed and translated, and (with
+    `freeze`) what is alive afterwards moved to the permanent generation (as the metrics
+    poll does on a large gateway).
 
     The parse allocates ~100 containers per connection that all stay alive: every
     collection their allocation triggered walked them in vain (and the whole heap, in
     the full ones), 40 % of the parse of 1,000 connections; and once they were old, a
     full collection during the loads that follow cost up to 0.2 s (bench/README.md).
     Frozen, no collection walks them. The parse's garbage is acyclic and freed by
-    reference counting (frozen or not), so is a replaced desired state."""
+    reference counting (frozen or not), so is a replaced desired state. But a cycle
+    elsewhere that is garbage at that moment is never collected once frozen: the daemon
+    freezes at its first parse only (start-up), not at every SIGHUP of a long life."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if freeze:
+            gc.freeze()
         if enabled:
             gc.enable()
 
@@ -414,6 +418,8 @@ class ConfigLoader:
         self._fingerprint: str | None = None
         self._named_fingerprint: str | None = None
         self._referenced: list[str] = []
+        #: folders parsed so far (the first parse freezes the heap, see collector_paused)
+        self._parses = 0
         #: a pass has run to its end (loads may have failed): later ones may be partial
         self._loaded_once = False
 
@@ -435,7 +441,8 @@ class ConfigLoader:
         if self.desired is not None and fingerprint == self._fingerprint and \
                 files_fingerprint(_read_named(self._referenced)) == self._named_fingerprint:
             return True, list(self.desired_errors)
-        with collector_paused():
+        with collector_paused(freeze=self._parses == 0):
+            self._parses += 1
             tree, parse_errors = parse_swanctl_conf(self.swanctl_dir)
             if tree is None:
                 return False, parse_errors

@@ -430,3 +430,33 @@ def test_charon_is_asked_while_the_folder_is_parsed(tmp_path: Path) -> None:
                 if t is not asyncio.current_task() and not t.done()]
 
     assert run(crashed_pass()) == []
+
+
+class _Node:
+    """An object that can sit in a reference cycle and be watched by a weakref."""
+
+    def __init__(self) -> None:
+        self.me: _Node | None = self
+
+
+def test_only_the_first_parse_freezes_the_heap(tmp_path: Path) -> None:
+    """The first parse (start-up) freezes what is alive; a later reread (SIGHUP, months
+    later) must not: a garbage cycle of that moment would never be collected."""
+    import gc
+    import weakref
+
+    (tmp_path / "swanctl.conf").write_text("connections {\n  a {\n    version = 2\n  }\n}\n")
+    loader = ConfigLoader(str(tmp_path))
+    try:
+        assert loader.reread()[0]
+        node = _Node()
+        gc.collect()  # still referenced: survives into the oldest generation
+        watch = weakref.ref(node)
+        del node  # now garbage that only a full collection finds
+        (tmp_path / "swanctl.conf").write_text(
+            "connections {\n  b {\n    version = 2\n  }\n}\n")
+        assert loader.reread()[0]
+        gc.collect()
+        assert watch() is None, "a reread froze a garbage cycle"
+    finally:
+        gc.unfreeze()
