@@ -26,10 +26,8 @@ from swand.runtime.charon import Charon
 from swand.runtime.keepalive import Keepalive
 from swand.runtime.loader import ConfigLoader, LoadReport
 from swand.runtime.metrics import MetricsCollector, MetricsPoller, MetricsRegistry
-from swand.runtime.ndp import NdpProxyReconciler, lease_snapshot
-from swand.runtime.routes import RouteReconciler, vici_lease_snapshot
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
-from swand.runtime.wiring import firewall_reconciler, wire
+from swand.runtime.wiring import firewall_reconciler, ndp_reconciler, route_reconciler, wire
 
 log = get_logger("swand")
 
@@ -56,8 +54,8 @@ class Daemon:
                                                 on_report=self._firewall_report)
         self.ndp: Any = None
         if cfg.firewall.enabled and cfg.ipv6.mode == "routed":
-            self.ndp = NdpProxyReconciler(
-                cfg, lease_snapshot(self.charon.queries),
+            self.ndp = ndp_reconciler(
+                cfg, self.charon,
                 on_report=lambda report, _request: self.registry.record_ndp_proxies(
                     "success" if report.ok else "failure",
                     report.entries if report.ok else None))
@@ -102,9 +100,7 @@ class Daemon:
         if not cfg.routes.enabled:
             return None
 
-        return RouteReconciler(
-            cfg, vici_lease_snapshot(self.charon.queries),
-            charon_up=lambda: self.charon.up, on_report=self._routes_report)
+        return route_reconciler(cfg, self.charon, on_report=self._routes_report)
 
     def _routes_report(self, report: Any, request: PassRequest) -> None:
         drift = report.ok and report.changed and request.reasons <= {"periodic", "retry"}

@@ -5,7 +5,8 @@ follow each lease exactly -- appear when the SA comes up, vanish when it goes (d
 DPD, a charon crash) -- and nothing else may be touched. This module is the shared
 shape for such state:
 
-- `leases_from_vici` turns ``list-sas`` into `Lease`s (skipping what it cannot read);
+- `leases_from_vici` turns ``list-sas`` into `Lease`s (skipping what it cannot read),
+  `sa_leases` one IKE_SA of the SA model (the event watcher's table) into its leases;
 - `desired_per_lease` maps every lease through a builder into the set of kernel objects
   wanted now (an NDP proxy entry here; a host route per lease in `swand.core.routes`);
 - `plan_objects` diffs desired against observed objects that carry swand's mark
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from swand.core.events import IkeSa
 from swand.core.untrusted import SkipFn, ignore_skip, unparsable
 
 #: the rtnetlink protocol number marking kernel objects swand owns (``ip -6 neigh show
@@ -89,6 +91,18 @@ def leases_from_vici(
                 continue
             leases |= mine
     return LeaseRead(tuple(sorted(leases)), skipped)
+
+
+def sa_leases(sa: IkeSa, *, need_child_sa: bool = False) -> tuple[Lease, ...]:
+    """The leases of one IKE_SA of the SA model (`swand.core.events.IkeSa`), by the rules
+    of `leases_from_vici`; ValueError when its virtual IPs cannot be read (the caller
+    skips the SA and reports it)."""
+    if sa.state in GONE_IKE_STATES:
+        return ()
+    if need_child_sa and not any(c.state in ACTIVE_CHILD_STATES for c in sa.children):
+        return ()
+    return tuple(sorted({Lease(str(ipaddress.ip_address(raw.strip())), sa.conn, sa.uniqueid)
+                         for raw in sa.remote_vips}))
 
 
 def _carries_traffic(ike: Mapping[str, object]) -> bool:

@@ -6,7 +6,8 @@ firewall, keepalive):
 - the event stream (`events`, an `EventWatcher`): SA events, decoded once; its break
   says at once that charon went away;
 - `queries`: reads -- the watcher's resynchronisation (`stats`, `list-sas`), the metrics
-  poll, the firewall's snapshot;
+  poll, the firewall's `get-pools` (the firewall, NDP proxy and routes reconcilers read
+  the SAs from the watcher's table, `swand.runtime.sa_table`);
 - `commands`: writes -- the loader's loads (pipelined on it), keepalive's initiate and
   terminate. Writes have a connection of their own so a long load or a blocking
   initiate never delays a read (the firewall's pass after an SA event).

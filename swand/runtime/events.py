@@ -6,7 +6,8 @@ Usage (the composition root)::
     task = asyncio.create_task(watcher.run())     # until cancelled
     await watcher.ready.wait()                    # registered and resynchronised once
     async for action in watcher.actions(): ...    # or callbacks, or both
-    watcher.live()                                # the live IKE SAs (for the firewall)
+    watcher.table.live                            # uniqueid -> IkeSa, for the firewall,
+                                                  # NDP and routes (swand.runtime.sa_table)
 
 Design:
 

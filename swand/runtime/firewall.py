@@ -1,12 +1,13 @@
 """FirewallReconciler: keeps sysctls, NAT, MSS clamping and per-SA forward rules true.
 
-Level-triggered: every pass re-reads its inputs (pools, CHILD_SAs and loaded plugins from
-charon through a `snapshot` callable, the egress interface from RTNL), computes the whole
-desired state with the pure core (`swand.core.firewall`, `swand.core.sysctl`) and lets the
-backend make the kernel match it -- writing nothing when it already does. Watchers only
-`poke()`; a `BoundedFrequencyRunner` runs passes with a minimum interval, a retry backoff
-and a periodic full pass (``[firewall] interval``, default 10 s) that repairs drift: a
-flushed chain, a deleted jump, a foreign rule inside swand's chains.
+Level-triggered: every pass takes its whole input through a `snapshot` callable (pools,
+CHILD_SAs and loaded plugins; the daemon's reads the event watcher's SA table, see
+`table_snapshot`), the egress interface from RTNL, computes the whole desired state with
+the pure core (`swand.core.firewall`, `swand.core.sysctl`) and lets the backend make the
+kernel match it -- writing nothing when it already does. Watchers only `poke()`; a
+`BoundedFrequencyRunner` runs passes with a minimum interval, a retry backoff and a
+periodic full pass (``[firewall] interval``, default 10 s) that repairs drift: a flushed
+chain, a deleted jump, a foreign rule inside swand's chains.
 
 Failure is static: a pass that cannot read charon, finds invalid inputs (an egress
 interface that does not exist, a pool overlapping the egress subnet) or fails to commit
@@ -16,7 +17,7 @@ is no moment without the NAT rule.
 
 Composition (the daemon, `swand.runtime.wiring`)::
 
-    fw = firewall_reconciler(cfg, charon, config_pools=...)   # snapshot over charon.queries
+    fw = firewall_reconciler(cfg, charon, config_pools=...)   # table_snapshot
     wire(charon, firewall=fw)   # poked by every SaSetChanged and by charon coming back
     await fw.start()      # backend choice (may raise BackendChoiceError), egress watcher,
                           # runner task, first pass requested
@@ -29,7 +30,8 @@ Composition (the daemon, `swand.runtime.wiring`)::
 `swand.core.firewall.Pool`s (``Pool.from_addrs(name, *addrs)``), so NAT survives the
 moment after a charon restart before the loader has loaded the pools again.
 
-`apply_firewall_once(cfg, session)` is the one-shot used by ``swand apply``.
+`apply_firewall_once(cfg, session)` is the one-shot used by ``swand apply``: no event
+watcher runs there, so it reads ``list-sas`` (`vici_snapshot`).
 """
 
 from __future__ import annotations
@@ -68,13 +70,21 @@ from swand.core.firewall import (
 from swand.core.sysctl import accept_ra_key, desired_sysctls
 from swand.log import get_logger
 from swand.runtime.runner import BoundedFrequencyRunner, PassRequest
+from swand.runtime.sa_table import PerSa, SaSource, charon_plugins, live_sas
 from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.firewall")
 
 #: how long a CHILD_SA missing from `list-sas` keeps its forward rules while an IKE_SA
-#: settles (see `swand.core.firewall.held_child_sas`)
+#: settles (see `swand.core.firewall.held_child_sas`; the event table needs no hold,
+#: see `swand.runtime.sa_table`)
 SETTLE_HOLD = 0.5
+
+#: the reasons of a pass that only say an SA (or the egress) changed: such a pass takes
+#: the pools charon reported last instead of asking again (a `get-pools` waits behind a
+#: metrics poll on the shared connection); any other pass (start, periodic, charon-up,
+#: config, reload, retry) re-reads them
+SA_CHANGE_REASONS = frozenset({"sa-change", "settling", "netlink"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,8 @@ class FirewallSnapshot:
     settling: bool = False
 
 
-SnapshotFn = Callable[[], Awaitable[FirewallSnapshot]]
+#: `snapshot(refresh)`: with `refresh` False the pools may be those read last time
+SnapshotFn = Callable[[bool], Awaitable[FirewallSnapshot]]
 
 
 def _forwarding(batch: list[dict[str, Any]]) -> list[tuple[tuple[ChildSA, ...], bool]]:
@@ -108,10 +119,11 @@ def vici_snapshot(
 
     `config_pools` (optional, from the loader's parsed swanctl.conf) is merged with what
     charon reports: right after a charon restart, before the loader has loaded the pools
-    again, NAT must not disappear for a moment.
+    again, NAT must not disappear for a moment. Every call reads all three (``swand
+    apply``, tests); the daemon's `table_snapshot` reads only the pools, and not always.
     """
 
-    async def snapshot() -> FirewallSnapshot:
+    async def snapshot(refresh: bool = True) -> FirewallSnapshot:
         pools = await session.request("get-pools")
         # blocking on purpose: with `noblock` charon skips every IKE_SA that is checked
         # out (in an exchange: a rekey, DPD, MOBIKE), and exactly the pass a rekey event
@@ -122,18 +134,51 @@ def vici_snapshot(
         parts, _ = await session.streamed("list-sas", "list-sa", parse=_forwarding)
         stats = await session.request("stats")
         plugins = stats.get("plugins") or []
-        charon_pools = pools_from_vici(pools, report_unparsable)
-        if config_pools is not None:
-            known = {p.name for p in charon_pools}
-            charon_pools += tuple(p for p in config_pools() if p.name not in known)
         return FirewallSnapshot(
-            pools=charon_pools,
+            pools=_with_config_pools(pools_from_vici(pools, report_unparsable),
+                                     config_pools),
             child_sas=tuple(child for children, _ in parts for child in children),
             plugins=tuple(str(p) for p in plugins),
             settling=any(settling for _, settling in parts),
         )
 
     return snapshot
+
+
+def table_snapshot(
+    source: SaSource, session: ViciSession,
+    config_pools: Callable[[], tuple[Pool, ...]] | None = None, *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> SnapshotFn:
+    """The daemon's snapshot: the CHILD_SAs of the event watcher's SA table (`source`,
+    `swand.runtime.sa_table`: no ``list-sas``, each IKE_SA's CHILD_SAs read once per
+    change), the plugins of its last resync, and ``get-pools`` over `session` on a
+    refreshing pass only (the pools of the last one otherwise). `config_pools` as for
+    `vici_snapshot`. Waits for the watcher's first resync, fails the pass without it."""
+    children = PerSa(lambda sa: forwarding_child_sas((sa,), report_unparsable))
+    charon_pools: tuple[Pool, ...] | None = None
+
+    async def snapshot(refresh: bool = True) -> FirewallSnapshot:
+        nonlocal charon_pools
+        await live_sas(source, clock)  # first resync done (or SaTableNotReady)
+        if refresh or charon_pools is None:
+            charon_pools = pools_from_vici(await session.request("get-pools"),
+                                           report_unparsable)
+        return FirewallSnapshot(  # the table as it is now, after the awaits
+            pools=_with_config_pools(charon_pools, config_pools),
+            child_sas=children(source.table.live), plugins=charon_plugins(source))
+
+    return snapshot
+
+
+def _with_config_pools(
+    charon_pools: tuple[Pool, ...], config_pools: Callable[[], tuple[Pool, ...]] | None
+) -> tuple[Pool, ...]:
+    """charon's pools plus those of the loaded swanctl.conf it does not report (yet)."""
+    if config_pools is None:
+        return charon_pools
+    known = {p.name for p in charon_pools}
+    return charon_pools + tuple(p for p in config_pools() if p.name not in known)
 
 
 @dataclass(frozen=True)
@@ -351,8 +396,9 @@ class FirewallReconciler:
 
     async def _pass(self, request: PassRequest) -> None:
         started = time.perf_counter()
+        refresh = request.full or not request.reasons <= SA_CHANGE_REASONS
         try:
-            report = await self._reconcile()
+            report = await self._reconcile(refresh)
         except Exception as exc:
             report = FirewallReport(ok=False, error=str(exc),
                                     seconds=time.perf_counter() - started)
@@ -374,12 +420,12 @@ class FirewallReconciler:
             self._settle_timer.cancel()
         self._settle_timer = self.clock.call_later(delay, lambda: self.poke(reason))
 
-    async def _reconcile(self) -> FirewallReport:
+    async def _reconcile(self, refresh: bool = True) -> FirewallReport:
         started = time.perf_counter()
         fw = self.cfg.firewall
         if not fw.enabled:
             return FirewallReport(ok=True, problems=("[firewall] enabled = false",))
-        snap = await self._snapshot()
+        snap = await self._snapshot(refresh)
         if self._net_state is not None:
             state = await self._net_state()
             self._set_net(state)

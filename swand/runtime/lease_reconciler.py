@@ -4,8 +4,9 @@ leased address (the NDP proxy entries of `swand.runtime.ndp`, the routes of
 
 Both have the firewall's shape: watchers only `poke()`; a `BoundedFrequencyRunner` runs
 passes with a minimum interval, a retry backoff and a periodic full pass that repairs
-drift; a lease that vanishes while its IKE_SA settles (rekey, delete) is held for
-`SETTLE_HOLD` and a pass is poked when the hold ends; `stop()` leaves the kernel objects
+drift; a lease that vanishes from a ``list-sas`` snapshot while its IKE_SA settles
+(rekey, delete) is held for `SETTLE_HOLD` and a pass is poked when the hold ends (the
+event table's snapshots never settle: `swand.runtime.sa_table`); `stop()` leaves the kernel objects
 for the next start to adopt. That part is written once here. A subclass says only what
 differs: how a pass reads and writes (`_reconcile`, over its adapter and the pure core's
 desired-state function), which RTNL changes matter (`_net_changed`), what a failed pass

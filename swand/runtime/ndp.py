@@ -5,9 +5,10 @@ The same shape as the firewall reconciler (the plumbing is `LeaseReconciler`'s):
 watchers only `poke()` (SA events, charon coming back, the egress moving); a runner runs
 passes with a minimum interval, a retry backoff and a periodic full pass
 (``[firewall] interval``) that repairs drift (an entry someone deleted, one someone
-left behind with swand's mark). A pass reads the leases from ``list-sas``, computes the
-desired entries with the pure core (`swand.core.leases`), reads swand's entries from the
-kernel and writes only the difference.
+left behind with swand's mark). A pass reads the leases (the daemon's from the event
+watcher's SA table, `table_lease_snapshot`; `lease_snapshot` reads ``list-sas``), computes
+the desired entries with the pure core (`swand.core.leases`), reads swand's entries from
+the kernel and writes only the difference.
 
 Failure is static, as for the firewall: a pass that cannot read charon (it crashed)
 changes nothing, and the first pass after charon is back -- when it holds no SAs --
@@ -16,7 +17,7 @@ restarts, and the next start adopts them (they carry swand's protocol mark).
 
 Composition (the daemon)::
 
-    ndp = NdpProxyReconciler(cfg, lease_snapshot(ViciSession(uri)))
+    ndp = NdpProxyReconciler(cfg, table_lease_snapshot(charon.events))
     await ndp.start()
     ndp.poke("sa-event")     # from the SA event watcher, charon-up, config changes
     await ndp.stop()
@@ -43,6 +44,7 @@ from swand.log import get_logger
 from swand.runtime.firewall import effective_egress6
 from swand.runtime.lease_reconciler import LeaseReconciler
 from swand.runtime.runner import PassRequest
+from swand.runtime.sa_table import PerSa, SaSource, live_sas, readable_leases
 from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.ndp")
@@ -69,6 +71,20 @@ def lease_snapshot(session: Any) -> LeaseSnapshotFn:
         events, _ = await session.streamed("list-sas", "list-sa")
         read = leases_from_vici(events, report_unparsable)
         return LeaseSnapshot(read.leases, read.skipped, ike_sas_settling(events))
+
+    return snapshot
+
+
+def table_lease_snapshot(source: SaSource, *, clock: Clock = SYSTEM_CLOCK
+                         ) -> LeaseSnapshotFn:
+    """The daemon's leases: from the event watcher's SA table (`swand.runtime.sa_table`:
+    no ``list-sas``, each IKE_SA read once per change; no settle hold needed). Waits for
+    the watcher's first resync, fails the pass without it."""
+    leases = PerSa(readable_leases(need_child_sa=False, component="ndp"))
+
+    async def snapshot() -> LeaseSnapshot:
+        live = await live_sas(source, clock)
+        return LeaseSnapshot(leases(live), leases.skipped)
 
     return snapshot
 

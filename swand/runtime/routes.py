@@ -1,13 +1,14 @@
 """RouteReconciler: one kernel route per leased virtual IP (``[routes]``), kept true.
 
 Shaped like the firewall's reconciler (the plumbing is `LeaseReconciler`'s): every pass
-re-reads the leases (``list-sas``) and charon's plugins (``stats``: libipsec or kernel
-ESP), the egress from RTNL, computes the desired routes with the pure core
-(`swand.core.routes`) and lets the adapter make the owned routes (our table, our
-protocol number) match — writing nothing when they already do. Watchers only `poke()`
-(SA events, charon up/down); a periodic full pass (``[routes] interval``) repairs drift:
-a route someone deleted comes back, a route with our protocol number that no lease
-explains goes.
+takes the leases and charon's plugins (libipsec or kernel ESP) -- the daemon's from the
+event watcher's SA table and its last resync (`table_lease_inputs`; `vici_lease_snapshot`
+reads ``list-sas`` and ``stats``) --, the egress from RTNL, computes the desired routes
+with the pure core (`swand.core.routes`) and lets the adapter make the owned routes (our
+table, our protocol number) match — writing nothing when they already do. Watchers only
+`poke()` (SA events, charon up/down); a periodic full pass (``[routes] interval``)
+repairs drift: a route someone deleted comes back, a route with our protocol number that
+no lease explains goes.
 
 Unlike firewall rules, routes do *not* fail static when charon is gone: a gateway whose
 charon died holds no SA, and a route left behind would keep attracting the fleet's
@@ -38,6 +39,13 @@ from swand.log import get_logger
 from swand.runtime.firewall import SETTLE_HOLD as SETTLE_HOLD  # tests hold by it
 from swand.runtime.lease_reconciler import LeaseReconciler
 from swand.runtime.runner import PassRequest
+from swand.runtime.sa_table import (
+    PerSa,
+    SaSource,
+    charon_plugins,
+    live_sas,
+    readable_leases,
+)
 from swand.runtime.untrusted import report_unparsable
 
 log = get_logger("swand.routes")
@@ -66,6 +74,20 @@ def vici_lease_snapshot(session: Any) -> SnapshotFn:
                                   component="routes")
         return LeaseInputs(leases.leases, tuple(str(p) for p in stats.get("plugins") or ()),
                              ike_sas_settling(events), leases.skipped)
+
+    return snapshot
+
+
+def table_lease_inputs(source: SaSource, *, clock: Clock = SYSTEM_CLOCK) -> SnapshotFn:
+    """The daemon's snapshot: leases of the IKE_SAs with a CHILD_SA carrying traffic,
+    from the event watcher's SA table (`swand.runtime.sa_table`: no ``list-sas``, each
+    IKE_SA read once per change; no settle hold needed), and the plugins of its last
+    resync. Waits for the watcher's first resync, fails the pass without it."""
+    leases = PerSa(readable_leases(need_child_sa=True, component="routes"))
+
+    async def snapshot() -> LeaseInputs:
+        live = await live_sas(source, clock)
+        return LeaseInputs(leases(live), charon_plugins(source), skipped=leases.skipped)
 
     return snapshot
 

@@ -66,7 +66,7 @@ def make(snapshots: list[Any], *, net: NetState = NET, interval: float = 10.0,
     cfg = dataclasses.replace(SwandConfig(), firewall=FirewallSettings(**firewall),
                               source="test.toml")
 
-    async def snapshot() -> FirewallSnapshot:
+    async def snapshot(refresh: bool = True) -> FirewallSnapshot:
         item = snapshots[0] if len(snapshots) == 1 else snapshots.pop(0)
         if isinstance(item, Exception):
             raise item

@@ -83,7 +83,7 @@ def test_the_reconciler_keeps_a_moving_sa_and_drops_it_after_the_hold() -> None:
     snapshots = [FirewallSnapshot(POOLS, (SA1,))]
     backend = _Backend()
 
-    async def snapshot() -> FirewallSnapshot:
+    async def snapshot(refresh: bool = True) -> FirewallSnapshot:
         return snapshots[0]
 
     async def net_state() -> NetState:
