@@ -13,7 +13,9 @@ started gateway charon, every client initiating all its connections at once:
   firewall: legacy backend, policy mode, per-SA forward rules).
 
 Measured from the gateway's own event stream (`child-updown` up, one per client, stamped
-on arrival) and from outside: a poller in the gateway's namespace reads the filter table
+on arrival), from swand's log (when its event consumer handled each client's `sa_up`: the
+rule latency splits into the events' way to swand and the firewall pass after it) and
+from outside: a poller in the gateway's namespace reads the filter table
 (`iptables-legacy-save` for swand, `iptables-save` (nft) for `_updown`) and, for swand,
 `/metrics` (`swand_peer_info{virtual_ip=...}`) in a loop and stamps the first time each
 client's virtual IP appears. Per client: rule latency = rule seen - SA up. Per storm: time
@@ -188,6 +190,26 @@ def start_swand(lab: MiniLab) -> subprocess.Popen[bytes]:
     return proc
 
 
+def swand_seen(log: Path, since_wall: float) -> dict[str, float]:
+    """When swand's event consumer handled each virtual IP's `sa_up` (wall clock, from
+    its JSON log), from `since_wall` on."""
+    from datetime import datetime
+
+    seen: dict[str, float] = {}
+    if not log.exists():
+        return seen
+    for line in log.read_text(errors="replace").splitlines():
+        if '"sa_up"' not in line:
+            continue
+        with contextlib.suppress(ValueError, KeyError):
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+            if at >= since_wall:
+                for vip in entry.get("vips", []):
+                    seen.setdefault(vip, at)
+    return seen
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -201,6 +223,10 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     restart(lab, scenario)
     swand = None
     watchers: list[Watcher] = []
+    seen_wall: dict[str, float] = {}
+    #: wall clock minus monotonic: swand's log stamps are wall-clock times
+    wall_offset = time.time() - time.monotonic()
+    since_wall = time.time()
     if scenario == "swand":
         swand = start_swand(lab)
     else:
@@ -232,6 +258,7 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     finally:
         if swand is not None:
             stop_group(swand)
+            seen_wall = swand_seen(lab.gateway.dir / "swand.log", since_wall)
         if keep:
             keep.mkdir(parents=True, exist_ok=True)
             for name in ("swand.log", "charon.log"):
@@ -246,6 +273,13 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
         "scenario": scenario, "sas_up": len(ups), "initiate_s": initiated,
         "all_up_s": (max(ups.values()) - t0) if ups else float("nan"),
     }
+    if seen_wall:
+        seen = {v: t - wall_offset for v, t in seen_wall.items()}
+        lag = [seen[v] - ups[v] for v in ups if v in seen]
+        res["events_p50_s"], res["events_p99_s"] = pct(lag, 0.5), pct(lag, 0.99)
+        rules = next((w.first_seen for w in watchers if w.proc.args[-2] == "rules"), {})
+        after = [rules[v] - seen[v] for v in seen if v in rules]
+        res["pass_p50_s"], res["pass_p99_s"] = pct(after, 0.5), pct(after, 0.99)
     for w in watchers:
         lat = [w.first_seen[v] - ups[v] for v in ups if v in w.first_seen]
         res[f"{w.proc.args[-2]}_present"] = len(w.first_seen)
@@ -292,8 +326,9 @@ def main() -> int:
         lab.down()
     print()
     print("| round | scenario | load | SAs up | all SAs up (s) | rules present | last rule (s) "
-          "| rule latency p50 / p99 / max (s) | in /metrics | last /metrics (s) |")
-    print("|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
+          "| rule latency p50 / p99 / max (s) | in /metrics | last /metrics (s) "
+          "| event to swand p50 / p99 (s) | rule after swand's event p50 / p99 (s) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|")
     for r in rows:
         print(f"| {r['round']} | {r['scenario']} | {r['load']:.1f} | {r['sas_up']} | "
               f"{fmt(r['all_up_s'])} | {r.get('rules_present', '')} | "
@@ -301,7 +336,11 @@ def main() -> int:
               f"{fmt(r.get('rules_p50_s', float('nan')))} / "
               f"{fmt(r.get('rules_p99_s', float('nan')))} / "
               f"{fmt(r.get('rules_max_s', float('nan')))} | {r.get('metrics_present', '')} | "
-              f"{fmt(r.get('metrics_all_s', float('nan')))} |")
+              f"{fmt(r.get('metrics_all_s', float('nan')))} | "
+              f"{fmt(r.get('events_p50_s', float('nan')))} / "
+              f"{fmt(r.get('events_p99_s', float('nan')))} | "
+              f"{fmt(r.get('pass_p50_s', float('nan')))} / "
+              f"{fmt(r.get('pass_p99_s', float('nan')))} |")
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault(r["scenario"], []).append(r)
@@ -313,7 +352,9 @@ def main() -> int:
     print()
     for s in by:
         print(f"median {s}: all up {fmt(med(s, 'all_up_s'))} s, last rule "
-              f"{fmt(med(s, 'rules_all_s'))} s, p99 {fmt(med(s, 'rules_p99_s'))} s")
+              f"{fmt(med(s, 'rules_all_s'))} s (after the last SA: "
+              f"{fmt(med(s, 'rules_all_s') - med(s, 'all_up_s'))} s), "
+              f"p99 {fmt(med(s, 'rules_p99_s'))} s")
     if "swand" in by and "updown" in by:
         ratio = med("swand", "rules_all_s") / med("updown", "rules_all_s")
         print(f"rules: swand / _updown = {ratio:.3f}")
