@@ -224,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     'backend = "legacy"\nmode = "policy"\negress = "eth0"\n'
                     f'[metrics]\nlisten = "127.0.0.1:{PORT}"\n'
                     f'per_peer = {str(args.per_peer).lower()}\n[log]\nformat = "json"\n'
-                    'level = "warning"\n')
+                    f'level = "{args.log_level}"\n')
     log = open(work / "swand.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "swand", "run",
                              "-c", str(toml)], cwd=str(ROOT), stdout=log,
@@ -337,6 +337,7 @@ def main() -> int:
                     help="disconnects (and as many connects) per second")
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--keep-log", type=Path, default=None)
+    ap.add_argument("--log-level", default="warning", help="swand's (info: every pass)")
     ap.add_argument("--no-firewall", action="store_true",
                     help="swand without its firewall: the event path and metrics only")
     ap.add_argument("--clean-deletes", action="store_true",
