@@ -42,6 +42,7 @@ from swand.runtime.runner import PassRequest
 from swand.runtime.sa_table import (
     PerSa,
     SaSource,
+    SaTableNotReady,
     charon_plugins,
     live_sas,
     readable_leases,
@@ -78,15 +79,17 @@ def vici_lease_snapshot(session: Any) -> SnapshotFn:
     return snapshot
 
 
-def table_lease_inputs(source: SaSource, *, clock: Clock = SYSTEM_CLOCK) -> SnapshotFn:
+def table_lease_inputs(source: SaSource, *, clock: Clock = SYSTEM_CLOCK,
+                       charon_down: Callable[[], bool] | None = None) -> SnapshotFn:
     """The daemon's snapshot: leases of the IKE_SAs with a CHILD_SA carrying traffic,
     from the event watcher's SA table (`swand.runtime.sa_table`: no ``list-sas``, each
     IKE_SA read once per change; no settle hold needed), and the plugins of its last
-    resync. Waits for the watcher's first resync, fails the pass without it."""
+    resync. Waits for the watcher's first resync, fails the pass without it, at once
+    when `charon_down()` (the pass then withdraws the routes)."""
     leases = PerSa(readable_leases(need_child_sa=True, component="routes"))
 
     async def snapshot() -> LeaseInputs:
-        live = await live_sas(source, clock)
+        live = await live_sas(source, clock, give_up=charon_down)
         return LeaseInputs(leases(live), charon_plugins(source), skipped=leases.skipped)
 
     return snapshot
@@ -170,7 +173,7 @@ class RouteReconciler(LeaseReconciler[RoutesReport]):
             return None, True
         try:
             return await self._snapshot(), False
-        except ViciError:
+        except (ViciError, SaTableNotReady):
             if self._charon_up is not None and self._charon_up() is False:
                 return None, True
             raise

@@ -36,6 +36,8 @@ from swand.runtime.untrusted import report_unparsable
 
 #: how long a pass waits for the event watcher's first resync before it fails
 READY_WAIT = 10.0
+#: how often a waiting pass asks its `give_up` predicate
+GIVE_UP_CHECK = 0.25
 
 T = TypeVar("T")
 
@@ -57,13 +59,20 @@ class SaSource(Protocol):
     def last_stats(self) -> dict[str, Any]: ...
 
 
-async def live_sas(source: SaSource, clock: Clock) -> Mapping[str, IkeSa]:
+async def live_sas(source: SaSource, clock: Clock,
+                   give_up: Callable[[], bool] | None = None) -> Mapping[str, IkeSa]:
     """The live IKE_SAs by unique id, once the watcher has resynchronised at least once
-    (SaTableNotReady after `READY_WAIT` without it)."""
-    if not source.ready.is_set() and not await clock.wait_any([source.ready], READY_WAIT):
-        raise SaTableNotReady(
-            "charon's SAs are not read yet (the event watcher has not reached charon): "
-            "nothing changed, retrying")
+    (SaTableNotReady after `READY_WAIT` without it, or as soon as `give_up()` says
+    waiting is pointless: the routes' "charon is down")."""
+    waited = 0.0
+    while not source.ready.is_set():
+        if waited >= READY_WAIT or (give_up is not None and give_up()):
+            raise SaTableNotReady(
+                "charon's SAs are not read yet (the event watcher has not reached "
+                "charon): nothing changed, retrying")
+        step = GIVE_UP_CHECK if give_up is not None else READY_WAIT
+        await clock.wait_any([source.ready], step)
+        waited += step
     return source.table.live
 
 

@@ -87,8 +87,10 @@ def route_reconciler(
     from swand.runtime.routes import RouteReconciler, table_lease_inputs
 
     clock = options.get("clock", SYSTEM_CLOCK)
-    return RouteReconciler(cfg, table_lease_inputs(charon.events, clock=clock),
-                           charon_up=lambda: charon.up, on_report=on_report, **options)
+    return RouteReconciler(
+        cfg, table_lease_inputs(charon.events, clock=clock,
+                                charon_down=lambda: charon.up is False),
+        charon_up=lambda: charon.up, on_report=on_report, **options)
 
 
 def wire(

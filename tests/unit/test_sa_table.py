@@ -14,7 +14,7 @@ from typing import Any
 
 from swand.adapters.netlink import NetState
 from swand.clock import FakeClock
-from swand.config import SwandConfig
+from swand.config import RoutesSettings, SwandConfig
 from swand.core.events import (
     SA_SET_CHANGED,
     ChildSa,
@@ -29,9 +29,10 @@ from swand.core.leases import Lease
 from swand.runtime.charon import Charon
 from swand.runtime.firewall import FirewallReconciler
 from swand.runtime.routes import table_lease_inputs
-from swand.runtime.sa_table import READY_WAIT, PerSa
-from swand.runtime.wiring import firewall_reconciler, wire
+from swand.runtime.sa_table import GIVE_UP_CHECK, READY_WAIT, PerSa
+from swand.runtime.wiring import firewall_reconciler, route_reconciler, wire
 from tests.unit.test_firewall_runtime import FakeBackend, FakeSysctl
+from tests.unit.test_routes_runtime import FakeRoutes, route
 
 NET = NetState("eth0", {"lo": ("127.0.0.1/8",), "eth0": ("192.0.2.1/24",)})
 POOLS = {"pool4": {"base": "10.8.0.0", "size": "65534"}}
@@ -263,3 +264,32 @@ def test_routes_read_leases_with_traffic_from_the_table() -> None:
     inputs = asyncio.run(scenario())
     assert inputs.leases == (Lease(vip(1), "rw", "2"),) and inputs.skipped == 1
     assert inputs.plugins == ("kernel-netlink", "vici") and not inputs.settling
+
+
+def test_routes_of_a_swand_started_while_charon_is_down_go_at_once() -> None:
+    """Routes do not fail static (a dead charon's routes black-hole the fleet's traffic):
+    a pass waiting for the first resync stops waiting as soon as charon is known down,
+    and withdraws them, instead of after `READY_WAIT`."""
+    clock = FakeClock()
+    charon = Charon("unix:///nonexistent/charon.vici")
+    left = route("10.8.0.1")
+    fake = FakeRoutes({left})
+
+    async def net_state() -> NetState:
+        return NET
+
+    cfg = dataclasses.replace(SwandConfig(), routes=RoutesSettings(enabled=True))
+    rec = route_reconciler(cfg, charon, routes=fake, net_state=net_state, clock=clock)
+
+    async def scenario() -> None:
+        await rec.start()
+        await clock.advance(1.0)
+        assert fake.owned == {left}  # not read yet: nothing changes
+        charon._lost("connection refused")  # the watcher cannot reach charon
+        await clock.advance(GIVE_UP_CHECK)
+        await clock.advance(1.0)  # the retry
+        assert fake.owned == set()
+        assert rec.last_report is not None and rec.last_report.charon_down
+        await rec.stop()
+
+    asyncio.run(scenario())
