@@ -293,3 +293,25 @@ def test_routes_of_a_swand_started_while_charon_is_down_go_at_once() -> None:
         await rec.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_client_with_an_unreadable_selector_costs_only_its_own_rules() -> None:
+    """Selectors are the client's choice: from the table as from list-sas, one that
+    cannot be read leaves that CHILD_SA out, never the others' rules."""
+    clock = FakeClock()
+    charon, fw, backend = daemon(FakeSession(), clock)
+    good, bad = client(1), client(2)
+    broken = dataclasses.replace(bad[1], remote_ts=("10.8.0.3/33",))
+
+    async def scenario() -> None:
+        await fw.start()
+        await charon.events._resync()
+        for sa, child in (good, (bad[0], broken)):
+            await charon.events._apply(IkeUp(sa))
+            await charon.events._apply(ChildUp(sa, child))
+        await settle(fw, clock)
+        await fw.stop()
+
+    asyncio.run(scenario())
+    assert forwarded(backend) == [vip(1), vip(1)]
+    assert fw.last_report is not None and fw.last_report.ok
