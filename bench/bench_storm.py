@@ -114,23 +114,33 @@ class SaEvents:
         with contextlib.suppress(OSError), gateway.session(timeout=3600) as s:
             listener = s.listen(["ike-updown", "child-updown"], timeout=0.5)
             self._ready.set()
-            for name, payload in listener:
-                if self._stop:
-                    break
-                if name is None:
+            try:
+                self._follow(listener)
+            finally:
+                # unregister while the socket is open (the generator left to the
+                # collector would try it on a closed one and print a traceback)
+                with contextlib.suppress(OSError):
+                    listener.close()
+
+    def _follow(self, listener: Any) -> None:
+        """Stamp each client's first CHILD_SA up (and the first IKE_SA up)."""
+        for name, payload in listener:
+            if self._stop:
+                break
+            if name is None:
+                continue
+            now = time.monotonic()
+            if payload.get("up") != b"yes":
+                continue
+            for key, sa in payload.items():
+                if key == "up" or not isinstance(sa, dict):
                     continue
-                now = time.monotonic()
-                if payload.get("up") != b"yes":
+                if name == b"ike-updown":
+                    if self.first_ike_up is None:
+                        self.first_ike_up = now
                     continue
-                for key, sa in payload.items():
-                    if key == "up" or not isinstance(sa, dict):
-                        continue
-                    if name == b"ike-updown":
-                        if self.first_ike_up is None:
-                            self.first_ike_up = now
-                        continue
-                    for vip in sa.get("remote-vips", []):
-                        self.child_up.setdefault(vip.decode(), now)
+                for vip in sa.get("remote-vips", []):
+                    self.child_up.setdefault(vip.decode(), now)
 
     def stop(self) -> None:
         self._stop = True
@@ -168,7 +178,7 @@ def restart(lab: MiniLab, scenario: str) -> None:
         c.wait()
 
 
-def start_swand(lab: MiniLab) -> subprocess.Popen[bytes]:
+def start_swand(lab: MiniLab, nice: int = 0) -> subprocess.Popen[bytes]:
     gw = lab.gateway
     assert gw
     toml = gw.dir / "swand.toml"
@@ -178,7 +188,8 @@ def start_swand(lab: MiniLab) -> subprocess.Popen[bytes]:
         f'[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\nper_peer = true\n'
         '[log]\nformat = "json"\nlevel = "info"\n')
     log = open(gw.dir / "swand.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(["ip", "netns", "exec", gw.ns, sys.executable, "-m", "swand",
+    proc = subprocess.Popen(["ip", "netns", "exec", gw.ns, "nice", "-n", str(nice),
+                             sys.executable, "-m", "swand",
                              "run", "-c", str(toml)], cwd=str(Path(__file__).parent.parent),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -218,7 +229,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
-          keep: Path | None = None) -> dict[str, Any]:
+          keep: Path | None = None, nice: int = 0) -> dict[str, Any]:
     assert lab.gateway
     restart(lab, scenario)
     swand = None
@@ -228,7 +239,7 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     wall_offset = time.time() - time.monotonic()
     since_wall = time.time()
     if scenario == "swand":
-        swand = start_swand(lab)
+        swand = start_swand(lab, nice)
     else:
         lab.gateway.swanctl("--load-all")
     try:
@@ -304,6 +315,9 @@ def main() -> int:
     ap.add_argument("--scenarios", default="none,updown,swand")
     ap.add_argument("--keep-logs", type=Path, default=None,
                     help="copy the gateway's charon.log and swand.log here after each storm")
+    ap.add_argument("--swand-nice", type=int, default=0,
+                    help="run `swand run` at this niceness (the client charons share the "
+                         "gateway's two cores; a systemd gateway gives swand its own cgroup)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_storm: needs root (network namespaces)", file=sys.stderr)
@@ -318,7 +332,8 @@ def main() -> int:
             for scenario in args.scenarios.split(","):
                 with open("/proc/loadavg") as f:
                     load = float(f.read().split()[0])
-                res = storm(lab, scenario, per_client, args.timeout, args.keep_logs)
+                res = storm(lab, scenario, per_client, args.timeout, args.keep_logs,
+                            args.swand_nice)
                 res.update(round=rnd, load=load)
                 rows.append(res)
                 print(json.dumps(res), flush=True)
