@@ -1,21 +1,31 @@
 """The settings parser as it was before the scanner matched one regular expression per
 start condition (swand.core.settings up to commit fb63d1f): a per-character scanner,
 checked against libstrongswan by the unit tests, the hypothesis fuzzer and the
-conformance corpus at the time. Kept unchanged as the oracle of the differential
-properties in test_settings_fuzz.py: the current parser must give the same trees,
-origins, warnings and errors on any input. Not used by swand itself."""
+conformance corpus at the time. Its scanner, parser and resolver are kept unchanged as
+the oracle of the differential properties in test_settings_fuzz.py: the current parser
+must give the same trees, origins, warnings and errors on any input. The data model and
+the file reader did not change and are imported. Not used by swand itself."""
 
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
 import re
-import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+# the data model and the file reader did not change: shared with the current module
+from swand.core.settings import (
+    NotRegularFileError,
+    Origin,
+    Section,
+    Setting,
+    SettingsError,
+    is_secret_key,
+    read_regular_file,
+)
 
 # Limits that turn pathological input into a SettingsError instead of a hang, a
 # RecursionError or a tree charon could not take anyway.
@@ -29,140 +39,6 @@ MAX_NAME_BYTES = 127  # settings.c: char buf[128] per section name in a lookup
 MAX_PATH_BYTES = 511  # settings.c: char keybuf[512] per dotted path
 MAX_REFERENCE_DEPTH = 100  # chained references (libstrongswan recurses on its stack)
 MAX_REFERENCE_WORK = 500_000  # lookup steps while resolving references
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a section or value was written. `line` 0 means the file as a whole."""
-
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        if self.line <= 0:
-            return self.file
-        return f"{self.file}:{self.line}"
-
-
-class SettingsError(Exception):
-    """A file that cannot be parsed. `str()` is `FILE:LINE: message`."""
-
-    def __init__(self, origin: Origin, message: str) -> None:
-        super().__init__(f"{origin}: {message}")
-        self.origin = origin
-        self.message = message
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether swanctl.conf keeps a secret under this key: `secret*` (PSKs, EAP and XAuth
-    passwords, passphrases of keys and PKCS#12 containers) or a token's `pin`."""
-    lower = key.lower()
-    return lower.startswith("secret") or lower == "pin"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One `key = value`, with where its (last) value was written. The repr of a secret
-    (`is_secret_key`) does not show its value: trees end up in tracebacks and asserts."""
-
-    key: str
-    value: str
-    origin: Origin
-
-    def __repr__(self) -> str:
-        value = "<secret>" if is_secret_key(self.key) else repr(self.value)
-        return f"Setting(key={self.key!r}, value={value}, origin={self.origin!r})"
-
-    @property
-    def value_bytes(self) -> bytes:
-        """The value exactly as written in the file (bytes that are not UTF-8 included)."""
-        return self.value.encode("utf-8", "surrogateescape")
-
-
-@dataclass
-class Section:
-    """A section of the tree. `settings` and `sections` keep the order of first
-    appearance, as libstrongswan's enumerators do.
-
-    `path` is the dotted path from the root ("" for the root), `references` the
-    references declared on this section (already resolved into its contents), and
-    `warnings` (root only) what strongSwan would merely log: includes that matched
-    nothing, references to sections that do not exist."""
-
-    name: str
-    origin: Origin
-    settings: dict[str, Setting] = field(default_factory=dict)
-    sections: dict[str, Section] = field(default_factory=dict)
-    path: str = ""
-    references: tuple[str, ...] = ()
-    warnings: list[str] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[Section]:
-        """The subsections, in order."""
-        return iter(self.sections.values())
-
-    def __len__(self) -> int:
-        """The number of subsections."""
-        return len(self.sections)
-
-    def __bool__(self) -> bool:
-        """Always true: `if tree.section(...)` must not depend on having subsections."""
-        return True
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (key in self.settings or key in self.sections)
-
-    def keys(self) -> list[str]:
-        """Setting keys, in order."""
-        return list(self.settings)
-
-    def items(self) -> list[tuple[str, str]]:
-        """(key, value) pairs of the settings, in order."""
-        return [(s.key, s.value) for s in self.settings.values()]
-
-    def section(self, path: str) -> Section | None:
-        """The subsection at a dotted path (`"connections.rw"`), or None."""
-        node: Section | None = self
-        for part in path.split("."):
-            if node is None or not part:
-                return None
-            node = node.sections.get(part)
-        return node
-
-    def setting(self, path: str) -> Setting | None:
-        """The Setting at a dotted path (`"connections.rw.version"`), or None."""
-        parent_path, _, key = path.rpartition(".")
-        parent = self.section(parent_path) if parent_path else self
-        return None if parent is None else parent.settings.get(key)
-
-    def get(self, path: str, default: str | None = None) -> str | None:
-        """The value at a dotted path, or `default`."""
-        found = self.setting(path)
-        return default if found is None else found.value
-
-    def origin_of(self, path: str) -> Origin | None:
-        """Where the value at a dotted path was written."""
-        found = self.setting(path)
-        return None if found is None else found.origin
-
-
-class NotRegularFileError(OSError):
-    """A FIFO, socket or device where a file was expected."""
-
-
-def read_regular_file(path: str, limit: int) -> bytes:
-    """Up to `limit + 1` bytes of a regular file (so the caller can tell "too large").
-    Opened without blocking and checked before reading: open() of a FIFO would wait for
-    a writer. Raises IsADirectoryError, NotRegularFileError or the OSError of the open.
-    The one reader of swanctl's files: settings and credentials alike."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
-        return handle.read(limit + 1)
 
 
 def parse_file(path: str | Path) -> Section:
