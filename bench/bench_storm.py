@@ -10,7 +10,10 @@ started gateway charon, every client initiating all its connections at once:
 - `updown`: charon's updown plugin running strongSwan's `_updown iptables` per CHILD_SA
   (swanctl's `updown = /usr/lib/ipsec/_updown iptables`, what `leftfirewall=yes` did);
 - `swand`: `swand run` owning the gateway (loader, events, metrics with `per_peer`,
-  firewall: legacy backend, policy mode, per-SA forward rules).
+  firewall: legacy backend, policy mode, per-SA forward rules);
+- `swand-bare` (not in the default list): the same `swand run` with none of the pollers
+  below (they fork `iptables-legacy-save` and scrape `/metrics` every 20 ms on the same
+  two cores): how fast charon brings the SAs up beside swand alone, against `none`.
 
 Measured from the gateway's own event stream (`child-updown` up, one per client, stamped
 on arrival), from swand's log (when its event consumer handled each client's `sa_up`: the
@@ -238,7 +241,7 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     #: wall clock minus monotonic: swand's log stamps are wall-clock times
     wall_offset = time.time() - time.monotonic()
     since_wall = time.time()
-    if scenario == "swand":
+    if scenario in ("swand", "swand-bare"):
         swand = start_swand(lab, nice)
     else:
         lab.gateway.swanctl("--load-all")
@@ -374,7 +377,7 @@ def main() -> int:
         ratio = med("swand", "rules_all_s") / med("updown", "rules_all_s")
         print(f"rules: swand / _updown = {ratio:.3f}")
     if "none" in by:
-        for s in ("updown", "swand"):
+        for s in ("updown", "swand", "swand-bare"):
             if s in by:
                 print(f"SAs up: {s} / none = {med(s, 'all_up_s') / med('none', 'all_up_s'):.3f}")
     return 0
