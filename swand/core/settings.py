@@ -809,18 +809,7 @@ class _Resolver:
         self.count += 1
         depth = len(chain) - 1
         if depth:
-            if len(raw.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-                raise SettingsError(
-                    raw.origin,
-                    f"section name longer than {MAX_NAME_BYTES} bytes: strongSwan cannot "
-                    "look it up (swanctl would load it empty)",
-                )
-            if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-                raise SettingsError(
-                    raw.origin,
-                    f"section path longer than {MAX_PATH_BYTES} bytes: strongSwan cannot "
-                    "look it up (swanctl would load it empty)",
-                )
+            _check_lookup_limits(raw.name, path, raw.origin)
         if self.count > MAX_RESOLVED_SECTIONS:
             raise SettingsError(
                 raw.origin,
@@ -902,21 +891,7 @@ class _Resolver:
         first = raws[0]
         signature = tuple(id(raw) for raw in raws)
         if path:
-            # settings.c looks sections up through a 128-byte buffer per name and a
-            # 512-byte buffer per path: swanctl would see such a section empty
-            dotted = ".".join(path)
-            if len(path[-1].encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-                raise SettingsError(
-                    first.origin,
-                    f"section name longer than {MAX_NAME_BYTES} bytes: strongSwan cannot "
-                    "look it up (swanctl would load it empty)",
-                )
-            if len(dotted.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-                raise SettingsError(
-                    first.origin,
-                    f"section path longer than {MAX_PATH_BYTES} bytes: strongSwan cannot "
-                    "look it up (swanctl would load it empty)",
-                )
+            _check_lookup_limits(path[-1], ".".join(path), first.origin)
         if signature in ancestors:
             # the same sections again below themselves: libstrongswan's (lazy) view
             # of this subtree repeats without end, so no finite tree can show it
@@ -966,3 +941,20 @@ class _Resolver:
                     child_path, child_raws, depth + 1, (*ancestors, signature)
                 )
         return node
+
+
+def _check_lookup_limits(name: str, dotted: str, origin: Origin) -> None:
+    """settings.c looks sections up through a 128-byte buffer per name and a 512-byte
+    buffer per dotted path: swanctl would see a longer one empty, so it is an error."""
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise SettingsError(
+            origin,
+            f"section name longer than {MAX_NAME_BYTES} bytes: strongSwan cannot "
+            "look it up (swanctl would load it empty)",
+        )
+    if len(dotted.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise SettingsError(
+            origin,
+            f"section path longer than {MAX_PATH_BYTES} bytes: strongSwan cannot "
+            "look it up (swanctl would load it empty)",
+        )
