@@ -43,7 +43,7 @@ PACKAGE_OF = {
     **dict.fromkeys(("dpkg", "dpkg-query"), "dpkg"),
     "apt-get": "apt",
     "sh": "dash",
-    **dict.fromkeys(("cat", "touch", "chroot", "ln", "install"), "coreutils"),
+    **dict.fromkeys(("cat", "touch", "chroot", "ln", "install", "nice"), "coreutils"),
 }
 #: on every Debian 12, even `debootstrap --variant=minbase` (Priority: required)
 EVERY_DEBIAN = {"apt", "dpkg", "dash", "coreutils", "util-linux", "mount"}
