@@ -46,10 +46,12 @@ def _inside(args: argparse.Namespace) -> None:
         DesiredFirewall,
         FirewallInputs,
         Pool,
+        SaRuleCache,
         desired_firewall,
         render_save,
     )
 
+    cache = SaRuleCache()  # the reconciler's: a pass recomputes only new SAs' rules
     lock = f"/tmp/swand-bench-{os.getpid()}.lock"
     backend = LegacyIptablesBackend(lock_path=lock)
     run = backend._executor.submit  # the backend's own worker thread, synchronously
@@ -74,7 +76,7 @@ def _inside(args: argparse.Namespace) -> None:
 
     def swand_pass(inp: FirewallInputs) -> tuple[float, float, object]:
         t = time.perf_counter()
-        desired = desired_firewall(inp)
+        desired = desired_firewall(inp, cache)
         t_core = time.perf_counter() - t
         report = run(backend.apply_sync, desired).result()
         return report.seconds, t_core + report.seconds, report

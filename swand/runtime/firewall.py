@@ -58,6 +58,7 @@ from swand.core.firewall import (
     FirewallInputError,
     FirewallInputs,
     Pool,
+    SaRuleCache,
     choose_backend,
     desired_firewall,
     forwarding_child_sas,
@@ -315,6 +316,8 @@ class FirewallReconciler:
         self.last_report: FirewallReport | None = None
         self.last_good: FirewallReport | None = None
         self.last_desired: DesiredFirewall | None = None
+        #: each live CHILD_SA's forward rules, from the last pass
+        self._rule_cache = SaRuleCache()
         #: CHILD_SAs with forward rules, and when `list-sas` last listed each
         self._child_seen: dict[ChildSA, float] = {}
         self._settle_timer: TimerHandle | None = None
@@ -452,7 +455,7 @@ class FirewallReconciler:
         try:
             # pure, and ~55 us per SA the first time it sees one (address parsing, a
             # SHA-256 per rule): 10,000 new SAs would hold the loop for half a second
-            desired = await asyncio.to_thread(desired_firewall, inputs)
+            desired = await asyncio.to_thread(desired_firewall, inputs, self._rule_cache)
         except FirewallInputError as exc:
             raise FirewallPassError(f"firewall not changed, last good rules stay: {exc}") \
                 from None

@@ -31,6 +31,7 @@ from swand.core.firewall import (
     ObservedTable,
     Pool,
     Rule,
+    SaRuleCache,
     child_sas_from_vici,
     desired_firewall,
     diff_chain,
@@ -613,3 +614,23 @@ def test_configured_pools_come_from_the_parsed_swanctl_folder() -> None:
     assert pools == {"v4": ("10.8.0.0/24",), "range": ("10.9.0.10/31",),
                      "v6": ("2001:db8:8::/112",)}
     assert configured_pools(None) == ()
+
+
+def test_the_rule_cache_holds_the_live_sas_only_and_changes_no_rule() -> None:
+    """A churning gateway: each pass sees 100 SAs, 10 of them new. The cache's rules
+    equal an uncached computation's, and it holds the last pass's SAs only (memory
+    follows the live set; an LRU kept every SA seen until it was full)."""
+    cache = SaRuleCache()
+
+    def sa(n: int) -> ChildSA:
+        return ChildSA(f"c{n}", "rw", n, ("0.0.0.0/0",), (f"10.9.{n // 256}.{n % 256}/32",))
+
+    for step in range(30):
+        live = tuple(sa(n) for n in range(step * 10, step * 10 + 100))
+        inputs = dataclasses.replace(reference(), child_sas=live)
+        assert desired_firewall(inputs, cache) == desired_firewall(inputs)
+        assert len(cache) == 100
+    bad = ChildSA("bad", "rw", 999, ("0.0.0.0/0",), ("not-a-selector",))
+    inputs = dataclasses.replace(reference(), child_sas=(sa(1), bad))
+    assert desired_firewall(inputs, cache) == desired_firewall(inputs)
+    assert len(cache) == 2  # the unreadable one is remembered as such, not retried
