@@ -79,6 +79,33 @@ def test_min_interval_is_respected() -> None:
     assert seen[1][0] - seen[0][0] == pytest.approx(0.2)
 
 
+def test_long_passes_leave_as_much_time_free_while_pokes_keep_coming() -> None:
+    """max_busy 0.5: a pass of 1 s (a whole-table commit of a big legacy rule set) is
+    followed by 1 s without a pass, though pokes keep coming; short passes keep
+    min_interval."""
+    seen: list[tuple[float, PassRequest]] = []
+
+    async def scenario(clock: FakeClock) -> None:
+        async def slow_pass(req: PassRequest) -> None:
+            seen.append((clock.monotonic(), req))
+            if len(seen) <= 2:
+                await clock.advance(1.0)  # the pass takes a second
+
+        r = BoundedFrequencyRunner("t", slow_pass, min_interval=0.2, max_interval=60,
+                                   clock=clock)
+        task = start(r)
+        for _ in range(40):
+            r.poke("sa-change")
+            await clock.advance(0.1)
+        await stop(task)
+
+    run(scenario)
+    starts = [at for at, _ in seen]
+    assert starts[1] - starts[0] == pytest.approx(2.0)  # 1 s pass + 1 s free
+    assert starts[2] - starts[1] == pytest.approx(2.0)
+    assert starts[3] - starts[2] == pytest.approx(0.2, abs=0.1)  # short again: min_interval
+
+
 def test_periodic_pass_without_pokes() -> None:
     seen: list[tuple[float, PassRequest]] = []
 
