@@ -22,7 +22,13 @@ every rekey and vanish with the SA. swand keeps, per (connection, child):
   unique id is remembered. If a retired id shows up again (a poll that raced with the down
   event, a duplicate event after a reconnect), it is *revived*: its retired values leave
   `closed` and it is alive again with the larger of both. So the same SA is never counted
-  twice, and no total ever decreases.
+  twice, and no total ever decreases. How long an id is remembered depends on who said
+  it left: one a poll did not list may only have been skipped (`noblock` skips an SA in an
+  exchange, DPD retransmits can take minutes), so it is kept among the last
+  `retired_memory` (65,536); one charon's down event deleted can only come back in a poll
+  already in flight, so it is kept `deleted_memory` seconds (120). A churning gateway's
+  memory then follows its rate of deletes, not its history (10,000 SAs with 100 deletes a
+  second: 12,000 ids, not 65,536 at ~0.5 KB each).
 - A CHILD_SA rekey: the old SA's final values (carried by child-rekey) update it, the new
   SA starts from its own (near-zero) values; the old one is retired when it leaves the
   list (charon deletes it a few seconds later) — bytes it carries after the rekey event
@@ -431,14 +437,18 @@ class TrafficAccumulator:
     Mutable but pure: callers pass `now`; no I/O.
     """
 
-    def __init__(self, *, retired_memory: int = 65536, peer_ttl: float = 900.0) -> None:
+    def __init__(self, *, retired_memory: int = 65536, deleted_memory: float = 120.0,
+                 peer_ttl: float = 900.0) -> None:
         self._live: dict[str, _Entry] = {}
         self._retired: OrderedDict[str, _Entry] = OrderedDict()
+        #: ids a down event retired, with when (oldest first; see the module docstring)
+        self._deleted: OrderedDict[str, tuple[_Entry, float]] = OrderedDict()
         self._closed: dict[tuple[str, str], Traffic] = {}
         self._closed_peer: dict[tuple[str, str], Traffic] = {}
         self._peer_seen: dict[tuple[str, str], float] = {}
         self._key_seen: dict[tuple[str, str], float] = {}
         self.retired_memory = retired_memory
+        self.deleted_memory = deleted_memory
         self.peer_ttl = peer_ttl
 
     # -- the three inputs --
@@ -485,7 +495,7 @@ class TrafficAccumulator:
         if isinstance(event, ChildUp | ChildDown):
             uid = self._child_alive(event.sa, event.child, now)
             if uid and isinstance(event, ChildDown):
-                self._retire(uid)
+                self._retire(uid, deleted_at=now)
         elif isinstance(event, ChildRekey):
             self._child_alive(event.sa, event.old, now)
             self._child_alive(event.sa, event.new, now)
@@ -506,6 +516,7 @@ class TrafficAccumulator:
         for uid in list(self._live):
             self._retire(uid)
         self._retired.clear()
+        self._deleted.clear()
 
     # -- reading --
 
@@ -566,20 +577,32 @@ class TrafficAccumulator:
             entry.traffic = entry.traffic.max(traffic)
             return
         retired = self._retired.pop(uid, None)
+        if retired is None:
+            deleted = self._deleted.pop(uid, None)
+            retired = deleted[0] if deleted is not None else None
         if retired is not None:  # revive: take its retired values back out of `closed`
             self._add_closed(retired, ZERO - retired.traffic)
             traffic = traffic.max(retired.traffic)
             conn, child, peer = retired.connection, retired.child, retired.peer
         self._live[uid] = _Entry(conn, child, peer, traffic)
 
-    def _retire(self, uid: str) -> None:
+    def _retire(self, uid: str, deleted_at: float | None = None) -> None:
+        """Move a live SA's values into `closed` and remember its id: among the last
+        `retired_memory`, or (a down event's, `deleted_at`) for `deleted_memory` s."""
         entry = self._live.pop(uid, None)
         if entry is None:
             return
         self._add_closed(entry, entry.traffic)
-        self._retired[uid] = entry
-        while len(self._retired) > self.retired_memory:
-            self._retired.popitem(last=False)
+        if deleted_at is None:
+            self._retired[uid] = entry
+            while len(self._retired) > self.retired_memory:
+                self._retired.popitem(last=False)
+            return
+        deleted = self._deleted
+        deleted[uid] = (entry, deleted_at)
+        while deleted and (len(deleted) > self.retired_memory or
+                           deleted_at - next(iter(deleted.values()))[1] > self.deleted_memory):
+            deleted.popitem(last=False)
 
     def _add_closed(self, entry: _Entry, delta: Traffic) -> None:
         key = (entry.connection, entry.child)

@@ -199,6 +199,30 @@ def test_up_event_racing_a_poll_is_counted_once() -> None:
     assert total(acc).bytes_in == 80 and total(acc).bytes_out == 90
 
 
+def test_a_deleted_sa_is_remembered_for_deleted_memory_not_forever() -> None:
+    """Churn: 100 CHILD_SAs deleted a second for 5 minutes. Each down event's id stays
+    for `deleted_memory` s (a poll in flight may still list it: no double count), then
+    goes: memory follows the delete rate (12,000 ids), not the history (30,000). An id a
+    poll merely missed is still kept among the last `retired_memory`."""
+    acc = m.TrafficAccumulator(deleted_memory=120)
+    for n in range(30_000):
+        at = n / 100
+        up = {"up": "yes", **ike({f"net-{n}": child(str(n), 10, 10)})}
+        acc.apply_event("child-updown", up, at)
+        acc.apply_event("child-updown", down_event(child(str(n), 20, 20)), at)
+    assert total(acc).bytes_in == 20 * 30_000
+    assert 11_900 <= len(acc._deleted) <= 12_001 and not acc._retired
+    # a poll answered before the last down still lists that SA: counted once
+    acc.observe(m.parse_sas([ike({"net-29999": child("29999", 15, 15)})]), 300)
+    acc.observe([], 301)
+    assert total(acc).bytes_in == 20 * 30_000
+    # an SA a poll did not list (noblock skipped it) is remembered by count, not time
+    acc.observe(m.parse_sas([ike({"net-x": child("x", 5, 5)})]), 302)
+    acc.observe([], 303)
+    acc.observe(m.parse_sas([ike({"net-x": child("x", 7, 7)})]), 303 + 3600)
+    assert total(acc).bytes_in == 20 * 30_000 + 7
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["poll", "down", "rekey", "restart", "gone"]),
                           st.integers(1, 4), st.integers(0, 500)), max_size=40))
