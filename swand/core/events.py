@@ -563,8 +563,18 @@ class PeerTable:
     #: the unique ids of each peer's live SAs: whether a peer is new or gone, and which
     #: SA replaced which, without a scan of every live SA per event (10,000 SAs: ~1 ms)
     _by_peer: dict[tuple[str, str], dict[str, None]] = field(default_factory=dict)
+    #: live SAs whose down has been read but waits (the watcher's `log_wait`) for
+    #: charon's reason: gone for the firewall, NDP and routes already (`current`), still
+    #: here for the classification and the peer's bookkeeping
+    leaving: set[str] = field(default_factory=set)
 
     # -- queries --
+
+    def current(self) -> Mapping[str, IkeSa]:
+        """The live SAs less those `leaving`: what the per-SA reconcilers act on."""
+        if not self.leaving:
+            return self.live
+        return {uid: sa for uid, sa in self.live.items() if uid not in self.leaving}
 
     def peers(self) -> dict[tuple[str, str], list[IkeSa]]:
         out: dict[tuple[str, str], list[IkeSa]] = {}
@@ -593,6 +603,7 @@ class PeerTable:
         self._by_peer.setdefault(sa.peer, {})[sa.uniqueid] = None
 
     def _pop(self, uid: str) -> IkeSa | None:
+        self.leaving.discard(uid)
         sa = self.live.pop(uid, None)
         if sa is not None:
             self._unindex(sa)

@@ -6,7 +6,7 @@ Usage (the composition root)::
     task = asyncio.create_task(watcher.run())     # until cancelled
     await watcher.ready.wait()                    # registered and resynchronised once
     async for action in watcher.actions(): ...    # or callbacks, or both
-    watcher.table.live                            # uniqueid -> IkeSa, for the firewall,
+    watcher.table.current()                       # uniqueid -> IkeSa, for the firewall,
                                                   # NDP and routes (swand.runtime.sa_table)
 
 Design:
@@ -31,6 +31,9 @@ Design:
   An `ike-updown` down is followed by the `child-updown` downs of its CHILD SAs (final
   byte/packet counters): the consumer waits up to 50 ms for them so the down line and
   the action carry the totals.
+- A down while ESTABLISHED without the IKE_DPD task waits up to `log_wait` (0.5 s) for
+  its reason (DPD or an INITIAL_CONTACT replacement) without holding the events behind
+  it; its SA leaves the per-SA reconcilers' view (`PeerTable.current`) at once.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from swand.adapters.vici import (
 from swand.core.backoff import Backoff
 from swand.core.charon import charon_start_time, is_restart
 from swand.core.events import (
+    SA_SET_CHANGED,
     Action,
     ChildDown,
     DownReason,
@@ -129,6 +133,14 @@ class _ResyncMark:
     """Queued by the reader after (re)registering: resynchronise here."""
 
 
+@dataclass(slots=True)
+class _Unexplained:
+    """A down that waits for its reason, until `deadline` (the watcher's clock)."""
+
+    down: IkeDown
+    deadline: float
+
+
 class EventWatcher:
     """Follows one charon's SA events; see the module docstring."""
 
@@ -167,6 +179,8 @@ class EventWatcher:
         #: queued): its wait for DPD evidence counts from then, not from when the consumer
         #: reaches it, so a burst of downs waits `log_wait` once, not once each
         self._down_read_at: dict[int, float] = {}
+        #: unexplained downs waiting for charon's reason, by IKE_SA unique id (`_down`)
+        self._unexplained: dict[str, _Unexplained] = {}
         self._wakeup = asyncio.Event()
         self._queue_limit = queue_limit
         self._overflow = False
@@ -255,7 +269,7 @@ class EventWatcher:
     async def idle(self, timeout: float = 10.0) -> None:
         """Wait until every queued event has been processed (tests, shutdown)."""
         async with asyncio.timeout(timeout):
-            while self._queue or self._busy:
+            while self._queue or self._busy or self._unexplained:
                 self._processed.clear()
                 await self._processed.wait()
 
@@ -358,90 +372,124 @@ class EventWatcher:
     # --- consumer ---------------------------------------------------------------------
 
     async def _next(self, timeout: float | None = None) -> SaEvent | _ResyncMark | None:
+        """The next queued item; None after `timeout` seconds, or at a wake-up with
+        nothing queued (`poke`: the caller looks at its clock again)."""
         while not self._queue:
-            self._processed.set()
+            if not self._unexplained:
+                self._processed.set()
             self._wakeup.clear()
             if timeout is None:
                 await self._wakeup.wait()
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    return None
+                continue
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return None
+            if not self._queue:
+                return None
         return self._queue.popleft()
+
+    def poke(self) -> None:
+        """Wake the consumer to look at its clock (tests that move an injected clock)."""
+        self._wakeup.set()
 
     async def _consume_forever(self) -> None:
         while True:
-            item = await self._next()
-            assert item is not None  # without a timeout, _next waits for an item
+            item = await self._next(self._until_due())
             self._busy = True
-            if self._overflow:
-                # we dropped events: the queue is no longer a complete history
-                self._overflow = False
-                self._queue.clear()
-                self._down_read_at.clear()
-                item = _ResyncMark()
             try:
+                if item is None:  # an unexplained down's wait is over
+                    await self._settle(due_only=True)
+                    continue
+                if self._overflow:
+                    # we dropped events: the queue is no longer a complete history
+                    self._overflow = False
+                    self._queue.clear()
+                    self._down_read_at.clear()
+                    item = _ResyncMark()
                 if isinstance(item, _ResyncMark):
                     await self._resync()
                 elif isinstance(item, IkeDown):
-                    await self._confirm_dpd(item)
-                    await self._apply(await self._with_children(item))
+                    await self._down(item)
                 else:
-                    await self._apply(item)
+                    await self._explain_or_apply(item)
+                await self._settle(due_only=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let one event stop the watcher
                 log.error("events_processing_failed", error=repr(exc))
-            self._busy = False
-            if not self._queue:
+            finally:
+                self._busy = False
+            if not self._queue and not self._unexplained:
                 self._processed.set()
 
-    async def _confirm_dpd(self, down: IkeDown) -> None:
-        """A down while ESTABLISHED without the IKE_DPD task is not yet explained: it may
-        be a DPD (charon's "giving up" log line is raised asynchronously and can trail
-        the down event) or an INITIAL_CONTACT replacement (charon destroys the old SA
-        before the new one's up, and logs "destroying duplicate IKE_SA"). Look ahead,
-        up to `log_wait` after the down was read, for the log line or the new SA's up,
-        and apply it first. (Counted from the read: 1,000 clients gone at once after an
-        uplink flap must not hold the consumer 1,000 times `log_wait`.)"""
-        read_at = self._down_read_at.pop(id(down), None)
+    async def _down(self, item: IkeDown) -> None:
+        """An IKE_SA down. One while ESTABLISHED without the IKE_DPD task is not yet
+        explained: it may be a DPD (charon's "giving up" log line is raised
+        asynchronously and can trail the down event) or an INITIAL_CONTACT replacement
+        (charon destroys the old SA before the new one's up, and logs "destroying
+        duplicate IKE_SA"). Such a down waits, up to `log_wait` after it was read, for
+        the log line or the new SA's up, which are then applied first; the events
+        behind it are not held meanwhile (at 100 disconnects a second, holding them held
+        every connect too), and the SA leaves the per-SA reconcilers' view at once
+        (`PeerTable.leaving`): whatever the reason, it is gone."""
+        read_at = self._down_read_at.pop(id(item), None)
+        down = await self._with_children(item)
         sa = down.sa
         if sa.state != "ESTABLISHED" or "IKE_DPD" in sa.tasks_active:
+            await self._apply(down)
             return
         deadline = (self._clock() if read_at is None else read_at) + self._log_wait
-        scanned = 0
-        replaced = False
-        while True:
-            index = scanned
-            while index < len(self._queue):
-                item = self._queue[index]
-                if isinstance(item, IkeUp) and item.sa.peer == sa.peer:
-                    del self._queue[index]
+        earlier = self._unexplained.pop(sa.uniqueid, None)
+        if earlier is not None:  # a duplicate down: one wait, the later counters
+            deadline = earlier.deadline
+        self._unexplained[sa.uniqueid] = _Unexplained(down, deadline)
+        if sa.uniqueid in self.table.live and sa.uniqueid not in self.table.leaving:
+            self.table.leaving.add(sa.uniqueid)
+            await self._dispatch(SA_SET_CHANGED)
+
+    async def _explain_or_apply(self, item: SaEvent) -> None:
+        """Apply `item`; first, if it explains an unexplained down, as evidence."""
+        if self._unexplained:
+            if isinstance(item, IkeUp):
+                waiting = self._unexplained_of_peer(item.sa.peer)
+                if waiting is not None:
                     await self._apply(item)  # the replacement first: the peer stays
+                    await self._apply(self._unexplained.pop(waiting).down)
                     return
-                if isinstance(item, LogLine) and dpd_evidence(item) == sa.uniqueid:
-                    del self._queue[index]
+            elif isinstance(item, LogLine):
+                uid = dpd_evidence(item)
+                if uid is not None and uid in self._unexplained:
                     self.table.apply(item, now=self._clock())
+                    await self._apply(self._unexplained.pop(uid).down)
                     return
-                if isinstance(item, LogLine) and replaced_sa(item) == sa.uniqueid:
-                    del self._queue[index]
-                    self.table.apply(item, now=self._clock())
-                    replaced = True  # keep looking for the new SA's up
-                    continue
-                index += 1
-            scanned = len(self._queue)
-            remaining = deadline - self._clock()
-            if remaining <= 0 or (not replaced and "log" not in self.stats.registered
-                                  and scanned > 64):
-                return
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                return
+                uid = replaced_sa(item)
+                if uid is not None and uid in self._unexplained:
+                    self.table.apply(item, now=self._clock())  # now wait for its up
+                    return
+        await self._apply(item)
+
+    def _unexplained_of_peer(self, peer: tuple[str, str]) -> str | None:
+        for uid, waiting in self._unexplained.items():
+            if waiting.down.sa.peer == peer:
+                return uid
+        return None
+
+    def _until_due(self) -> float | None:
+        """Seconds until the first unexplained down's wait is over (None: none waits)."""
+        if not self._unexplained:
+            return None
+        first = min(w.deadline for w in self._unexplained.values())
+        return max(0.0, first - self._clock())
+
+    async def _settle(self, due_only: bool) -> None:
+        """Apply the unexplained downs whose wait is over (all of them: `due_only`
+        False), in the order they were read."""
+        now = self._clock()
+        for uid in [u for u, w in self._unexplained.items()
+                    if not due_only or w.deadline <= now]:
+            await self._apply(self._unexplained.pop(uid).down)
 
     async def _with_children(self, down: IkeDown) -> IkeDown:
         """Attach the CHILD SA downs that follow an IKE down (they carry the counters)."""
@@ -489,7 +537,7 @@ class EventWatcher:
         instance = self._instance(stats)
         pending = frozenset(
             e.sa.uniqueid for e in self._queue if isinstance(e, IkeDown)
-        )
+        ) | frozenset(self._unexplained)
         resync = parse_list_sas(sa_events, instance=instance, on_skip=report_unparsable)
         restarted = bool(self.table.instance and instance and instance != self.table.instance)
         if restarted:

@@ -167,7 +167,7 @@ def table_snapshot(
                                            report_unparsable)
         return FirewallSnapshot(  # the table as it is now, after the awaits
             pools=_with_config_pools(charon_pools, config_pools),
-            child_sas=children(source.table.live), plugins=charon_plugins(source))
+            child_sas=children(source.table.current()), plugins=charon_plugins(source))
 
     return snapshot
 

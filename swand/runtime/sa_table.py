@@ -73,7 +73,7 @@ async def live_sas(source: SaSource, clock: Clock,
         step = GIVE_UP_CHECK if give_up is not None else READY_WAIT
         await clock.wait_any([source.ready], step)
         waited += step
-    return source.table.live
+    return source.table.current()
 
 
 def charon_plugins(source: SaSource) -> tuple[str, ...]:

@@ -141,4 +141,4 @@ def wire(
     if poller is not None:
         charon.on_sa_event(poller.on_sa_event)
         events = charon.events
-        poller.use_live_sas(lambda: events.table.live.values())
+        poller.use_live_sas(lambda: events.table.current().values())

@@ -527,6 +527,97 @@ def test_a_burst_of_unexplained_downs_waits_for_evidence_once_not_once_each() ->
     asyncio.run(main())
 
 
+def _watching(now: list[float]) -> tuple[Any, list[Any]]:
+    """A watcher on an injected clock with its actions recorded (no charon: events are
+    pushed as the reader would push them)."""
+    from swand.runtime.events import EventWatcher
+
+    actions: list[Any] = []
+    watcher = EventWatcher("unix:///nonexistent", clock=lambda: now[0], log_wait=0.5,
+                           on_action=actions.append)
+    return watcher, actions
+
+
+def _downs_after(first: IkeSa, *events: Any) -> list[SaDown]:
+    """`first` up, then `events` through the watcher's consumer until it is idle (on a
+    clock that never moves): the downs it reported."""
+    import asyncio
+
+    async def main() -> list[SaDown]:
+        watcher, actions = _watching([0.0])
+        await watcher._apply(IkeUp(first))
+        consumer = asyncio.create_task(watcher._consume_forever())
+        try:
+            for event in events:
+                watcher._push(event)
+            await watcher.idle(timeout=2.0)
+        finally:
+            consumer.cancel()
+        assert set(watcher.table.current()) == set(watcher.table.live)
+        return [a for a in actions if isinstance(a, SaDown)]
+
+    return asyncio.run(main())
+
+
+def _client(uid: int, **kw: Any) -> IkeSa:
+    return IkeSa("rw", str(uid), state="ESTABLISHED", remote_id=f"c{uid}@lab.test",
+                 remote_vips=(f"10.8.0.{uid}",), **kw)
+
+
+def test_an_unexplained_down_leaves_the_firewalls_view_and_holds_no_other_event() -> None:
+    """Churn (issue 16, goal 3): a down while ESTABLISHED waits up to `log_wait` for its
+    reason, but its SA leaves what the firewall, NDP and routes read (`current`) at
+    once, and the connects behind it are applied meanwhile (they used to wait with it:
+    at 100 disconnects a second every connect waited ~0.5 s)."""
+    import asyncio
+
+    from swand.core.events import SaSetChanged
+
+    now = [0.0]
+
+    async def main() -> None:
+        watcher, actions = _watching(now)
+        await watcher._apply(IkeUp(_client(1)))
+        consumer = asyncio.create_task(watcher._consume_forever())
+        try:
+            watcher._push(IkeDown(_client(1)))
+            watcher._push(IkeUp(_client(2)))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert set(watcher.table.current()) == {"2"}  # 1 gone for the firewall
+            assert "1" in watcher.table.live  # and still waiting for its reason
+            assert any(isinstance(a, SaSetChanged) for a in actions)
+            assert not [a for a in actions if isinstance(a, SaDown)]
+            now[0] = 0.6  # the wait is over: classified without evidence
+            watcher.poke()
+            await watcher.idle(timeout=2.0)
+        finally:
+            consumer.cancel()
+        (down,) = [a for a in actions if isinstance(a, SaDown)]
+        assert (down.sa.uniqueid, down.reason, down.confirmed) == ("1", DownReason.DPD, False)
+        assert set(watcher.table.live) == {"2"} and not watcher.table.leaving
+
+    asyncio.run(main())
+
+
+def test_evidence_after_other_events_still_explains_the_down() -> None:
+    """charon's "giving up" line may trail the down behind other clients' events: it
+    still confirms the DPD, and the down is applied when it arrives, not at the end of
+    the wait (the clock never moves)."""
+    (down,) = _downs_after(_client(1), IkeDown(_client(1)), IkeUp(_client(3)),
+                           LogLine("IKE", 1, "rw", "1", "giving up after 2 retransmits"))
+    assert (down.reason, down.confirmed) == (DownReason.DPD, True)
+
+
+def test_a_replacement_up_behind_other_events_keeps_the_peer() -> None:
+    """INITIAL_CONTACT: the old SA's down, another client's up, then the peer's new SA:
+    the new SA is applied first, so the peer never counts as gone."""
+    old = _client(1)
+    (down,) = _downs_after(old, IkeDown(old), IkeUp(_client(4)),
+                           IkeUp(dataclasses.replace(old, uniqueid="9")))
+    assert down.sa.uniqueid == "1" and not down.peer_gone
+
+
 # --- text a peer can put into charon's log (issue 12, item 6) ----------------------------
 
 #: every phrase swand looks for in a log line, as (part of) a peer's identity
