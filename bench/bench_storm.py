@@ -224,6 +224,16 @@ def swand_seen(log: Path, since_wall: float) -> dict[str, float]:
     return seen
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(its own, its reaped children's) CPU seconds of a process, user + system: for
+    charon the second is what its `_updown` shells and their `iptables` cost."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[12])) / tick,
+            (int(fields[13]) + int(fields[14])) / tick)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -255,6 +265,9 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
             watchers = [Watcher(lab.gw_ns, "rules", "iptables-save")]
         events = SaEvents(lab.gateway)
         target = per_client * len(lab.clients)
+        assert lab.gateway.proc is not None
+        charon_pid = lab.gateway.proc.pid
+        cpu_before = cpu_seconds(charon_pid), cpu_seconds(swand.pid) if swand else (0.0, 0.0)
         started = time.monotonic()
         lab.initiate_all(per_client)
         initiated = time.monotonic() - started
@@ -266,6 +279,7 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
                 break
             time.sleep(0.2)
         time.sleep(0.5)
+        cpu_after = cpu_seconds(charon_pid), cpu_seconds(swand.pid) if swand else (0.0, 0.0)
         events.stop()
         for w in watchers:
             w.stop()
@@ -286,6 +300,11 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     res: dict[str, Any] = {
         "scenario": scenario, "sas_up": len(ups), "initiate_s": initiated,
         "all_up_s": (max(ups.values()) - t0) if ups else float("nan"),
+        # CPU seconds over the storm: charon's own, the `_updown` children it reaped,
+        # and swand's whole process (events, metrics and loader included)
+        "charon_cpu_s": cpu_after[0][0] - cpu_before[0][0],
+        "updown_cpu_s": cpu_after[0][1] - cpu_before[0][1],
+        "swand_cpu_s": cpu_after[1][0] - cpu_before[1][0],
     }
     if seen_wall:
         seen = {v: t - wall_offset for v, t in seen_wall.items()}
@@ -376,6 +395,19 @@ def main() -> int:
     if "swand" in by and "updown" in by:
         ratio = med("swand", "rules_all_s") / med("updown", "rules_all_s")
         print(f"rules: swand / _updown = {ratio:.3f}")
+    print()
+    print("| round | scenario | charon CPU (s) | firewall CPU (s): `_updown` children "
+          "or swand | firewall adds after none's last SA (s) |")
+    print("|---:|---|---:|---:|---:|")
+    nones = {r["round"]: r["all_up_s"] for r in rows if r["scenario"] == "none"}
+    for r in rows:
+        if r["scenario"] == "none":
+            continue
+        fw_cpu = r["updown_cpu_s"] if r["scenario"] == "updown" else r["swand_cpu_s"]
+        end = r.get("rules_all_s", r["all_up_s"])
+        adds = end - nones[r["round"]] if r["round"] in nones else float("nan")
+        print(f"| {r['round']} | {r['scenario']} | {fmt(r['charon_cpu_s'])} | "
+              f"{fmt(fw_cpu)} | {fmt(adds)} |")
     if "none" in by:
         for s in ("updown", "swand", "swand-bare"):
             if s in by:
