@@ -208,6 +208,17 @@ class ChildSA:
     remote_ts: tuple[str, ...]
     protocol: str = "esp"
 
+    def __hash__(self) -> int:
+        """Computed once: a pass over 10,000 SAs hashes each several times (the held
+        set, the rule cache), ~20 ms per pass otherwise. (Not pickled anywhere: a str's
+        hash differs between processes.)"""
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.ike, self.child, self.reqid, self.local_ts, self.remote_ts,
+                           self.protocol))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
 
 @dataclass(frozen=True)
 class FirewallInputs:
@@ -779,6 +790,17 @@ def diff_chain(
     if n <= len(tags) and tags[:n] == list(observed):
         # unchanged, or new rules at the end only (a new SA's reqid is the highest)
         return [InsertRule(chain, i, rules[i]) for i in range(n, len(tags))]
+    wanted = set(tags)
+    present = set(observed)
+    # churn: SAs gone here and there, new ones at the end, the rest in order: keep every
+    # wanted rule, in one pass of set lookups (20,000 rules: ~3 ms; the general way
+    # below takes ~20 ms)
+    kept_in_order = [t for t in observed if t in wanted]
+    if kept_in_order == [t for t in tags if t in present]:
+        ops: list[Op] = [DeleteRule(chain, i) for i in reversed(range(n))
+                         if observed[i] not in wanted]
+        ops += [InsertRule(chain, i, r) for i, r in enumerate(rules) if r.tag not in present]
+        return ops
     position = {r.tag: i for i, r in enumerate(rules)}
     # observed rules that are wanted, as (observed index, desired index); keep the longest
     # increasing run of desired indices (LIS), delete the rest
@@ -793,8 +815,7 @@ def diff_chain(
         kept = {i for i, _ in candidates}  # already in order (the usual case): keep all
     else:
         kept = {candidates[k][0] for k in _lis(order)}
-    ops: list[Op] = [DeleteRule(chain, i) for i in reversed(range(len(observed)))
-                     if i not in kept]
+    ops = [DeleteRule(chain, i) for i in reversed(range(len(observed))) if i not in kept]
     kept_tags = {observed[i] for i in kept}
     for index, rule in enumerate(rules):
         if rule.tag not in kept_tags:

@@ -181,6 +181,8 @@ class EventWatcher:
         self._down_read_at: dict[int, float] = {}
         #: unexplained downs waiting for charon's reason, by IKE_SA unique id (`_down`)
         self._unexplained: dict[str, _Unexplained] = {}
+        #: their unique ids by peer: an up is looked up, not compared with each of them
+        self._unexplained_by_peer: dict[tuple[str, str], dict[str, None]] = {}
         self._wakeup = asyncio.Event()
         self._queue_limit = queue_limit
         self._overflow = False
@@ -441,10 +443,11 @@ class EventWatcher:
             await self._apply(down)
             return
         deadline = (self._clock() if read_at is None else read_at) + self._log_wait
-        earlier = self._unexplained.pop(sa.uniqueid, None)
-        if earlier is not None:  # a duplicate down: one wait, the later counters
-            deadline = earlier.deadline
+        earlier = self._unexplained.get(sa.uniqueid)
+        if earlier is not None:  # a duplicate down: one wait (its place: deadlines stay
+            deadline = earlier.deadline  # in order), the later counters
         self._unexplained[sa.uniqueid] = _Unexplained(down, deadline)
+        self._unexplained_by_peer.setdefault(sa.peer, {})[sa.uniqueid] = None
         if sa.uniqueid in self.table.live and sa.uniqueid not in self.table.leaving:
             self.table.leaving.add(sa.uniqueid)
             await self._dispatch(SA_SET_CHANGED)
@@ -456,13 +459,13 @@ class EventWatcher:
                 waiting = self._unexplained_of_peer(item.sa.peer)
                 if waiting is not None:
                     await self._apply(item)  # the replacement first: the peer stays
-                    await self._apply(self._unexplained.pop(waiting).down)
+                    await self._apply(self._explained(waiting))
                     return
             elif isinstance(item, LogLine):
                 uid = dpd_evidence(item)
                 if uid is not None and uid in self._unexplained:
                     self.table.apply(item, now=self._clock())
-                    await self._apply(self._unexplained.pop(uid).down)
+                    await self._apply(self._explained(uid))
                     return
                 uid = replaced_sa(item)
                 if uid is not None and uid in self._unexplained:
@@ -471,25 +474,35 @@ class EventWatcher:
         await self._apply(item)
 
     def _unexplained_of_peer(self, peer: tuple[str, str]) -> str | None:
-        for uid, waiting in self._unexplained.items():
-            if waiting.down.sa.peer == peer:
-                return uid
-        return None
+        uids = self._unexplained_by_peer.get(peer)
+        return next(iter(uids)) if uids else None
+
+    def _explained(self, uid: str) -> IkeDown:
+        """Take `uid`'s down out of the waiting ones, to be applied now."""
+        down = self._unexplained.pop(uid).down
+        uids = self._unexplained_by_peer.get(down.sa.peer)
+        if uids is not None:
+            uids.pop(uid, None)
+            if not uids:
+                del self._unexplained_by_peer[down.sa.peer]
+        return down
 
     def _until_due(self) -> float | None:
         """Seconds until the first unexplained down's wait is over (None: none waits)."""
         if not self._unexplained:
             return None
-        first = min(w.deadline for w in self._unexplained.values())
+        first = next(iter(self._unexplained.values())).deadline  # they wait in read order
         return max(0.0, first - self._clock())
 
     async def _settle(self, due_only: bool) -> None:
         """Apply the unexplained downs whose wait is over (all of them: `due_only`
         False), in the order they were read."""
         now = self._clock()
-        for uid in [u for u, w in self._unexplained.items()
-                    if not due_only or w.deadline <= now]:
-            await self._apply(self._unexplained.pop(uid).down)
+        while self._unexplained:
+            uid, first = next(iter(self._unexplained.items()))
+            if due_only and first.deadline > now:
+                return
+            await self._apply(self._explained(uid))
 
     async def _with_children(self, down: IkeDown) -> IkeDown:
         """Attach the CHILD SA downs that follow an IKE down (they carry the counters)."""

@@ -557,6 +557,26 @@ def test_diff_chain_reaches_the_desired_chain(desired: list[int], observed: list
 
 @settings(max_examples=200, deadline=None)
 @given(
+    live=st.lists(st.integers(0, 63), unique=True, max_size=40).map(sorted),
+    gone=st.sets(st.integers(0, 63)),
+    new=st.lists(st.integers(64, 95), unique=True, max_size=8).map(sorted),
+)
+def test_churn_touches_only_the_sas_that_came_and_went(live: list[int], gone: set[int],
+                                                         new: list[int]) -> None:
+    """Churn's shape (SAs gone here and there, new reqids at the end): one delete per
+    SA gone, one insert per SA new, every other rule kept where it is."""
+    def rule(i: int) -> Rule:
+        return Rule("ipv4", "filter", CHAIN_FWD, "ACCEPT", src=f"10.0.{i}.1/32")
+
+    observed = [rule(i).tag for i in live]
+    desired = [rule(i) for i in live if i not in gone] + [rule(i) for i in new]
+    ops = diff_chain(CHAIN_FWD, desired, observed)
+    assert sum(isinstance(op, DeleteRule) for op in ops) == len(set(live) & gone)
+    assert sum(isinstance(op, InsertRule) for op in ops) == len(new)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
     desired=st.lists(st.integers(0, 7), unique=True, max_size=8),
     observed=st.lists(st.one_of(st.none(), st.integers(0, 9)), max_size=12),
 )
