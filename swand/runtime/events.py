@@ -402,7 +402,7 @@ class EventWatcher:
             self._busy = True
             try:
                 if item is None:  # an unexplained down's wait is over
-                    await self._settle(due_only=True)
+                    await self._settle()
                     continue
                 if self._overflow:
                     # we dropped events: the queue is no longer a complete history
@@ -416,7 +416,7 @@ class EventWatcher:
                     await self._down(item)
                 else:
                     await self._explain_or_apply(item)
-                await self._settle(due_only=True)
+                await self._settle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let one event stop the watcher
@@ -494,13 +494,12 @@ class EventWatcher:
         first = next(iter(self._unexplained.values())).deadline  # they wait in read order
         return max(0.0, first - self._clock())
 
-    async def _settle(self, due_only: bool) -> None:
-        """Apply the unexplained downs whose wait is over (all of them: `due_only`
-        False), in the order they were read."""
+    async def _settle(self) -> None:
+        """Apply the unexplained downs whose wait is over, in the order they were read."""
         now = self._clock()
         while self._unexplained:
             uid, first = next(iter(self._unexplained.items()))
-            if due_only and first.deadline > now:
+            if first.deadline > now:
                 return
             await self._apply(self._explained(uid))
 
