@@ -197,7 +197,7 @@ class Pool:
         return frozenset(_family(n) for n in self.networks)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSA:
     """What the forward rules need from one CHILD_SA (``list-sas``)."""
 
@@ -207,12 +207,14 @@ class ChildSA:
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     protocol: str = "esp"
+    #: the hash, once computed: not a value of the SA (never compared, never shown)
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
         """Computed once: a pass over 10,000 SAs hashes each several times (the held
         set, the rule cache), ~20 ms per pass otherwise. (Not pickled anywhere: a str's
         hash differs between processes.)"""
-        cached: int | None = self.__dict__.get("_hash")
+        cached = self._hash
         if cached is None:
             cached = hash((self.ike, self.child, self.reqid, self.local_ts, self.remote_ts,
                            self.protocol))
