@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -51,16 +52,21 @@ class BoundedFrequencyRunner:
         jitter: float = 0.1,
         max_busy: float = 0.5,
         clock: Clock = SYSTEM_CLOCK,
+        cpu_time: Callable[[], float] = time.process_time,
     ) -> None:
         self.name = name
-        #: the largest share of the time passes may take while pokes keep coming: a pass
-        #: of 0.2 s (20,000 legacy rules, each commit a whole table) is followed by 0.2 s
-        #: without one, so a gateway churning 200 SAs a second spends half a core on its
-        #: firewall instead of all of it, and its rules lag by one pass more (measured
-        #: from successful passes, waits included: a pass that waited for charon delays
-        #: the next by as much, once; a failed one retries on the backoff's schedule)
+        #: the largest share of a core passes may use while pokes keep coming: a pass
+        #: that used 0.2 s of CPU (20,000 legacy rules, each commit a whole table) is
+        #: followed by 0.2 s without one, so a gateway churning 200 SAs a second spends
+        #: half a core on its firewall instead of all of it, and its rules lag by one
+        #: pass more. Counted in the process's CPU time over the pass (at most its wall
+        #: time), not its wall time: in a reconnect storm a pass of 1,000 SAs takes
+        #: 0.1-0.6 s waiting for a core among busy charons while using a fraction of
+        #: that, and spacing by the wait would hold every rule back by as much again.
+        #: A failed pass retries on the backoff's schedule instead.
         self.max_busy = max_busy
-        self._last_duration = 0.0
+        self._cpu_time = cpu_time
+        self._last_busy = 0.0
         self._pass_fn = pass_fn
         self.min_interval = min_interval
         self.max_interval = max_interval
@@ -99,12 +105,13 @@ class BoundedFrequencyRunner:
                 if not await self.clock.wait_any([self._wake], self._periodic_delay()):
                     self.poke("periodic")
             self._wake.clear()
-            spacing = max(self.min_interval, self._last_duration / self.max_busy)
+            spacing = max(self.min_interval, self._last_busy / self.max_busy)
             wait = self._last_start + spacing - self.clock.monotonic()
             if wait > 0:
                 await self.clock.sleep(wait)
             request, self._pending = self._pending or PassRequest({"periodic"}), None
             self._last_start = self.clock.monotonic()
+            cpu_at_start = self._cpu_time()
             self.passes += 1
             try:
                 await self._pass_fn(request)
@@ -112,7 +119,7 @@ class BoundedFrequencyRunner:
                 raise
             except Exception as exc:  # one failed pass must never kill the daemon
                 self.failed_passes += 1
-                self._last_duration = 0.0  # a failure retries on the backoff's schedule
+                self._last_busy = 0.0  # a failure retries on the backoff's schedule
                 retry_in = self.backoff.next_delay()
                 log.error(
                     "pass failed", runner=self.name, reasons=sorted(request.reasons),
@@ -125,6 +132,7 @@ class BoundedFrequencyRunner:
                 self._pending.merge("retry", True)
                 await self.clock.sleep(retry_in)
             else:
-                self._last_duration = self.clock.monotonic() - self._last_start
+                self._last_busy = min(self.clock.monotonic() - self._last_start,
+                                      self._cpu_time() - cpu_at_start)
                 self.backoff.reset()
                 self.last_success = self.clock.time()

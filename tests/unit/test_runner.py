@@ -91,8 +91,9 @@ def test_long_passes_leave_as_much_time_free_while_pokes_keep_coming() -> None:
             if len(seen) <= 2:
                 await clock.advance(1.0)  # the pass takes a second
 
+        # the pass computes the whole second: the process's CPU time runs with the clock
         r = BoundedFrequencyRunner("t", slow_pass, min_interval=0.2, max_interval=60,
-                                   clock=clock)
+                                   clock=clock, cpu_time=clock.monotonic)
         task = start(r)
         for _ in range(40):
             r.poke("sa-change")
@@ -104,6 +105,31 @@ def test_long_passes_leave_as_much_time_free_while_pokes_keep_coming() -> None:
     assert starts[1] - starts[0] == pytest.approx(2.0)  # 1 s pass + 1 s free
     assert starts[2] - starts[1] == pytest.approx(2.0)
     assert starts[3] - starts[2] == pytest.approx(0.2, abs=0.1)  # short again: min_interval
+
+
+def test_a_pass_that_waited_for_a_core_is_not_followed_by_a_gap() -> None:
+    """A reconnect storm: the pass takes 1 s of wall time among busy charons but uses
+    0.05 s of CPU; the next one follows at min_interval, not a second later."""
+    seen: list[tuple[float, PassRequest]] = []
+    cpu = [0.0]
+
+    async def scenario(clock: FakeClock) -> None:
+        async def waiting_pass(req: PassRequest) -> None:
+            seen.append((clock.monotonic(), req))
+            cpu[0] += 0.05
+            await clock.advance(1.0)
+
+        r = BoundedFrequencyRunner("t", waiting_pass, min_interval=0.2, max_interval=60,
+                                   clock=clock, cpu_time=lambda: cpu[0])
+        task = start(r)
+        for _ in range(30):
+            r.poke("sa-change")
+            await clock.advance(0.1)
+        await stop(task)
+
+    run(scenario)
+    starts = [at for at, _ in seen]
+    assert starts[1] - starts[0] == pytest.approx(1.0, abs=0.1)  # right after the pass
 
 
 def test_periodic_pass_without_pokes() -> None:
