@@ -13,7 +13,9 @@ started gateway charon, every client initiating all its connections at once:
   firewall: legacy backend, policy mode, per-SA forward rules);
 - `swand-bare` (not in the default list): the same `swand run` with none of the pollers
   below (they fork `iptables-legacy-save` and scrape `/metrics` every 20 ms on the same
-  two cores): how fast charon brings the SAs up beside swand alone, against `none`.
+  two cores): how fast charon brings the SAs up beside swand alone, against `none`;
+- `swand-nofw` (not in the default list): `swand-bare` with `[firewall] enabled =
+  false`, so that swand-bare's CPU minus this one's is what the firewall itself costs.
 
 Measured from the gateway's own event stream (`child-updown` up, one per client, stamped
 on arrival), from swand's log (when its event consumer handled each client's `sa_up`: the
@@ -181,13 +183,15 @@ def restart(lab: MiniLab, scenario: str) -> None:
         c.wait()
 
 
-def start_swand(lab: MiniLab, nice: int = 0) -> subprocess.Popen[bytes]:
+def start_swand(lab: MiniLab, nice: int = 0, firewall: bool = True
+                ) -> subprocess.Popen[bytes]:
     gw = lab.gateway
     assert gw
     toml = gw.dir / "swand.toml"
     toml.write_text(
         f'[charon]\nvici = "{gw.uri}"\n[swanctl]\ndir = "{gw.dir / "swanctl"}"\n'
-        '[firewall]\nenabled = true\nbackend = "legacy"\nmode = "policy"\negress = "br0"\n'
+        f'[firewall]\nenabled = {str(firewall).lower()}\n'
+        'backend = "legacy"\nmode = "policy"\negress = "br0"\n'
         f'[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\nper_peer = true\n'
         '[log]\nformat = "json"\nlevel = "info"\n')
     log = open(gw.dir / "swand.log", "ab")  # noqa: SIM115 - handed to the child
@@ -196,7 +200,8 @@ def start_swand(lab: MiniLab, nice: int = 0) -> subprocess.Popen[bytes]:
                              "run", "-c", str(toml)], cwd=str(Path(__file__).parent.parent),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
-    while b"firewall reconciled" not in (gw.dir / "swand.log").read_bytes():
+    ready = b"firewall reconciled" if firewall else b"config_reconciled"
+    while ready not in (gw.dir / "swand.log").read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("swand run did not start: "
                                + (gw.dir / "swand.log").read_text()[-3000:])
@@ -251,8 +256,8 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
     #: wall clock minus monotonic: swand's log stamps are wall-clock times
     wall_offset = time.time() - time.monotonic()
     since_wall = time.time()
-    if scenario in ("swand", "swand-bare"):
-        swand = start_swand(lab, nice)
+    if scenario in ("swand", "swand-bare", "swand-nofw"):
+        swand = start_swand(lab, nice, firewall=scenario != "swand-nofw")
     else:
         lab.gateway.swanctl("--load-all")
     try:
@@ -408,8 +413,14 @@ def main() -> int:
         adds = end - nones[r["round"]] if r["round"] in nones else float("nan")
         print(f"| {r['round']} | {r['scenario']} | {fmt(r['charon_cpu_s'])} | "
               f"{fmt(fw_cpu)} | {fmt(adds)} |")
+    if "updown" in by and "swand-bare" in by and "swand-nofw" in by:
+        firewall_cpu = med("swand-bare", "swand_cpu_s") - med("swand-nofw", "swand_cpu_s")
+        print(f"firewall CPU: swand's (swand-bare - swand-nofw) {firewall_cpu:.2f} s, "
+              f"_updown's children {med('updown', 'updown_cpu_s'):.2f} s: "
+              f"{firewall_cpu / med('updown', 'updown_cpu_s'):.3f}x; the whole swand-bare "
+              f"process {med('swand-bare', 'swand_cpu_s') / med('updown', 'updown_cpu_s'):.3f}x")
     if "none" in by:
-        for s in ("updown", "swand", "swand-bare"):
+        for s in ("updown", "swand", "swand-bare", "swand-nofw"):
             if s in by:
                 print(f"SAs up: {s} / none = {med(s, 'all_up_s') / med('none', 'all_up_s'):.3f}")
     return 0
