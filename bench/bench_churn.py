@@ -150,14 +150,14 @@ class ChurnCharon(SyntheticCharon):
         self._emit("child-updown", {"rw": sa, "up": "yes"})
 
 
-def minute_medians(samples: list[tuple[float, float]]) -> list[float]:
-    """The median RSS of each whole minute of per-second samples."""
+def minute_medians(samples: list[tuple[float, float]], of: Any = None) -> list[float]:
+    """The median (or `of`, e.g. max) RSS of each whole minute of per-second samples."""
     import statistics
 
     minutes: dict[int, list[float]] = {}
     for t, rss in samples:
         minutes.setdefault(int(t // 60), []).append(rss)
-    return [round(statistics.median(v), 1) for _, v in sorted(minutes.items())
+    return [round((of or statistics.median)(v), 1) for _, v in sorted(minutes.items())
             if len(v) >= 30]
 
 
@@ -381,6 +381,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             live_sas=len(charon.live), churn_s=stopped - started,
             rss_min1_min5=(samples[-1][1] / samples[0][1]) if len(samples) >= 2 else None,
             rss_median_by_minute=minute_medians(rss_seconds),
+            rss_max_by_minute=minute_medians(rss_seconds, max),
+            rss_min_by_minute=minute_medians(rss_seconds, min),
         )
         return res
     finally:
