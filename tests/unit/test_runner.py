@@ -79,29 +79,41 @@ def test_min_interval_is_respected() -> None:
     assert seen[1][0] - seen[0][0] == pytest.approx(0.2)
 
 
-def test_long_passes_leave_as_much_time_free_while_pokes_keep_coming() -> None:
-    """max_busy 0.5: a pass of 1 s (a whole-table commit of a big legacy rule set) is
-    followed by 1 s without a pass, though pokes keep coming; short passes keep
-    min_interval."""
-    seen: list[tuple[float, PassRequest]] = []
+def pass_starts_under_pokes(
+    one_pass: Callable[[FakeClock, int], Awaitable[None]],
+    cpu_time: Callable[[FakeClock], Callable[[], float]], pokes: int,
+) -> list[float]:
+    """When each pass started while an SA event pokes the runner every 0.1 s; pass n
+    (from 1) runs `one_pass(clock, n)`, the process's CPU time is `cpu_time(clock)`."""
+    starts: list[float] = []
 
     async def scenario(clock: FakeClock) -> None:
-        async def slow_pass(req: PassRequest) -> None:
-            seen.append((clock.monotonic(), req))
-            if len(seen) <= 2:
-                await clock.advance(1.0)  # the pass takes a second
+        async def pass_fn(req: PassRequest) -> None:
+            starts.append(clock.monotonic())
+            await one_pass(clock, len(starts))
 
-        # the pass computes the whole second: the process's CPU time runs with the clock
-        r = BoundedFrequencyRunner("t", slow_pass, min_interval=0.2, max_interval=60,
-                                   clock=clock, cpu_time=clock.monotonic)
+        r = BoundedFrequencyRunner("t", pass_fn, min_interval=0.2, max_interval=60,
+                                   clock=clock, cpu_time=cpu_time(clock))
         task = start(r)
-        for _ in range(40):
+        for _ in range(pokes):
             r.poke("sa-change")
             await clock.advance(0.1)
         await stop(task)
 
     run(scenario)
-    starts = [at for at, _ in seen]
+    return starts
+
+
+def test_long_passes_leave_as_much_time_free_while_pokes_keep_coming() -> None:
+    """max_busy 0.5: a pass of 1 s (a whole-table commit of a big legacy rule set) is
+    followed by 1 s without a pass, though pokes keep coming; short passes keep
+    min_interval."""
+    async def slow_pass(clock: FakeClock, n: int) -> None:
+        if n <= 2:
+            await clock.advance(1.0)  # the pass takes a second
+
+    # the pass computes the whole second: the process's CPU time runs with the clock
+    starts = pass_starts_under_pokes(slow_pass, lambda clock: clock.monotonic, 40)
     assert starts[1] - starts[0] == pytest.approx(2.0)  # 1 s pass + 1 s free
     assert starts[2] - starts[1] == pytest.approx(2.0)
     assert starts[3] - starts[2] == pytest.approx(0.2, abs=0.1)  # short again: min_interval
@@ -110,25 +122,13 @@ def test_long_passes_leave_as_much_time_free_while_pokes_keep_coming() -> None:
 def test_a_pass_that_waited_for_a_core_is_not_followed_by_a_gap() -> None:
     """A reconnect storm: the pass takes 1 s of wall time among busy charons but uses
     0.05 s of CPU; the next one follows at min_interval, not a second later."""
-    seen: list[tuple[float, PassRequest]] = []
     cpu = [0.0]
 
-    async def scenario(clock: FakeClock) -> None:
-        async def waiting_pass(req: PassRequest) -> None:
-            seen.append((clock.monotonic(), req))
-            cpu[0] += 0.05
-            await clock.advance(1.0)
+    async def waiting_pass(clock: FakeClock, n: int) -> None:
+        cpu[0] += 0.05
+        await clock.advance(1.0)
 
-        r = BoundedFrequencyRunner("t", waiting_pass, min_interval=0.2, max_interval=60,
-                                   clock=clock, cpu_time=lambda: cpu[0])
-        task = start(r)
-        for _ in range(30):
-            r.poke("sa-change")
-            await clock.advance(0.1)
-        await stop(task)
-
-    run(scenario)
-    starts = [at for at, _ in seen]
+    starts = pass_starts_under_pokes(waiting_pass, lambda clock: lambda: cpu[0], 30)
     assert starts[1] - starts[0] == pytest.approx(1.0, abs=0.1)  # right after the pass
 
 
