@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_metrics import stop_group
+from bench_metrics import cpu_seconds, stop_group
 from synthetic_vici import (
     RECORDED_IKE_SA,
     SyntheticCharon,
@@ -164,10 +164,7 @@ def proc_stats(pid: int) -> tuple[float, float]:
     pid is swand's Python."""
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 1024
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return rss, (int(fields[11]) + int(fields[12])) / tick
+    return rss, cpu_seconds(pid)[0]
 
 
 def filter_vips() -> set[str]:

@@ -137,6 +137,16 @@ def measure_daemon(lab: MiniLab, scrapes: int, target: int) -> dict[str, float]:
         log.close()
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(its own, its reaped children's) CPU seconds of a process, user + system: for
+    charon the second is what its `_updown` shells and their `iptables` cost."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[12])) / tick,
+            (int(fields[13]) + int(fields[14])) / tick)
+
+
 def stop_group(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
     """SIGTERM to the process group a benchmark started; SIGKILL if it does not stop."""
     with contextlib.suppress(ProcessLookupError):

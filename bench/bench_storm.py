@@ -46,7 +46,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_metrics import GATEWAY_CONF, PLUGINS, MiniCharon, MiniLab, sh, stop_group
+from bench_metrics import (
+    GATEWAY_CONF,
+    PLUGINS,
+    MiniCharon,
+    MiniLab,
+    cpu_seconds,
+    sh,
+    stop_group,
+)
 
 UPDOWN = "/usr/lib/ipsec/_updown iptables"
 METRICS_PORT = 9818
@@ -227,16 +235,6 @@ def swand_seen(log: Path, since_wall: float) -> dict[str, float]:
                 for vip in entry.get("vips", []):
                     seen.setdefault(vip, at)
     return seen
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(its own, its reaped children's) CPU seconds of a process, user + system: for
-    charon the second is what its `_updown` shells and their `iptables` cost."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return ((int(fields[11]) + int(fields[12])) / tick,
-            (int(fields[13]) + int(fields[14])) / tick)
 
 
 def pct(values: list[float], q: float) -> float:
