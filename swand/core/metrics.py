@@ -26,9 +26,13 @@ every rekey and vanish with the SA. swand keeps, per (connection, child):
   it left: one a poll did not list may only have been skipped (`noblock` skips an SA in an
   exchange, DPD retransmits can take minutes), so it is kept among the last
   `retired_memory` (65,536); one charon's down event deleted can only come back in a poll
-  already in flight, so it is kept `deleted_memory` seconds (120). A churning gateway's
-  memory then follows its rate of deletes, not its history (10,000 SAs with 100 deletes a
-  second: 12,000 ids, not 65,536 at ~0.5 KB each).
+  already in flight, i.e. one sent before the event arrived. A poll notes `poll_mark()`
+  when it sends `list-sas` and passes it to `observe`: ids deleted before that mark can
+  never be listed again and are forgotten once it is observed; the rest wait for the next
+  poll (no clock: a poll may take minutes; at most `retired_memory` of them if polls
+  stop). A churning gateway's memory then follows its deletes per poll, not its history
+  (10,000 SAs with 100 deletes a second, polled every 10 s: ~1,000 ids, not 65,536 at
+  ~0.5 KB each), and is full within one poll of start-up.
 - A CHILD_SA rekey: the old SA's final values (carried by child-rekey) update it, the new
   SA starts from its own (near-zero) values; the old one is retired when it leaves the
   list (charon deletes it a few seconds later) — bytes it carries after the rekey event
@@ -437,26 +441,45 @@ class TrafficAccumulator:
     Mutable but pure: callers pass `now`; no I/O.
     """
 
-    def __init__(self, *, retired_memory: int = 65536, deleted_memory: float = 120.0,
-                 peer_ttl: float = 900.0) -> None:
+    def __init__(self, *, retired_memory: int = 65536, peer_ttl: float = 900.0) -> None:
         self._live: dict[str, _Entry] = {}
         self._retired: OrderedDict[str, _Entry] = OrderedDict()
-        #: ids a down event retired, with when (oldest first; see the module docstring)
-        self._deleted: OrderedDict[str, tuple[_Entry, float]] = OrderedDict()
+        #: ids a down event retired, with their place in `_deletes` (oldest first; see
+        #: the module docstring)
+        self._deleted: OrderedDict[str, tuple[_Entry, int]] = OrderedDict()
+        #: down-event deletes so far: a poll's mark, see `poll_mark`
+        self._deletes = 0
+        #: the newest mark observed: an older poll arriving after it is stale
+        self._observed_mark = 0
         self._closed: dict[tuple[str, str], Traffic] = {}
         self._closed_peer: dict[tuple[str, str], Traffic] = {}
         self._peer_seen: dict[tuple[str, str], float] = {}
         self._key_seen: dict[tuple[str, str], float] = {}
         self.retired_memory = retired_memory
-        self.deleted_memory = deleted_memory
         self.peer_ttl = peer_ttl
 
     # -- the three inputs --
 
-    def observe(self, sas: Iterable[IkeSa], now: float) -> None:
-        """A complete list-sas: every CHILD_SA in it is alive, every other one retired."""
+    def poll_mark(self) -> int:
+        """Taken when a poll sends `list-sas`, handed back to `observe`: the deletes
+        applied before it are ones that poll cannot list."""
+        return self._deletes
+
+    def observe(self, sas: Iterable[IkeSa], now: float, mark: int | None = None) -> None:
+        """A complete list-sas: every CHILD_SA in it is alive, every other one retired.
+
+        With `mark` (`poll_mark()` when it was sent), an SA deleted after the mark is
+        one the listing raced: its down event's final counters stand and it stays
+        deleted. The ids deleted before the mark are forgotten afterwards. A poll sent
+        before one already observed is stale and changes nothing (it could list SAs
+        forgotten since)."""
+        if mark is not None:
+            if mark < self._observed_mark:
+                return
+            self._observed_mark = mark
         seen: set[str] = set()
         live, peer_seen, key_seen = self._live, self._peer_seen, self._key_seen
+        deleted = self._deleted
         for ike in sas:
             for child in ike.children:
                 uid = child.uniqueid
@@ -465,6 +488,8 @@ class TrafficAccumulator:
                 seen.add(uid)
                 entry = live.get(uid)
                 if entry is None:
+                    if mark is not None and uid in deleted and deleted[uid][1] >= mark:
+                        continue  # raced its down event, which has the final counters
                     self._alive(uid, ike.conn, child.name, ike.identity,
                                 child_traffic(child), now)
                     continue
@@ -479,6 +504,9 @@ class TrafficAccumulator:
                     entry.traffic = old.max(child_traffic(child))
         for uid in [u for u in live if u not in seen]:
             self._retire(uid)
+        if mark is not None:
+            while deleted and next(iter(deleted.values()))[1] < mark:
+                deleted.popitem(last=False)
 
     def apply_event(self, name: str, payload: Mapping[str, Any], now: float,
                     on_skip: SkipFn = ignore_skip) -> None:
@@ -495,7 +523,7 @@ class TrafficAccumulator:
         if isinstance(event, ChildUp | ChildDown):
             uid = self._child_alive(event.sa, event.child, now)
             if uid and isinstance(event, ChildDown):
-                self._retire(uid, deleted_at=now)
+                self._retire(uid, deleted=True)
         elif isinstance(event, ChildRekey):
             self._child_alive(event.sa, event.old, now)
             self._child_alive(event.sa, event.new, now)
@@ -586,23 +614,22 @@ class TrafficAccumulator:
             conn, child, peer = retired.connection, retired.child, retired.peer
         self._live[uid] = _Entry(conn, child, peer, traffic)
 
-    def _retire(self, uid: str, deleted_at: float | None = None) -> None:
+    def _retire(self, uid: str, deleted: bool = False) -> None:
         """Move a live SA's values into `closed` and remember its id: among the last
-        `retired_memory`, or (a down event's, `deleted_at`) for `deleted_memory` s."""
+        `retired_memory`, or (a down event's, `deleted`) until a later poll is read."""
         entry = self._live.pop(uid, None)
         if entry is None:
             return
         self._add_closed(entry, entry.traffic)
-        if deleted_at is None:
+        if not deleted:
             self._retired[uid] = entry
             while len(self._retired) > self.retired_memory:
                 self._retired.popitem(last=False)
             return
-        deleted = self._deleted
-        deleted[uid] = (entry, deleted_at)
-        while deleted and (len(deleted) > self.retired_memory or
-                           deleted_at - next(iter(deleted.values()))[1] > self.deleted_memory):
-            deleted.popitem(last=False)
+        self._deleted[uid] = (entry, self._deletes)
+        self._deletes += 1
+        while len(self._deleted) > self.retired_memory:
+            self._deleted.popitem(last=False)
 
     def _add_closed(self, entry: _Entry, delta: Traffic) -> None:
         key = (entry.connection, entry.child)

@@ -455,7 +455,7 @@ class MetricsPoller:
         started = time.monotonic()
         table_changes = self._table_changes
         try:
-            view = await self._read_view()
+            view, mark = await self._read_view()
         except (ViciConnectionError, OSError) as exc:
             text = str(exc)
             if self.current[0].charon_up:
@@ -467,7 +467,7 @@ class MetricsPoller:
         async with self._accounting:
             self._deferred = []
             try:
-                snap, families = await asyncio.to_thread(self._account, view, started)
+                snap, families = await asyncio.to_thread(self._account, view, started, mark)
             finally:
                 deferred, self._deferred = self._deferred, None
             for change in deferred:
@@ -547,12 +547,12 @@ class MetricsPoller:
             except Exception as exc:  # never stop refreshing for one bad render
                 log.error("metrics_table_refresh_failed", error=repr(exc))
 
-    def _account(self, view: core.CharonView, started: float
+    def _account(self, view: core.CharonView, started: float, mark: int
                  ) -> tuple[core.MetricsSnapshot, list[core.Family]]:
         """The accumulator brought up to `view`, and the snapshot with its families
         (on a worker thread while `_deferred` holds the events arriving meanwhile)."""
         now = view.taken_at
-        self.accumulator.observe(view.sas, now)
+        self.accumulator.observe(view.sas, now, mark)
         keep = [(c.name, ch) for c in view.conns for ch in c.children]
         self.accumulator.prune(now, keep)
         snap = core.MetricsSnapshot(
@@ -564,7 +564,9 @@ class MetricsPoller:
         )
         return snap, core.charon_families(snap)
 
-    async def _read_view(self) -> core.CharonView:
+    async def _read_view(self) -> tuple[core.CharonView, int]:
+        """One read of charon, and the accumulator's `poll_mark` when list-sas was
+        sent (the deletes it cannot list)."""
         s = self._session
         stats_reply = await s.request("stats", timeout=self.timeout)
         stats = core.parse_stats(stats_reply)
@@ -589,6 +591,7 @@ class MetricsPoller:
             (await s.streamed("list-conns", "list-conn", timeout=self.timeout))[0],
             report_unparsable))
         now = time.time()
+        mark = self.accumulator.poll_mark()
         # each batch of list-sa events is parsed on the decoder thread as it arrives,
         # straight from the bytes
         sas, _ = await s.streamed(
@@ -604,7 +607,7 @@ class MetricsPoller:
         return core.CharonView(
             taken_at=now, info=self._info, stats=stats, counters=counters,
             conns=conns, sas=tuple(sas), pools=pools, certs=self._certs,
-        )
+        ), mark
 
     def _publish(self, snap: core.MetricsSnapshot) -> None:
         self.current = (snap, core.charon_families(snap))

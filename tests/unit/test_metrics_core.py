@@ -199,28 +199,127 @@ def test_up_event_racing_a_poll_is_counted_once() -> None:
     assert total(acc).bytes_in == 80 and total(acc).bytes_out == 90
 
 
-def test_a_deleted_sa_is_remembered_for_deleted_memory_not_forever() -> None:
-    """Churn: 100 CHILD_SAs deleted a second for 5 minutes. Each down event's id stays
-    for `deleted_memory` s (a poll in flight may still list it: no double count), then
-    goes: memory follows the delete rate (12,000 ids), not the history (30,000). An id a
-    poll merely missed is still kept among the last `retired_memory`."""
-    acc = m.TrafficAccumulator(deleted_memory=120)
+def test_without_polls_deleted_ids_are_bounded_by_count() -> None:
+    """No poll is read (charon answers events but a poll hangs): the ids of deleted SAs
+    are kept among the last `retired_memory`, and a poll sent before the last downs
+    still counts each once. An id a poll merely missed is kept by count, not time."""
+    acc = m.TrafficAccumulator(retired_memory=5000)
+    mark = acc.poll_mark()
     for n in range(30_000):
         at = n / 100
         up = {"up": "yes", **ike({f"net-{n}": child(str(n), 10, 10)})}
         acc.apply_event("child-updown", up, at)
         acc.apply_event("child-updown", down_event(child(str(n), 20, 20)), at)
     assert total(acc).bytes_in == 20 * 30_000
-    assert 11_900 <= len(acc._deleted) <= 12_001 and not acc._retired
-    # a poll answered before the last down still lists that SA: counted once
-    acc.observe(m.parse_sas([ike({"net-29999": child("29999", 15, 15)})]), 300)
-    acc.observe([], 301)
-    assert total(acc).bytes_in == 20 * 30_000
+    assert len(acc._deleted) == 5000 and not acc._retired
+    # the poll sent before them lists the last one: counted once
+    acc.observe(m.parse_sas([ike({"net-29999": child("29999", 15, 15)})]), 300, mark)
+    acc.observe([], 301, acc.poll_mark())
+    assert total(acc).bytes_in == 20 * 30_000 and not acc._deleted
     # an SA a poll did not list (noblock skipped it) is remembered by count, not time
     acc.observe(m.parse_sas([ike({"net-x": child("x", 5, 5)})]), 302)
     acc.observe([], 303)
     acc.observe(m.parse_sas([ike({"net-x": child("x", 7, 7)})]), 303 + 3600)
     assert total(acc).bytes_in == 20 * 30_000 + 7
+
+
+def test_a_deleted_sa_is_forgotten_once_a_poll_sent_after_its_delete_is_read() -> None:
+    """Churn with polls every 10 s: a poll sent before a down (its mark) may still list
+    that SA, so the id waits for the next poll; a poll sent after it cannot, so the id
+    goes once that poll is read. Memory is the deletes of one poll interval (~1,000),
+    full within one poll, not 12,000 filling for two minutes as a 120 s memory did."""
+    acc = m.TrafficAccumulator()
+    sizes = []
+    mark = acc.poll_mark()
+    for n in range(30_000):
+        at = n / 100
+        up = {"up": "yes", **ike({f"net-{n}": child(str(n), 10, 10)})}
+        acc.apply_event("child-updown", up, at)
+        acc.apply_event("child-updown", down_event(child(str(n), 20, 20)), at)
+        if n % 1000 == 999:  # a poll every 10 s, sent 10 s ago, lists nothing now
+            acc.observe([], at, mark)
+            mark = acc.poll_mark()
+            sizes.append(len(acc._deleted))
+    assert total(acc).bytes_in == 20 * 30_000
+    assert sizes[0] == 1000 and max(sizes) == 1000 and not acc._retired
+
+
+def test_a_poll_that_raced_a_down_keeps_its_final_counters_and_the_id() -> None:
+    """SA 5 is listed by a poll sent before its down arrived: the down's final counters
+    stand, the SA stays gone (not alive again until the next poll), the id is kept
+    until a poll sent later is read; a stale poll read after a newer one changes
+    nothing."""
+    acc = m.TrafficAccumulator()
+    acc.observe(m.parse_sas([ike({"net-5": child("5", 100, 100)})]), 1, acc.poll_mark())
+    sent = acc.poll_mark()  # a poll goes out; charon lists SA 5 at 150 bytes
+    acc.apply_event("child-updown", down_event(child("5", 180, 180)), 2)
+    acc.observe(m.parse_sas([ike({"net-5": child("5", 150, 150)})]), 2, sent)
+    assert total(acc).bytes_in == 180 and acc.live_count == 0 and "5" in acc._deleted
+    newer = acc.poll_mark()
+    acc.observe([], 3, newer)
+    assert not acc._deleted and not acc._retired and total(acc).bytes_in == 180
+    acc.observe(m.parse_sas([ike({"net-5": child("5", 150, 150)})]), 3, sent)  # stale
+    assert total(acc).bytes_in == 180 and acc.live_count == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["up", "grow", "down", "send", "list", "read"]),
+                          st.integers(0, 5), st.integers(1, 300)), max_size=60))
+def test_marked_polls_count_every_sa_once(ops: list[tuple[str, int, int]]) -> None:
+    """A model of charon and one poll at a time: the poll is sent (its mark), charon
+    lists its SAs some time later, swand reads the answer later still; ups, traffic and
+    downs (with their final counters) interleave anywhere. Totals never decrease, and
+    once every SA is down and a poll sent after that is read, the total is exactly the
+    sum of every SA's final counters, and nothing is remembered any more."""
+    acc = m.TrafficAccumulator()
+    alive: dict[str, int] = {}
+    final: dict[str, int] = {}
+    born = 0
+    sent: int | None = None
+    listing: list[dict] | None = None
+    last = m.ZERO
+
+    def sas(counters: dict[str, int]) -> list:
+        return m.parse_sas([ike({f"net-{u}": child(u, b, b)}, uid=f"i{u}")
+                            for u, b in sorted(counters.items())])
+
+    def step(op: str, pick: int, inc: int, at: float) -> None:
+        nonlocal born, sent, listing
+        uids = sorted(alive)
+        if op == "up":
+            born += 1
+            uid = str(born)
+            alive[uid] = inc
+            acc.apply_event("child-updown",
+                            {"up": "yes", **ike({f"net-{uid}": child(uid, inc, inc)})}, at)
+        elif op == "grow" and uids:
+            alive[uids[pick % len(uids)]] += inc
+        elif op == "down" and uids:
+            uid = uids[pick % len(uids)]
+            final[uid] = alive.pop(uid)
+            acc.apply_event("child-updown", down_event(child(uid, final[uid], final[uid])), at)
+        elif op == "send" and sent is None:
+            sent = acc.poll_mark()
+        elif op == "list" and sent is not None and listing is None:
+            listing = sas(alive)
+        elif op == "read" and listing is not None:
+            assert sent is not None
+            acc.observe(listing, at, sent)
+            sent, listing = None, None
+
+    for n, (op, pick, inc) in enumerate(ops):
+        step(op, pick, inc, float(n))
+        now = total(acc)
+        assert now.max(last) == now, (op, last, now)
+        last = now
+    while alive:
+        step("down", 0, 0, 1000.0)
+    for op in ("list", "read"):  # the poll in flight, if any
+        step(op, 0, 0, 1001.0)
+    for op in ("send", "list", "read"):
+        step(op, 0, 0, 1002.0)
+    assert total(acc).bytes_in == sum(final.values())
+    assert acc.live_count == 0 and not acc._deleted
 
 
 @settings(max_examples=200, deadline=None)

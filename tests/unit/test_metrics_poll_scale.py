@@ -68,6 +68,8 @@ class SlowCharon:
         self.pause_after = pause_after
         self.listing = asyncio.Event()
         self.release = asyncio.Event()
+        #: SAs charon no longer lists
+        self.gone: set[int] = set()
         self.dir = tempfile.TemporaryDirectory()
         self.path = str(Path(self.dir.name) / "charon.vici")
 
@@ -88,7 +90,8 @@ class SlowCharon:
                 writer.write(response({"daemon": "charon", "version": "5.9.8"}))
             elif name == "list-sas":
                 for i in range(SAS):
-                    writer.write(event("list-sa", {"rw": ike_sa(i, 100)}))
+                    if i not in self.gone:
+                        writer.write(event("list-sa", {"rw": ike_sa(i, 100)}))
                     if i == self.pause_after:
                         await writer.drain()
                         self.listing.set()
@@ -166,6 +169,37 @@ def test_events_during_the_accounting_thread_are_applied_not_lost() -> None:
     assert during
     assert _bytes_in(poller) == (SAS - CHURNED) * 100 + CHURNED * 5000
     assert poller._deferred is None
+
+
+async def _delete_during_a_poll_then_poll_again() -> tuple[int, bool, int, bool]:
+    charon = SlowCharon(pause_after=SAS // 2)
+    server = await asyncio.start_unix_server(charon.handle, charon.path)
+    poller = MetricsPoller(f"unix://{charon.path}", MetricsRegistry(), own_events=False)
+    try:
+        poll = asyncio.create_task(poller.poll_once())
+        await charon.listing.wait()
+        poller.on_event("child-updown", down_event(3, 5000))  # already listed
+        charon.gone.add(3)
+        charon.release.set()
+        assert await poll
+        after_first = _bytes_in(poller), "8" in poller.accumulator._deleted
+        charon.pause_after = SAS  # no pause
+        assert await poller.poll_once()
+        return (*after_first, _bytes_in(poller), "8" in poller.accumulator._deleted)
+    finally:
+        await poller.close()
+        server.close()
+        charon.dir.cleanup()
+
+
+def test_a_delete_during_a_slow_poll_is_kept_until_a_later_poll_is_read() -> None:
+    """The poll in flight listed SA 3 (CHILD_SA id 8) before its down arrived: the id
+    stays remembered, so that listing cannot count it again; the next poll was sent
+    after the down, so once it is read the id is forgotten. Counted once throughout."""
+    first, kept, second, still_kept = asyncio.run(
+        asyncio.wait_for(_delete_during_a_poll_then_poll_again(), 30))
+    assert first == second == (SAS - 1) * 100 + 5000
+    assert kept and not still_kept
 
 
 class _Node:
