@@ -92,7 +92,7 @@ class Daemon:
                         inserted=report.inserted, deleted=report.deleted,
                         sysctls=list(report.sysctls_changed))
         self.registry.record_firewall("success" if report.ok else "failure",
-                                      drift_repaired=drift)
+                                      drift_repaired=drift, seconds=report.seconds)
 
     # -- [routes]: a kernel route per leased virtual IP (swand.runtime.routes) ---------------
 

@@ -871,6 +871,8 @@ class SelfCounters:
     sa_downs: tuple[tuple[str, int], ...] = ()
     firewall_reconciles: tuple[tuple[str, int], ...] = ()
     firewall_drift_repairs: int = 0
+    #: wall time spent in firewall passes
+    firewall_pass_seconds: float = 0.0
     #: routed IPv6 only (None/empty otherwise: no series)
     ndp_proxy_reconciles: tuple[tuple[str, int], ...] = ()
     ndp_proxy_entries: int | None = None
@@ -899,6 +901,9 @@ def self_families(c: SelfCounters) -> list[Family]:
         _counter("swand_firewall_drift_repairs_total",
                  "firewall passes that had to repair drift",
                  samples=[((), c.firewall_drift_repairs)]),
+        _counter("swand_firewall_pass_seconds_total",
+                 "wall time spent in firewall passes (reading SAs, computing and "
+                 "committing rules)", samples=[((), c.firewall_pass_seconds)]),
         _counter("swand_vici_reconnects_total", "VICI connections re-established",
                  samples=[((), c.vici_reconnects)]),
         _counter("swand_charon_restarts_total", "charon restarts swand noticed",

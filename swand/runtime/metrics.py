@@ -171,6 +171,7 @@ class MetricsRegistry:
         self._last_downs: dict[str, dict[str, Any]] = {}
         self._firewall: dict[str, int] = {}
         self._drift = 0
+        self._firewall_seconds = 0.0
         self._ndp: dict[str, int] = {}
         self._ndp_entries: int | None = None
         self._routes = core.RouteCounters()
@@ -210,10 +211,13 @@ class MetricsRegistry:
         with self._lock:
             return {k: dict(v) for k, v in self._last_downs.items()}
 
-    def record_firewall(self, result: str, drift_repaired: bool = False) -> None:
-        """A firewall reconcile pass: result "success" | "failure" | "noop"."""
+    def record_firewall(self, result: str, drift_repaired: bool = False,
+                        seconds: float = 0.0) -> None:
+        """A firewall reconcile pass: result "success" | "failure" | "noop", and the
+        wall time it took."""
         with self._lock:
             self._firewall[result] = self._firewall.get(result, 0) + 1
+            self._firewall_seconds += seconds
             if drift_repaired:
                 self._drift += 1
 
@@ -273,6 +277,7 @@ class MetricsRegistry:
                 sa_downs=tuple(sorted(self._downs.items())),
                 firewall_reconciles=tuple(sorted(self._firewall.items())),
                 firewall_drift_repairs=self._drift,
+                firewall_pass_seconds=self._firewall_seconds,
                 ndp_proxy_reconciles=tuple(sorted(self._ndp.items())),
                 ndp_proxy_entries=self._ndp_entries,
                 routes=self._routes,

@@ -3,6 +3,7 @@ charon restarts. The daemon is the real command line in the gateway's namespace.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -362,6 +363,8 @@ def test_firewall_drift_is_repaired_logged_and_counted(lab: Lab):
         metrics = gw.http_get("http://127.0.0.1:9817/metrics")
         assert "swand_firewall_drift_repairs_total 1.0" in metrics
         assert 'swand_firewall_reconciles_total{result="success"}' in metrics
+        spent = re.search(r"^swand_firewall_pass_seconds_total (\S+)$", metrics, re.M)
+        assert spent and float(spent.group(1)) > 0, metrics
         status = gw.run([sys.executable, "-m", "swand", "status", "--vici", gw.vici_uri,
                          "-c", str(swand.config_path)]).stdout
         assert "rw" in status

@@ -407,6 +407,7 @@ def golden_snapshot() -> tuple[m.MetricsSnapshot, m.SelfCounters]:
                            last_reload_success=now - 60, loaded_items=(("conns", 2),),
                            sa_downs=(("deleted", 4), ("dpd", 2)),
                            firewall_reconciles=(("success", 7),), firewall_drift_repairs=1,
+                           firewall_pass_seconds=0.875,
                            ndp_proxy_reconciles=(("success", 5),), ndp_proxy_entries=1,
                            vici_reconnects=1, charon_restarts=1,
                            events=(("child-updown", 9),), event_queue_depth=0,
