@@ -15,7 +15,11 @@ started gateway charon, every client initiating all its connections at once:
   below (they fork `iptables-legacy-save` and scrape `/metrics` every 20 ms on the same
   two cores): how fast charon brings the SAs up beside swand alone, against `none`;
 - `swand-nofw` (not in the default list): `swand-bare` with `[firewall] enabled =
-  false`, so that swand-bare's CPU minus this one's is what the firewall itself costs.
+  false`, so that swand-bare's CPU minus this one's is what the firewall itself costs;
+- `updown-timed` (not in the default list): `updown` without the poller, each `_updown`
+  run timed by a bash wrapper (`$EPOCHREALTIME`, no process of its own inside the timed
+  window): the time spent making the storm's rules, against the `swand-bare` storm's
+  `swand_firewall_pass_seconds_total` (both unobserved).
 
 Measured from the gateway's own event stream (`child-updown` up, one per client, stamped
 on arrival), from swand's log (when its event consumer handled each client's `sa_up`: the
@@ -57,6 +61,14 @@ from bench_metrics import (
 )
 
 UPDOWN = "/usr/lib/ipsec/_updown iptables"
+#: `_updown iptables`, timed: one "<start> <end>" line per run (wall clock)
+UPDOWN_TIMED = """#!/bin/bash
+start=$EPOCHREALTIME
+/usr/lib/ipsec/_updown "$@"
+rc=$?
+echo "$start $EPOCHREALTIME" >> "$(dirname "$0")/updown-times"
+exit $rc
+"""
 METRICS_PORT = 9818
 
 #: runs inside the gateway's namespace: prints "<virtual ip> <monotonic time>" the first
@@ -159,11 +171,47 @@ class SaEvents:
         self._stop = True
 
 
-def gateway_conf(updown: bool) -> str:
+def gateway_conf(updown: str | None) -> str:
+    """The gateway's swanctl.conf, with `updown` (a command) in the child if given."""
     if not updown:
         return GATEWAY_CONF
     return GATEWAY_CONF.replace("esp_proposals = aes128gcm16",
-                                f"esp_proposals = aes128gcm16\n                updown = {UPDOWN}")
+                                f"esp_proposals = aes128gcm16\n                updown = {updown}")
+
+
+def updown_command(lab: MiniLab, scenario: str) -> str | None:
+    """The scenario's updown command: `_updown`, the timing wrapper around it, or none."""
+    assert lab.gateway
+    if scenario == "updown":
+        return UPDOWN
+    if scenario != "updown-timed":
+        return None
+    wrapper = lab.gateway.dir / "updown-timed"
+    wrapper.write_text(UPDOWN_TIMED)
+    wrapper.chmod(0o755)
+    (lab.gateway.dir / "updown-times").write_text("")
+    return f"{wrapper} iptables"
+
+
+def updown_seconds(lab: MiniLab) -> tuple[int, float]:
+    """How many `_updown` runs the wrapper timed, and their wall time in all."""
+    assert lab.gateway
+    runs = [line.split() for line in
+            (lab.gateway.dir / "updown-times").read_text().splitlines()]
+    return len(runs), sum(float(end) - float(start) for start, end in runs)
+
+
+def firewall_pass_seconds(ns: str) -> float:
+    """swand's `swand_firewall_pass_seconds_total`, scraped inside the namespace."""
+    text = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c",
+         "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
+         f"'http://127.0.0.1:{METRICS_PORT}/metrics', timeout=10).read().decode())"],
+        capture_output=True, text=True, check=True).stdout
+    for line in text.splitlines():
+        if line.startswith("swand_firewall_pass_seconds_total "):
+            return float(line.split()[1])
+    return float("nan")
 
 
 def flush_tables(ns: str) -> None:
@@ -184,7 +232,8 @@ def restart(lab: MiniLab, scenario: str) -> None:
     text = conf.read_text()
     if " updown " not in text:
         conf.write_text(text.replace(f"load = {PLUGINS}", f"load = {PLUGINS} updown "))
-    (lab.gateway.dir / "swanctl" / "swanctl.conf").write_text(gateway_conf(scenario == "updown"))
+    (lab.gateway.dir / "swanctl" / "swanctl.conf").write_text(
+        gateway_conf(updown_command(lab, scenario)))
     for c in [lab.gateway, *lab.clients]:
         c.start()
     for c in [lab.gateway, *lab.clients]:
@@ -270,6 +319,8 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
         target = per_client * len(lab.clients)
         assert lab.gateway.proc is not None
         charon_pid = lab.gateway.proc.pid
+        firewall = swand is not None and scenario != "swand-nofw"
+        pass_s_before = firewall_pass_seconds(lab.gw_ns) if firewall else 0.0
         cpu_before = cpu_seconds(charon_pid), cpu_seconds(swand.pid) if swand else (0.0, 0.0)
         started = time.monotonic()
         lab.initiate_all(per_client)
@@ -283,6 +334,7 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
             time.sleep(0.2)
         time.sleep(0.5)
         cpu_after = cpu_seconds(charon_pid), cpu_seconds(swand.pid) if swand else (0.0, 0.0)
+        pass_s = firewall_pass_seconds(lab.gw_ns) - pass_s_before if firewall else 0.0
         events.stop()
         for w in watchers:
             w.stop()
@@ -309,6 +361,11 @@ def storm(lab: MiniLab, scenario: str, per_client: int, timeout: float,
         "updown_cpu_s": cpu_after[0][1] - cpu_before[0][1],
         "swand_cpu_s": cpu_after[1][0] - cpu_before[1][0],
     }
+    # wall time spent making rules: swand's firewall passes, or the timed `_updown` runs
+    if firewall:
+        res["rule_work_s"] = pass_s
+    elif scenario == "updown-timed":
+        res["updown_runs"], res["rule_work_s"] = updown_seconds(lab)
     if seen_wall:
         seen = {v: t - wall_offset for v, t in seen_wall.items()}
         lag = [seen[v] - ups[v] for v in ups if v in seen]
@@ -406,7 +463,7 @@ def main() -> int:
     for r in rows:
         if r["scenario"] == "none":
             continue
-        fw_cpu = r["updown_cpu_s"] if r["scenario"] == "updown" else r["swand_cpu_s"]
+        fw_cpu = r["updown_cpu_s"] if r["scenario"].startswith("updown") else r["swand_cpu_s"]
         end = r.get("rules_all_s", r["all_up_s"])
         adds = end - nones[r["round"]] if r["round"] in nones else float("nan")
         print(f"| {r['round']} | {r['scenario']} | {fmt(r['charon_cpu_s'])} | "
@@ -417,8 +474,20 @@ def main() -> int:
               f"_updown's children {med('updown', 'updown_cpu_s'):.2f} s: "
               f"{firewall_cpu / med('updown', 'updown_cpu_s'):.3f}x; the whole swand-bare "
               f"process {med('swand-bare', 'swand_cpu_s') / med('updown', 'updown_cpu_s'):.3f}x")
+    if by.get("updown-timed") and by.get("swand-bare"):
+        print()
+        print("| round | scenario | time spent making rules (s): timed `_updown` runs or "
+              "swand's firewall passes | runs |")
+        print("|---:|---|---:|---:|")
+        for r in rows:
+            if "rule_work_s" in r:
+                print(f"| {r['round']} | {r['scenario']} | {fmt(r['rule_work_s'])} | "
+                      f"{r.get('updown_runs', '')} |")
+        ours, theirs = med("swand-bare", "rule_work_s"), med("updown-timed", "rule_work_s")
+        print(f"time spent making the storm's rules: swand-bare {ours:.2f} s, "
+              f"_updown {theirs:.2f} s: {ours / theirs:.3f}x")
     if "none" in by:
-        for s in ("updown", "swand", "swand-bare", "swand-nofw"):
+        for s in ("updown", "updown-timed", "swand", "swand-bare", "swand-nofw"):
             if s in by:
                 print(f"SAs up: {s} / none = {med(s, 'all_up_s') / med('none', 'all_up_s'):.3f}")
     return 0
