@@ -533,6 +533,13 @@ class SaRuleCache:
     def __len__(self) -> int:
         return len(self._rules)
 
+    def unseen(self, inputs: FirewallInputs) -> int:
+        """How many of `inputs`' SAs the next call must compute rules for (the rest are
+        lookups): what decides whether a pass's rules are worth a thread."""
+        known = self._rules
+        return sum((sa, inputs.mode, inputs.tunnel_iface) not in known
+                   for sa in inputs.child_sas)
+
     def forward_rules(self, inputs: FirewallInputs) -> list[Rule]:
         """What ``_updown iptables`` inserts per CHILD_SA: remote -> local in, local ->
         remote out, for every same-family pair of traffic selectors."""

@@ -648,8 +648,9 @@ def test_the_rule_cache_holds_the_live_sas_only_and_changes_no_rule() -> None:
     for step in range(30):
         live = tuple(sa(n) for n in range(step * 10, step * 10 + 100))
         inputs = dataclasses.replace(reference(), child_sas=live)
+        assert cache.unseen(inputs) == (100 if step == 0 else 10)  # what a pass must compute
         assert desired_firewall(inputs, cache) == desired_firewall(inputs)
-        assert len(cache) == 100
+        assert len(cache) == 100 and cache.unseen(inputs) == 0
     bad = ChildSA("bad", "rw", 999, ("0.0.0.0/0",), ("not-a-selector",))
     inputs = dataclasses.replace(reference(), child_sas=(sa(1), bad))
     assert desired_firewall(inputs, cache) == desired_firewall(inputs)

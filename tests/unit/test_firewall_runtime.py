@@ -158,6 +158,39 @@ def test_runner_follows_pokes_and_repeats_periodically() -> None:
     assert journal[-1] == "closed"
 
 
+def test_an_sa_pass_leaves_the_sysctls_to_the_others() -> None:
+    """A pass for SA changes only writes rules: the sysctls follow the pools and the
+    egress, which it does not re-read (a storm's passes save a thread hop each). The
+    periodic pass, like any other, sets them and repairs drift."""
+    snapshots: list[Any] = [FirewallSnapshot(POOLS, ())]
+    clock = FakeClock()
+    fw, _, sysctl, journal = make(snapshots, interval=10.0, clock=clock)
+
+    async def scenario() -> None:
+        await fw.start()
+        await asyncio.wait_for(fw.wait_idle(), 5)
+        assert journal == ["rules", "sysctl"]
+        sysctl.values["net/ipv4/ip_forward"] = "0"  # switched off behind our back
+        snapshots[0] = FirewallSnapshot(POOLS, (SA,))
+        for reason in ("sa-change", "settling"):
+            await clock.advance(0.01)
+            fw.poke(reason)
+            await asyncio.wait_for(fw.wait_idle(), 5)
+        assert journal[2:] == ["rules", "rules"]
+        assert fw.last_report is not None and fw.last_report.sas == 1
+        await clock.advance(11.0)  # the periodic pass
+        await asyncio.wait_for(fw.wait_idle(), 5)
+        assert journal[4:] == ["rules", "sysctl"]
+        assert sysctl.values["net/ipv4/ip_forward"] == "1"
+        await clock.advance(0.01)
+        fw.poke("netlink")  # the egress may have changed: its sysctls too
+        await asyncio.wait_for(fw.wait_idle(), 5)
+        assert journal[6:] == ["rules", "sysctl"]
+        await fw.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_netlink_state_pokes_only_when_egress_or_interfaces_change() -> None:
     """The watcher's state also carries keepalive's part (global addresses, default
     routes): a change there alone is no reason for a firewall pass."""
