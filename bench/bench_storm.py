@@ -275,7 +275,8 @@ def start_swand(lab: MiniLab, nice: int = 0, firewall: bool = True
         'backend = "legacy"\nmode = "policy"\negress = "br0"\n'
         f'[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\nper_peer = true\n'
         '[log]\nformat = "json"\nlevel = "info"\n')
-    log = open(gw.dir / "swand.log", "ab")  # noqa: SIM115 - handed to the child
+    # a fresh log: the readiness marker below must be this swand's, not the last storm's
+    log = open(gw.dir / "swand.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(["ip", "netns", "exec", gw.ns, "nice", "-n", str(nice),
                              sys.executable, "-m", "swand",
                              "run", "-c", str(toml)], cwd=str(Path(__file__).parent.parent),
