@@ -11,8 +11,8 @@ always answers the current set. Measured:
 
 - events: sent by the server vs `swand_vici_events_total` (nothing lost);
 - after the churn stops: how long until the forward rules (the filter table read from
-  the kernel by a reader kept running in the namespace, `filter_vips`; the time is that
-  of the read) name exactly the virtual IPs of the live SAs (goal: within 1 s), and
+  the kernel by a reader kept running in the namespace, `legacy_filter_vips`; the time
+  is that of the read) name exactly the virtual IPs of the live SAs (goal: within 1 s), and
   until `/metrics` counts exactly the live IKE_SAs (`swand_ike_sas`);
 - swand's resident memory each minute (goal: minute 5 within 5 % of minute 1; sampled
   every second, the median of each minute beside the sample at each minute mark) and its
@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_metrics import cpu_seconds, stop_group
+from bench_metrics import cpu_seconds, legacy_filter_vips, scrape_in, stop_group
 from synthetic_vici import (
     RECORDED_IKE_SA,
     SyntheticCharon,
@@ -52,6 +52,10 @@ from synthetic_vici import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 9819
+
+
+#: the clients' virtual IPs
+VIP_NETWORK = "10.64.0.0/12"
 
 
 def vip(client: int) -> str:
@@ -167,33 +171,12 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return rss, cpu_seconds(pid)[0]
 
 
-def filter_vips() -> set[str]:
-    """The virtual IPs the IPv4 filter table's rules name as a /32 source or destination,
-    read from the kernel's table (the getsockopt `iptables-legacy-save` makes) and walked
-    here with struct: ~40 ms for 20,000 rules, where `iptables-legacy-save` formats them
-    all as text in ~130 ms of CPU, on the two cores swand is converging on."""
-    import struct
-
-    from swand.adapters.iptables_legacy import read_table_blob
-
-    _, blob, _ = read_table_blob("ipv4", "filter")
-    out: set[str] = set()
-    full = b"\xff\xff\xff\xff"
-    off, end = 0, len(blob)
-    while off < end:
-        for addr, mask in ((off, off + 8), (off + 4, off + 12)):  # ipt_ip: src dst smsk dmsk
-            if blob[mask:mask + 4] == full and blob[addr] == 10 and 64 <= blob[addr + 1] < 80:
-                out.add(".".join(str(b) for b in blob[addr:addr + 4]))
-        off += struct.unpack_from("=H", blob, off + 90)[0]  # ipt_entry.next_offset
-    return out
-
-
 def filter_reader_loop() -> None:
     """`--read-filter`, inside the namespace: one table read per line on stdin, answered
     with the monotonic time of the read (one clock for the whole machine) and the VIPs."""
     for _ in sys.stdin:
         at = time.monotonic()
-        vips = sorted(filter_vips())
+        vips = sorted(legacy_filter_vips(VIP_NETWORK))
         print(json.dumps({"at": at, "vips": vips}), flush=True)
 
 
@@ -219,10 +202,7 @@ class FilterReader:
 
 
 def scrape(ns: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
-                           "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
-                           f"'http://127.0.0.1:{PORT}/metrics',timeout=10).read().decode())"],
-                          capture_output=True, text=True).stdout
+    return scrape_in(ns, PORT)
 
 
 def scrape_events(ns: str) -> dict[str, float]:

@@ -147,6 +147,43 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
             (int(fields[13]) + int(fields[14])) / tick)
 
 
+def legacy_filter_vips(network: str) -> set[str]:
+    """The addresses in `network` that the legacy IPv4 filter table's rules name as a /32
+    source or destination, read from the kernel's table (the getsockopt
+    `iptables-legacy-save` makes) and walked here with struct: ~40 ms for 20,000 rules,
+    where `iptables-legacy-save` formats them all as text in ~130 ms of CPU on the cores
+    swand is working on. Runs inside the namespace."""
+    import ipaddress
+    import struct
+
+    from swand.adapters.iptables_legacy import read_table_blob
+
+    net = ipaddress.IPv4Network(network)
+    base, mask = int(net.network_address), int(net.netmask)
+    _, blob, _ = read_table_blob("ipv4", "filter")
+    out: set[str] = set()
+    full = b"\xff\xff\xff\xff"
+    off, end = 0, len(blob)
+    while off < end:
+        for addr, netmask in ((off, off + 8), (off + 4, off + 12)):  # ipt_ip: src dst masks
+            if blob[netmask:netmask + 4] == full:
+                value = int.from_bytes(blob[addr:addr + 4], "big")
+                if value & mask == base:
+                    out.add(str(ipaddress.IPv4Address(value)))
+        off += struct.unpack_from("=H", blob, off + 90)[0]  # ipt_entry.next_offset
+    return out
+
+
+def scrape_in(ns: str, port: int) -> str:
+    """The /metrics text of a swand listening on 127.0.0.1:`port` inside namespace `ns`
+    ("" while it does not answer)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c",
+         "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
+         f"'http://127.0.0.1:{port}/metrics', timeout=10).read().decode())"],
+        capture_output=True, text=True).stdout
+
+
 def stop_group(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
     """SIGTERM to the process group a benchmark started; SIGKILL if it does not stop."""
     with contextlib.suppress(ProcessLookupError):

@@ -58,6 +58,7 @@ from bench_metrics import (
     MiniCharon,
     MiniLab,
     cpu_seconds,
+    scrape_in,
     sh,
     stop_group,
 )
@@ -80,30 +81,20 @@ METRICS_PORT = 9818
 #: read from the kernel (`legacy`: the getsockopt `iptables-legacy-save` makes, walked
 #: with struct, no process per poll), or /metrics
 WATCHER = r"""
-import re, struct, subprocess, sys, time, urllib.request
+import re, subprocess, sys, time, urllib.request
 kind, arg, pause, root = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 vip = re.compile(r"10\.9\.\d+\.\d+") if kind == "rules" else re.compile(
     r'swand_peer_info\{[^}]*virtual_ip="(10\.9\.\d+\.\d+)"')
 if arg == "legacy":
-    sys.path.insert(0, root)
-    from swand.adapters.iptables_legacy import read_table_blob
-
-def legacy_vips():
-    _, blob, _ = read_table_blob("ipv4", "filter")
-    out, off = set(), 0
-    while off < len(blob):
-        for addr, mask in ((off, off + 8), (off + 4, off + 12)):  # ipt_ip: src dst masks
-            if blob[mask:mask + 4] == b"\xff" * 4 and blob[addr:addr + 2] == b"\x0a\x09":
-                out.add(".".join(str(b) for b in blob[addr:addr + 4]))
-        off += struct.unpack_from("=H", blob, off + 90)[0]  # ipt_entry.next_offset
-    return out
+    sys.path[:0] = [root, root + "/bench"]
+    from bench_metrics import legacy_filter_vips
 
 seen = set()
 while True:
     t0 = time.monotonic()
     try:
         if arg == "legacy":
-            found = legacy_vips()
+            found = legacy_filter_vips("10.9.0.0/16")
         elif kind == "rules":
             found = set(vip.findall(subprocess.run([arg, "-t", "filter"], capture_output=True,
                                                    text=True).stdout))
@@ -227,12 +218,7 @@ def updown_seconds(lab: MiniLab) -> tuple[int, float]:
 
 def firewall_pass_seconds(ns: str) -> float:
     """swand's `swand_firewall_pass_seconds_total`, scraped inside the namespace."""
-    text = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c",
-         "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("
-         f"'http://127.0.0.1:{METRICS_PORT}/metrics', timeout=10).read().decode())"],
-        capture_output=True, text=True, check=True).stdout
-    for line in text.splitlines():
+    for line in scrape_in(ns, METRICS_PORT).splitlines():
         if line.startswith("swand_firewall_pass_seconds_total "):
             return float(line.split()[1])
     return float("nan")
