@@ -90,6 +90,16 @@ def down_event(c: dict) -> dict:
     return {"up": "no", **ike({f"net-{c['uniqueid']}": c})}
 
 
+def up_event(c: dict) -> dict:
+    return {"up": "yes", **ike({f"net-{c['uniqueid']}": c})}
+
+
+def churn_one(acc: m.TrafficAccumulator, n: int) -> None:
+    """CHILD_SA n comes up (10 bytes) and goes down (20 bytes), at n / 100 s."""
+    acc.apply_event("child-updown", up_event(child(str(n), 10, 10)), n / 100)
+    acc.apply_event("child-updown", down_event(child(str(n), 20, 20)), n / 100)
+
+
 def total(acc: m.TrafficAccumulator) -> m.Traffic:
     return acc.totals().get(("rw", "net"), m.ZERO)
 
@@ -206,10 +216,7 @@ def test_without_polls_deleted_ids_are_bounded_by_count() -> None:
     acc = m.TrafficAccumulator(retired_memory=5000)
     mark = acc.poll_mark()
     for n in range(30_000):
-        at = n / 100
-        up = {"up": "yes", **ike({f"net-{n}": child(str(n), 10, 10)})}
-        acc.apply_event("child-updown", up, at)
-        acc.apply_event("child-updown", down_event(child(str(n), 20, 20)), at)
+        churn_one(acc, n)
     assert total(acc).bytes_in == 20 * 30_000
     assert len(acc._deleted) == 5000 and not acc._retired
     # the poll sent before them lists the last one: counted once
@@ -232,12 +239,9 @@ def test_a_deleted_sa_is_forgotten_once_a_poll_sent_after_its_delete_is_read() -
     sizes = []
     mark = acc.poll_mark()
     for n in range(30_000):
-        at = n / 100
-        up = {"up": "yes", **ike({f"net-{n}": child(str(n), 10, 10)})}
-        acc.apply_event("child-updown", up, at)
-        acc.apply_event("child-updown", down_event(child(str(n), 20, 20)), at)
+        churn_one(acc, n)
         if n % 1000 == 999:  # a poll every 10 s, sent 10 s ago, lists nothing now
-            acc.observe([], at, mark)
+            acc.observe([], n / 100, mark)
             mark = acc.poll_mark()
             sizes.append(len(acc._deleted))
     assert total(acc).bytes_in == 20 * 30_000
@@ -290,8 +294,7 @@ def test_marked_polls_count_every_sa_once(ops: list[tuple[str, int, int]]) -> No
             born += 1
             uid = str(born)
             alive[uid] = inc
-            acc.apply_event("child-updown",
-                            {"up": "yes", **ike({f"net-{uid}": child(uid, inc, inc)})}, at)
+            acc.apply_event("child-updown", up_event(child(uid, inc, inc)), at)
         elif op == "grow" and uids:
             alive[uids[pick % len(uids)]] += inc
         elif op == "down" and uids:
