@@ -33,10 +33,12 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,15 +154,13 @@ class ChurnCharon(SyntheticCharon):
         self._emit("child-updown", {"rw": sa, "up": "yes"})
 
 
-def minute_medians(samples: list[tuple[float, float]], of: Any = None) -> list[float]:
-    """The median (or `of`, e.g. max) RSS of each whole minute of per-second samples."""
-    import statistics
-
+def by_minute(samples: list[tuple[float, float]],
+              of: Callable[[list[float]], float]) -> list[float]:
+    """`of` (median, max, min) the RSS of each whole minute of per-second samples."""
     minutes: dict[int, list[float]] = {}
     for t, rss in samples:
         minutes.setdefault(int(t // 60), []).append(rss)
-    return [round((of or statistics.median)(v), 1) for _, v in sorted(minutes.items())
-            if len(v) >= 30]
+    return [round(of(v), 1) for _, v in sorted(minutes.items()) if len(v) >= 30]
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -355,9 +355,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rss_by_minute=[(round(t), round(r, 1)) for t, r, _ in samples],
             live_sas=len(charon.live), churn_s=stopped - started,
             rss_min1_min5=(samples[-1][1] / samples[0][1]) if len(samples) >= 2 else None,
-            rss_median_by_minute=minute_medians(rss_seconds),
-            rss_max_by_minute=minute_medians(rss_seconds, max),
-            rss_min_by_minute=minute_medians(rss_seconds, min),
+            rss_median_by_minute=by_minute(rss_seconds, statistics.median),
+            rss_max_by_minute=by_minute(rss_seconds, max),
+            rss_min_by_minute=by_minute(rss_seconds, min),
         )
         return res
     finally:
